@@ -1,0 +1,52 @@
+# rslab: one-command set-up. Every target creates .venv and installs what it needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rslab-installed
+# torch 2.14.1 / torchvision 0.29.1 are the pinned pair on the project's machines;
+# override (e.g. TORCH_SPEC="torch torchvision") on a machine with other wheels.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PROFILE ?= smoke
+PYTEST_ARGS ?= -n 2
+
+# Nothing is ever fetched from a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: install tutorial notebooks test bench book clean strip
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	# sam2 on PyPI is a source package: build it against the installed torch, CPU only.
+	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet --no-build-isolation sam2==1.1.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+tutorial: install
+	$(VENV)/bin/rslab notebooks run --profile $(PROFILE)
+	$(MAKE) book
+
+notebooks: install
+	$(VENV)/bin/rslab notebooks run --profile $(PROFILE)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m benchmarks
+
+book: install
+	$(VENV)/bin/rslab book build
+
+strip: install
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+clean:
+	rm -rf build artifacts .pytest_cache
