@@ -1,0 +1,193 @@
+"""The ``rslab`` command line.
+
+    rslab notebooks run [--profile smoke] [--only 03 ...] [--keep-going] [-p key=value ...]
+    rslab notebooks list [--profile smoke]
+    rslab notebooks results
+    rslab book build
+    rslab readme-table [--write]
+    rslab weights find NAME [--kind hf] [--path P] [--allow-download]
+
+Commands run from anywhere inside the repository (the root is found by walking up to the
+directory holding ``notebooks/`` and ``pyproject.toml``). Exit status: 0 success, 1 a notebook
+or build failed, 2 bad usage or a missing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rslab import __version__
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value with a Python name as key, got {text!r}")
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def _cmd_notebooks_run(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    results = nbs.run_notebooks(
+        profile=args.profile,
+        only=args.only,
+        keep_going=args.keep_going,
+        root=root,
+        build_dir=args.build_dir,
+        artifacts_dir=args.artifacts_dir,
+        overrides=dict(args.param or []),
+        cell_timeout=args.cell_timeout,
+    )
+    print()
+    print(nbs.results_table(results))
+    build_dir = Path(args.build_dir).resolve() if args.build_dir else root / "build"
+    print(f"\nsummary: {build_dir / 'results_summary.md'} and results_summary.json")
+    failed = [r for r in results if r.status in ("failed", "no results")]
+    for r in failed:
+        where = f" (executed copy: {r.executed})" if r.executed else ""
+        print(f"FAILED {r.name}: {r.error}{where}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_notebooks_list(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    sections = nbs.load_profile(root, args.profile)
+    found = nbs.discover_notebooks(root)
+    for nb in found:
+        params = nbs.resolve_parameters(nb, args.profile, sections)
+        executed = (root / "build" / "notebooks" / nb.name).is_file()
+        results = (root / "artifacts" / nb.stem / "results.json").is_file()
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        print(f"{nb.stem:<24} {args.profile}: {shown}"
+              f"{'  [executed]' if executed else ''}{'  [results]' if results else ''}")
+    absent = [s for s in nbs.NOTEBOOK_STEMS if s not in {nb.stem for nb in found}]
+    for stem in absent:
+        print(f"{stem:<24} (notebooks/{stem}.ipynb not written yet)")
+    return 0
+
+
+def _cmd_notebooks_results(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    results = nbs.collect_results()
+    print(nbs.results_table(results))
+    if args.all_metrics:
+        for r in results:
+            if r.metrics:
+                print(f"\n{r.name}: {nbs.format_metrics(r.name, r.metrics, all_keys=True)}")
+    return 0
+
+
+def _cmd_book_build(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    try:
+        html = nbs.build_book(build_dir=args.build_dir)
+    except RuntimeError as exc:
+        print(f"rslab: {exc}", file=sys.stderr)
+        return 1
+    print(f"book: built {html / 'index.html'}")
+    return 0
+
+
+def _cmd_readme_table(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    table = nbs.results_table(nbs.collect_results(root))
+    if not args.write:
+        print(table)
+        return 0
+    readme = Path(args.readme) if args.readme else root / "README.md"
+    readme.write_text(nbs.update_readme(readme, table))
+    print(f"wrote the results table into {readme}")
+    return 0
+
+
+def _cmd_weights_find(args: argparse.Namespace) -> int:
+    from rslab.weights import find_weights
+
+    print(find_weights(args.name, path=args.path, allow_download=args.allow_download, kind=args.kind))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rslab",
+        description="rslab: notebook-first multi-modal (optical + SAR) remote-sensing segmentation lab.",
+    )
+    parser.add_argument("--version", action="version", version=f"rslab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    nb = sub.add_parser("notebooks", help="run, list and summarise the tutorial notebooks")
+    nb_sub = nb.add_subparsers(dest="action", metavar="ACTION")
+    nb_sub.required = True
+    run = nb_sub.add_parser("run", help="execute notebooks with papermill and print the results table")
+    run.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"),
+                     help="ci = seconds, smoke = CPU minutes (default), full = GPU + real data")
+    run.add_argument("--only", nargs="+", metavar="NN", help="notebook prefixes or stems, e.g. --only 01 03")
+    run.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
+    run.add_argument("-p", "--param", action="append", type=_parse_override, metavar="KEY=VALUE",
+                     help="override a parameter (YAML value) in every notebook that declares it, "
+                          "e.g. -p data_root=/data/rs")
+    run.add_argument("--cell-timeout", type=float, default=None, metavar="S",
+                     help="fail a cell that runs longer than S seconds (default: no limit)")
+    run.add_argument("--build-dir", default=None, help="where executed notebooks and the summary go (default build/)")
+    run.add_argument("--artifacts-dir", default=None, help="where notebooks write results (default artifacts/)")
+    run.set_defaults(func=_cmd_notebooks_run)
+    ls = nb_sub.add_parser("list", help="list notebooks and the parameters a profile gives them")
+    ls.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"))
+    ls.set_defaults(func=_cmd_notebooks_list)
+    res = nb_sub.add_parser("results", help="print the results table from artifacts/ (no execution)")
+    res.add_argument("--all-metrics", action="store_true", help="also print every metric of each notebook")
+    res.set_defaults(func=_cmd_notebooks_results)
+
+    book = sub.add_parser("book", help="build the Jupyter Book from the executed notebooks")
+    book_sub = book.add_subparsers(dest="action", metavar="ACTION")
+    book_sub.required = True
+    bb = book_sub.add_parser("build", help="stage build/notebooks + book/ and build build/book/html (offline)")
+    bb.add_argument("--build-dir", default=None, help="default build/")
+    bb.set_defaults(func=_cmd_book_build)
+
+    rt = sub.add_parser("readme-table", help="render the results table (Markdown) from artifacts/")
+    rt.add_argument("--write", action="store_true",
+                    help="replace the block between <!-- results:start --> and <!-- results:end --> in README.md")
+    rt.add_argument("--readme", default=None, help="default: README.md at the repository root")
+    rt.set_defaults(func=_cmd_readme_table)
+
+    w = sub.add_parser("weights", help="locate pretrained weights on disk")
+    w_sub = w.add_subparsers(dest="action", metavar="ACTION")
+    w_sub.required = True
+    wf = w_sub.add_parser("find", help="print the path of NAME's weights, or where it looked")
+    wf.add_argument("name", help="file name, Hugging Face repo id, timm model or open_clip 'model/tag'")
+    wf.add_argument("--kind", default="file", choices=("file", "hf", "timm", "open_clip"))
+    wf.add_argument("--path", default=None, help="an explicit file or folder to try first")
+    wf.add_argument("--allow-download", action="store_true", help="download when absent (needs internet)")
+    wf.set_defaults(func=_cmd_weights_find)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"rslab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rslab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Contrastive losses: InfoNCE and the image-level alignment objective of SkySense-VITA stage 1.
+
+SkySense-VITA, Sec. "Image-level Alignment Pre-training": the optical encoder E_opt is frozen and
+only the SAR encoder E_SAR is trained. For a registered pair (x_opt, x_SAR), two augmented SAR
+views x^a_SAR, x^b_SAR are encoded and globally average-pooled into f_opt, f^a_SAR, f^b_SAR, and
+
+    L_img = lambda_CL * L_CL(f^a_SAR, f^b_SAR) + lambda_CMA * L_CMA(f^a_SAR, f_opt)
+
+with L_CL an intra-SAR contrastive loss (robust SAR features) and L_CMA a cross-modal alignment
+loss anchoring SAR to the fixed optical space. The summary we follow does not spell out the form
+of either term; we use the symmetric InfoNCE of CLIP for both (in-batch negatives), the usual
+choice for this kind of alignment, and say so here rather than pretend it is the paper's formula.
+
+:func:`locked_text_loss` is the same InfoNCE against a frozen text tower (LiT, "locked-image/text
+tuning"), used to put a small optical encoder into the MiniLM text space when no pretrained CLIP
+is available (default profile).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"{names[0]} and {names[1]} must be (B, D), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must match: row i of each is one pair; "
+            "project both into the same embedding size."
+        )
+    if a.shape[0] < 2:
+        raise ValueError("contrastive losses need a batch of at least 2 pairs (the others are the negatives).")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError(f"{names[0]} or {names[1]} contains NaN/inf; check the inputs for nodata.")
+
+
+def info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float | torch.Tensor = 0.1,
+    symmetric: bool = True,
+    positives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """InfoNCE between paired rows of ``a`` and ``b`` (both ``(B, D)``, normalised here).
+
+    ``logits = norm(a) @ norm(b).T / temperature``; row i's positive is column i, every other
+    column a negative. ``symmetric`` averages the a->b and b->a cross-entropies (CLIP).
+    ``positives`` (optional ``(B, B)`` bool) marks extra positives, e.g. identical captions in a
+    batch; the target is then spread uniformly over them instead of punishing true matches.
+    """
+    _check_pair(a, b, ("a", "b"))
+    if isinstance(temperature, (int, float)) and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+    n = a.shape[0]
+    if positives is None:
+        target = torch.arange(n, device=a.device)
+        loss_ab = F.cross_entropy(logits, target)
+        loss_ba = F.cross_entropy(logits.T, target) if symmetric else None
+    else:
+        if positives.shape != (n, n) or positives.dtype != torch.bool:
+            raise ValueError(f"positives must be a ({n}, {n}) bool tensor, got {positives.dtype} {tuple(positives.shape)}")
+        pos = positives | torch.eye(n, dtype=torch.bool, device=a.device)
+        soft = pos.float() / pos.float().sum(1, keepdim=True)
+        loss_ab = F.cross_entropy(logits, soft)
+        soft_t = pos.T.float() / pos.T.float().sum(1, keepdim=True)
+        loss_ba = F.cross_entropy(logits.T, soft_t) if symmetric else None
+    return loss_ab if loss_ba is None else 0.5 * (loss_ab + loss_ba)
+
+
+def intra_sar_contrastive_loss(f_sar_a: torch.Tensor, f_sar_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """L_CL(f^a_SAR, f^b_SAR): two augmented views of the same SAR image are positives."""
+    _check_pair(f_sar_a, f_sar_b, ("f_sar_a", "f_sar_b"))
+    return info_nce(f_sar_a, f_sar_b, temperature)
+
+
+def cross_modal_alignment_loss(f_sar: torch.Tensor, f_opt: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """L_CMA(f^a_SAR, f_opt): the SAR feature must pick out its registered optical feature.
+
+    ``f_opt`` comes from the frozen optical encoder; it is detached here so that, even if a caller
+    forgets to freeze it, only the SAR side moves (the optical-text space stays fixed: "indirect
+    alignment").
+    """
+    _check_pair(f_sar, f_opt, ("f_sar", "f_opt"))
+    return info_nce(f_sar, f_opt.detach(), temperature)
+
+
+def locked_text_loss(
+    f_img: torch.Tensor, f_text: torch.Tensor, temperature: float | torch.Tensor = 0.07, texts: list[str] | None = None
+) -> torch.Tensor:
+    """CLIP loss against frozen text embeddings (LiT). ``texts`` (the strings) lets identical
+    captions in a batch count as positives of each other instead of as negatives."""
+    _check_pair(f_img, f_text, ("f_img", "f_text"))
+    positives = None
+    if texts is not None:
+        if len(texts) != f_img.shape[0]:
+            raise ValueError(f"got {len(texts)} texts for a batch of {f_img.shape[0]} images")
+        ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        idx = torch.tensor([ids[t] for t in texts], device=f_img.device)
+        positives = idx[:, None] == idx[None, :]
+    return info_nce(f_img, f_text.detach(), temperature, positives=positives)
+
+
+class ImageAlignmentLoss(nn.Module):
+    """L_img = lambda_CL * L_CL(f^a_SAR, f^b_SAR) + lambda_CMA * L_CMA(f^a_SAR, f_opt).
+
+    Setting a weight to 0 gives the ablations (L_CMA only: ``lambda_cl=0``; L_CL only:
+    ``lambda_cma=0``). ``forward`` returns the total and logs each term in ``self.last``.
+    """
+
+    def __init__(self, lambda_cl: float = 1.0, lambda_cma: float = 1.0, temperature: float = 0.1):
+        super().__init__()
+        if lambda_cl < 0 or lambda_cma < 0 or lambda_cl + lambda_cma == 0:
+            raise ValueError(f"weights must be >= 0 and not both 0, got lambda_cl={lambda_cl}, lambda_cma={lambda_cma}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.lambda_cl, self.lambda_cma, self.temperature = lambda_cl, lambda_cma, temperature
+        self.last: dict[str, float] = {}
+
+    def forward(self, f_sar_a: torch.Tensor, f_sar_b: torch.Tensor | None, f_opt: torch.Tensor | None) -> torch.Tensor:
+        total = f_sar_a.new_zeros(())
+        self.last = {}
+        if self.lambda_cl > 0:
+            if f_sar_b is None:
+                raise ValueError("lambda_cl > 0 needs the second SAR view f_sar_b.")
+            l_cl = intra_sar_contrastive_loss(f_sar_a, f_sar_b, self.temperature)
+            total = total + self.lambda_cl * l_cl
+            self.last["loss_cl"] = float(l_cl.detach())
+        if self.lambda_cma > 0:
+            if f_opt is None:
+                raise ValueError("lambda_cma > 0 needs the frozen optical feature f_opt.")
+            l_cma = cross_modal_alignment_loss(f_sar_a, f_opt, self.temperature)
+            total = total + self.lambda_cma * l_cma
+            self.last["loss_cma"] = float(l_cma.detach())
+        self.last["loss"] = float(total.detach())
+        return total

@@ -1,0 +1,451 @@
+"""SkySense-VITA stage 1: image-level optical-SAR alignment, and the optical-text space it needs.
+
+Paper (SkySense-VITA, CVPR 2026), Sec. "Image-level Alignment Pre-training": the SAR-optical domain
+gap makes SAR hard to learn from, so SAR is aligned *indirectly*: the optical encoder E_opt, which
+already lives in an optical-text space (CLIP-like), is frozen, and only the SAR encoder E_SAR is
+trained with L_img = lambda_CL L_CL + lambda_CMA L_CMA on globally average-pooled features
+(see :mod:`rslab.losses.contrastive`). SAR then inherits what the optical-text space can do
+(retrieval, zero-shot text classification) without ever seeing a caption.
+
+Default profile (no pretrained CLIP on disk): the optical encoder is a small
+:class:`~rslab.models.encoders.ImageEncoder` first trained briefly against the *frozen* MiniLM text
+encoder on synthetic captions and class prompts (locked-text tuning, :class:`OpticalTextModel`),
+then frozen. The full profile plugs in a pretrained CLIP vision tower instead.
+
+Pieces:
+- :class:`AlignmentConfig` -- encoder sizes and loss weights (tiny/small/base presets).
+- :class:`OpticalTextModel` -- optical encoder + learnable temperature for locked-text tuning.
+- :class:`SARAlignmentModel` -- frozen E_opt + trainable E_SAR; forward gives f_opt, f^a_SAR, f^b_SAR.
+- :func:`train_locked_text`, :func:`train_sar_alignment` -- the two short training runs.
+- :func:`embed_optical`, :func:`embed_sar`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
+  :func:`pca_2d` -- evaluation.
+- :func:`save_encoder`, :func:`load_encoder` -- safetensors + JSON config, for later notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rslab.data.augment import SARViewAugment, paired_dihedral, paired_random_crop
+from rslab.losses.contrastive import ImageAlignmentLoss, locked_text_loss
+from rslab.models.encoders import (
+    EncoderOutput,
+    ImageEncoder,
+    ImageEncoderConfig,
+    freeze,
+    preprocess_optical,
+    preprocess_sar,
+)
+
+# --------------------------------------------------------------------------------------------
+# Config and models
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    """Encoders and L_img weights for stage-1 alignment.
+
+    ``optical.out_dim`` and ``sar.out_dim`` must equal the text encoder's dim (384 for MiniLM):
+    all three live in one space.
+    """
+
+    optical: ImageEncoderConfig = field(default_factory=lambda: ImageEncoderConfig.tiny(4))
+    sar: ImageEncoderConfig = field(default_factory=lambda: ImageEncoderConfig.tiny(2))
+    lambda_cl: float = 1.0
+    lambda_cma: float = 1.0
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.sar.in_chans != 2:
+            raise ValueError(f"the SAR encoder takes 2 channels (VV, VH), got in_chans={self.sar.in_chans}")
+        if self.optical.out_dim != self.sar.out_dim:
+            raise ValueError(
+                f"optical.out_dim ({self.optical.out_dim}) != sar.out_dim ({self.sar.out_dim}); "
+                "both must project into the same optical-text space."
+            )
+
+    @classmethod
+    def tiny(cls, optical_chans: int = 4, **kw) -> "AlignmentConfig":
+        return cls(ImageEncoderConfig.tiny(optical_chans), ImageEncoderConfig.tiny(2), **kw)
+
+    @classmethod
+    def small(cls, optical_chans: int = 4, **kw) -> "AlignmentConfig":
+        return cls(ImageEncoderConfig.small(optical_chans), ImageEncoderConfig.small(2), **kw)
+
+    @classmethod
+    def base(cls, optical_chans: int = 4, **kw) -> "AlignmentConfig":
+        return cls(ImageEncoderConfig.base(optical_chans), ImageEncoderConfig.base(2), **kw)
+
+
+class OpticalTextModel(nn.Module):
+    """Optical encoder + CLIP's learnable temperature, for locked-text tuning (LiT).
+
+    The text side is a frozen :class:`~rslab.models.encoders.TextEncoder` whose embeddings are
+    passed in precomputed; only the image tower (and the temperature) learn.
+    """
+
+    def __init__(self, cfg: ImageEncoderConfig, init_temperature: float = 0.07):
+        super().__init__()
+        self.encoder = ImageEncoder(cfg)
+        self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        # clamp as CLIP does (logit scale <= 100) so the loss cannot blow up
+        return 1.0 / self.log_inv_temperature.clamp(max=math.log(100)).exp()
+
+    def forward(self, optical: torch.Tensor) -> torch.Tensor:
+        return self.encoder(preprocess_optical(optical)).embedding
+
+
+class SARAlignmentModel(nn.Module):
+    """Frozen optical encoder E_opt + trainable SAR encoder E_SAR (its own conv tokenizer).
+
+    ``forward(optical_a, sar_a, sar_b=None)`` returns the GAP features
+    ``{"f_opt", "f_sar_a", "f_sar_b"}`` that :class:`~rslab.losses.contrastive.ImageAlignmentLoss`
+    consumes. SAR nodata (NaN) is masked out of the pooling, never fed to the network.
+    """
+
+    def __init__(self, optical_encoder: ImageEncoder, sar_cfg: ImageEncoderConfig | None = None):
+        super().__init__()
+        if not isinstance(optical_encoder, ImageEncoder):
+            raise ValueError(f"optical_encoder must be an ImageEncoder, got {type(optical_encoder).__name__}")
+        sar_cfg = sar_cfg or ImageEncoderConfig.tiny(2, out_dim=optical_encoder.cfg.out_dim)
+        if sar_cfg.in_chans != 2 or sar_cfg.out_dim != optical_encoder.cfg.out_dim:
+            raise ValueError(
+                f"sar_cfg needs in_chans=2 and out_dim={optical_encoder.cfg.out_dim} (the optical space), "
+                f"got in_chans={sar_cfg.in_chans}, out_dim={sar_cfg.out_dim}"
+            )
+        self.optical = freeze(optical_encoder)
+        self.sar = ImageEncoder(sar_cfg)
+
+    def train(self, mode: bool = True) -> "SARAlignmentModel":
+        super().train(mode)
+        self.optical.eval()  # frozen: BatchNorm statistics must not drift either
+        return self
+
+    def encode_sar(self, sar_db: torch.Tensor) -> EncoderOutput:
+        x, valid = preprocess_sar(sar_db)
+        return self.sar(x, valid=valid)
+
+    @torch.no_grad()
+    def encode_optical(self, optical: torch.Tensor) -> EncoderOutput:
+        return self.optical(preprocess_optical(optical))
+
+    def forward(
+        self, optical_a: torch.Tensor | None, sar_a: torch.Tensor, sar_b: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor | None]:
+        if optical_a is not None and optical_a.shape[-2:] != sar_a.shape[-2:]:
+            raise ValueError(
+                f"optical {tuple(optical_a.shape)} and SAR {tuple(sar_a.shape)} differ in size; pairs must be co-registered."
+            )
+        return {
+            "f_opt": None if optical_a is None else self.encode_optical(optical_a).embedding,
+            "f_sar_a": self.encode_sar(sar_a).embedding,
+            "f_sar_b": None if sar_b is None else self.encode_sar(sar_b).embedding,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Data checks
+# --------------------------------------------------------------------------------------------
+
+
+def check_pairs(optical: torch.Tensor, sar_db: torch.Tensor, max_nodata: float = 0.5) -> torch.Tensor:
+    """Validate co-registered batches; return a (N,) bool keep-mask of usable pairs.
+
+    Raises ``ValueError`` on a shape or channel mismatch. Pairs whose SAR has more than
+    ``max_nodata`` NaN pixels are flagged (False) so callers drop them rather than train on them;
+    the remaining NaNs are masked inside the encoder.
+    """
+    if not isinstance(optical, torch.Tensor) or not isinstance(sar_db, torch.Tensor):
+        raise ValueError("optical and sar must be torch tensors (N, C, H, W); use torch.from_numpy().")
+    if optical.ndim != 4 or sar_db.ndim != 4:
+        raise ValueError(f"expected (N, C, H, W) batches, got optical {tuple(optical.shape)}, sar {tuple(sar_db.shape)}")
+    if sar_db.shape[1] != 2:
+        raise ValueError(f"SAR must have 2 channels (VV, VH) in dB, got {sar_db.shape[1]} (shape {tuple(sar_db.shape)})")
+    if optical.shape[0] != sar_db.shape[0] or optical.shape[-2:] != sar_db.shape[-2:]:
+        raise ValueError(
+            f"optical {tuple(optical.shape)} and SAR {tuple(sar_db.shape)} are not co-registered pairs: "
+            "they must share N, H and W."
+        )
+    if not torch.isfinite(optical).all():
+        raise ValueError("optical contains NaN/inf; drop those pairs first (optical nodata is not supported).")
+    nodata = (~torch.isfinite(sar_db)).any(1).float().mean((1, 2))
+    return nodata <= max_nodata
+
+
+# --------------------------------------------------------------------------------------------
+# Training loops
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitConfig:
+    """A short training run: AdamW with linear warm-up and cosine decay."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: int = 20
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {self.steps}, {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def _fit(
+    params: Sequence[nn.Parameter],
+    step_loss: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
+    n: int,
+    fit: FitConfig,
+    generator: torch.Generator,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Minimal loop: sample a batch of indices, compute the loss, AdamW step. Returns the history."""
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=fit.lr, weight_decay=fit.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < fit.warmup:
+            return (step + 1) / fit.warmup
+        t = (step - fit.warmup) / max(1, fit.steps - fit.warmup)
+        return 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    history: list[dict[str, float]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=fit.steps, leave=False)
+    start = time.perf_counter()
+    batch = min(fit.batch_size, n)
+    for step in range(fit.steps):
+        idx = torch.randperm(n, generator=generator)[:batch]
+        loss, logs = step_loss(idx)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate.")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % fit.log_every == 0 or step == fit.steps - 1:
+            history.append({"step": step, "time_s": time.perf_counter() - start, **logs})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+    if bar is not None:
+        bar.close()
+    return history
+
+
+def train_locked_text(
+    model: OpticalTextModel,
+    optical: torch.Tensor,
+    text_embeddings: Sequence[torch.Tensor] | torch.Tensor,
+    texts: Sequence[Sequence[str]] | None = None,
+    fit: FitConfig | None = None,
+    crop: int | None = 48,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Locked-text tuning: pull each optical image towards the frozen embedding of one of its texts.
+
+    Args:
+        optical: (N, C, H, W) images in [0, 1].
+        text_embeddings: per image, a (T_i, D) tensor of its candidate texts' embeddings (caption,
+            class prompts...); one is drawn per step. A single (N, D) tensor means one text each.
+        texts: the strings behind ``text_embeddings`` (same nesting); identical strings in a batch
+            are then treated as positives of each other rather than as negatives.
+        crop: random crop size (plus flips/rotations), or None.
+    """
+    fit = fit or FitConfig()
+    if optical.ndim != 4 or not torch.isfinite(optical).all():
+        raise ValueError(f"optical must be a finite (N, C, H, W) tensor, got shape {tuple(optical.shape)}")
+    if isinstance(text_embeddings, torch.Tensor):
+        text_embeddings = [t[None] for t in text_embeddings]
+        texts = None if texts is None else [[t] for t in texts]
+    if len(text_embeddings) != optical.shape[0]:
+        raise ValueError(f"need one text set per image: {len(text_embeddings)} sets for {optical.shape[0]} images")
+    if texts is not None and [len(t) for t in texts] != [len(e) for e in text_embeddings]:
+        raise ValueError("texts and text_embeddings must have the same nesting (one string per embedding row).")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.train()
+
+    def step_loss(idx: torch.Tensor):
+        picks = [int(torch.randint(len(text_embeddings[i]), (1,), generator=g)) for i in idx.tolist()]
+        f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx.tolist(), picks)])
+        batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx.tolist(), picks)]
+        x = optical[idx]
+        if crop is not None:
+            (x,) = paired_random_crop(x, size=crop)
+        (x,) = paired_dihedral(x)
+        f_img = model(x)
+        loss = locked_text_loss(f_img, f_text, model.temperature, batch_texts)
+        return loss, {"loss": float(loss.detach()), "temperature": float(model.temperature.detach())}
+
+    history = _fit(list(model.parameters()), step_loss, optical.shape[0], fit, g, progress)
+    model.eval()
+    return history
+
+
+def train_sar_alignment(
+    model: SARAlignmentModel,
+    optical: torch.Tensor,
+    sar_db: torch.Tensor,
+    loss_fn: ImageAlignmentLoss,
+    fit: FitConfig | None = None,
+    augment: SARViewAugment | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Stage-1 alignment: train E_SAR only, with L_img on (x_opt, x^a_SAR, x^b_SAR) triplets.
+
+    Pairs with too much SAR nodata are dropped (see :func:`check_pairs`), the rest is masked.
+    """
+    fit = fit or FitConfig()
+    augment = augment or SARViewAugment()
+    keep = check_pairs(optical, sar_db)
+    if int(keep.sum()) < 2:
+        raise ValueError("fewer than 2 usable pairs after dropping SAR tiles that are mostly nodata.")
+    optical, sar_db = optical[keep], sar_db[keep]
+    if any(p.requires_grad for p in model.optical.parameters()):
+        raise ValueError("the optical encoder must be frozen for indirect alignment; build it via SARAlignmentModel.")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.train()
+    need_b = loss_fn.lambda_cl > 0
+    need_opt = loss_fn.lambda_cma > 0
+
+    def step_loss(idx: torch.Tensor):
+        opt_a, sar_a, sar_b = augment(optical[idx], sar_db[idx])
+        out = model(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
+        loss = loss_fn(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
+        return loss, dict(loss_fn.last)
+
+    history = _fit(list(model.sar.parameters()), step_loss, optical.shape[0], fit, g, progress)
+    model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def embed_optical(encoder: ImageEncoder, optical: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised global embeddings (N, D) of optical images in [0, 1]."""
+    encoder.eval()
+    out = [encoder(preprocess_optical(optical[i : i + batch_size])).embedding for i in range(0, len(optical), batch_size)]
+    return F.normalize(torch.cat(out), dim=-1)
+
+
+@torch.no_grad()
+def embed_sar(encoder: ImageEncoder, sar_db: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised global embeddings (N, D) of SAR images in dB (nodata masked out of the pooling)."""
+    encoder.eval()
+    out = []
+    for i in range(0, len(sar_db), batch_size):
+        x, valid = preprocess_sar(sar_db[i : i + batch_size])
+        out.append(encoder(x, valid=valid).embedding)
+    return F.normalize(torch.cat(out), dim=-1)
+
+
+def retrieval_scores(query: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Recall@K of query i retrieving gallery i (cosine similarity); uses :func:`rslab.metrics.recall_at_k`."""
+    from rslab.metrics import recall_at_k
+
+    if query.shape != gallery.shape:
+        raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)} must be paired row by row")
+    sim = F.normalize(query, dim=-1) @ F.normalize(gallery, dim=-1).T
+    return recall_at_k(sim, np.arange(len(query)), ks)
+
+
+def zero_shot_predict(image_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """Class index with the highest cosine similarity between image and class-prompt embeddings."""
+    if image_emb.ndim != 2 or class_emb.ndim != 2 or image_emb.shape[1] != class_emb.shape[1]:
+        raise ValueError(
+            f"need (N, D) image and (C, D) class embeddings of the same D, got {tuple(image_emb.shape)}, {tuple(class_emb.shape)}"
+        )
+    return (F.normalize(image_emb, dim=-1) @ F.normalize(class_emb, dim=-1).T).argmax(1)
+
+
+def zero_shot_accuracy(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Accuracy and balanced accuracy (mean per-class recall over classes present) of zero-shot prediction."""
+    pred = zero_shot_predict(image_emb, class_emb)
+    targets = torch.as_tensor(targets)
+    if targets.shape != pred.shape:
+        raise ValueError(f"targets must be ({len(pred)},), got {tuple(targets.shape)}")
+    acc = float((pred == targets).float().mean())
+    recalls = [float((pred[targets == c] == c).float().mean()) for c in targets.unique().tolist()]
+    return {"acc": acc, "balanced_acc": float(np.mean(recalls))}
+
+
+def pca_2d(*groups: torch.Tensor) -> list[np.ndarray]:
+    """Project several (N_i, D) embedding sets with ONE 2-D PCA fitted on all of them together."""
+    if not groups:
+        raise ValueError("pass at least one embedding set")
+    x = torch.cat([g.float() for g in groups]).numpy()
+    mean = x.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    proj = (x - mean) @ vt[:2].T
+    sizes = np.cumsum([0] + [len(g) for g in groups])
+    return [proj[a:b] for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+# --------------------------------------------------------------------------------------------
+# Saving / loading
+# --------------------------------------------------------------------------------------------
+
+
+def save_encoder(encoder: ImageEncoder, path: str | Path) -> Path:
+    """Write ``<path>.safetensors`` (weights) and ``<path>.json`` (config), each atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights, config = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
+    os.replace(tmp, weights)
+    tmp = config.with_name(config.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(encoder.cfg), indent=2))
+    os.replace(tmp, config)
+    return weights
+
+
+def load_encoder(path: str | Path, map_location: str = "cpu") -> ImageEncoder:
+    """Rebuild an :class:`ImageEncoder` saved by :func:`save_encoder` (path with or without suffix)."""
+    from safetensors.torch import load_file
+
+    path = Path(path).with_suffix("")
+    weights, config = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    for f in (weights, config):
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"{f} not found; run notebooks/01_sar_alignment.ipynb (it saves the aligned encoders "
+                "to artifacts/01_sar_alignment/) or pass the right path."
+            )
+    encoder = ImageEncoder(ImageEncoderConfig(**json.loads(config.read_text())))
+    encoder.load_state_dict(load_file(str(weights), device=map_location))
+    return encoder.eval()

@@ -1,0 +1,335 @@
+"""Query-based Semantic Aggregation Contrastive Learning (QSACL), SkySense V2 Sec. 3.2.
+
+Why: a remote-sensing scene holds many semantics (water, fields, buildings...), so two
+random crops of it often show different things and contrasting their *whole-image*
+embeddings asks the network to match unrelated content. QSACL instead lets ``m`` learnable
+queries cross-attend to each view's feature map; query ``i`` gathers "its" kind of content
+(``z_i = softmax(q_i K^T / sqrt(d)) V``), and views are contrasted query by query (Eq. 3,
+:func:`rslab.losses.qsacl.qsacl_loss`).
+
+Pieces:
+
+- :class:`QueryAggregator`: the ``m`` queries + multi-head cross-attention over a view's
+  last-stage tokens (also returns the attention maps, for "what does each query look at").
+- :class:`MeanAggregator`: global average pooling, ``m = 1``: the image-level contrastive
+  baseline with the same backbone, heads, loss and budget.
+- :class:`ContrastiveSSL`: the student (backbone -> aggregator -> projector -> predictor).
+  The teacher is an EMA copy of the whole student (``rslab.train.ema.EMA``) used without its
+  predictor, as in MoCo v3 / BYOL; the paper states "EMA teacher" and leaves heads open.
+- :func:`multi_crop`: global and local views of each scene (random resized crops + flips +
+  intensity jitter), batched with ``torchvision.ops.roi_align``.
+- :func:`pretraining_loss`: one step's loss for a batch of scenes (QSACL or baseline, by the
+  student's aggregator), plus the MoE load-balancing term when the backbone has MoE.
+- Evaluation: :func:`extract_features`, :func:`fit_linear_probe`, :func:`linear_probe_miou`
+  (frozen features + 1x1 conv), :func:`query_attention_maps`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, trunc_normal_
+from torch import nn
+from torchvision.ops import roi_align
+
+from rslab.losses.qsacl import qsacl_loss
+from rslab.models.backbone import UnifiedBackbone
+
+__all__ = [
+    "QSACLConfig",
+    "QueryAggregator",
+    "MeanAggregator",
+    "ContrastiveSSL",
+    "multi_crop",
+    "pretraining_loss",
+    "extract_features",
+    "fit_linear_probe",
+    "linear_probe_miou",
+    "query_attention_maps",
+]
+
+
+@dataclass
+class QSACLConfig:
+    """QSACL pre-training head and view settings. ``aggregation="mean"`` = image-level baseline."""
+
+    num_queries: int = 8  # m
+    num_heads: int = 4  # cross-attention heads (must divide the feature dim)
+    proj_dim: int = 128
+    hidden_dim: int = 512
+    temperature: float = 0.2
+    aggregation: str = "query"  # "query" (QSACL) | "mean" (image-level contrastive baseline)
+    feature_stage: int = 3  # which backbone stage the queries read (0-based; 3 = last)
+    global_size: int = 64
+    local_size: int = 32
+    num_global: int = 1
+    num_local: int = 2
+    global_scale: tuple[float, float] = (0.4, 1.0)  # crop area as a fraction of the scene
+    local_scale: tuple[float, float] = (0.05, 0.25)
+    intensity_jitter: float = 0.2  # per-view multiplicative jitter (per channel for optical)
+    momentum: tuple[float, float] = (0.99, 1.0)  # EMA teacher, cosine from start to end
+    moe_aux_weight: float = 0.01  # weight of the MoE load-balancing loss when MoE is on
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in ("query", "mean"):
+            raise ValueError(f"aggregation must be 'query' (QSACL) or 'mean' (image-level baseline), got {self.aggregation!r}")
+        if self.num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
+        if self.num_global < 1 or self.num_local < 1:
+            raise ValueError("QSACL needs at least one global and one local view")
+        for name in ("global_scale", "local_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(lo, hi)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.feature_stage <= 3:
+            raise ValueError(f"feature_stage must be 0..3, got {self.feature_stage}")
+
+    @classmethod
+    def tiny(cls, **overrides) -> "QSACLConfig":
+        return replace(cls(), **overrides)
+
+    @classmethod
+    def small(cls, **overrides) -> "QSACLConfig":
+        return replace(cls(num_queries=16, num_heads=8, proj_dim=256, hidden_dim=2048, global_size=128,
+                           local_size=64, num_local=4), **overrides)
+
+    @classmethod
+    def base(cls, **overrides) -> "QSACLConfig":
+        """Paper-scale views (global 224, 6 local crops of 96 as in multi-crop SSL)."""
+        return replace(cls(num_queries=16, num_heads=16, proj_dim=256, hidden_dim=4096, global_size=224,
+                           local_size=96, num_global=2, num_local=6, momentum=(0.996, 1.0)), **overrides)
+
+
+class QueryAggregator(nn.Module):
+    """``m`` learnable queries cross-attending to a feature map (the "query-based semantic
+    aggregation" of Sec. 3.2). Returns ``z`` (B, m, C) and the head-averaged attention
+    (B, m, H, W), each query's weights summing to 1 over the map."""
+
+    def __init__(self, dim: int, num_queries: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"feature dim {dim} is not divisible by num_heads={num_heads}")
+        self.queries = nn.Parameter(torch.zeros(num_queries, dim))
+        trunc_normal_(self.queries, std=0.02)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, C, H, W = feats.shape
+        kv = feats.flatten(2).transpose(1, 2)  # (B, HW, C)
+        q = self.queries.unsqueeze(0).expand(B, -1, -1)
+        z, attn = self.attn(q, kv, kv, need_weights=True, average_attn_weights=True)
+        return z, attn.reshape(B, -1, H, W)
+
+
+class MeanAggregator(nn.Module):
+    """Global average pooling as a single "query": the image-level contrastive baseline."""
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, C, H, W = feats.shape
+        z = feats.mean(dim=(2, 3)).unsqueeze(1)
+        return z, feats.new_full((B, 1, H, W), 1.0 / (H * W))
+
+
+class ContrastiveSSL(nn.Module):
+    """Student network for QSACL (``cfg.aggregation="query"``) or the image-level baseline
+    (``"mean"``): backbone -> aggregator -> projector -> predictor, applied per query."""
+
+    def __init__(self, backbone: UnifiedBackbone, cfg: QSACLConfig | None = None) -> None:
+        super().__init__()
+        if not isinstance(backbone, UnifiedBackbone):
+            raise ValueError(f"backbone must be a UnifiedBackbone, got {type(backbone).__name__}")
+        self.cfg = cfg = cfg or QSACLConfig()
+        self.backbone = backbone
+        dim = backbone.out_channels[cfg.feature_stage]
+        if cfg.aggregation == "query":
+            self.aggregator: nn.Module = QueryAggregator(dim, cfg.num_queries, cfg.num_heads)
+        else:
+            self.aggregator = MeanAggregator()
+        self.projector = Mlp(dim, cfg.hidden_dim, cfg.proj_dim)
+        self.predictor = Mlp(cfg.proj_dim, cfg.hidden_dim, cfg.proj_dim)
+
+    @property
+    def num_queries(self) -> int:
+        return self.cfg.num_queries if self.cfg.aggregation == "query" else 1
+
+    def aggregate(self, x: torch.Tensor, modality: str, gsd: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(aggregated features (B, m, C), attention maps (B, m, H_s, W_s))."""
+        feats = self.backbone(x, modality=modality, gsd=gsd)[self.cfg.feature_stage]
+        return self.aggregator(feats)
+
+    def embed(self, x: torch.Tensor, modality: str, gsd: float | None = None, predict: bool = True) -> torch.Tensor:
+        """Per-query embeddings (B, m, proj_dim); the predictor is for the student only."""
+        z, _ = self.aggregate(x, modality, gsd)
+        z = self.projector(z)
+        return self.predictor(z) if predict else z
+
+    def forward(self, x: torch.Tensor, modality: str, gsd: float | None = None) -> torch.Tensor:
+        return self.embed(x, modality, gsd, predict=True)
+
+
+# ---------------------------------------------------------------------------- views
+def _random_boxes(n: int, height: int, width: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """(n, 4) boxes x1, y1, x2, y2 in pixels; square-ish (aspect in [3/4, 4/3]) crops whose area
+    is ``scale`` of the image, clipped to fit."""
+    area = torch.empty(n).uniform_(*scale, generator=generator) * height * width
+    log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
+    ratio = log_ratio.exp()
+    w = (area * ratio).sqrt().clamp(2, width)
+    h = (area / ratio).sqrt().clamp(2, height)
+    x1 = torch.rand(n, generator=generator) * (width - w)
+    y1 = torch.rand(n, generator=generator) * (height - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
+def _one_view(images: torch.Tensor, size: int, scale: tuple[float, float], jitter: float, per_channel: bool,
+              generator: torch.Generator) -> torch.Tensor:
+    B, C, H, W = images.shape
+    boxes = _random_boxes(B, H, W, scale, generator)
+    rois = torch.cat([torch.arange(B, dtype=boxes.dtype)[:, None], boxes], dim=1).to(images)
+    view = roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    flip_h = torch.rand(B, generator=generator) < 0.5
+    flip_v = torch.rand(B, generator=generator) < 0.5
+    view = torch.where(flip_h.to(view.device)[:, None, None, None], view.flip(-1), view)
+    view = torch.where(flip_v.to(view.device)[:, None, None, None], view.flip(-2), view)
+    if jitter > 0:
+        shape = (B, C if per_channel else 1, 1, 1)
+        gain = 1 + (torch.rand(shape, generator=generator) * 2 - 1) * jitter
+        view = view * gain.to(view)
+    return view
+
+
+def multi_crop(images: torch.Tensor, cfg: QSACLConfig, generator: torch.Generator | None = None,
+               modality: str = "optical") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Global and local views of each scene in ``images`` (B, C, H, W).
+
+    Returns ``(globals, locals)``: lists of ``cfg.num_global`` tensors (B, C, G, G) and
+    ``cfg.num_local`` tensors (B, C, L, L). Every view is an independent random resized crop
+    (area fraction ``cfg.global_scale`` / ``cfg.local_scale``) with random flips and a
+    multiplicative intensity jitter (per channel for optical, one gain for SAR so the VV/VH
+    ratio, a physical quantity, is kept).
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got {getattr(images, 'shape', None)}")
+    generator = generator or torch.Generator().manual_seed(0)
+    per_channel = modality != "sar"
+    globals_ = [_one_view(images, cfg.global_size, cfg.global_scale, cfg.intensity_jitter, per_channel, generator)
+                for _ in range(cfg.num_global)]
+    locals_ = [_one_view(images, cfg.local_size, cfg.local_scale, cfg.intensity_jitter, per_channel, generator)
+               for _ in range(cfg.num_local)]
+    return globals_, locals_
+
+
+def pretraining_loss(student: ContrastiveSSL, teacher: ContrastiveSSL, images: torch.Tensor, modality: str,
+                     gsd: float | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Loss of one step on a batch of scenes: make views, embed them with the student (with
+    predictor) and the teacher (without, no grad), apply Eq. 3. Returns ``{"loss", "contrastive",
+    "moe_aux"}``; ``loss`` is what to back-propagate."""
+    cfg = student.cfg
+    globals_, locals_ = multi_crop(images, cfg, generator, modality)
+    views = globals_ + locals_
+    with torch.no_grad():
+        teacher_z = [teacher.embed(v, modality, gsd, predict=False) for v in views]
+    student_z, moe_aux = [], []
+    for v in views:
+        student_z.append(student.embed(v, modality, gsd, predict=True))
+        moe_aux.append(student.backbone.moe_aux_loss())
+    g = cfg.num_global
+    contrastive = qsacl_loss(student_z[:g], student_z[g:], teacher_z[:g], teacher_z[g:], cfg.temperature)
+    aux = torch.stack(moe_aux).mean()
+    return {"loss": contrastive + cfg.moe_aux_weight * aux, "contrastive": contrastive.detach(), "moe_aux": aux.detach()}
+
+
+# ---------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def extract_features(backbone: UnifiedBackbone, images: torch.Tensor, modality: str, gsd: float | None = None,
+                     stages: tuple[int, ...] = (3,), batch_size: int = 16) -> torch.Tensor:
+    """Frozen features for a linear probe: the chosen stages' maps, upsampled (bilinear) to the
+    finest of them and concatenated along channels. Returns (N, sum C_s, h, w)."""
+    if not stages or any(not 0 <= s <= 3 for s in stages):
+        raise ValueError(f"stages must be a non-empty tuple of stage indices 0..3, got {stages}")
+    was_training = backbone.training
+    backbone.eval()
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        feats = backbone(images[i : i + batch_size], modality=modality, gsd=gsd)
+        chosen = [feats[s] for s in stages]
+        size = max((f.shape[-2:] for f in chosen), key=lambda hw: hw[0] * hw[1])
+        out.append(torch.cat([F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+                              if f.shape[-2:] != size else f for f in chosen], dim=1))
+    backbone.train(was_training)
+    return torch.cat(out)
+
+
+class LinearProbe(nn.Module):
+    """Per-channel standardisation (fixed from the training features) + a 1x1 conv."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.view(1, -1, 1, 1))
+        self.register_buffer("std", std.view(1, -1, 1, 1))
+        self.conv = nn.Conv2d(mean.numel(), num_classes, kernel_size=1)
+
+    def forward(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        logits = self.conv((feats - self.mean) / self.std)
+        return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 300,
+                     lr: float = 0.05, weight_decay: float = 1e-4, ignore_index: int = 255,
+                     seed: int = 0) -> LinearProbe:
+    """Train a 1x1-conv probe on frozen ``features`` (N, C, h, w) against ``labels`` (N, H, W):
+    logits are upsampled to label size and trained with cross-entropy (full batch, Adam)."""
+    if features.ndim != 4 or labels.ndim != 3 or features.shape[0] != labels.shape[0]:
+        raise ValueError(f"features (N, C, h, w) and labels (N, H, W) must share N, got {tuple(features.shape)}, {tuple(labels.shape)}")
+    if labels[labels != ignore_index].numel() and int(labels[labels != ignore_index].max()) >= num_classes:
+        raise ValueError(f"labels contain class {int(labels[labels != ignore_index].max())} >= num_classes={num_classes}")
+    torch.manual_seed(seed)
+    mean = features.mean(dim=(0, 2, 3))
+    std = features.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    probe = LinearProbe(mean, std, num_classes)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    labels = labels.long()
+    for _ in range(steps):
+        loss = F.cross_entropy(probe(features, labels.shape[-2:]), labels, ignore_index=ignore_index)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return probe.eval()
+
+
+def linear_probe_miou(backbone: UnifiedBackbone, train_images: torch.Tensor, train_labels: torch.Tensor,
+                      test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int, modality: str,
+                      gsd: float | None = None, stages: tuple[int, ...] = (3,), steps: int = 300,
+                      ignore_index: int = 255) -> dict:
+    """Frozen-feature linear segmentation probe: fit on train scenes, mIoU on held-out ones.
+
+    Returns ``{"miou", "iou_per_class" (NaN where a class is absent), "pred" (N, H, W)}``.
+    """
+    from rslab.metrics import iou_per_class
+
+    train_f = extract_features(backbone, train_images, modality, gsd, stages)
+    test_f = extract_features(backbone, test_images, modality, gsd, stages)
+    probe = fit_linear_probe(train_f, train_labels, num_classes, steps=steps, ignore_index=ignore_index)
+    with torch.no_grad():
+        pred = probe(test_f, test_labels.shape[-2:]).argmax(dim=1)
+    ious = iou_per_class(pred.numpy(), test_labels.numpy(), num_classes, ignore_index=ignore_index)
+    return {"miou": float(np.nanmean(ious)), "iou_per_class": ious, "pred": pred}
+
+
+@torch.no_grad()
+def query_attention_maps(student: ContrastiveSSL, images: torch.Tensor, modality: str,
+                         gsd: float | None = None) -> torch.Tensor:
+    """What each query attends to: (B, m, H, W) cross-attention weights, upsampled to the
+    image size (each query's map sums to ~1 over the image before upsampling)."""
+    was_training = student.training
+    student.eval()
+    _, attn = student.aggregate(images, modality, gsd)
+    student.train(was_training)
+    return F.interpolate(attn, size=images.shape[-2:], mode="bilinear", align_corners=False)

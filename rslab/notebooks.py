@@ -1,0 +1,643 @@
+"""Notebook support: run bookkeeping inside a notebook, and (below) the papermill runner.
+
+Inside a notebook::
+
+    from rslab.notebooks import start_run
+    run = start_run("01_sar_alignment", profile=profile, seed=seed)
+    ...                      # run.artifacts is artifacts/01_sar_alignment/
+    run.save_results({"sar2opt_r1_after": 0.91})
+
+Outside (what ``rslab notebooks run`` calls)::
+
+    from rslab.notebooks import run_notebooks, results_table
+    results = run_notebooks(profile="ci", only=["03"])   # papermill, in order
+    print(results_table(results))
+
+Profiles live in ``notebooks/profiles/{ci,smoke,full}.yaml``: one section per notebook stem
+holding papermill parameters, plus an optional ``defaults`` section applied to every notebook
+whose parameters cell declares the name. ``profile`` is always injected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def artifacts_root() -> Path:
+    """``$RSLAB_ARTIFACTS_DIR`` if set (the runner sets it), else ``./artifacts``."""
+    return Path(os.environ.get("RSLAB_ARTIFACTS_DIR", "artifacts")).resolve()
+
+
+def _device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # 0-d torch tensor
+        return value.item()
+    return value
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    profile: str
+    seed: int
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def artifacts(self) -> Path:
+        path = artifacts_root() / self.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_results(self, metrics: dict[str, Any], **extra: Any) -> Path:
+        """Write ``artifacts/<name>/results.json`` atomically; returns its path."""
+        if not isinstance(metrics, dict):
+            raise ValueError(f"metrics must be a dict of name -> value, got {type(metrics).__name__}")
+        payload = {
+            "notebook": self.name,
+            "profile": self.profile,
+            "metrics": _to_jsonable(metrics),
+            "wall_s": round(time.perf_counter() - self.started, 2),
+            "device": _device_name(),
+            "seed": self.seed,
+            **_to_jsonable(extra),
+        }
+        path = self.artifacts / "results.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
+        os.replace(tmp, path)
+        return path
+
+
+def start_run(name: str, profile: str = "smoke", seed: int = 0) -> NotebookRun:
+    if not name or "/" in name:
+        raise ValueError(f"name must be a notebook stem like '01_sar_alignment', got {name!r}")
+    return NotebookRun(name=name, profile=profile, seed=int(seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner: discover notebooks, resolve profiles, execute with papermill, summarise results.
+# Everything below runs outside the notebooks (CLI, tests); papermill, nbformat and yaml are
+# imported inside functions so that `import rslab` stays light.
+# ---------------------------------------------------------------------------------------------
+
+PROFILES = ("ci", "smoke", "full")
+NOTEBOOK_STEMS = (
+    "00_data_tour",
+    "01_sar_alignment",
+    "02_qsacl_pretraining",
+    "03_vita_sga",
+    "04_rs2sam2",
+    "05_coninfer_inference",
+)
+# The metric keys each notebook must write (DESIGN.md, "Metric keys in results.json").
+METRIC_KEYS: dict[str, tuple[str, ...]] = {
+    "00_data_tour": ("scenes_per_s",),
+    "01_sar_alignment": (
+        "sar2opt_r1_before",
+        "sar2opt_r1_after",
+        "sar_zeroshot_acc_before",
+        "sar_zeroshot_acc_after",
+    ),
+    "02_qsacl_pretraining": (
+        "probe_miou_random",
+        "probe_miou_contrastive",
+        "probe_miou_qsacl",
+        "probe_miou_qsacl_sar",
+    ),
+    "03_vita_sga": (
+        "miou_visual",
+        "miou_text",
+        "miou_fused",
+        "miou_text_unseen_synonyms",
+        "miou_sar_fused",
+    ),
+    "04_rs2sam2": ("miou_baseline", "miou_full", "oiou_full", "pr50_full", "pr70_full", "pr90_full"),
+    "05_coninfer_inference": ("miou_prior", "miou_context_only", "miou_decoupled", "miou_joint"),
+}
+DEFAULTS_KEY = "defaults"  # profile section applied to every notebook that declares the name
+RESULTS_START = "<!-- results:start -->"
+RESULTS_END = "<!-- results:end -->"
+_STEM_RE = re.compile(r"^\d{2}_[A-Za-z0-9_]+$")
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """Walk up from ``start`` (default: cwd) to the directory holding ``notebooks/`` and
+    ``pyproject.toml``: the repository root."""
+    here = Path(start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "notebooks").is_dir() and (candidate / "pyproject.toml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no rslab repository found at or above {here}: looked for a directory holding both "
+        "'notebooks/' and 'pyproject.toml'. Run the command from inside the rslab checkout "
+        "(e.g. `cd rslab && rslab notebooks run`)."
+    )
+
+
+def discover_notebooks(root: str | Path, only: Iterable[str] | None = None) -> list[Path]:
+    """``notebooks/NN_*.ipynb`` in order. ``only`` filters by prefix ("03") or stem
+    ("03_vita_sga"); a filter that matches nothing is an error (it is almost always a typo)."""
+    folder = Path(root) / "notebooks"
+    found = sorted(p for p in folder.glob("*.ipynb") if _STEM_RE.match(p.stem))
+    if not only:
+        return found
+    wanted = [str(w).strip() for w in only if str(w).strip()]
+    selected = [p for p in found if any(p.stem == w or p.stem.startswith(w) for w in wanted)]
+    unmatched = [w for w in wanted if not any(p.stem == w or p.stem.startswith(w) for p in found)]
+    if unmatched:
+        names = ", ".join(p.stem for p in found) or "(none)"
+        raise ValueError(f"--only {' '.join(unmatched)} matches no notebook; available: {names}")
+    return selected
+
+
+def load_profile(root: str | Path, profile: str) -> dict[str, dict[str, Any]]:
+    """Read ``notebooks/profiles/<profile>.yaml``: notebook stem -> papermill parameters
+    (plus the optional ``defaults`` section). Empty sections become ``{}``."""
+    import yaml
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    path = Path(root) / "notebooks" / "profiles" / f"{profile}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"profile file {path} is missing; create it with one section per notebook stem")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must be a mapping of notebook stem -> parameters, got {type(data).__name__}")
+    sections: dict[str, dict[str, Any]] = {}
+    for key, section in data.items():
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: section {key!r} must be a mapping of parameter -> value, got {section!r}")
+        sections[str(key)] = dict(section)
+    return sections
+
+
+def parameters_cell_count(notebook: str | Path) -> int:
+    """How many cells carry the papermill ``parameters`` tag."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    return sum("parameters" in cell.get("metadata", {}).get("tags", []) for cell in nb.cells)
+
+
+def declared_parameters(notebook: str | Path) -> set[str]:
+    """Names assigned in the notebook's ``parameters`` cell (as papermill parses them)."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)).keys())
+
+
+def resolve_parameters(
+    notebook: str | Path,
+    profile: str,
+    sections: dict[str, dict[str, Any]],
+    overrides: dict[str, Any] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The parameters papermill injects: ``defaults`` (names the notebook declares), then the
+    notebook's own section, then command-line ``overrides`` (names it declares); ``profile``
+    always. A section name the parameters cell does not declare is reported through ``warn``
+    (it is usually a typo that would silently change nothing)."""
+    stem = Path(notebook).stem
+    declared = declared_parameters(notebook)
+    params: dict[str, Any] = {}
+    for key, value in sections.get(DEFAULTS_KEY, {}).items():
+        if key in declared:
+            params[key] = value
+    own = sections.get(stem, {})
+    for key in own:
+        if key not in declared and warn is not None:
+            warn(f"{stem}: profile {profile!r} sets {key!r}, which its parameters cell does not declare")
+    params.update(own)
+    for key, value in (overrides or {}).items():
+        if key in declared:
+            params[key] = value
+    params["profile"] = profile
+    return params
+
+
+@dataclass
+class NotebookResult:
+    """One notebook's outcome: from a run, or read back from ``artifacts/``."""
+
+    name: str
+    profile: str
+    status: str  # "ok", "failed", "no results", "not run"
+    wall_s: float | None = None  # the notebook's own wall_s (results.json), else the runner's
+    metrics: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    error: str | None = None
+    executed: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "notebook": self.name,
+            "profile": self.profile,
+            "status": self.status,
+            "wall_s": self.wall_s,
+            "device": self.device,
+            "metrics": self.metrics,
+            "error": self.error,
+            "executed": str(self.executed) if self.executed else None,
+        }
+
+
+def read_results(artifacts_dir: str | Path, name: str, profile: str | None = None) -> NotebookResult:
+    """Read ``<artifacts_dir>/<name>/results.json`` into a NotebookResult. Status is "not run"
+    when the file is absent and "failed" when it is unreadable, from another profile than
+    ``profile`` (when given) or lacks a metric key DESIGN.md requires."""
+    path = Path(artifacts_dir) / name / "results.json"
+    if not path.is_file():
+        return NotebookResult(name, profile or "-", "not run", error=f"no {path}")
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return NotebookResult(name, profile or "-", "failed", error=f"unreadable {path}: {exc}")
+    result = NotebookResult(
+        name=name,
+        profile=str(payload.get("profile", "-")),
+        status="ok",
+        wall_s=payload.get("wall_s"),
+        metrics=dict(payload.get("metrics") or {}),
+        device=payload.get("device"),
+    )
+    missing = [k for k in METRIC_KEYS.get(name, ()) if k not in result.metrics]
+    if profile is not None and result.profile != profile:
+        result.status, result.error = "failed", f"{path} is from profile {result.profile!r}, not {profile!r}"
+    elif missing:
+        result.status, result.error = "failed", f"{path} lacks metric keys {', '.join(missing)} (DESIGN.md)"
+    return result
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Temporarily set environment variables (the kernel inherits them when it starts)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _describe_cell_error(exc: Any, notebook: Path) -> str:
+    """'cell[7] (In [5]) `first source line`: ValueError: message'; the 0-based cell index counts
+    cells of the source notebook (papermill's own index counts its injected-parameters cell too)."""
+    import nbformat
+
+    index = int(exc.cell_index)
+    try:
+        cells = nbformat.read(str(notebook), as_version=4).cells
+        tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+        injected_at = tagged[0] + 1 if tagged else 0
+        if index > injected_at:
+            index -= 1
+    except Exception:  # the report must not fail on a notebook we could read a moment ago
+        pass
+    lines = [ln for ln in str(exc.source or "").splitlines() if ln.strip()]
+    first = lines[0].strip() if lines else "(empty cell)"
+    evalue = str(exc.evalue).strip().splitlines()
+    return f"cell[{index}] (In [{exc.exec_count}]) `{first}`: {exc.ename}: {evalue[0] if evalue else ''}"
+
+
+def execute_notebook(
+    notebook: str | Path,
+    profile: str = "smoke",
+    *,
+    root: str | Path | None = None,
+    build_dir: str | Path | None = None,
+    artifacts_dir: str | Path | None = None,
+    parameters: dict[str, Any] | None = None,
+    cell_timeout: float | None = None,
+) -> NotebookResult:
+    """Execute one notebook with papermill (kernel ``python3``, cwd = repo root) into
+    ``<build_dir>/notebooks/<stem>.ipynb`` and read back ``<artifacts_dir>/<stem>/results.json``.
+
+    A stale results.json is removed first, so a notebook that runs but writes none is reported
+    as a failure. ``parameters`` default to the profile's (see `resolve_parameters`)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook).resolve()
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook {notebook} does not exist")
+    root = Path(root).resolve() if root else find_root(notebook.parent)
+    build_dir = Path(build_dir).resolve() if build_dir else root / "build"
+    artifacts_dir = Path(artifacts_dir).resolve() if artifacts_dir else root / "artifacts"
+    stem = notebook.stem
+    n_params = parameters_cell_count(notebook)
+    if n_params != 1:
+        return NotebookResult(
+            stem, profile, "failed",
+            error=f"{notebook.name} has {n_params} cells tagged 'parameters'; it needs exactly one "
+            "(papermill injects the profile after it)",
+        )
+    if parameters is None:
+        parameters = resolve_parameters(notebook, profile, load_profile(root, profile))
+    parameters = {**parameters, "profile": profile}
+
+    out = build_dir / "notebooks" / notebook.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stale = artifacts_dir / stem / "results.json"
+    stale.unlink(missing_ok=True)
+    env = {
+        "RSLAB_ARTIFACTS_DIR": str(artifacts_dir),
+        # Headless, but figures must still land in the executed notebook: the inline backend
+        # (Agg underneath). A plain MPLBACKEND=Agg, as `make` exports, would leave no figures.
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"),
+        "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
+    }
+    started = time.perf_counter()
+    error = None
+    try:
+        with _environment(env):
+            papermill.execute_notebook(
+                str(notebook),
+                str(out),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(root),
+                progress_bar=sys.stderr.isatty(),
+                execution_timeout=cell_timeout,
+            )
+    except PapermillExecutionError as exc:
+        error = _describe_cell_error(exc, notebook)
+    except Exception as exc:  # kernel died, timeout, unreadable notebook: still one line per notebook
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    runner_wall = round(time.perf_counter() - started, 2)
+    if error is not None:
+        return NotebookResult(stem, profile, "failed", wall_s=runner_wall, error=error, executed=out)
+    result = read_results(artifacts_dir, stem, profile)
+    result.executed = out
+    if result.status == "not run":
+        result.status = "no results"
+        result.error = f"ran without error but wrote no {stale} (call run.save_results(...) at the end)"
+    if result.wall_s is None:
+        result.wall_s = runner_wall
+    return result
+
+
+def run_notebooks(
+    profile: str = "smoke",
+    only: Iterable[str] | None = None,
+    *,
+    keep_going: bool = False,
+    root: str | Path | None = None,
+    build_dir: str | Path | None = None,
+    artifacts_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    cell_timeout: float | None = None,
+    log: Callable[[str], None] = print,
+) -> list[NotebookResult]:
+    """Run the selected notebooks in order on ``profile``; stop at the first failure unless
+    ``keep_going``. Writes ``<build_dir>/results_summary.{json,md}`` and returns the results."""
+    root = Path(root).resolve() if root else find_root()
+    build_dir = Path(build_dir).resolve() if build_dir else root / "build"
+    notebooks = discover_notebooks(root, only)
+    if not notebooks:
+        raise FileNotFoundError(f"no notebooks matching NN_*.ipynb in {root / 'notebooks'}")
+    sections = load_profile(root, profile)
+    if overrides:
+        for key in overrides:
+            if not any(key in declared_parameters(nb) for nb in notebooks):
+                log(f"warning: no selected notebook declares parameter {key!r}; it is ignored")
+    results: list[NotebookResult] = []
+    for i, nb in enumerate(notebooks):
+        params = resolve_parameters(nb, profile, sections, overrides, warn=lambda m: log(f"warning: {m}"))
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        log(f"[{i + 1}/{len(notebooks)}] {nb.stem} ({shown})")
+        result = execute_notebook(
+            nb, profile, root=root, build_dir=build_dir, artifacts_dir=artifacts_dir,
+            parameters=params, cell_timeout=cell_timeout,
+        )
+        results.append(result)
+        wall = f"{result.wall_s:.1f}s" if result.wall_s is not None else "-"
+        log(f"    {result.status} in {wall}" + (f": {result.error}" if result.error else ""))
+        if not result.ok and not keep_going:
+            results += [NotebookResult(rest.stem, profile, "not run", error="skipped after a failure")
+                        for rest in notebooks[i + 1:]]
+            break
+    write_summary(results, build_dir)
+    return results
+
+
+def collect_results(
+    root: str | Path | None = None, artifacts_dir: str | Path | None = None
+) -> list[NotebookResult]:
+    """Results of every discovered notebook as they stand in ``artifacts/`` (no execution)."""
+    root = Path(root).resolve() if root else find_root()
+    artifacts_dir = Path(artifacts_dir) if artifacts_dir else root / "artifacts"
+    return [read_results(artifacts_dir, nb.stem) for nb in discover_notebooks(root)]
+
+
+def _format_value(key: str, value: Any) -> str:
+    if isinstance(value, (bool, int)) or not isinstance(value, float):
+        return str(value)
+    if key.endswith("_s"):  # rates and seconds: a few significant digits
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:.3f}"  # scores in [0, 1]
+
+
+def format_metrics(name: str, metrics: dict[str, Any], all_keys: bool = False) -> str:
+    """The DESIGN.md key metrics of a notebook as ``key=value, ...`` (all metrics if asked,
+    or when the notebook has no declared keys)."""
+    keys = list(metrics) if all_keys or name not in METRIC_KEYS else [k for k in METRIC_KEYS[name] if k in metrics]
+    return ", ".join(f"{k}={_format_value(k, metrics[k])}" for k in keys)
+
+
+def results_table(results: Iterable[NotebookResult]) -> str:
+    """One Markdown table (readable as plain text too): notebook, profile, device, wall_s,
+    status, key metrics."""
+    header = ["notebook", "profile", "device", "wall_s", "status", "key metrics"]
+    rows = []
+    for r in results:
+        wall = f"{r.wall_s:.1f}" if isinstance(r.wall_s, (int, float)) else "-"
+        metrics = format_metrics(r.name, r.metrics) if r.metrics else ""
+        rows.append([r.name, r.profile, r.device or "-", wall, r.status, metrics or "-"])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+def write_summary(results: list[NotebookResult], build_dir: str | Path) -> tuple[Path, Path]:
+    """``results_summary.json`` (every metric) and ``results_summary.md`` (the table)."""
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = build_dir / "results_summary.json", build_dir / "results_summary.md"
+    json_path.write_text(json.dumps([r.to_dict() for r in results], indent=2, default=str))
+    problems = [f"- **{r.name}** {r.status}: {r.error}" for r in results if not r.ok and r.error]
+    md_path.write_text(results_table(results) + "\n" + ("\n" + "\n".join(problems) + "\n" if problems else ""))
+    return json_path, md_path
+
+
+def update_readme(readme: str | Path, table: str) -> str:
+    """Return the text of ``readme`` (README.md, or any page) with ``table`` placed between the
+    ``<!-- results:start -->`` / ``<!-- results:end -->`` markers."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise FileNotFoundError(f"{readme} does not exist")
+    text = readme.read_text()
+    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    if start < 0 or end < start:
+        raise ValueError(
+            f"{readme} has no '{RESULTS_START}' ... '{RESULTS_END}' block; add the two markers "
+            "where the results table belongs"
+        )
+    return text[: start + len(RESULTS_START)] + "\n" + table.rstrip() + "\n" + text[end:]
+
+
+# --- the book ---------------------------------------------------------------------------------
+
+def _toc_files(toc: Any) -> Iterator[dict]:
+    """Every entry holding a ``file`` key in a jb-book TOC (any depth)."""
+    if isinstance(toc, dict):
+        if "file" in toc:
+            yield toc
+        for value in toc.values():
+            yield from _toc_files(value)
+    elif isinstance(toc, list):
+        for item in toc:
+            yield from _toc_files(item)
+
+
+def _drop_toc_entries(node: Any, drop: set[str]) -> Any:
+    """Copy of the TOC without the entries whose ``file`` is in ``drop`` (and empty parts)."""
+    if isinstance(node, list):
+        kept = [_drop_toc_entries(x, drop) for x in node if not (isinstance(x, dict) and x.get("file") in drop)]
+        return [x for x in kept if not (isinstance(x, dict) and "caption" in x and not x.get("chapters"))]
+    if isinstance(node, dict):
+        return {k: _drop_toc_entries(v, drop) for k, v in node.items()}
+    return node
+
+
+def stage_book(
+    root: str | Path | None = None,
+    build_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    artifacts_dir: str | Path | None = None,
+) -> Path:
+    """Assemble ``<build_dir>/book_src/``: ``book/*`` plus, for each ``notebooks/<stem>`` entry
+    of ``book/_toc.yml``, the executed copy from ``<build_dir>/notebooks/`` (or the stripped
+    source notebook with a note when it was not executed; the entry is dropped with a warning
+    when the notebook does not exist at all). ``results.md`` gets the current results table."""
+    import nbformat
+    import yaml
+
+    root = Path(root).resolve() if root else find_root()
+    build_dir = Path(build_dir).resolve() if build_dir else root / "build"
+    book = root / "book"
+    if not (book / "_toc.yml").is_file() or not (book / "_config.yml").is_file():
+        raise FileNotFoundError(f"{book} needs _toc.yml and _config.yml (Jupyter Book 1 sources)")
+    staging = build_dir / "book_src"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(book, staging, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    missing: set[str] = set()
+    for entry in _toc_files(toc):
+        file = str(entry["file"])
+        if not file.startswith("notebooks/"):
+            continue
+        stem = Path(file).name.removesuffix(".ipynb")
+        executed = build_dir / "notebooks" / f"{stem}.ipynb"
+        source = root / "notebooks" / f"{stem}.ipynb"
+        target = staging / "notebooks" / f"{stem}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if executed.is_file():
+            shutil.copy2(executed, target)
+            log(f"book: {stem}: executed notebook {executed}")
+        elif source.is_file():
+            nb = nbformat.read(str(source), as_version=4)
+            for cell in nb.cells:
+                if cell.cell_type == "code":
+                    cell.outputs, cell.execution_count = [], None
+            note = nbformat.v4.new_markdown_cell(
+                "```{note}\nThis page shows the notebook **without outputs**: it has not been executed "
+                f"yet. Run `rslab notebooks run --only {stem[:2]}` and rebuild the book to see its results.\n```"
+            )
+            nb.cells.insert(0, note)
+            nbformat.write(nb, str(target))
+            log(f"book: {stem}: NOT executed yet, including the source notebook without outputs")
+        else:
+            missing.add(file)
+            log(f"book: warning: {source} does not exist; leaving {stem} out of the book")
+    if missing:
+        toc = _drop_toc_entries(toc, missing)
+        (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    results_page = staging / "results.md"
+    if results_page.is_file() and RESULTS_START in results_page.read_text():
+        table = results_table(collect_results(root, artifacts_dir))
+        results_page.write_text(update_readme(results_page, table))
+    return staging
+
+
+def build_book(
+    root: str | Path | None = None,
+    build_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    artifacts_dir: str | Path | None = None,
+) -> Path:
+    """Stage the book (`stage_book`) and build it with Jupyter Book 1 (execution off, offline)
+    into ``<build_dir>/book/html/``; returns that folder. Raises RuntimeError when the build fails."""
+    import subprocess
+
+    root = Path(root).resolve() if root else find_root()
+    build_dir = Path(build_dir).resolve() if build_dir else root / "build"
+    staging = stage_book(root, build_dir, log, artifacts_dir)
+    out = build_dir / "book"
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+           "build", str(staging), "--path-output", str(out), "--builder", "html"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run(cmd, cwd=str(root), env=env, capture_output=True, text=True)
+    built = out / "_build" / "html"
+    output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # drop terminal colours
+    if proc.returncode != 0 or not (built / "index.html").is_file():
+        tail = "\n".join(output.strip().splitlines()[-30:])
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
+    warnings = [ln for ln in output.splitlines() if "WARNING" in ln]
+    for ln in warnings[:20]:
+        log(f"book: {ln.strip()}")
+    html = out / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(built, html)
+    return html

@@ -1,0 +1,61 @@
+"""Visualisation: class colours that follow the semantic tree, SAR display, sample figures, maps.
+
+- :mod:`rslab.viz.palette`: ``colorize_labels``, ``label_legend``, ``overlay``, ``level_palette``.
+- :mod:`rslab.viz.sar`: ``sar_to_display`` (dB stretch, false colour, nodata colour), ``optical_to_display``.
+- :mod:`rslab.viz.figures`: ``show_sample``, ``show_levels`` and the data-tour figures; each
+  returns a ``matplotlib.figure.Figure`` not registered with pyplot (nothing to close).
+- :mod:`rslab.viz.maps`: ``scene_map`` / ``save_map_html`` (leafmap, imported on first use).
+
+Training curves are drawn by ``rslab.train.plot_history``.
+"""
+
+from rslab.viz.figures import (
+    plot_backscatter_by_class,
+    plot_db_histogram,
+    show_class_on_sar,
+    show_images,
+    show_large_scene,
+    show_levels,
+    show_looks,
+    show_referring,
+    show_sample,
+    show_styles,
+)
+from rslab.viz.maps import png_data_uri, save_map_html, scene_map, to_rgba_uint8
+from rslab.viz.palette import (
+    colorize_labels,
+    flat_tree,
+    format_tree,
+    label_legend,
+    level_palette,
+    node_color,
+    overlay,
+)
+from rslab.viz.sar import NODATA_COLOR, optical_to_display, sar_to_display
+
+__all__ = [
+    "NODATA_COLOR",
+    "colorize_labels",
+    "flat_tree",
+    "format_tree",
+    "label_legend",
+    "level_palette",
+    "node_color",
+    "optical_to_display",
+    "overlay",
+    "plot_backscatter_by_class",
+    "plot_db_histogram",
+    "png_data_uri",
+    "sar_to_display",
+    "save_map_html",
+    "scene_map",
+    "show_class_on_sar",
+    "show_images",
+    "show_large_scene",
+    "show_levels",
+    "show_looks",
+    "show_referring",
+    "show_sample",
+    "show_styles",
+    "to_rgba_uint8",
+]

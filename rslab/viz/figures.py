@@ -1,0 +1,304 @@
+"""Matplotlib figures of samples: one point per figure, every function returns its ``Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (not ``pyplot``), so nothing is
+registered with pyplot: no figure piles up in loops, nothing needs closing under Agg, and a
+notebook shows each figure exactly once (when it is a cell's last expression or ``display``-ed).
+Save with ``fig.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from rslab.data.sample import IGNORE_INDEX, Sample
+from rslab.data.sar import SAR_CHANNELS, SAR_DB_RANGE, db_to_linear
+from rslab.viz.palette import colorize_labels, label_legend, overlay
+from rslab.viz.sar import optical_to_display, sar_to_display
+
+_PANEL = 3.2  # inches per image panel
+
+
+def _check_sample(sample) -> Sample:
+    if not isinstance(sample, Sample):
+        raise ValueError(f"expected a rslab.data.sample.Sample, got {type(sample).__name__}.")
+    sample.shape  # raises when fields disagree in size
+    return sample
+
+
+def _image_axes(ax, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _legend_below(ax, handles, ncol: int = 2) -> None:
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=ncol,
+                  fontsize=7, frameon=False, handlelength=1.0, columnspacing=0.8)
+
+
+def _new_figure(n_panels: int, ncols: int | None = None, height_extra: float = 0.0, width: float = _PANEL):
+    ncols = min(n_panels, ncols or n_panels)
+    nrows = int(np.ceil(n_panels / ncols))
+    fig = Figure(figsize=(width * ncols, (_PANEL + height_extra) * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def show_images(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: str | None = None,
+                ncols: int | None = None) -> Figure:
+    """A row (or grid) of (H, W, 3) images in [0, 1] with one title each."""
+    if len(images) == 0 or len(images) != len(titles):
+        raise ValueError(f"need one title per image and at least one image, got {len(images)} images, {len(titles)} titles.")
+    fig, axes = _new_figure(len(images), ncols)
+    for ax, img, title in zip(axes, images, titles):
+        ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+        _image_axes(ax, title)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    return fig
+
+
+def show_sample(sample: Sample, tree, level: int | None = None, sar_channel: str = "rgb",
+                title: str | None = None) -> Figure:
+    """Optical | SAR | labels side by side (the fields the sample has), with a class legend.
+
+    ``level``: tree level of the label panel (default: leaves). ``sar_channel``: ``"VV"``,
+    ``"VH"`` or ``"rgb"`` (false colour R=VV, G=VH, B=VV/VH; see :func:`sar_to_display`).
+    """
+    _check_sample(sample)
+    panels = []
+    if sample.optical is not None:
+        panels.append(("optical (RGB)", optical_to_display(sample.optical), None))
+    if sample.sar is not None:
+        name = {"rgb": "SAR false colour (VV, VH, VV/VH)"}.get(sar_channel, f"SAR {sar_channel} (dB)")
+        panels.append((f"{name}, {SAR_DB_RANGE[0]:g}..{SAR_DB_RANGE[1]:g} dB",
+                       sar_to_display(sample.sar, sar_channel), None))
+    if sample.labels is not None:
+        lvl = tree.depth if level is None else level
+        panels.append((f"labels, level {lvl} of {tree.depth}", colorize_labels(sample.labels, tree, level),
+                       label_legend(tree, level, present=sample.labels)))
+    fig, axes = _new_figure(len(panels), height_extra=0.9)
+    for ax, (name, img, legend) in zip(axes, panels):
+        ax.imshow(img, interpolation="nearest")
+        _image_axes(ax, name)
+        if legend is not None:
+            _legend_below(ax, legend)
+    style = sample.meta.get("style")
+    fig.suptitle(title or (f"{sample.shape[0]}x{sample.shape[1]} px" + (f", style '{style}'" if style else "")),
+                 fontsize=11)
+    return fig
+
+
+def show_levels(sample: Sample, tree, alpha: float = 1.0) -> Figure:
+    """One label panel per tree level, coarse (1) to fine (depth), each with its legend.
+
+    ``alpha < 1`` blends the labels over the optical image.
+    """
+    _check_sample(sample)
+    if sample.labels is None:
+        raise ValueError("show_levels needs sample.labels (a leaf-id map); this sample has none.")
+    base = optical_to_display(sample.optical) if (alpha < 1 and sample.optical is not None) else None
+    fig, axes = _new_figure(tree.depth, height_extra=1.4)
+    for ax, level in zip(axes, range(1, tree.depth + 1)):
+        img = colorize_labels(sample.labels, tree, level) if base is None else overlay(base, sample.labels, tree, level, alpha)
+        ax.imshow(img, interpolation="nearest")
+        _image_axes(ax, f"level {level}: {tree.num_classes(level)} classes")
+        _legend_below(ax, label_legend(tree, level, present=sample.labels))
+    fig.suptitle("The same pixels at every level of the semantic tree", fontsize=11)
+    return fig
+
+
+def _channel_index(channel: str) -> int:
+    if channel not in SAR_CHANNELS:
+        raise ValueError(f"channel must be one of {SAR_CHANNELS}, got {channel!r}.")
+    return SAR_CHANNELS.index(channel)
+
+
+def show_looks(sars: dict[int, np.ndarray], channel: str = "VV", region: np.ndarray | None = None,
+               region_name: str = "region") -> Figure:
+    """Speckle vs number of looks: one SAR panel per look count, same scene.
+
+    ``sars`` maps number of looks -> SAR (2, H, W) dB. With a boolean ``region`` mask (a
+    homogeneous class, say grassland), each title gives the standard deviation of the dB values
+    inside it: for L-look Gamma speckle it falls roughly like 1/sqrt(L) (5.6 dB at L = 1).
+    """
+    if not sars:
+        raise ValueError("sars must map number of looks -> SAR array, got an empty dict.")
+    c = _channel_index(channel)
+    images, titles = [], []
+    for looks, sar in sorted(sars.items()):
+        images.append(sar_to_display(sar, channel))
+        title = f"{looks} look{'s' if looks != 1 else ''}"
+        if region is not None and region.any():
+            title += f"\nstd of {channel} over {region_name}: {np.nanstd(sar[c][region]):.2f} dB"
+        titles.append(title)
+    return show_images(images, titles, suptitle=f"Speckle: more looks, smoother {channel} (same scene)")
+
+
+def plot_db_histogram(sar_db: np.ndarray, channel: str = "VV", bins: int = 100) -> Figure:
+    """Why SAR is shown in dB: linear intensity is heavily skewed, dB spreads it out."""
+    c = _channel_index(channel)
+    if sar_db.ndim != 3 or sar_db.shape[0] != 2:
+        raise ValueError(f"sar_db must be (2, H, W) in dB, got {sar_db.shape}.")
+    db = sar_db[c][np.isfinite(sar_db[c])].ravel()
+    lin = db_to_linear(db)
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.hist(lin, bins=bins, range=(0, np.percentile(lin, 99.5)), color="0.35")
+    ax1.set_xlabel(f"{channel} intensity (linear power ratio)")
+    ax1.set_ylabel("pixels")
+    ax1.set_title("linear: a few bright pixels, most near 0", fontsize=9)
+    ax2.hist(db, bins=bins, range=SAR_DB_RANGE, color="tab:blue")
+    ax2.set_xlabel(f"{channel} backscatter (dB) = 10 log10(intensity)")
+    ax2.set_ylabel("pixels")
+    ax2.set_title("dB: classes separate into modes", fontsize=9)
+    fig.suptitle(f"{channel} histogram, linear vs dB", fontsize=11)
+    return fig
+
+
+def plot_backscatter_by_class(samples: Sample | Sequence[Sample], tree, level: int | None = None,
+                              max_pixels: int = 20000, seed: int = 0) -> Figure:
+    """Box plots of VV and VH (dB) per class at ``level``: the physics of SAR in one figure.
+
+    Water is darkest (specular reflection away from the sensor), buildings brightest in VV
+    (double bounce between wall and ground), vegetation high in VH (volume scattering depolarises).
+    """
+    samples = [samples] if isinstance(samples, Sample) else list(samples)
+    if not samples:
+        raise ValueError("need at least one sample with sar and labels.")
+    rng = np.random.default_rng(seed)
+    names = tree.names(level)
+    values: dict[int, list[np.ndarray]] = {k: [] for k in range(len(names))}
+    for s in samples:
+        _check_sample(s)
+        if s.sar is None or s.labels is None:
+            raise ValueError("plot_backscatter_by_class needs samples with both sar and labels.")
+        ids = tree.to_level(s.labels, level)
+        for k in np.unique(ids):
+            if k == IGNORE_INDEX:
+                continue
+            v = s.sar[:, ids == k]
+            values[int(k)].append(v[:, np.isfinite(v).all(axis=0)])
+    present = [k for k in values if values[k]]
+    fig = Figure(figsize=(max(6.0, 0.75 * len(present) + 2), 3.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for c, ax in enumerate(axes):
+        data = []
+        for k in present:
+            v = np.concatenate(values[k], axis=1)[c]
+            if v.size > max_pixels:
+                v = rng.choice(v, max_pixels, replace=False)
+            data.append(v)
+        ax.boxplot(data, showfliers=False, whis=(5, 95))
+        ax.set_xticks(range(1, len(present) + 1), [names[k] for k in present], rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"{SAR_CHANNELS[c]}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("backscatter (dB), 5-95% whiskers")
+    fig.suptitle("Backscatter per class: dark water, bright buildings (VV), high VH in vegetation", fontsize=11)
+    return fig
+
+
+def show_class_on_sar(sample: Sample, tree, class_name: str, channel: str = "VV", note: str = "") -> Figure:
+    """SAR channel with one class outlined, beside the optical image with the same outline."""
+    _check_sample(sample)
+    if sample.sar is None or sample.labels is None:
+        raise ValueError("show_class_on_sar needs sample.sar and sample.labels.")
+    node = tree.find(class_name)
+    mask = np.isin(sample.labels, tree.leaf_ids(node))
+    c = _channel_index(channel)
+    inside = sample.sar[c][mask & np.isfinite(sample.sar[c])]
+    outside = sample.sar[c][~mask & np.isfinite(sample.sar[c])]
+    panels = []
+    if sample.optical is not None:
+        panels.append((optical_to_display(sample.optical), "optical"))
+    stats = (f"median {np.median(inside):.1f} dB inside vs {np.median(outside):.1f} dB elsewhere"
+             if inside.size and outside.size else f"no '{node.name}' pixels in this scene")
+    panels.append((sar_to_display(sample.sar, channel), f"SAR {channel}\n{stats}"))
+    fig, axes = _new_figure(len(panels), height_extra=0.3)
+    for ax, (img, title) in zip(axes, panels):
+        ax.imshow(img, interpolation="nearest")
+        if mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
+        _image_axes(ax, title)
+    fig.suptitle(f"'{node.name}' outlined in red" + (f": {note}" if note else ""), fontsize=11)
+    return fig
+
+
+def show_styles(samples: Sequence[Sample], tree, class_name: str, crop: int | None = None) -> Figure:
+    """Same class, different regional style: one optical panel per sample with the class outlined.
+
+    ``crop``: show a ``crop`` x ``crop`` window centred on the class (where it has most pixels).
+    """
+    if not samples:
+        raise ValueError("show_styles needs at least one sample.")
+    leaf_ids = tree.leaf_ids(tree.find(class_name))
+    fig, axes = _new_figure(len(samples), height_extra=0.2)
+    for ax, s in zip(axes, samples):
+        _check_sample(s)
+        if s.optical is None or s.labels is None:
+            raise ValueError("show_styles needs samples with optical and labels.")
+        img, mask = optical_to_display(s.optical), np.isin(s.labels, leaf_ids)
+        if crop is not None and mask.any():
+            ys, xs = np.nonzero(mask)
+            cy, cx = int(np.median(ys)), int(np.median(xs))
+            h, w = mask.shape
+            y0 = int(np.clip(cy - crop // 2, 0, max(h - crop, 0)))
+            x0 = int(np.clip(cx - crop // 2, 0, max(w - crop, 0)))
+            img, mask = img[y0 : y0 + crop, x0 : x0 + crop], mask[y0 : y0 + crop, x0 : x0 + crop]
+        ax.imshow(img, interpolation="nearest")
+        if mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
+        _image_axes(ax, f"style '{s.meta.get('style', '?')}'" + ("" if mask.any() else f"\n(no {class_name} here)"))
+    fig.suptitle(f"One class, several looks: '{class_name}' (outlined) across regional styles", fontsize=11)
+    return fig
+
+
+def show_referring(sample: Sample, max_expressions: int = 4, wrap: int = 34) -> Figure:
+    """The caption over the scene, then one panel per referring expression with its mask."""
+    _check_sample(sample)
+    if sample.optical is None:
+        raise ValueError("show_referring needs sample.optical.")
+    img = optical_to_display(sample.optical)
+    exprs = sample.referring[:max_expressions]
+    fig, axes = _new_figure(1 + len(exprs), height_extra=0.5)
+    axes[0].imshow(img)
+    _image_axes(axes[0], "caption:\n" + textwrap.fill(sample.caption or "(none)", wrap))
+    for ax, expr in zip(axes[1:], exprs):
+        shaded = img * 0.45
+        shaded[expr.mask] = 0.35 * img[expr.mask] + 0.65 * np.array([1.0, 0.15, 0.1])
+        ax.imshow(shaded)
+        if expr.mask.any():
+            ax.contour(expr.mask.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.8)
+        _image_axes(ax, textwrap.fill(f'"{expr.text}"', wrap) + f"\n{int(expr.mask.sum())} px")
+    fig.suptitle("Caption and referring expressions with their masks", fontsize=11)
+    return fig
+
+
+def show_large_scene(sample: Sample, tree, level: int | None = None, max_px: int = 1024) -> Figure:
+    """Thumbnail of a large scene (optical and labels), downsampled by striding to <= ``max_px``."""
+    _check_sample(sample)
+    h, w = sample.shape
+    step = int(np.ceil(max(h, w) / max_px))
+    panels = []
+    if sample.optical is not None:
+        panels.append((optical_to_display(sample.optical[:, ::step, ::step]), "optical", None))
+    if sample.sar is not None:
+        panels.append((sar_to_display(np.ascontiguousarray(sample.sar[:, ::step, ::step]), "VV"), "SAR VV", None))
+    if sample.labels is not None:
+        lab = sample.labels[::step, ::step]
+        panels.append((colorize_labels(lab, tree, level), "labels", label_legend(tree, level, present=lab)))
+    fig, axes = _new_figure(len(panels), height_extra=0.9, width=4.2)
+    for ax, (img, name, legend) in zip(axes, panels):
+        ax.imshow(img, interpolation="nearest")
+        _image_axes(ax, f"{name} (every {step}th pixel)")
+        if legend:
+            _legend_below(ax, legend, ncol=3)
+    fig.suptitle(f"Large scene, {h}x{w} px", fontsize=11)
+    return fig

@@ -1,0 +1,167 @@
+"""RS2-SAM2 on the real ``sam2`` package, at the CPU ``tiny`` size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("sam2")
+
+from rslab.losses.boundary import TextGuidedBoundaryLoss, boundary_map  # noqa: E402
+from rslab.models.rs2sam2 import RS2SAM2, RS2SAM2Config, load_sam2_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return RS2SAM2(RS2SAM2Config.tiny()).eval()
+
+
+def _text(batch: int, length: int = 5, dim: int = 384):
+    g = torch.Generator().manual_seed(1)
+    states = torch.randn(batch, length, dim, generator=g)
+    pad = torch.zeros(batch, length, dtype=torch.bool)
+    pad[0, 3:] = True  # a shorter expression
+    return states, pad
+
+
+def test_boundary_map_hand_case():
+    prob = torch.tensor([[[[0.0, 1.0], [0.0, 0.5]]]])
+    vertical, horizontal = boundary_map(prob)
+    assert torch.equal(vertical, torch.tensor([[[[0.0, 0.5]]]]))
+    assert torch.equal(horizontal, torch.tensor([[[[1.0], [0.5]]]]))
+
+
+def test_boundary_loss_gradient_reaches_mask_logits():
+    """The reference thresholds before taking edges (no gradient); ours must train the mask."""
+    torch.manual_seed(0)
+    loss_fn = TextGuidedBoundaryLoss(text_dim=8)
+    logits = (0.01 * torch.randn(2, 1, 16, 16)).requires_grad_()  # nearly flat prediction
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 4:12] = 1
+    loss = loss_fn(logits, target, torch.randn(2, 8))
+    loss.backward()
+    assert logits.grad is not None
+    assert logits.grad.abs().sum() > 0
+    # a flat prediction misses the true boundary: the gradient concentrates there, not inside
+    assert logits.grad[:, :, 3:5, 5:11].abs().mean() > 10 * logits.grad[:, :, 7:9, 7:9].abs().mean()
+
+
+def test_boundary_text_weight_is_bounded():
+    loss_fn = TextGuidedBoundaryLoss(text_dim=4, beta=0.5)
+    with torch.no_grad():
+        loss_fn.to_weight.weight.fill_(100.0)
+    w = loss_fn.text_weight(torch.tensor([[1.0, 1, 1, 1], [-1.0, -1, -1, -1]]))
+    assert torch.all(w >= 0.5) and torch.all(w <= 1.5)
+    assert w[0] > 1.4 and w[1] < 0.6
+    with pytest.raises(ValueError, match="beta"):
+        TextGuidedBoundaryLoss(4, beta=1.0)
+
+
+def test_bhfm_starts_as_identity_on_hiera(model):
+    """Zero-initialised BHFM outputs leave a (pretrained) Hiera's features unchanged at init."""
+    from sam2.build_sam import build_sam2  # noqa: F401  (ensures hydra is initialised)
+    from rslab.models.rs2sam2 import build_sam2_model
+
+    plain = build_sam2_model(model.cfg)
+    plain.load_state_dict(model.sam.state_dict(), strict=False)
+    images = torch.rand(2, 3, 128, 128)
+    states, pad = _text(2, dim=model.cfg.union_dim)
+    with torch.no_grad():
+        ours = model.encode_image(images, states, pad)
+        ref = plain.image_encoder(images)["backbone_fpn"]
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_text_state_is_carried_through_blocks(model):
+    blocks = model.sam.image_encoder.trunk.blocks
+    x = torch.randn(1, 32, 32, blocks[0].dim)
+    text, pad = _text(1, dim=model.cfg.union_dim)
+    pad[:] = False
+    _, text_next = blocks[0](x, text, pad)
+    assert text_next.shape == text.shape
+    assert not torch.allclose(text_next, text)  # alpha_t = 0.2 blend moved it
+
+
+def test_forward_shapes_and_split(model):
+    states, pad = _text(2)
+    out = model(torch.rand(2, 3, 96, 96), states, pad)  # any size is resized to image_size
+    assert out["masks"].shape == (2, 1, 128, 128)
+    assert out["pseudo_mask"].shape == (2, 1, *model.union.grid)
+    counts = model.parameter_counts()
+    trunk_trainable = [n for n, p in model.sam.image_encoder.trunk.named_parameters() if p.requires_grad]
+    assert trunk_trainable and all(".bhfm." in n for n in trunk_trainable)
+    assert counts["hiera_frozen"] > 0 and counts["bhfm_trainable"] > 0
+    assert counts["mask_decoder_frozen"] == 0 and counts["union_encoder_frozen"] == 0
+
+
+def test_loss_backward_reaches_trained_parts(model):
+    model.train()
+    model.zero_grad()
+    states, pad = _text(2)
+    out = model(torch.rand(2, 3, 128, 128), states, pad)
+    target = torch.zeros(2, 128, 128)
+    target[:, 30:80, 40:90] = 1
+    loss, logs = model.loss(out, target)
+    loss.backward()
+    assert set(logs) == {"ce", "dice", "tbl"}
+    assert model.mpg.mlp.fc2.weight.grad.abs().sum() > 0
+    assert model.union.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.criterion.boundary.to_weight.weight.grad is not None
+    frozen = model.sam.image_encoder.trunk.blocks[0].attn.qkv.weight
+    assert frozen.grad is None
+    model.eval()
+
+
+def test_ablation_switches():
+    m = RS2SAM2(RS2SAM2Config.tiny(use_bhfm=False, use_mpg=False, boundary_weight=0.0))
+    assert m.mpg is None and m.text_guidance is None
+    assert all(b.bhfm is None for b in m.sam.image_encoder.trunk.blocks)
+    states, pad = _text(1)
+    out = m(torch.rand(1, 3, 128, 128), states, pad)
+    _, logs = m.loss(out, torch.zeros(1, 128, 128))
+    assert "tbl" not in logs and out["pseudo_mask"] is None
+
+
+def test_bad_inputs(model):
+    states, pad = _text(1)
+    with pytest.raises(ValueError, match="RGB"):
+        model(torch.rand(1, 4, 128, 128), states, pad)
+    empty = torch.ones(1, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="non-empty"):
+        model(torch.rand(1, 3, 128, 128), states, empty)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        RS2SAM2Config.tiny(image_size=100)
+
+
+def test_checkpoint_loading_reports_adapter_keys(model, tmp_path):
+    from rslab.models.rs2sam2 import build_sam2_model
+
+    torch.manual_seed(3)
+    donor = build_sam2_model(model.cfg)
+    path = tmp_path / "sam2_tiny.pt"
+    torch.save({"model": donor.state_dict()}, path)
+    fresh = RS2SAM2(model.cfg)
+    report = load_sam2_checkpoint(fresh, path)
+    assert report["unexpected"] == []
+    assert report["missing"] and all(".bhfm." in k for k in report["missing"])
+    torch.testing.assert_close(
+        fresh.sam.image_encoder.trunk.blocks[0].attn.qkv.weight, donor.image_encoder.trunk.blocks[0].attn.qkv.weight
+    )
+    with pytest.raises(FileNotFoundError, match="RSLAB_WEIGHTS_DIR"):
+        load_sam2_checkpoint(fresh, tmp_path / "absent.pt")
+
+
+def test_token_encoder_rejects_bad_expressions():
+    from rslab.models.rs2sam2 import MiniLMTokenEncoder
+
+    enc = MiniLMTokenEncoder(max_tokens=6)
+    states, pad = enc(["the lake", "the largest building"])
+    assert states.shape[0] == 2 and states.shape[-1] == 384
+    assert (~pad).sum(1).tolist()[0] < (~pad).sum(1).tolist()[1]
+    with pytest.raises(ValueError, match="non-empty"):
+        enc(["  "])
+    with pytest.raises(ValueError, match="too long"):
+        enc(["the small red car parked nearest to the long winding river in the north"])
