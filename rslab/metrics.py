@@ -47,7 +47,9 @@ def _check_num_classes(num_classes) -> int:
 
 
 def _check_ids(arr: np.ndarray, name: str) -> np.ndarray:
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype == bool:  # binary segmentation: False/True are classes 0/1
+        return arr.astype(np.int64)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}.")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
@@ -159,7 +161,7 @@ class SegmentationMeter:
             "n_pixels": total,
         }
         if self.class_names is not None:
-            out["iou_per_class"] = {n: float(v) for n, v in zip(self.class_names, iou)}
+            out["iou_per_class"] = {n: float(v) for n, v in zip(self.class_names, iou, strict=True)}
         return out
 
 
@@ -199,10 +201,16 @@ def binary_iou(pred_mask, gt_mask) -> float | np.ndarray:
     return float(iou) if iou.ndim == 0 else iou.astype(np.float64)
 
 
+def _float_vector(x, name: str) -> np.ndarray:
+    if not hasattr(x, "shape") and not isinstance(x, (list, tuple)):
+        x = list(x)  # generators and other iterables
+    return _to_numpy(x, name).astype(np.float64).reshape(-1)
+
+
 def oiou(intersections: Iterable[float], unions: Iterable[float]) -> float:
     """Overall IoU: cumulative intersection / cumulative union over the dataset."""
-    inter = np.asarray(list(intersections) if not hasattr(intersections, "shape") else intersections, dtype=np.float64)
-    union = np.asarray(list(unions) if not hasattr(unions, "shape") else unions, dtype=np.float64)
+    inter = _float_vector(intersections, "intersections")
+    union = _float_vector(unions, "unions")
     if inter.shape != union.shape:
         raise ValueError(f"intersections {inter.shape} and unions {union.shape} must have the same length.")
     if (inter > union).any() or (inter < 0).any():

@@ -255,6 +255,7 @@ class NotebookResult:
     device: str | None = None
     error: str | None = None
     executed: Path | None = None
+    runner_wall_s: float | None = None  # kernel start to finish, as the runner measured it
 
     @property
     def ok(self) -> bool:
@@ -270,6 +271,7 @@ class NotebookResult:
             "metrics": self.metrics,
             "error": self.error,
             "executed": str(self.executed) if self.executed else None,
+            "runner_wall_s": self.runner_wall_s,
         }
 
 
@@ -329,10 +331,35 @@ def _describe_cell_error(exc: Any, notebook: Path) -> str:
             index -= 1
     except Exception:  # the report must not fail on a notebook we could read a moment ago
         pass
-    lines = [ln for ln in str(exc.source or "").splitlines() if ln.strip()]
-    first = lines[0].strip() if lines else "(empty cell)"
+    lines = [ln.strip() for ln in str(exc.source or "").splitlines() if ln.strip()]
+    code = [ln for ln in lines if not ln.startswith("#")]  # the first line of code, not a comment
+    first = (code or lines or ["(empty cell)"])[0]
+    # IPython's traceback shows the cell's failing line as "----> 3 code": name it when it is not the first
+    failing = ""
+    for frame in exc.traceback or []:
+        match = re.search(r"^-+> (\d+) (.*)$", re.sub(r"\x1b\[[0-9;]*m", "", frame), re.M)
+        if match:
+            if match.group(2).strip() != first:
+                failing = f", line {match.group(1)} `{match.group(2).strip()}`"
+            break
     evalue = str(exc.evalue).strip().splitlines()
-    return f"cell[{index}] (In [{exc.exec_count}]) `{first}`: {exc.ename}: {evalue[0] if evalue else ''}"
+    return f"cell[{index}] (In [{exc.exec_count}]) `{first}`{failing}: {exc.ename}: {evalue[0] if evalue else ''}"
+
+
+def _check_kernel(log: Callable[[str], None]) -> None:
+    """Warn when the ``python3`` kernel would run another interpreter than this one (a user-level
+    kernelspec from another environment shadows the venv's): imports would then fail or differ."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        exe = Path(KernelSpecManager().get_kernel_spec("python3").argv[0])
+    except Exception as exc:  # no kernelspec at all: papermill will say so precisely
+        log(f"warning: cannot inspect the python3 kernel ({type(exc).__name__}: {exc})")
+        return
+    # compare the bin folders: venv interpreters are symlinks to one base python
+    if exe.is_absolute() and exe.parent.resolve() != Path(sys.executable).parent.resolve():
+        log(f"warning: the 'python3' Jupyter kernel runs {exe}, not this interpreter ({sys.executable}); "
+            f"register this one with `{sys.executable} -m ipykernel install --sys-prefix --name python3`")
 
 
 def execute_notebook(
@@ -403,9 +430,10 @@ def execute_notebook(
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     runner_wall = round(time.perf_counter() - started, 2)
     if error is not None:
-        return NotebookResult(stem, profile, "failed", wall_s=runner_wall, error=error, executed=out)
+        return NotebookResult(stem, profile, "failed", wall_s=runner_wall, error=error, executed=out,
+                              runner_wall_s=runner_wall)
     result = read_results(artifacts_dir, stem, profile)
-    result.executed = out
+    result.executed, result.runner_wall_s = out, runner_wall
     if result.status == "not run":
         result.status = "no results"
         result.error = f"ran without error but wrote no {stale} (call run.save_results(...) at the end)"
@@ -434,6 +462,7 @@ def run_notebooks(
     if not notebooks:
         raise FileNotFoundError(f"no notebooks matching NN_*.ipynb in {root / 'notebooks'}")
     sections = load_profile(root, profile)
+    _check_kernel(log)
     if overrides:
         for key in overrides:
             if not any(key in declared_parameters(nb) for nb in notebooks):
@@ -448,7 +477,7 @@ def run_notebooks(
             parameters=params, cell_timeout=cell_timeout,
         )
         results.append(result)
-        wall = f"{result.wall_s:.1f}s" if result.wall_s is not None else "-"
+        wall = f"{result.runner_wall_s:.1f}s" if result.runner_wall_s is not None else "-"
         log(f"    {result.status} in {wall}" + (f": {result.error}" if result.error else ""))
         if not result.ok and not keep_going:
             results += [NotebookResult(rest.stem, profile, "not run", error="skipped after a failure")
@@ -461,10 +490,15 @@ def run_notebooks(
 def collect_results(
     root: str | Path | None = None, artifacts_dir: str | Path | None = None
 ) -> list[NotebookResult]:
-    """Results of every discovered notebook as they stand in ``artifacts/`` (no execution)."""
+    """Results as they stand in ``artifacts/`` (no execution): the six tutorial notebooks and any
+    other discovered one (status "not run" without a results.json), plus any other
+    ``artifacts/NN_*/results.json``."""
     root = Path(root).resolve() if root else find_root()
     artifacts_dir = Path(artifacts_dir) if artifacts_dir else root / "artifacts"
-    return [read_results(artifacts_dir, nb.stem) for nb in discover_notebooks(root)]
+    names = set(NOTEBOOK_STEMS) | {nb.stem for nb in discover_notebooks(root)}
+    if artifacts_dir.is_dir():
+        names |= {p.parent.name for p in artifacts_dir.glob("*/results.json") if _STEM_RE.match(p.parent.name)}
+    return [read_results(artifacts_dir, name) for name in sorted(names)]
 
 
 def _format_value(key: str, value: Any) -> str:
@@ -584,7 +618,9 @@ def stage_book(
         target.parent.mkdir(parents=True, exist_ok=True)
         if executed.is_file():
             shutil.copy2(executed, target)
-            log(f"book: {stem}: executed notebook {executed}")
+            failed = nbformat.read(str(executed), as_version=4).metadata.get("papermill", {}).get("exception")
+            log(f"book: {stem}: executed notebook {executed}"
+                + (" (WARNING: its last run FAILED; the page shows the error)" if failed else ""))
         elif source.is_file():
             nb = nbformat.read(str(source), as_version=4)
             for cell in nb.cells:
@@ -603,6 +639,13 @@ def stage_book(
     if missing:
         toc = _drop_toc_entries(toc, missing)
         (staging / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+        # links to the missing chapters become plain text rather than broken references
+        stems = "|".join(re.escape(Path(f).name) for f in missing)
+        link = re.compile(rf"\[([^\]]+)\]\(notebooks/(?:{stems})(?:\.ipynb)?\)")
+        for page in staging.glob("*.md"):
+            text = page.read_text()
+            if link.search(text):
+                page.write_text(link.sub(r"\1 (not written yet)", text))
     results_page = staging / "results.md"
     if results_page.is_file() and RESULTS_START in results_page.read_text():
         table = results_table(collect_results(root, artifacts_dir))

@@ -143,9 +143,9 @@ def _split_open_clip(name: str) -> tuple[str, str]:
 
 
 def _open_clip_cfg(name: str) -> tuple[str, str, dict[str, Any]]:
+    model, tag = _split_open_clip(name)  # before the (slow) import: a malformed name fails fast
     import open_clip
 
-    model, tag = _split_open_clip(name)
     cfg = open_clip.get_pretrained_cfg(model, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)

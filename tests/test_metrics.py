@@ -32,6 +32,12 @@ def test_confusion_matrix_hand_case():
     np.testing.assert_array_equal(confusion_matrix(PRED, TARGET, 3), CM)
 
 
+def test_bool_masks_are_classes_0_and_1():
+    t = np.array([True, True, False, False])
+    p = np.array([True, False, False, True])
+    np.testing.assert_array_equal(confusion_matrix(p, t, 2), [[1, 1], [1, 1]])
+
+
 def test_confusion_matrix_ignore_none_counts_everything():
     t = np.array([0, 1, 1])
     p = np.array([1, 1, 0])

@@ -27,7 +27,7 @@ from rslab.data.readers import (
 from rslab.data.readers.coco_mask import rle_counts_from_string, rle_counts_to_string
 from rslab.data.sample import IGNORE_INDEX
 
-I = IGNORE_INDEX
+IGN = IGNORE_INDEX
 
 
 def _png(path, arr):
@@ -51,7 +51,7 @@ def test_loveda_folder_with_split(tmp_path):
     ds = MMSegFolder(tmp_path, split="train", encoding="loveda")
     assert len(ds) == 1 and ds.num_classes == 7 and ds.class_names == LOVEDA_CLASSES
     s = ds[0]
-    np.testing.assert_array_equal(s.labels, [[I, 0, 1, 2], [3, 4, 5, 6]])
+    np.testing.assert_array_equal(s.labels, [[IGN, 0, 1, 2], [3, 4, 5, 6]])
     assert s.labels.dtype == np.int64
     assert s.optical.shape == (3, 2, 4) and s.optical.dtype == np.float32
     np.testing.assert_allclose(s.optical, np.moveaxis(img, -1, 0) / 255.0, atol=1e-7)
@@ -69,7 +69,7 @@ def test_potsdam_rgb_labels_with_compression_noise(tmp_path):
     _png(tmp_path / "img_dir/x.png", _rgb(2, 4))
     _png(tmp_path / "ann_dir/x.png", lab)
     s = MMSegFolder(tmp_path, encoding="potsdam")[0]
-    np.testing.assert_array_equal(s.labels, [[0, 1, 2, 3], [4, 5, I, 0]])
+    np.testing.assert_array_equal(s.labels, [[0, 1, 2, 3], [4, 5, IGN, 0]])
     assert ISPRS_CLASSES[1] == "building" and ISPRS_CLASSES[4] == "car"
 
 
@@ -78,8 +78,13 @@ def test_vaihingen_mmseg_index_png_reduce_zero_label(tmp_path):
     _png(tmp_path / "img_dir/val/t.png", _rgb(2, 4))
     _png(tmp_path / "ann_dir/val/t.png", raw)
     s = MMSegFolder(tmp_path, "val", encoding="vaihingen")[0]
-    np.testing.assert_array_equal(s.labels, [[I, 0, 1, 2], [3, 4, 5, I]])
+    np.testing.assert_array_equal(s.labels, [[IGN, 0, 1, 2], [3, 4, 5, IGN]])
     assert s.meta["bands"] == ("NIR", "R", "G")
+    # the same ids saved as a palette ("P") PNG, as mmseg's converters often do: indices are read
+    pal = Image.fromarray(raw.astype(np.uint8), mode="P")
+    pal.putpalette([c for i in range(256) for c in (i, 255 - i, 0)])
+    pal.save(tmp_path / "ann_dir/val/t.png")
+    np.testing.assert_array_equal(MMSegFolder(tmp_path, "val", encoding="vaihingen")[0].labels, s.labels)
 
 
 def test_mmseg_folder_iterates_in_sorted_order_and_unlabelled_split(tmp_path):
@@ -136,7 +141,7 @@ def test_deepglobe_colour_code(tmp_path):
     mask = np.array(colours, dtype=np.uint8).reshape(2, 4, 3)
     sat = _png(tmp_path / "1_sat.png", _rgb(2, 4))
     s = read_deepglobe(sat, _png(tmp_path / "1_mask.png", mask))
-    np.testing.assert_array_equal(s.labels, [[0, 1, 2, 3], [4, 5, I, 0]])
+    np.testing.assert_array_equal(s.labels, [[0, 1, 2, 3], [4, 5, IGN, 0]])
     assert DEEPGLOBE_CLASSES[4] == "water"
     assert s.optical.shape == (3, 2, 4)
     assert read_deepglobe(sat).labels is None
@@ -196,7 +201,7 @@ def test_sen1floods11_values_and_bounds(tmp_path):
     assert s.optical.shape == (13, 4, 5) and s.optical.dtype == np.float32
     np.testing.assert_allclose(s.optical, s2 / 10000.0, rtol=1e-6)
     expected = np.zeros((4, 5), np.int64)
-    expected[0] = I
+    expected[0] = IGN
     expected[1, :2] = 1
     np.testing.assert_array_equal(s.labels, expected)
     west, south, east, north = s.bounds
@@ -217,6 +222,10 @@ def test_sen1floods11_projected_crs_gives_no_degree_bounds(tmp_path):
                      planarconfig="separate", extratags=_geotags()[:2] + [(34735, "H", len(keys), keys, True)])
     s = read_sen1floods11(paths["s1_path"])
     assert s.bounds is None and s.meta["crs_extent"][0] == pytest.approx(WEST)
+    # tiepoint and scale but no GeoKeyDirectory: CRS unknown, so no degree bounds either
+    tifffile.imwrite(paths["s1_path"], np.zeros((2, 4, 5), np.float32), photometric="minisblack",
+                     planarconfig="separate", extratags=_geotags()[:2])
+    assert read_sen1floods11(paths["s1_path"]).bounds is None
 
 
 def test_sen1floods11_errors(tmp_path):
@@ -290,11 +299,25 @@ def test_rle_errors():
         rle_decode([1, 2])
 
 
-def test_polygon_mask():
+def test_polygon_mask_pixel_centre_rule():
+    # Pixel (r, c) is inside when its centre (c + .5, r + .5) is: corners 1 and 3 -> pixels 1..2
+    # (what pycocotools gives; checked against pycocotools 2.0.11 on 2000 random polygons).
     mask = polygons_to_mask([[1, 1, 3, 1, 3, 3, 1, 3]], 5, 5)
     expected = np.zeros((5, 5), bool)
+    expected[1:3, 1:3] = True
+    np.testing.assert_array_equal(mask, expected)
+    # corners 1.2 and 3.7: centres 1.5, 2.5, 3.5 inside -> pixels 1..3
+    mask = polygons_to_mask([[1.2, 1.2, 3.7, 1.2, 3.7, 3.7, 1.2, 3.7]], 6, 6)
+    expected = np.zeros((6, 6), bool)
     expected[1:4, 1:4] = True
     np.testing.assert_array_equal(mask, expected)
+    # right triangle (0,0)-(4,0)-(0,4): centres with x + y < 4 are in; those exactly on the
+    # hypotenuse (x + y = 4, e.g. (1.5, 2.5)) are out -> rows 0..2 hold 3, 2, 1 pixels.
+    tri = polygons_to_mask([[0, 0, 4, 0, 0, 4]], 4, 4)
+    np.testing.assert_array_equal(tri, [[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    # two polygons of one object are unioned; one partly outside the image is clipped
+    two = polygons_to_mask([[0, 0, 1, 0, 1, 1, 0, 1], [3, 3, 9, 3, 9, 9, 3, 9]], 5, 5)
+    assert two.sum() == 1 + 4 and two[0, 0] and two[4, 4]
     with pytest.raises(ValueError, match="even number"):
         polygons_to_mask([[1, 1, 3]], 5, 5)
 
@@ -341,7 +364,7 @@ def test_rrsisd_reader(tmp_path):
     assert s1.referring[0].text == "a plane at upper left"  # falls back to "sent"
     assert s0.referring[0].target_class == "airplane" and s0.referring[0].instance_id == 10
     poly = np.zeros((4, 6), bool)
-    poly[0:3, 0:3] = True
+    poly[0:2, 0:2] = True  # square with corners 0 and 2: pixel centres 0.5 and 1.5
     np.testing.assert_array_equal(s0.referring[0].mask, poly)
     last_col = np.zeros((4, 6), bool)
     last_col[:, 5] = True  # uncompressed counts [20, 4]: the last 4 pixels in column-major order

@@ -152,10 +152,11 @@ def test_sar_display_is_the_documented_db_stretch():
     np.testing.assert_allclose(vh[0, 4, 0], 1.0)  # 10 dB clips to 5 dB -> white
     np.testing.assert_allclose(vh[0, 3], NODATA_COLOR)  # nodata if any channel is NaN
     rgb = viz.sar_to_display(sar, "rgb")
-    # pixel 1: VV 5 dB (R=1), VH -30 dB (G=0), ratio 35 dB clipped to 20 -> B=1
-    np.testing.assert_allclose(rgb[0, 1], [1.0, 0.0, 1.0], atol=1e-6)
-    # pixel 2: VV -12.5 (0.5), VH -20 (10/35), ratio 7.5 dB -> 7.5/20
-    np.testing.assert_allclose(rgb[0, 2], [0.5, 10 / 35, 7.5 / 20], atol=1e-6)
+    # composite: VH stretched over (-37, -2) dB, ratio VV - VH over (0, 15) dB
+    # pixel 1: VV 5 dB (R=1), VH -30 dB (G=7/35), ratio 35 dB clipped to 15 -> B=1
+    np.testing.assert_allclose(rgb[0, 1], [1.0, 7 / 35, 1.0], atol=1e-6)
+    # pixel 2: VV -12.5 (0.5), VH -20 (17/35), ratio 7.5 dB -> 0.5
+    np.testing.assert_allclose(rgb[0, 2], [0.5, 17 / 35, 0.5], atol=1e-6)
 
 
 def test_nodata_colour_never_occurs_in_valid_sar():
@@ -221,14 +222,25 @@ def test_show_levels_one_panel_per_level(tree):
         viz.show_levels(s, tree)
 
 
-def test_show_looks_reports_speckle_falling_with_looks():
+def test_speckle_std_matches_hand_values():
+    assert viz.speckle_std_db(1) == pytest.approx(10 / np.log(10) * np.pi / np.sqrt(6), rel=1e-9)  # psi1(1)=pi^2/6
+    assert viz.speckle_std_db(4) == pytest.approx(2.3134, abs=1e-3)
+    with pytest.raises(ValueError):
+        viz.speckle_std_db(0)
+
+
+def test_show_looks_measures_speckle_against_reference():
     rng = np.random.default_rng(0)
-    sigma0 = np.full((2, 64, 64), 0.05)
+    sigma0 = rng.uniform(0.01, 0.5, size=(2, 128, 128))  # textured, noise-free backscatter
+    ref = (10 * np.log10(sigma0)).astype(np.float32)
     sars = {L: (10 * np.log10(sigma0 * rng.gamma(L, 1.0 / L, size=sigma0.shape))).astype(np.float32) for L in (1, 4, 16)}
-    fig = viz.show_looks(sars, region=np.ones((64, 64), bool), region_name="all")
-    stds = [float(re.search(r"([\d.]+) dB", t).group(1)) for t in _titles(fig)]
-    assert stds[0] > stds[1] > stds[2]
-    assert 5.0 < stds[0] < 6.2  # single-look speckle in dB: ~5.57 dB
+    fig = viz.show_looks(sars, reference=ref, crop=32)
+    measured = [float(re.search(r"speckle std ([\d.]+) dB", t).group(1)) for t in _titles(fig)]
+    for L, m in zip((1, 4, 16), measured):
+        assert m == pytest.approx(viz.speckle_std_db(L), rel=0.05)
+    assert fig.axes[0].get_images()[0].get_array().shape[:2] == (32, 32)
+    with pytest.raises(ValueError, match="same shape"):
+        viz.show_looks(sars, reference=ref[:, :8])
 
 
 def test_analysis_figures_render(tree):
@@ -239,13 +251,42 @@ def test_analysis_figures_render(tree):
     assert fig.axes[0].get_ylabel().startswith("backscatter (dB)")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["built-up", "water", "vegetation"]
     fig = viz.show_class_on_sar(s, tree, "water")
-    assert "-22.0 dB inside" in _titles(fig)[1]
+    assert "-22.0 dB inside" in _titles(fig)[2] and _titles(fig)[1] == "SAR VV"
     fig = viz.show_referring(s)
     assert '"the houses"' in _titles(fig)[1]
+    assert len(fig.axes[1].patches) == 1  # dashed box around the referred object
+    assert fig.axes[1].get_xlim() == (-0.5, 31.5)  # ...which does not widen the view
     fig = viz.show_styles([s, _sample(seed=2)], tree, "house", crop=16)
     assert _titles(fig) == ["style 'temperate'", "style 'temperate'"]
     fig = viz.show_large_scene(_sample(64, 64), tree, max_px=16)
-    assert _titles(fig)[0] == "optical (every 4th pixel)"
+    assert _titles(fig)[0] == "optical (downsampled 4x)"
+
+
+def test_show_prediction_error_panel_and_accuracy(tree):
+    lab = _labels()
+    pred = lab.copy()
+    pred[0, 0] = 1  # house -> factory: wrong at level 3, right at levels 1-2 (both "building")
+    pred[3, :2] = 3  # grass -> water: wrong at every level
+    pred[1, 3] = 0  # prediction on an ignored pixel does not count
+    img = np.zeros((4, 4, 3), np.float32)
+    fig3 = viz.show_prediction(img, lab, pred, tree, level=3)
+    assert _titles(fig3)[3] == "errors (red)\npixel accuracy 80.0%"  # 12 of 15 labelled pixels
+    err = fig3.axes[3].get_images()[0].get_array()
+    np.testing.assert_allclose(err[0, 0], [0.9, 0.1, 0.1])
+    np.testing.assert_allclose(err[1, 3], [0, 0, 0])  # ignored
+    np.testing.assert_allclose(err[0, 1], [0.75, 0.75, 0.75])
+    assert _titles(viz.show_prediction(img, lab, pred, tree, level=2))[3].endswith("86.7%")  # 13 / 15
+    with pytest.raises(ValueError, match="share"):
+        viz.show_prediction(img, lab, pred[:3], tree)
+
+
+def test_show_mask_prediction_iou():
+    gt = np.zeros((8, 8), bool)
+    gt[:4, :4] = True  # 16 px
+    pr = np.zeros((8, 8), bool)
+    pr[:4, 2:6] = True  # 16 px, 8 overlap -> IoU 8 / 24
+    fig = viz.show_mask_prediction(np.zeros((8, 8, 3)), gt, pr, text="the big house")
+    assert _titles(fig)[1].endswith("IoU 0.33") and _titles(fig)[0] == '"the big house"'
 
 
 # ---------------------------------------------------------------------------- maps
@@ -286,3 +327,4 @@ def test_scene_map_validates(tree, tmp_path):
         viz.scene_map(img, None)
     with pytest.raises(ValueError, match="html"):
         viz.save_map_html(viz.scene_map(img, (0, 0, 1, 1)), tmp_path / "map.png")
+

@@ -23,7 +23,7 @@ import numpy as np
 from rslab.data.sar import linear_to_db
 from rslab.data.synthetic_layout import (
     BARE, BROADLEAF, CAR, CONIFER, CROPLAND, GRASSLAND, INDUSTRIAL, LAKE, RESIDENTIAL, RIVER, ROAD, TRUCK,
-    Layout, smooth_noise,
+    Layout,
 )
 
 N_LEAVES = 12
@@ -145,21 +145,21 @@ def _building_ids(layout: Layout) -> np.ndarray:
 def render_optical(layout: Layout, style: Style, app: Appearance, rng: np.random.Generator, nir: bool = True) -> np.ndarray:
     labels, inst = layout.labels, layout.instances
     H, W = labels.shape
-    base = np.take(style.base.T, labels, axis=1)  # (4, H, W)
+    # one gather from a combined table: rows 0..11 class colours, rows 12+i object i's own colour
     has = ~np.isnan(app.inst_colour[:, 0])
-    if has.any():
-        obj = has[inst]
-        colour_t = np.nan_to_num(app.inst_colour).T
-        base = np.where(obj[None], np.take(colour_t, inst, axis=1), base)
+    table = np.concatenate([style.base, np.nan_to_num(app.inst_colour)], 0).T.copy()  # (4, 12 + n)
+    material = np.where(has[inst], inst + N_LEAVES, labels) if has.any() else labels
+    base = np.take(table, material, axis=1)  # (4, H, W)
 
-    grain = rng.standard_normal((H, W), dtype=np.float32)
-    mid = smooth_noise(rng, H, W, 2.5)
+    # uniform noise (variance 1) is 4x cheaper to draw than Gaussian and looks the same here
+    grain = (rng.random((H, W), dtype=np.float32) - np.float32(0.5)) * np.float32(3.464)
+    mid = layout.canopy
     rows = np.sin(np.where(layout.parcel_stripe_along_u[layout.parcel_id], layout.u, layout.v)
                   * (2 * np.pi / layout.parcel_stripe_period[layout.parcel_id]))
     tex = 1.0 + _GRAIN[labels] * grain + _MID[labels] * mid + _ROWS[labels] * rows
 
     # illumination: a gentle linear gradient (sun angle, haze) across the scene
-    gy, gx = rng.uniform(-0.12, 0.12, size=2)
+    gy, gx = (float(g) for g in rng.uniform(-0.12, 0.12, size=2))
     illum = (1.0 + gy * np.linspace(-1, 1, H, dtype=np.float32)[:, None]
              + gx * np.linspace(-1, 1, W, dtype=np.float32)[None, :]) * np.float32(rng.uniform(0.9, 1.1))
 
@@ -176,12 +176,20 @@ def render_optical(layout: Layout, style: Style, app: Appearance, rng: np.random
             if ya < yb and xa < xb:
                 shade[ya:yb, xa:xb] = 0.45
     building = (labels == RESIDENTIAL) | (labels == INDUSTRIAL)
-    shade[building] = 1.0
+    np.copyto(shade, np.float32(1.0), where=building)
 
-    img = base * (tex * illum * shade)[None]
-    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(0.008)
+    tex *= illum
+    tex *= shade
+    img = base if nir else base[:3]
+    img *= tex[None]
+    noise = np.empty((H, W), np.float32)
+    for band in img:  # per band: sensor noise without a full (C, H, W) temporary
+        rng.random(dtype=np.float32, out=noise)
+        noise -= np.float32(0.5)
+        noise *= np.float32(0.008 * 3.464)
+        band += noise
     np.clip(img, 0.0, 1.0, out=img)
-    return img if nir else img[:3].copy()
+    return np.ascontiguousarray(img)
 
 
 # ----------------------------------------------------------------------------- SAR
@@ -192,19 +200,19 @@ SAR_MEAN_DB = np.array([
     [-15.0, -25.0],  # road: smooth asphalt, mostly specular
     [0.0, -8.0],  # car: metal, bright
     [1.0, -7.0],  # truck
-    [-22.0, -30.0],  # river: specular water, dark
-    [-23.0, -31.0],  # lake: calmer, darker
-    [-7.0, -12.0],  # broadleaf forest: volume scattering, high VH/VV
-    [-7.5, -12.5],  # conifer forest
-    [-9.5, -15.5],  # cropland
-    [-10.5, -17.0],  # grassland
+    [-22.0, -31.0],  # river: specular water, dark
+    [-23.0, -32.0],  # lake: calmer, darker
+    [-7.0, -11.0],  # broadleaf forest: volume scattering, high VH/VV
+    [-7.5, -11.5],  # conifer forest
+    [-9.5, -14.5],  # cropland
+    [-10.5, -16.0],  # grassland
     [-12.0, -21.0],  # bare soil: surface scattering, low VH/VV
 ], np.float32).T.copy()  # (2, 12)
 _SAR_TEXTURE_DB = np.array([1.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 1.6, 1.4, 0.6, 0.6, 0.8], np.float32)
 _NATURAL = np.zeros(N_LEAVES, np.float32)
 _NATURAL[[CROPLAND, GRASSLAND, BARE, BROADLEAF, CONIFER]] = 1.0
 DOUBLE_BOUNCE_DB = (11.0, 5.0)  # added at the sensor-facing wall, (VV, VH): co-pol dominated
-NOISE_FLOOR_DB = -28.0  # thermal noise equivalent sigma0
+NOISE_FLOOR_DB = -31.0  # thermal noise equivalent sigma0
 INCIDENCE_DEG = 35.0
 
 
@@ -212,7 +220,23 @@ def apply_speckle(intensity: np.ndarray, n_looks: float, rng: np.random.Generato
     """Multiply linear intensity by L-look speckle: Gamma(shape=L, scale=1/L), mean 1, CV 1/sqrt(L)."""
     if not n_looks > 0:
         raise ValueError(f"n_looks must be > 0, got {n_looks}")
-    speckle = rng.standard_gamma(np.float32(n_looks), size=intensity.shape, dtype=np.float32)
+    if float(n_looks).is_integer() and n_looks <= 8:
+        # exact and ~2x faster than standard_gamma: a sum of L unit exponentials is Gamma(L, 1),
+        # i.e. -log of a product of L uniforms on (0, 1] (at most 4 per product: no underflow)
+        L = int(n_looks)
+        speckle = np.zeros(intensity.shape, np.float32)
+        prod = np.empty(intensity.shape, np.float32)
+        u = np.empty(intensity.shape, np.float32)
+        for start in range(0, L, 4):
+            rng.random(dtype=np.float32, out=prod)
+            np.subtract(np.float32(1.0), prod, out=prod)  # uniform on (0, 1]
+            for _ in range(min(4, L - start) - 1):
+                rng.random(dtype=np.float32, out=u)
+                np.subtract(np.float32(1.0), u, out=u)
+                prod *= u
+            speckle -= np.log(prod, out=prod)
+    else:
+        speckle = rng.standard_gamma(np.float32(n_looks), size=intensity.shape, dtype=np.float32)
     speckle *= np.float32(1.0 / n_looks)
     return intensity * speckle
 
@@ -224,7 +248,7 @@ def render_sar(layout: Layout, style: Style, rng: np.random.Generator, n_looks: 
     inst_offset = rng.normal(0.0, 1.2, size=n).astype(np.float32)  # per-object roughness/moisture
     inst_offset[0] = 0.0
     inst_offset[layout.inst_class == LAKE] *= 0.3
-    texture = smooth_noise(rng, H, W, 3.0)
+    texture = layout.canopy  # the same crowns and furrows that texture the optical image
     db = np.take(SAR_MEAN_DB, labels, axis=1)  # (2, H, W)
     db += (inst_offset[inst] + _SAR_TEXTURE_DB[labels] * texture + style.sar_shift_db * _NATURAL[labels])[None]
 
@@ -242,8 +266,8 @@ def render_sar(layout: Layout, style: Style, rng: np.random.Generator, n_looks: 
         if length > 0 and x1 < W:
             shadow[y0:y1, x1 : min(W, x1 + length)] = True
     shadow &= ~building
-    db[:, shadow] = NOISE_FLOOR_DB - 10.0  # no return: only the noise floor remains
+    np.copyto(db, np.float32(NOISE_FLOOR_DB - 10.0), where=shadow[None])  # no return: only the noise floor remains
 
-    intensity = np.power(np.float32(10.0), db * np.float32(0.1))
+    intensity = np.exp(db * np.float32(np.log(10.0) / 10.0))  # 10^(dB/10), exp is faster than power
     intensity += np.float32(10.0 ** (NOISE_FLOOR_DB / 10.0))
     return linear_to_db(apply_speckle(intensity, n_looks, rng)).astype(np.float32, copy=False)

@@ -9,6 +9,9 @@ colour, unique object in a ninth of the image, a size/distance margin over the r
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import lru_cache
+
 import numpy as np
 
 from rslab.data.sample import ReferringExpression
@@ -63,24 +66,51 @@ class _Namer:
         return names[int(self.rng.integers(len(names)))]
 
 
-def _object_stats(layout: Layout):
+@lru_cache(maxsize=4)
+def _cached_coords(H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(np.arange(H, dtype=np.float64), W), np.tile(np.arange(W, dtype=np.float64), H)
+
+
+def _pixel_coords(H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every pixel (flattened); cached for small scenes only (memory)."""
+    if H * W <= 512 * 512:
+        return _cached_coords(H, W)
+    return _cached_coords.__wrapped__(H, W)
+
+
+def object_stats(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Visible area (px) and centroid (row, col) of every instance id."""
+    cached = layout.extras.get("_stats")
+    if cached is not None:
+        return cached
     inst = layout.instances
     H, W = inst.shape
     n = len(layout.inst_class)
     flat = inst.ravel()
     area = np.bincount(flat, minlength=n).astype(np.float64)
-    cy = np.bincount(flat, weights=np.repeat(np.arange(H, dtype=np.float64), W), minlength=n)
-    cx = np.bincount(flat, weights=np.tile(np.arange(W, dtype=np.float64), H), minlength=n)
+    py, px = _pixel_coords(H, W)
+    cy = np.bincount(flat, weights=py, minlength=n)
+    cx = np.bincount(flat, weights=px, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         cy, cx = cy / area, cx / area
+    layout.extras["_stats"] = (area, cy, cx)
     return area, cy, cx
+
+
+def _nearest_distance(py: np.ndarray, px: np.ndarray, ty: np.ndarray, tx: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Distance from each point (py, px) to the nearest target pixel, in chunks (bounded memory)."""
+    out = np.empty(len(py))
+    for a in range(0, len(py), chunk):
+        d2 = (py[a : a + chunk, None] - ty[None]) ** 2 + (px[a : a + chunk, None] - tx[None]) ** 2
+        out[a : a + chunk] = np.sqrt(d2.min(axis=1))
+    return out
 
 
 def make_caption(layout: Layout, tree: SemanticTree, rng: np.random.Generator, split: str = "train") -> str:
     name = _Namer(tree, rng, split)
     H, W = layout.labels.shape
     frac = np.bincount(layout.labels.ravel(), minlength=12) / float(H * W)
-    area, _, _ = _object_stats(layout)
+    area, _, _ = object_stats(layout)
     cover = sorted((c for c in _LAND_COVER if frac[c] >= 0.08), key=lambda c: -frac[c])[:3]
     parts = [_SCENE_PHRASE[layout.scene_type]]
     if cover:
@@ -114,7 +144,7 @@ def make_referring(layout: Layout, app: Appearance, tree: SemanticTree, rng: np.
     """Referring expressions, each naming one object, with its instance mask."""
     name = _Namer(tree, rng, split)
     H, W = layout.labels.shape
-    area, cy, cx = _object_stats(layout)
+    area, cy, cx = object_stats(layout)
     cls_of = layout.inst_class
     cands: list[tuple[str, int]] = []
 
@@ -132,24 +162,29 @@ def make_referring(layout: Layout, app: Appearance, tree: SemanticTree, rng: np.
         targets.append(("forest", forest))
 
     for cls in COUNTABLE + (RIVER,):
-        ids = np.flatnonzero((cls_of == cls) & (area >= _MIN_AREA[cls]))
-        if len(ids) == 0:
+        # uniqueness is judged against every visible object of the class (slivers at the border
+        # included), but only objects large enough to see are referred to
+        ids = np.flatnonzero((cls_of == cls) & (area > 0))
+        referable = set(np.flatnonzero((cls_of == cls) & (area >= _MIN_AREA[cls])).tolist())
+        if not referable:
             continue
+
+        def add(text: str, i: int | None) -> None:
+            if i is not None and int(i) in referable:
+                cands.append((text, int(i)))
+
         if len(ids) == 1:
-            cands.append((f"the {name(cls)}", int(ids[0])))
-            if cls == RIVER:
-                continue
+            add(f"the {name(cls)}", ids[0])
+            continue
+        if cls == RIVER:
+            continue
         a = area[ids]
         for largest, word in ((True, "largest"), (False, "smallest")):
-            i = _unique_extreme(a, ids, largest, margin=0.15 * a.max())
-            if i is not None:
-                cands.append((f"the {word} {name(cls)}", i))
+            add(f"the {word} {name(cls)}", _unique_extreme(a, ids, largest, margin=0.15 * a.max()))
         for vals, largest, word in ((cx[ids], False, "leftmost"), (cx[ids], True, "rightmost"),
-                                    (cy[ids], False, "northernmost"), (cy[ids], True, "southernmost")):
-            i = _unique_extreme(vals, ids, largest, margin=4.0)
-            if i is not None and len(ids) >= 2:
-                cands.append((f"the {word} {name(cls)}", i))
-        # position in a 3x3 grid of the image
+                                    (cy[ids], False, "topmost"), (cy[ids], True, "bottommost")):
+            add(f"the {word} {name(cls)}", _unique_extreme(vals, ids, largest, margin=4.0))
+        # position in a 3x3 grid of the image: the only object of its class in that cell
         ry = np.clip((cy[ids] * 3 // H).astype(int), 0, 2)
         rx = np.clip((cx[ids] * 3 // W).astype(int), 0, 2)
         cell = ry * 3 + rx
@@ -157,28 +192,29 @@ def make_referring(layout: Layout, app: Appearance, tree: SemanticTree, rng: np.
         for k in np.flatnonzero(cnt[cell] == 1):
             region = _REGIONS[ry[k]][rx[k]]
             prep = "in the" if ("corner" in region or region == "centre") else "on the" if region in ("left", "right") else "at the"
-            cands.append((f"the {name(cls)} {prep} {region}", int(ids[k])))
+            add(f"the {name(cls)} {prep} {region}", ids[k])
         # attribute: a colour no other object of the class has
         colours = [app.inst_colour_name[i] for i in ids]
+        colour_count = Counter(colours)
         for k, col in enumerate(colours):
-            if col and colours.count(col) == 1 and len(ids) >= 2:
+            if col and colour_count[col] == 1:
                 if cls in (RESIDENTIAL, INDUSTRIAL):
-                    cands.append((f"the {name(cls)} with a {col} roof", int(ids[k])))
+                    add(f"the {name(cls)} with a {col} roof", ids[k])
                 else:
-                    cands.append((f"the {col} {name(cls)}", int(ids[k])))
+                    add(f"the {col} {name(cls)}", ids[k])
         # relation: nearest to the river / lake / forest
         for tname, tmask in targets:
-            if (tname == "river" and cls == RIVER) or (tname == "lake" and cls == LAKE) or len(ids) < 2:
+            if (tname == "river" and cls == RIVER) or (tname == "lake" and cls == LAKE):
                 continue
             ty, tx = np.nonzero(tmask)
             if len(ty) == 0:
                 continue
-            d = np.min((cy[ids, None] - ty[None] * step) ** 2 + (cx[ids, None] - tx[None] * step) ** 2, axis=1) ** 0.5
+            d = _nearest_distance(cy[ids], cx[ids], ty * step, tx * step)
             i = _unique_extreme(d, ids, largest=False, margin=4.0)
-            if i is not None:
+            if i is not None and i in referable:
                 leaf = {"river": RIVER, "lake": LAKE}.get(tname)
                 tword = name(leaf) if leaf is not None else name.inner("forest")
-                cands.append((f"the {name(cls)} nearest the {tword}", i))
+                add(f"the {name(cls)} nearest the {tword}", i)
 
     # pick: shuffle, one expression per object first, then fill; unique texts
     order = rng.permutation(len(cands))

@@ -238,7 +238,7 @@ class SemanticTree:
             import torch
 
             if isinstance(labels, torch.Tensor):
-                return torch.as_tensor(lut, device=labels.device)[labels.long()]
+                return torch.tensor(lut, device=labels.device)[labels.long()]
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
         return lut[np.asarray(labels)]

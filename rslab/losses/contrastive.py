@@ -49,7 +49,8 @@ def info_nce(
     ``logits = norm(a) @ norm(b).T / temperature``; row i's positive is column i, every other
     column a negative. ``symmetric`` averages the a->b and b->a cross-entropies (CLIP).
     ``positives`` (optional ``(B, B)`` bool) marks extra positives, e.g. identical captions in a
-    batch; the target is then spread uniformly over them instead of punishing true matches.
+    batch: row i's loss becomes ``-log sum_{j positive} softmax(logits_i)_j`` (multi-positive
+    InfoNCE), so a true match is never pushed away as a negative.
     """
     _check_pair(a, b, ("a", "b"))
     if isinstance(temperature, (int, float)) and temperature <= 0:
@@ -64,11 +65,14 @@ def info_nce(
         if positives.shape != (n, n) or positives.dtype != torch.bool:
             raise ValueError(f"positives must be a ({n}, {n}) bool tensor, got {positives.dtype} {tuple(positives.shape)}")
         pos = positives | torch.eye(n, dtype=torch.bool, device=a.device)
-        soft = pos.float() / pos.float().sum(1, keepdim=True)
-        loss_ab = F.cross_entropy(logits, soft)
-        soft_t = pos.T.float() / pos.T.float().sum(1, keepdim=True)
-        loss_ba = F.cross_entropy(logits.T, soft_t) if symmetric else None
+        loss_ab = _multi_positive_nll(logits, pos)
+        loss_ba = _multi_positive_nll(logits.T, pos.T) if symmetric else None
     return loss_ab if loss_ba is None else 0.5 * (loss_ab + loss_ba)
+
+
+def _multi_positive_nll(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    log_prob = logits.log_softmax(dim=1)
+    return -torch.logsumexp(log_prob.masked_fill(~pos, float("-inf")), dim=1).mean()
 
 
 def intra_sar_contrastive_loss(f_sar_a: torch.Tensor, f_sar_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

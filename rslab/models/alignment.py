@@ -27,10 +27,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +37,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rslab.data.augment import SARViewAugment, paired_dihedral, paired_random_crop
-from rslab.losses.contrastive import ImageAlignmentLoss, locked_text_loss
 from rslab.models.encoders import (
     EncoderOutput,
     ImageEncoder,
@@ -47,6 +45,14 @@ from rslab.models.encoders import (
     preprocess_optical,
     preprocess_sar,
 )
+
+if TYPE_CHECKING:
+    from rslab.losses.contrastive import ImageAlignmentLoss
+    from rslab.train import TrainConfig
+
+# The two training recipes below import rslab.losses and rslab.train inside the functions: the
+# model and evaluation code of this module stays importable without them (data -> models ->
+# losses -> train), and accelerate is only loaded when something is trained.
 
 # --------------------------------------------------------------------------------------------
 # Config and models
@@ -106,8 +112,9 @@ class OpticalTextModel(nn.Module):
         # clamp as CLIP does (logit scale <= 100) so the loss cannot blow up
         return 1.0 / self.log_inv_temperature.clamp(max=math.log(100)).exp()
 
-    def forward(self, optical: torch.Tensor) -> torch.Tensor:
-        return self.encoder(preprocess_optical(optical)).embedding
+    def forward(self, optical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings (B, D), temperature): both from ``forward`` so a DDP-wrapped model works."""
+        return self.encoder(preprocess_optical(optical)).embedding, self.temperature
 
 
 class SARAlignmentModel(nn.Module):
@@ -192,92 +199,45 @@ def check_pairs(optical: torch.Tensor, sar_db: torch.Tensor, max_nodata: float =
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class FitConfig:
-    """A short training run: AdamW with linear warm-up and cosine decay."""
+def _loader(n: int, batch_size: int, seed: int):
+    """Shuffled batches of sample indices (the tensors stay in memory; augmentation is batched)."""
+    from torch.utils.data import DataLoader, TensorDataset
 
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup: int = 20
-    log_every: int = 25
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 2:
-            raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {self.steps}, {self.batch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-
-
-def _fit(
-    params: Sequence[nn.Parameter],
-    step_loss: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
-    n: int,
-    fit: FitConfig,
-    generator: torch.Generator,
-    progress: bool = False,
-) -> list[dict[str, float]]:
-    """Minimal loop: sample a batch of indices, compute the loss, AdamW step. Returns the history."""
-    params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=fit.lr, weight_decay=fit.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < fit.warmup:
-            return (step + 1) / fit.warmup
-        t = (step - fit.warmup) / max(1, fit.steps - fit.warmup)
-        return 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    history: list[dict[str, float]] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=fit.steps, leave=False)
-    start = time.perf_counter()
-    batch = min(fit.batch_size, n)
-    for step in range(fit.steps):
-        idx = torch.randperm(n, generator=generator)[:batch]
-        loss, logs = step_loss(idx)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate.")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        if step % fit.log_every == 0 or step == fit.steps - 1:
-            history.append({"step": step, "time_s": time.perf_counter() - start, **logs})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.3f}")
-    if bar is not None:
-        bar.close()
-    return history
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {batch_size}")
+    if n < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} training pairs, got {n}")
+    return DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size, shuffle=True, drop_last=True,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def train_locked_text(
     model: OpticalTextModel,
     optical: torch.Tensor,
     text_embeddings: Sequence[torch.Tensor] | torch.Tensor,
+    config: "TrainConfig",
     texts: Sequence[Sequence[str]] | None = None,
-    fit: FitConfig | None = None,
+    batch_size: int = 64,
     crop: int | None = 48,
-    seed: int = 0,
-    progress: bool = False,
-) -> list[dict[str, float]]:
-    """Locked-text tuning: pull each optical image towards the frozen embedding of one of its texts.
+) -> list[dict]:
+    """Locked-text tuning (LiT): pull each optical image towards the frozen embedding of one of its texts.
+
+    Runs :class:`rslab.train.Trainer` on :func:`~rslab.losses.contrastive.locked_text_loss`.
 
     Args:
         optical: (N, C, H, W) images in [0, 1].
         text_embeddings: per image, a (T_i, D) tensor of its candidate texts' embeddings (caption,
-            class prompts...); one is drawn per step. A single (N, D) tensor means one text each.
+            class prompts...); one is drawn at random each time the image is used. A single (N, D)
+            tensor means one text per image.
+        config: the :class:`~rslab.train.TrainConfig` (steps, lr, out_dir for checkpoints...).
         texts: the strings behind ``text_embeddings`` (same nesting); identical strings in a batch
-            are then treated as positives of each other rather than as negatives.
-        crop: random crop size (plus flips/rotations), or None.
+            are then positives of each other rather than negatives.
+        crop: random crop size (then random flips/rotations), or None.
+    Returns the training history.
     """
-    fit = fit or FitConfig()
+    from rslab.losses.contrastive import locked_text_loss
+    from rslab.train import Trainer
+
     if optical.ndim != 4 or not torch.isfinite(optical).all():
         raise ValueError(f"optical must be a finite (N, C, H, W) tensor, got shape {tuple(optical.shape)}")
     if isinstance(text_embeddings, torch.Tensor):
@@ -287,23 +247,22 @@ def train_locked_text(
         raise ValueError(f"need one text set per image: {len(text_embeddings)} sets for {optical.shape[0]} images")
     if texts is not None and [len(t) for t in texts] != [len(e) for e in text_embeddings]:
         raise ValueError("texts and text_embeddings must have the same nesting (one string per embedding row).")
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model.train()
 
-    def step_loss(idx: torch.Tensor):
-        picks = [int(torch.randint(len(text_embeddings[i]), (1,), generator=g)) for i in idx.tolist()]
-        f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx.tolist(), picks)])
-        batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx.tolist(), picks)]
+    def loss_fn(m: OpticalTextModel, batch) -> tuple[torch.Tensor, dict]:
+        idx = batch[0].tolist()
+        picks = [int(torch.randint(len(text_embeddings[i]), ())) for i in idx]
+        f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx, picks)]).to(optical.device)
+        batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx, picks)]
         x = optical[idx]
         if crop is not None:
             (x,) = paired_random_crop(x, size=crop)
         (x,) = paired_dihedral(x)
-        f_img = model(x)
-        loss = locked_text_loss(f_img, f_text, model.temperature, batch_texts)
-        return loss, {"loss": float(loss.detach()), "temperature": float(model.temperature.detach())}
+        f_img, temperature = m(x)
+        loss = locked_text_loss(f_img, f_text, temperature, batch_texts)
+        return loss, {"temperature": temperature.detach()}
 
-    history = _fit(list(model.parameters()), step_loss, optical.shape[0], fit, g, progress)
+    trainer = Trainer(model, loss_fn, _loader(optical.shape[0], batch_size, config.seed), config)
+    history = trainer.fit()
     model.eval()
     return history
 
@@ -312,37 +271,34 @@ def train_sar_alignment(
     model: SARAlignmentModel,
     optical: torch.Tensor,
     sar_db: torch.Tensor,
-    loss_fn: ImageAlignmentLoss,
-    fit: FitConfig | None = None,
+    loss_fn: "ImageAlignmentLoss",
+    config: "TrainConfig",
+    batch_size: int = 64,
     augment: SARViewAugment | None = None,
-    seed: int = 0,
-    progress: bool = False,
-) -> list[dict[str, float]]:
-    """Stage-1 alignment: train E_SAR only, with L_img on (x_opt, x^a_SAR, x^b_SAR) triplets.
+) -> list[dict]:
+    """Stage-1 alignment: train E_SAR only, minimising L_img on (x_opt, x^a_SAR, x^b_SAR) triplets.
 
-    Pairs with too much SAR nodata are dropped (see :func:`check_pairs`), the rest is masked.
+    Pairs whose SAR is mostly nodata are dropped (see :func:`check_pairs`); the remaining NaNs are
+    masked out of the pooling. Runs :class:`rslab.train.Trainer`; returns the history.
     """
-    fit = fit or FitConfig()
+    from rslab.train import Trainer
+
     augment = augment or SARViewAugment()
     keep = check_pairs(optical, sar_db)
-    if int(keep.sum()) < 2:
-        raise ValueError("fewer than 2 usable pairs after dropping SAR tiles that are mostly nodata.")
     optical, sar_db = optical[keep], sar_db[keep]
     if any(p.requires_grad for p in model.optical.parameters()):
         raise ValueError("the optical encoder must be frozen for indirect alignment; build it via SARAlignmentModel.")
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model.train()
-    need_b = loss_fn.lambda_cl > 0
-    need_opt = loss_fn.lambda_cma > 0
+    need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
 
-    def step_loss(idx: torch.Tensor):
+    def step(m: SARAlignmentModel, batch) -> tuple[torch.Tensor, dict]:
+        idx = batch[0]
         opt_a, sar_a, sar_b = augment(optical[idx], sar_db[idx])
-        out = model(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
+        out = m(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
         loss = loss_fn(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
-        return loss, dict(loss_fn.last)
+        return loss, {k: v for k, v in loss_fn.last.items() if k != "loss"}
 
-    history = _fit(list(model.sar.parameters()), step_loss, optical.shape[0], fit, g, progress)
+    trainer = Trainer(model, step, _loader(optical.shape[0], batch_size, config.seed), config)
+    history = trainer.fit()
     model.eval()
     return history
 

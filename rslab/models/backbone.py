@@ -141,7 +141,7 @@ class BackboneConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> "BackboneConfig":
-        """CPU-sized: ~1.6 M parameters, window 4 so 32-128 px inputs work."""
+        """CPU-sized: 2.3 M parameters, window 4 so 32-128 px inputs work."""
         return replace(cls(), **overrides)
 
     @classmethod
@@ -244,7 +244,7 @@ class UnifiedBackbone(nn.Module):
         )
 
         total_blocks = sum(cfg.depths)
-        drop_path = torch.linspace(0, cfg.drop_path_rate, total_blocks).tolist()
+        drop_path = [cfg.drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]  # stochastic depth
         first_moe = cfg.depths[2] + cfg.depths[3] - cfg.moe_blocks  # index among global blocks
         self.stages = nn.ModuleList()
         self.merges = nn.ModuleList(AdaptivePatchMerging(dims[s]) for s in range(3))

@@ -90,7 +90,7 @@ class ConInferConfig:
     var_floor: float = 1e-6
     init_var: float | None = None
     prior_floor: float = 1e-12
-    chunk_size: int = 16384
+    chunk_size: int = 4096
     device: str | None = None
 
     def __post_init__(self) -> None:

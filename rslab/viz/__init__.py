@@ -17,9 +17,12 @@ from rslab.viz.figures import (
     show_large_scene,
     show_levels,
     show_looks,
+    show_mask_prediction,
+    show_prediction,
     show_referring,
     show_sample,
     show_styles,
+    speckle_std_db,
 )
 from rslab.viz.maps import png_data_uri, save_map_html, scene_map, to_rgba_uint8
 from rslab.viz.palette import (
@@ -54,8 +57,11 @@ __all__ = [
     "show_large_scene",
     "show_levels",
     "show_looks",
+    "show_mask_prediction",
+    "show_prediction",
     "show_referring",
     "show_sample",
     "show_styles",
+    "speckle_std_db",
     "to_rgba_uint8",
 ]

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from rslab.data.sample import IGNORE_INDEX, Sample
 from rslab.data.sar import SAR_CHANNELS, SAR_DB_RANGE, db_to_linear
@@ -39,6 +40,11 @@ def _legend_below(ax, handles, ncol: int = 2) -> None:
     if handles:
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=ncol,
                   fontsize=7, frameon=False, handlelength=1.0, columnspacing=0.8)
+
+
+def _legend_height(n_entries: int, ncol: int = 2) -> float:
+    """Inches to reserve under a panel for a legend of ``n_entries`` in ``ncol`` columns."""
+    return 0.3 + 0.18 * int(np.ceil(n_entries / ncol)) if n_entries else 0.0
 
 
 def _new_figure(n_panels: int, ncols: int | None = None, height_extra: float = 0.0, width: float = _PANEL):
@@ -77,20 +83,21 @@ def show_sample(sample: Sample, tree, level: int | None = None, sar_channel: str
     if sample.optical is not None:
         panels.append(("optical (RGB)", optical_to_display(sample.optical), None))
     if sample.sar is not None:
-        name = {"rgb": "SAR false colour (VV, VH, VV/VH)"}.get(sar_channel, f"SAR {sar_channel} (dB)")
-        panels.append((f"{name}, {SAR_DB_RANGE[0]:g}..{SAR_DB_RANGE[1]:g} dB",
-                       sar_to_display(sample.sar, sar_channel), None))
+        name = {"rgb": "SAR false colour\nR=VV, G=VH, B=VV/VH"}.get(
+            sar_channel, f"SAR {sar_channel}\n{SAR_DB_RANGE[0]:g} (black) to {SAR_DB_RANGE[1]:g} dB (white)")
+        panels.append((name, sar_to_display(sample.sar, sar_channel), None))
     if sample.labels is not None:
         lvl = tree.depth if level is None else level
         panels.append((f"labels, level {lvl} of {tree.depth}", colorize_labels(sample.labels, tree, level),
                        label_legend(tree, level, present=sample.labels)))
-    fig, axes = _new_figure(len(panels), height_extra=0.9)
+    n_legend = max((len(p[2]) for p in panels if p[2] is not None), default=0)
+    fig, axes = _new_figure(len(panels), height_extra=_legend_height(n_legend))
     for ax, (name, img, legend) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest")
         _image_axes(ax, name)
         if legend is not None:
             _legend_below(ax, legend)
-    style = sample.meta.get("style")
+    style = sample.meta.get("style_name", sample.meta.get("style"))
     fig.suptitle(title or (f"{sample.shape[0]}x{sample.shape[1]} px" + (f", style '{style}'" if style else "")),
                  fontsize=11)
     return fig
@@ -105,12 +112,13 @@ def show_levels(sample: Sample, tree, alpha: float = 1.0) -> Figure:
     if sample.labels is None:
         raise ValueError("show_levels needs sample.labels (a leaf-id map); this sample has none.")
     base = optical_to_display(sample.optical) if (alpha < 1 and sample.optical is not None) else None
-    fig, axes = _new_figure(tree.depth, height_extra=1.4)
-    for ax, level in zip(axes, range(1, tree.depth + 1)):
+    legends = [label_legend(tree, level, present=sample.labels) for level in range(1, tree.depth + 1)]
+    fig, axes = _new_figure(tree.depth, height_extra=_legend_height(max(len(h) for h in legends)))
+    for ax, level, legend in zip(axes, range(1, tree.depth + 1), legends):
         img = colorize_labels(sample.labels, tree, level) if base is None else overlay(base, sample.labels, tree, level, alpha)
         ax.imshow(img, interpolation="nearest")
         _image_axes(ax, f"level {level}: {tree.num_classes(level)} classes")
-        _legend_below(ax, label_legend(tree, level, present=sample.labels))
+        _legend_below(ax, legend)
     fig.suptitle("The same pixels at every level of the semantic tree", fontsize=11)
     return fig
 
@@ -121,23 +129,45 @@ def _channel_index(channel: str) -> int:
     return SAR_CHANNELS.index(channel)
 
 
-def show_looks(sars: dict[int, np.ndarray], channel: str = "VV", region: np.ndarray | None = None,
-               region_name: str = "region") -> Figure:
+def speckle_std_db(n_looks: float) -> float:
+    """Standard deviation (dB) of L-look Gamma speckle: ``10/ln(10) * sqrt(psi1(L))``.
+
+    ``psi1`` is the trigamma function (the variance of ln of a Gamma(L) variable); 5.57 dB at
+    L = 1, 2.31 dB at L = 4, 1.10 dB at L = 16.
+    """
+    from scipy.special import polygamma
+
+    if not n_looks > 0:
+        raise ValueError(f"n_looks must be > 0, got {n_looks}.")
+    return float(10.0 / np.log(10.0) * np.sqrt(polygamma(1, n_looks)))
+
+
+def show_looks(sars: dict[float, np.ndarray], channel: str = "VV", reference: np.ndarray | None = None,
+               region: np.ndarray | None = None, crop: int | None = None) -> Figure:
     """Speckle vs number of looks: one SAR panel per look count, same scene.
 
-    ``sars`` maps number of looks -> SAR (2, H, W) dB. With a boolean ``region`` mask (a
-    homogeneous class, say grassland), each title gives the standard deviation of the dB values
-    inside it: for L-look Gamma speckle it falls roughly like 1/sqrt(L) (5.6 dB at L = 1).
+    ``sars`` maps number of looks L -> SAR (2, H, W) dB of the same scene. With ``reference``
+    (the same scene without speckle, or with very many looks), each title gives the measured
+    speckle, the standard deviation of ``sar - reference`` in dB (over ``region`` if given), next
+    to the Gamma model's value :func:`speckle_std_db` (multiplicative speckle is additive in dB).
+    ``crop``: show only the top-left ``crop`` x ``crop`` pixels, so the grain is visible.
     """
     if not sars:
         raise ValueError("sars must map number of looks -> SAR array, got an empty dict.")
     c = _channel_index(channel)
     images, titles = [], []
     for looks, sar in sorted(sars.items()):
-        images.append(sar_to_display(sar, channel))
-        title = f"{looks} look{'s' if looks != 1 else ''}"
-        if region is not None and region.any():
-            title += f"\nstd of {channel} over {region_name}: {np.nanstd(sar[c][region]):.2f} dB"
+        if sar.shape[0] != 2 or sar.ndim != 3:
+            raise ValueError(f"SAR for {looks} looks must be (2, H, W) in dB, got {sar.shape}.")
+        img = sar_to_display(sar, channel)
+        images.append(img if crop is None else img[:crop, :crop])
+        title = f"{looks:g} look{'s' if looks != 1 else ''}"
+        if reference is not None:
+            if reference.shape != sar.shape:
+                raise ValueError(f"reference {reference.shape} and SAR {sar.shape} must have the same shape.")
+            diff = sar[c] - reference[c]
+            keep = np.isfinite(diff) if region is None else (np.isfinite(diff) & region)
+            title += f"\nspeckle std {np.std(diff[keep]):.2f} dB (Gamma model {speckle_std_db(looks):.2f})"
         titles.append(title)
     return show_images(images, titles, suptitle=f"Speckle: more looks, smoother {channel} (same scene)")
 
@@ -154,11 +184,11 @@ def plot_db_histogram(sar_db: np.ndarray, channel: str = "VV", bins: int = 100) 
     ax1.hist(lin, bins=bins, range=(0, np.percentile(lin, 99.5)), color="0.35")
     ax1.set_xlabel(f"{channel} intensity (linear power ratio)")
     ax1.set_ylabel("pixels")
-    ax1.set_title("linear: a few bright pixels, most near 0", fontsize=9)
+    ax1.set_title("linear: most pixels squeezed near 0, a long bright tail", fontsize=9)
     ax2.hist(db, bins=bins, range=SAR_DB_RANGE, color="tab:blue")
     ax2.set_xlabel(f"{channel} backscatter (dB) = 10 log10(intensity)")
     ax2.set_ylabel("pixels")
-    ax2.set_title("dB: classes separate into modes", fontsize=9)
+    ax2.set_title(f"dB: spread over the display range {SAR_DB_RANGE[0]:g}..{SAR_DB_RANGE[1]:g} dB", fontsize=9)
     fig.suptitle(f"{channel} histogram, linear vs dB", fontsize=11)
     return fig
 
@@ -206,7 +236,8 @@ def plot_backscatter_by_class(samples: Sample | Sequence[Sample], tree, level: i
 
 
 def show_class_on_sar(sample: Sample, tree, class_name: str, channel: str = "VV", note: str = "") -> Figure:
-    """SAR channel with one class outlined, beside the optical image with the same outline."""
+    """Optical and SAR with one class outlined, plus the SAR channel without outline, and the
+    median dB inside vs outside the class in the title: one scattering mechanism per figure."""
     _check_sample(sample)
     if sample.sar is None or sample.labels is None:
         raise ValueError("show_class_on_sar needs sample.sar and sample.labels.")
@@ -215,19 +246,20 @@ def show_class_on_sar(sample: Sample, tree, class_name: str, channel: str = "VV"
     c = _channel_index(channel)
     inside = sample.sar[c][mask & np.isfinite(sample.sar[c])]
     outside = sample.sar[c][~mask & np.isfinite(sample.sar[c])]
-    panels = []
-    if sample.optical is not None:
-        panels.append((optical_to_display(sample.optical), "optical"))
     stats = (f"median {np.median(inside):.1f} dB inside vs {np.median(outside):.1f} dB elsewhere"
              if inside.size and outside.size else f"no '{node.name}' pixels in this scene")
-    panels.append((sar_to_display(sample.sar, channel), f"SAR {channel}\n{stats}"))
+    sar_img = sar_to_display(sample.sar, channel)
+    # (image, title, outline?): the plain SAR panel lets the eye judge brightness unobstructed
+    panels = [(sar_img, f"SAR {channel}", False), (sar_img, f"SAR {channel}, outlined\n{stats}", True)]
+    if sample.optical is not None:
+        panels.insert(0, (optical_to_display(sample.optical), "optical, outlined", True))
     fig, axes = _new_figure(len(panels), height_extra=0.3)
-    for ax, (img, title) in zip(axes, panels):
+    for ax, (img, title, outline) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest")
-        if mask.any():
-            ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
+        if outline and mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.7)
         _image_axes(ax, title)
-    fig.suptitle(f"'{node.name}' outlined in red" + (f": {note}" if note else ""), fontsize=11)
+    fig.suptitle(f"'{node.name}' in {channel}" + (f": {note}" if note else ""), fontsize=11)
     return fig
 
 
@@ -255,7 +287,7 @@ def show_styles(samples: Sequence[Sample], tree, class_name: str, crop: int | No
         ax.imshow(img, interpolation="nearest")
         if mask.any():
             ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
-        _image_axes(ax, f"style '{s.meta.get('style', '?')}'" + ("" if mask.any() else f"\n(no {class_name} here)"))
+        _image_axes(ax, f"style '{s.meta.get('style_name', s.meta.get('style', '?'))}'" + ("" if mask.any() else f"\n(no {class_name} here)"))
     fig.suptitle(f"One class, several looks: '{class_name}' (outlined) across regional styles", fontsize=11)
     return fig
 
@@ -276,6 +308,12 @@ def show_referring(sample: Sample, max_expressions: int = 4, wrap: int = 34) -> 
         ax.imshow(shaded)
         if expr.mask.any():
             ax.contour(expr.mask.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.8)
+            ys, xs = np.nonzero(expr.mask)
+            pad = max(4.0, 0.04 * max(expr.mask.shape))  # a box makes a 15-pixel car findable
+            ax.add_patch(Rectangle((xs.min() - pad, ys.min() - pad), np.ptp(xs) + 2 * pad, np.ptp(ys) + 2 * pad,
+                                   fill=False, edgecolor="yellow", linewidth=1.0, linestyle="--"))
+            ax.set_xlim(-0.5, img.shape[1] - 0.5)  # the box must not widen the view
+            ax.set_ylim(img.shape[0] - 0.5, -0.5)
         _image_axes(ax, textwrap.fill(f'"{expr.text}"', wrap) + f"\n{int(expr.mask.sum())} px")
     fig.suptitle("Caption and referring expressions with their masks", fontsize=11)
     return fig
@@ -294,11 +332,85 @@ def show_large_scene(sample: Sample, tree, level: int | None = None, max_px: int
     if sample.labels is not None:
         lab = sample.labels[::step, ::step]
         panels.append((colorize_labels(lab, tree, level), "labels", label_legend(tree, level, present=lab)))
-    fig, axes = _new_figure(len(panels), height_extra=0.9, width=4.2)
+    n_legend = max((len(p[2]) for p in panels if p[2]), default=0)
+    fig, axes = _new_figure(len(panels), height_extra=0.2 + _legend_height(n_legend, 3), width=4.2)
     for ax, (img, name, legend) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest")
-        _image_axes(ax, f"{name} (every {step}th pixel)")
+        _image_axes(ax, name if step == 1 else f"{name} (downsampled {step}x)")
         if legend:
             _legend_below(ax, legend, ncol=3)
     fig.suptitle(f"Large scene, {h}x{w} px", fontsize=11)
+    return fig
+
+
+def _as_display(image: np.ndarray | Sample) -> np.ndarray:
+    if isinstance(image, Sample):
+        if image.optical is not None:
+            return optical_to_display(image.optical)
+        if image.sar is not None:
+            return sar_to_display(image.sar, "rgb")
+        raise ValueError("the sample has neither optical nor sar to show.")
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 3:
+        return np.clip(img.astype(np.float32), 0, 1)
+    if img.ndim == 3:
+        return optical_to_display(img)
+    raise ValueError(f"image must be a Sample, (H, W, 3) in [0, 1] or (C, H, W) optical, got shape {img.shape}.")
+
+
+def show_prediction(image: np.ndarray | Sample, labels: np.ndarray, pred: np.ndarray, tree, level: int | None = None,
+                    title: str | None = None) -> Figure:
+    """Image | ground truth | prediction | errors, for a semantic segmentation at ``level``.
+
+    ``labels`` and ``pred`` are leaf-id maps (H, W) (pass ``pred`` as leaf ids, or as class ids of
+    ``level`` mapped back with the tree; both are compared after ``tree.to_level``). The error
+    panel shows wrong pixels in red, right ones in grey and ignored ones in black; its title gives
+    pixel accuracy over labelled pixels.
+    """
+    img = _as_display(image)
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    if labels.shape != pred.shape or labels.shape != img.shape[:2]:
+        raise ValueError(f"image {img.shape[:2]}, labels {labels.shape} and pred {pred.shape} must share (H, W).")
+    gt_l, pr_l = tree.to_level(labels, level), tree.to_level(pred, level)
+    valid = gt_l != IGNORE_INDEX
+    right = valid & (gt_l == pr_l)
+    err = np.zeros(labels.shape + (3,), np.float32)
+    err[valid] = 0.75
+    err[valid & ~right] = (0.9, 0.1, 0.1)
+    acc = right.sum() / max(valid.sum(), 1)
+    lvl = tree.depth if level is None else level
+    present = np.concatenate([labels[valid], pred[valid]]) if valid.any() else labels.ravel()
+    panels = [(img, "image", None), (colorize_labels(labels, tree, level), f"ground truth (level {lvl})", None),
+              (colorize_labels(pred, tree, level), "prediction", label_legend(tree, level, present=present[None])),
+              (err, f"errors (red)\npixel accuracy {acc:.1%}", None)]
+    n_legend = len(panels[2][2])
+    fig, axes = _new_figure(len(panels), height_extra=_legend_height(n_legend))
+    for ax, (im, name, legend) in zip(axes, panels):
+        ax.imshow(im, interpolation="nearest")
+        _image_axes(ax, name)
+        if legend:
+            _legend_below(ax, legend)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def show_mask_prediction(image: np.ndarray | Sample, gt_mask: np.ndarray, pred_mask: np.ndarray, text: str = "",
+                         wrap: int = 40) -> Figure:
+    """A referring / prompted mask: ground truth (yellow outline) and prediction (red fill), with IoU."""
+    img = _as_display(image)
+    gt, pr = np.asarray(gt_mask, bool), np.asarray(pred_mask, bool)
+    if gt.shape != pr.shape or gt.shape != img.shape[:2]:
+        raise ValueError(f"image {img.shape[:2]}, gt_mask {gt.shape} and pred_mask {pr.shape} must share (H, W).")
+    union = (gt | pr).sum()
+    iou = (gt & pr).sum() / union if union else 1.0
+    shaded = img * 0.55
+    shaded[pr] = 0.35 * img[pr] + 0.65 * np.array([1.0, 0.15, 0.1])
+    fig, axes = _new_figure(2, height_extra=0.4)
+    axes[0].imshow(img)
+    _image_axes(axes[0], textwrap.fill(f'"{text}"', wrap) if text else "image")
+    axes[1].imshow(shaded)
+    if gt.any():
+        axes[1].contour(gt.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9)
+    _image_axes(axes[1], f"prediction (red) vs ground truth (yellow)\nIoU {iou:.2f}")
     return fig

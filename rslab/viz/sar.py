@@ -11,13 +11,18 @@ import numpy as np
 from rslab.data.sar import SAR_DB_RANGE, sar_valid_mask
 
 #: Colour of nodata (NaN) pixels. Cyan cannot occur in a grey single-channel image nor in the
-#: VV/VH/ratio composite (full VH with zero VV would need a negative ratio, which shows as 0),
+#: VV/VH/ratio composite (R = 0 and G = 1 need VH far above VV, a negative ratio, so B = 0),
 #: so nodata never looks like data.
 NODATA_COLOR: tuple[float, float, float] = (0.0, 1.0, 1.0)
 
-#: Display range of the VV/VH ratio (VV_dB - VH_dB) in the false-colour composite. Bare soil and
-#: water sit near 5-8 dB, vegetation (strong VH volume scattering) lower, buildings higher.
-RATIO_DB_RANGE: tuple[float, float] = (0.0, 20.0)
+#: Display range of the VV/VH ratio (VV_dB - VH_dB) in the false-colour composite. Most land
+#: sits near 5-10 dB; vegetation (strong VH volume scattering) lower, double bounce higher.
+RATIO_DB_RANGE: tuple[float, float] = (0.0, 15.0)
+
+#: In the composite only, VH is stretched over SAR_DB_RANGE shifted down by this many dB: the
+#: cross-polarised return is typically ~7 dB below VV, and without the shift the green channel
+#: stays dark and every scene looks purple. Single-channel views use SAR_DB_RANGE unchanged.
+COMPOSITE_VH_SHIFT_DB: float = 7.0
 
 SAR_DISPLAY_CHANNELS = ("VV", "VH", "rgb")
 
@@ -36,8 +41,10 @@ def sar_to_display(
 
     ``channel="VV"`` or ``"VH"``: grey level = linear stretch of the clipped dB value.
     ``channel="rgb"``: the usual Sentinel-1 false colour R = VV, G = VH, B = VV/VH ratio
-    (a difference in dB), so vegetation (volume scattering, high VH) looks green-yellow,
-    water dark and built-up (double bounce, high VV and high ratio) magenta-white.
+    (VV - VH in dB, from the clipped channels), so vegetation (volume scattering, high VH)
+    looks green-yellow, water dark and built-up (double bounce, high VV and high ratio)
+    magenta-white. VH is stretched over ``db_range`` shifted by :data:`COMPOSITE_VH_SHIFT_DB`,
+    the ratio over :data:`RATIO_DB_RANGE`.
     NaN (nodata) pixels get ``nodata_color``.
     """
     if not isinstance(sar_db, np.ndarray):
@@ -55,9 +62,14 @@ def sar_to_display(
     db = np.where(np.isfinite(sar_db), sar_db, lo).astype(np.float32)
     clipped = np.clip(db, lo, hi)
     if channel == "rgb":
-        ratio = clipped[0] - clipped[1]
+        vv = clipped[0]
+        vh = np.clip(db[1], lo - COMPOSITE_VH_SHIFT_DB, hi - COMPOSITE_VH_SHIFT_DB)
         out = np.stack(
-            [_stretch(clipped[0], lo, hi), _stretch(clipped[1], lo, hi), _stretch(ratio, *RATIO_DB_RANGE)],
+            [
+                _stretch(vv, lo, hi),
+                _stretch(vh, lo - COMPOSITE_VH_SHIFT_DB, hi - COMPOSITE_VH_SHIFT_DB),
+                _stretch(vv - vh, *RATIO_DB_RANGE),
+            ],
             axis=-1,
         )
     else:

@@ -21,8 +21,6 @@ _TAG_MODEL_TIEPOINT = 33922
 _TAG_GEO_KEY_DIRECTORY = 34735
 _KEY_GT_MODEL_TYPE = 1024  # 1 = projected, 2 = geographic (lat/lon)
 _KEY_RASTER_TYPE = 1025  # 1 = PixelIsArea (tiepoint at pixel corner), 2 = PixelIsPoint (centre)
-_KEY_GEOGRAPHIC_TYPE = 2048  # EPSG code of the geographic CRS (4326 = WGS 84)
-_KEY_PROJECTED_CS_TYPE = 3072
 
 
 def check_file(path: str | Path, what: str = "file") -> Path:
@@ -92,18 +90,14 @@ def _parse_geo_keys(directory) -> dict[int, int]:
 def bounds_from_geotiff(geo: dict, height: int, width: int) -> tuple[float, float, float, float] | None:
     """``(west, south, east, north)`` in degrees from ModelPixelScale + ModelTiepoint.
 
-    Returned only for a geographic CRS (GTModelTypeGeoKey = 2 and WGS 84 / EPSG:4326,
-    or no CRS key at all), because :class:`Sample.bounds` is in degrees. A projected
-    GeoTIFF (UTM etc.) gives ``None``; use :func:`native_extent` for its metre extent.
+    Returned only when the GeoKeyDirectory says the CRS is geographic
+    (GTModelTypeGeoKey = 2), because :class:`Sample.bounds` is in degrees. The datum
+    is not converted (non-WGS 84 geographic CRSs differ from EPSG:4326 by at most
+    ~100 m). Projected (UTM etc.) or CRS-less files give ``None``; use
+    :func:`native_extent` for their extent in file units.
     """
     extent = native_extent(geo, height, width)
-    if extent is None:
-        return None
-    keys = geo.get("geo_keys", {})
-    model_type = keys.get(_KEY_GT_MODEL_TYPE)
-    if model_type not in (None, 2):
-        return None
-    if keys.get(_KEY_GEOGRAPHIC_TYPE, 4326) != 4326:
+    if extent is None or geo.get("geo_keys", {}).get(_KEY_GT_MODEL_TYPE) != 2:
         return None
     return extent
 
@@ -130,11 +124,11 @@ def native_extent(geo: dict, height: int, width: int) -> tuple[float, float, flo
     return (west, north - height * sy, west + width * sx, north)
 
 
-def read_pil(path: str | Path) -> np.ndarray:
+def read_pil(path: str | Path, palette_as_rgb: bool = False) -> np.ndarray:
     """Read PNG/JPEG with Pillow: ``(H, W)`` for single-band/palette, ``(H, W, C)`` otherwise.
 
     Palette ("P") images return their palette *indices* (mmseg label PNGs are often
-    palette images); 16-bit greyscale keeps its values.
+    palette images) unless ``palette_as_rgb``; 16-bit greyscale keeps its values.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -142,7 +136,9 @@ def read_pil(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode == "RGBA":
+            if im.mode == "P" and palette_as_rgb:
+                im = im.convert("RGB")
+            elif im.mode == "RGBA":
                 im = im.convert("RGB")
             elif im.mode in ("LA", "PA"):
                 im = im.getchannel(0)
@@ -154,14 +150,14 @@ def read_pil(path: str | Path) -> np.ndarray:
     return arr
 
 
-def read_raster(path: str | Path) -> np.ndarray:
+def read_raster(path: str | Path, palette_as_rgb: bool = False) -> np.ndarray:
     """Any supported image as ``(C, H, W)`` (TIFF via tifffile, others via Pillow)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         return read_tiff(path)[0]
     if suffix in PIL_SUFFIXES:
-        arr = read_pil(path)
+        arr = read_pil(path, palette_as_rgb)
         return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
     raise ValueError(f"{path}: unsupported image type {suffix!r}; expected one of {IMAGE_SUFFIXES}.")
 
@@ -193,7 +189,7 @@ def to_unit_float(arr: np.ndarray, path: str | Path = "") -> np.ndarray:
 
 def read_optical(path: str | Path) -> np.ndarray:
     """An 8/16-bit image file -> ``(C, H, W)`` float32 in [0, 1]."""
-    return to_unit_float(read_raster(path), path)
+    return to_unit_float(read_raster(path, palette_as_rgb=True), path)
 
 
 def check_same_size(image_hw: tuple[int, int], other_hw: tuple[int, int], image_path, other_path) -> None:

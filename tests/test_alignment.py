@@ -1,0 +1,169 @@
+"""SkySense-VITA stage 1: frozen optical encoder, SAR training, evaluation helpers, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rslab.data.augment import SARViewAugment
+from rslab.losses.contrastive import ImageAlignmentLoss
+from rslab.models.alignment import (
+    AlignmentConfig,
+    OpticalTextModel,
+    SARAlignmentModel,
+    check_pairs,
+    embed_optical,
+    embed_sar,
+    load_encoder,
+    pca_2d,
+    retrieval_scores,
+    save_encoder,
+    train_locked_text,
+    train_sar_alignment,
+    zero_shot_accuracy,
+)
+from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
+from rslab.train import TrainConfig
+
+TINY = dict(embed_dim=32, depth=1, num_heads=2, img_size=16, out_dim=16)
+
+
+def toy_pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Co-registered toy pairs: smooth random optical images, SAR a fixed per-pixel function of them."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 4, 4, 4, generator=g)
+    optical = F.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)
+    sar = torch.stack([optical[:, 3] * 20 - 25, optical[:, 0] * 15 - 28], dim=1)  # "NIR -> VV, red -> VH"
+    return optical, sar
+
+
+def test_optical_encoder_is_frozen_and_stays_in_eval_mode():
+    model = SARAlignmentModel(ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY)), ImageEncoderConfig(in_chans=2, **TINY))
+    model.train()
+    assert model.sar.training and not model.optical.training
+    assert all(not p.requires_grad for p in model.optical.parameters())
+    assert all(p.requires_grad for p in model.sar.parameters())
+    optical, sar = toy_pairs(3, 0)
+    out = model(optical, sar, sar)
+    assert out["f_opt"].shape == out["f_sar_a"].shape == out["f_sar_b"].shape == (3, 16)
+    assert not out["f_opt"].requires_grad and out["f_sar_a"].requires_grad
+
+
+def test_model_and_config_reject_mismatches():
+    opt = ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY))
+    with pytest.raises(ValueError, match="in_chans=2"):
+        SARAlignmentModel(opt, ImageEncoderConfig(in_chans=3, **TINY))
+    with pytest.raises(ValueError, match="out_dim"):
+        SARAlignmentModel(opt, ImageEncoderConfig(in_chans=2, **{**TINY, "out_dim": 8}))
+    with pytest.raises(ValueError, match="same optical-text space"):
+        AlignmentConfig(ImageEncoderConfig.tiny(4), ImageEncoderConfig.tiny(2, out_dim=128))
+    model = SARAlignmentModel(opt, ImageEncoderConfig(in_chans=2, **TINY))
+    with pytest.raises(ValueError, match="co-registered"):
+        model(torch.rand(2, 4, 16, 16), torch.rand(2, 2, 24, 24))
+    with pytest.raises(ValueError, match="sar must be"):
+        model(None, torch.rand(2, 4, 16, 16))
+
+
+def test_check_pairs():
+    optical, sar = toy_pairs(4, 0)
+    sar[1] = float("nan")  # a tile that is all nodata
+    sar[2, :, :4] = float("nan")  # a quarter nodata: kept, masked in the encoder
+    assert check_pairs(optical, sar).tolist() == [True, False, True, True]
+    with pytest.raises(ValueError, match="2 channels"):
+        check_pairs(optical, optical)
+    with pytest.raises(ValueError, match="co-registered"):
+        check_pairs(optical, sar[:, :, :8])
+    with pytest.raises(ValueError, match="co-registered"):
+        check_pairs(optical[:3], sar)
+    bad = optical.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="optical contains NaN"):
+        check_pairs(bad, sar)
+
+
+def test_sar_alignment_learns_retrieval_and_leaves_optical_untouched():
+    torch.manual_seed(0)
+    opt_enc = ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY))
+    before_opt = {k: v.clone() for k, v in opt_enc.state_dict().items()}
+    model = SARAlignmentModel(opt_enc, ImageEncoderConfig(in_chans=2, **TINY))
+    optical, sar = toy_pairs(128, seed=1)
+    sar[5] = float("nan")  # dropped, never trained on
+    test_opt, test_sar = toy_pairs(32, seed=2)  # held-out pairs
+    f_opt = embed_optical(model.optical, test_opt)
+    r1_before = retrieval_scores(embed_sar(model.sar, test_sar), f_opt)[1]
+    history = train_sar_alignment(
+        model, optical, sar, ImageAlignmentLoss(lambda_cl=0.5, lambda_cma=1.0),
+        TrainConfig(max_steps=60, lr=3e-3, warmup_steps=5, progress=False, log_every=20),
+        batch_size=32, augment=SARViewAugment(crop=None, looks=(8.0, 16.0), max_offset_db=0.5, rot90=False, flips=False),
+    )
+    r1_after = retrieval_scores(embed_sar(model.sar, test_sar), f_opt)[1]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert {"loss_cl", "loss_cma"} <= set(history[-1])
+    assert r1_before < 0.2 and r1_after > 0.5, (r1_before, r1_after)
+    for k, v in model.optical.state_dict().items():
+        assert torch.equal(v, before_opt[k]), f"frozen optical weight {k} changed"
+
+
+def test_locked_text_tuning_reaches_its_text_targets():
+    torch.manual_seed(0)
+    # four "classes": images dominated by one channel; texts are fixed random unit vectors
+    n = 64
+    labels = torch.arange(n) % 4
+    optical = 0.2 * torch.rand(n, 4, 16, 16)
+    optical[torch.arange(n), labels] += 0.7
+    text = F.normalize(torch.randn(4, 16), dim=-1)
+    model = OpticalTextModel(ImageEncoderConfig(in_chans=4, **TINY))
+    names = ["class a", "class b", "class c", "class d"]
+    train_locked_text(
+        model, optical, text[labels], TrainConfig(max_steps=40, lr=3e-3, progress=False),
+        texts=[names[i] for i in labels.tolist()], batch_size=16, crop=None,
+    )
+    acc = zero_shot_accuracy(embed_optical(model.encoder, optical), text, labels)
+    assert acc["acc"] > 0.9
+
+
+def test_evaluation_helpers_hand_computed():
+    e = torch.eye(4)
+    assert retrieval_scores(e, e, ks=(1,)) == {1: 1.0}
+    shifted = e[[1, 2, 3, 0]]  # query i matches gallery i+1: rank of the true match is >= 1
+    assert retrieval_scores(shifted, e, ks=(1, 5)) == {1: 0.0, 5: 1.0}
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    images = torch.tensor([[0.9, 0.1], [0.8, 0.3], [0.1, 0.9], [0.7, 0.2]])
+    # predictions 0, 0, 1, 0 against targets 0, 1, 1, 1: acc 2/4, per-class recall (1/1 + 1/3) / 2
+    got = zero_shot_accuracy(images, classes, torch.tensor([0, 1, 1, 1]))
+    assert got["acc"] == pytest.approx(0.5) and got["balanced_acc"] == pytest.approx(2 / 3)
+    a, b = pca_2d(torch.randn(5, 8), torch.randn(3, 8))
+    assert a.shape == (5, 2) and b.shape == (3, 2)
+    assert abs((a.sum(0) + b.sum(0))).max() < 1e-4  # one PCA on the union: jointly centred
+
+
+def test_embed_sar_masks_nodata():
+    torch.manual_seed(0)
+    enc = ImageEncoder(ImageEncoderConfig(in_chans=2, **TINY))
+    _, sar = toy_pairs(2, 0)
+    holed = sar.clone()
+    holed[:, :, :8] = float("nan")  # top half nodata
+    cropped_view = sar.clone()
+    cropped_view[:, :, :8] = -99.0  # anything: the top half must not matter once masked
+    e_holed = embed_sar(enc, holed)
+    assert torch.isfinite(e_holed).all()
+    valid = torch.zeros(2, 16, 16, dtype=torch.bool)
+    valid[:, 8:] = True
+    from rslab.models.encoders import preprocess_sar
+
+    x, _ = preprocess_sar(holed)
+    torch.testing.assert_close(e_holed, F.normalize(enc(x, valid=valid).embedding, dim=-1))
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    enc = ImageEncoder(ImageEncoderConfig(in_chans=2, **TINY)).eval()
+    path = save_encoder(enc, tmp_path / "sar_encoder")
+    assert path.name == "sar_encoder.safetensors" and (tmp_path / "sar_encoder.json").is_file()
+    loaded = load_encoder(tmp_path / "sar_encoder")
+    assert loaded.cfg == enc.cfg
+    x = torch.randn(2, 2, 16, 16)
+    torch.testing.assert_close(loaded(x).embedding, enc(x).embedding)
+    with pytest.raises(FileNotFoundError, match="01_sar_alignment"):
+        load_encoder(tmp_path / "missing")

@@ -1,0 +1,207 @@
+"""Tests for QSACL: the loss (hand-computed), query aggregation, views, EMA pre-training, probe."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rslab.losses.contrastive import info_nce
+from rslab.losses.qsacl import per_query_info_nce, qsacl_loss
+from rslab.models.backbone import BackboneConfig, UnifiedBackbone
+from rslab.models.qsacl import (
+    ContrastiveSSL,
+    MeanAggregator,
+    QSACLConfig,
+    QueryAggregator,
+    fit_linear_probe,
+    multi_crop,
+    pretraining_loss,
+    query_attention_maps,
+)
+from rslab.train.ema import EMA
+
+
+def test_per_query_info_nce_hand_computed():
+    # B = 2, m = 1, 2-D unit vectors: student s0 = (1, 0), s1 = (0, 1); teacher t0 = (1, 0), t1 = (0.6, 0.8)
+    s = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    t = torch.tensor([[[1.0, 0.0]], [[0.6, 0.8]]])
+    tau = 0.5
+    # row 0: logits (1, 0.6)/tau, positive col 0; row 1: logits (0, 0.8)/tau, positive col 1
+    row0 = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(1.2)))
+    row1 = -math.log(math.exp(1.6) / (math.exp(0.0) + math.exp(1.6)))
+    loss = per_query_info_nce(s, t, temperature=tau)
+    assert loss.shape == (1,)
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    # scale invariance (embeddings are L2-normalised inside)
+    assert per_query_info_nce(3 * s, 0.5 * t, tau).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_single_query_matches_plain_info_nce():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 1, 8), torch.randn(6, 1, 8)
+    ours = per_query_info_nce(s, t, temperature=0.2)[0]
+    theirs = info_nce(s[:, 0], t[:, 0], temperature=0.2, symmetric=False)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_queries_are_contrasted_only_with_the_same_query():
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 3, 8), torch.randn(5, 3, 8)
+    per_q = per_query_info_nce(s, t, 0.1)
+    for i in range(3):
+        torch.testing.assert_close(per_q[i], per_query_info_nce(s[:, i : i + 1], t[:, i : i + 1], 0.1)[0])
+    # shuffling the *other* queries' samples does not change query 0's loss
+    t2 = t.clone()
+    t2[:, 1:] = t2[torch.randperm(5), 1:]
+    torch.testing.assert_close(per_query_info_nce(s, t2, 0.1)[0], per_q[0])
+
+
+def test_qsacl_loss_is_eq3():
+    torch.manual_seed(0)
+    zg, zl, zg_t, zl_t = (torch.randn(4, 3, 8) for _ in range(4))
+    expected = (per_query_info_nce(zg, zl_t, 0.2).sum() + per_query_info_nce(zl, zg_t, 0.2).sum()) / (2 * 3)
+    torch.testing.assert_close(qsacl_loss([zg], [zl], [zg_t], [zl_t], 0.2), expected)
+    # two local views: the mean over (global, local) pairs
+    zl2, zl2_t = torch.randn(4, 3, 8), torch.randn(4, 3, 8)
+    pair2 = qsacl_loss([zg], [zl2], [zg_t], [zl2_t], 0.2)
+    torch.testing.assert_close(qsacl_loss([zg], [zl, zl2], [zg_t], [zl_t, zl2_t], 0.2), (expected + pair2) / 2)
+    # perfect, well-separated matches give a loss near 0
+    eye = torch.eye(4).unsqueeze(1).repeat(1, 3, 1)
+    assert qsacl_loss([eye], [eye], [eye], [eye], 0.05).item() < 1e-6
+
+
+def test_loss_input_checks():
+    with pytest.raises(ValueError, match=r"\(B, m, D\)"):
+        per_query_info_nce(torch.randn(4, 8), torch.randn(4, 8))
+    with pytest.raises(ValueError, match=">= 2 samples"):
+        per_query_info_nce(torch.randn(1, 2, 8), torch.randn(1, 2, 8))
+    with pytest.raises(ValueError, match="at least one global"):
+        qsacl_loss([], [], [], [])
+
+
+def test_query_aggregator_is_attention_weighted_mean():
+    torch.manual_seed(0)
+    agg = QueryAggregator(dim=8, num_queries=3, num_heads=1)
+    feats = torch.randn(2, 8, 4, 5)
+    z, attn = agg(feats)
+    assert z.shape == (2, 3, 8) and attn.shape == (2, 3, 4, 5)
+    torch.testing.assert_close(attn.sum(dim=(-2, -1)), torch.ones(2, 3))
+    # by hand: softmax(q Wq (k Wk)^T / sqrt(d)) (v Wv) Wo
+    Wq, Wk, Wv = agg.attn.in_proj_weight.chunk(3)
+    bq, bk, bv = agg.attn.in_proj_bias.chunk(3)
+    kv = feats.flatten(2).transpose(1, 2)
+    q = agg.queries @ Wq.T + bq
+    k, v = kv @ Wk.T + bk, kv @ Wv.T + bv
+    a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(8), dim=-1)
+    expected = (a @ v) @ agg.attn.out_proj.weight.T + agg.attn.out_proj.bias
+    torch.testing.assert_close(z, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attn.flatten(2), a, atol=1e-6, rtol=1e-5)
+
+
+def test_mean_aggregator_is_global_average_pool():
+    feats = torch.randn(2, 8, 4, 4)
+    z, attn = MeanAggregator()(feats)
+    torch.testing.assert_close(z[:, 0], feats.mean(dim=(2, 3)))
+    assert attn.shape == (2, 1, 4, 4)
+
+
+def test_multi_crop_views():
+    cfg = QSACLConfig(global_size=32, local_size=16, num_global=2, num_local=3, intensity_jitter=0.0)
+    images = torch.rand(4, 4, 64, 64)
+    g1, l1 = multi_crop(images, cfg, torch.Generator().manual_seed(1))
+    g2, l2 = multi_crop(images, cfg, torch.Generator().manual_seed(1))
+    assert len(g1) == 2 and len(l1) == 3
+    assert g1[0].shape == (4, 4, 32, 32) and l1[0].shape == (4, 4, 16, 16)
+    for a, b in zip(g1 + l1, g2 + l2):
+        torch.testing.assert_close(a, b)  # deterministic by generator
+    # a constant image stays the same constant (crop + resize + flip preserve it without jitter)
+    const = torch.full((2, 2, 64, 64), 0.3)
+    g, l = multi_crop(const, cfg, torch.Generator().manual_seed(0), modality="sar")
+    torch.testing.assert_close(l[0], torch.full_like(l[0], 0.3))
+    # a full-scene "crop" of a left-right ramp is the ramp, resized, or its mirror image
+    ramp = torch.linspace(0, 1, 64).expand(1, 1, 64, 64).repeat(2, 4, 1, 1)
+    full = QSACLConfig(global_size=32, local_size=16, global_scale=(1.0, 1.0), intensity_jitter=0.0)
+    view = multi_crop(ramp, full, torch.Generator().manual_seed(0))[0][0]
+    resized = F.interpolate(ramp, size=(32, 32), mode="bilinear", align_corners=False, antialias=False)
+    for b in range(2):
+        assert min((view[b] - resized[b]).abs().max(), (view[b] - resized[b].flip(-1)).abs().max()) < 0.02
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone_cfg() -> BackboneConfig:
+    return BackboneConfig.tiny(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4))
+
+
+def test_pretraining_step_trains_student_not_teacher(tiny_backbone_cfg):
+    torch.manual_seed(0)
+    student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), QSACLConfig(num_queries=4, hidden_dim=32, proj_dim=16))
+    ema = EMA(student, momentum=(0.9, 1.0), total_steps=5)
+    out = pretraining_loss(student, ema.model, torch.rand(4, 4, 64, 64), "optical", gsd=1.0)
+    assert set(out) == {"loss", "contrastive", "moe_aux"}
+    out["loss"].backward()
+    for name in ("backbone.tokenizers.optical.proj.weight", "aggregator.queries", "projector.fc1.weight",
+                 "predictor.fc2.weight", "backbone.prompts.3.prompts.optical"):
+        assert dict(student.named_parameters())[name].grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in ema.model.parameters())
+    assert dict(student.named_parameters())["backbone.tokenizers.sar.proj.weight"].grad is None
+
+
+@pytest.mark.slow
+def test_qsacl_loss_decreases_on_a_fixed_batch(tiny_backbone_cfg):
+    torch.manual_seed(0)
+    cfg = QSACLConfig(num_queries=4, hidden_dim=64, proj_dim=32, num_local=1, global_size=64, local_size=32)
+    student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg)
+    ema = EMA(student, momentum=(0.9, 0.99), total_steps=15)
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    # 8 scenes with distinct structure: random smooth blobs
+    scenes = F.interpolate(torch.rand(8, 4, 8, 8, generator=torch.Generator().manual_seed(3)), size=(96, 96), mode="bilinear")
+    losses = []
+    for step in range(15):
+        out = pretraining_loss(student, ema.model, scenes, "optical", 1.0, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        ema.update(student, step)
+        losses.append(out["contrastive"].item())
+    assert losses[0] == pytest.approx(math.log(8), abs=0.5)
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.3
+
+
+def test_query_attention_maps_shape_and_mass(tiny_backbone_cfg):
+    torch.manual_seed(0)
+    student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), QSACLConfig(num_queries=5, hidden_dim=32, proj_dim=16))
+    maps = query_attention_maps(student, torch.rand(2, 4, 64, 64), "optical", gsd=1.0)
+    assert maps.shape == (2, 5, 64, 64)
+    # each query's weights sum to 1 over the 8 x 8 feature grid, so the upsampled mean is 1/64
+    torch.testing.assert_close(maps.mean(dim=(-2, -1)), torch.full((2, 5), 1 / 64), atol=1e-4, rtol=1e-3)
+    assert student.training  # restored
+
+
+def test_linear_probe_recovers_linearly_separable_labels():
+    # features = one-hot of the label at 1/4 resolution: a perfect 1x1 probe exists
+    torch.manual_seed(0)
+    coarse = torch.randint(0, 3, (6, 8, 8))
+    labels = coarse.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    feats = F.one_hot(coarse, 3).permute(0, 3, 1, 2).float() + 0.05 * torch.randn(6, 3, 8, 8)
+    probe = fit_linear_probe(feats, labels, num_classes=3, steps=150, lr=0.1)
+    pred = probe(feats, (32, 32)).argmax(1)
+    inner = (slice(None), slice(2, -2), slice(2, -2))
+    # bilinear upsampling blurs block edges; block centres must be exact
+    assert (pred[:, 1::4, 1::4] == coarse).float().mean() > 0.97
+    assert (pred[inner] == labels[inner]).float().mean() > 0.85
+    with pytest.raises(ValueError, match="num_classes"):
+        fit_linear_probe(feats, labels, num_classes=2)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="aggregation"):
+        QSACLConfig(aggregation="max")
+    with pytest.raises(ValueError, match="local_scale"):
+        QSACLConfig(local_scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="UnifiedBackbone"):
+        ContrastiveSSL(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="divisible"):
+        QueryAggregator(dim=10, num_queries=2, num_heads=4)
