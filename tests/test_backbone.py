@@ -77,16 +77,22 @@ def test_apm_merge_matches_timm_patch_merging_layout():
     torch.testing.assert_close(ours(x, merge=True), timms(x))
 
 
-def test_prompts_are_modality_specific_and_dropped(net):
+def test_prompts_are_modality_specific_and_dropped():
     torch.manual_seed(1)
+    net = UnifiedBackbone(BackboneConfig.tiny()).eval()
+    with torch.no_grad():  # trained-like attention weights (at init, std 0.02, prompts barely register)
+        for blk in net.stages[2]:
+            blk.attn.qkv.weight.normal_(0, 0.3)
+            blk.attn.proj.weight.normal_(0, 0.3)
     opt, sar = torch.rand(1, 4, 64, 64), torch.rand(1, 2, 64, 64) * 2 - 1
     with torch.no_grad():
         before_opt = net(opt, "optical", gsd=1.0)
         before_sar = net(sar, "sar", gsd=1.0)
-        net.prompts["2"].prompts["sar"].add_(1.0)  # change only the stage-3 SAR prompts
+        delta = torch.randn(4, 128)  # not a constant shift: the blocks' LayerNorm would remove that
+        net.prompts["2"].prompts["sar"].add_(delta)  # change only the stage-3 SAR prompts
         after_opt = net(opt, "optical", gsd=1.0)
         after_sar = net(sar, "sar", gsd=1.0)
-        net.prompts["2"].prompts["sar"].sub_(1.0)
+        net.prompts["2"].prompts["sar"].sub_(delta)
     for b, a in zip(before_opt, after_opt):
         torch.testing.assert_close(a, b)  # optical never sees the SAR prompts
     torch.testing.assert_close(after_sar[1], before_sar[1])  # stages 1-2 carry no prompts

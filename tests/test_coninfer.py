@@ -254,3 +254,38 @@ def test_gpu_matches_cpu():
     cpu = coninfer(prior, x, ConInferConfig(n_iter=5)).z
     gpu = coninfer(prior.cuda(), x.cuda(), ConInferConfig(n_iter=5)).z.cpu()
     assert float((cpu - gpu).abs().max()) < 1e-4
+
+
+# ---------------------------------------------------------------- default-profile helpers
+def test_patch_statistics_and_labels_by_hand():
+    from rslab.models.coninfer import patch_labels, patch_statistics
+
+    img = torch.zeros(1, 4, 4)
+    img[0, :2, :2] = torch.tensor([[0.0, 2.0], [0.0, 2.0]])
+    st = patch_statistics(img, patch=2, scales=(1, 3))
+    assert st.shape == (4, 2, 2)
+    assert float(st[0, 0, 0]) == pytest.approx(1.0) and float(st[1, 0, 0]) == pytest.approx(1.0)
+    assert float(st[0, 1, 1]) == 0.0
+    # 3x3 neighbourhood mean of patch means at (0,0): mean of the 4 existing patches = 0.25
+    assert float(st[2, 0, 0]) == pytest.approx(0.25)
+    lab = torch.tensor([[0, 1, 2, 2], [1, 1, 2, 255], [255, 255, 0, 0], [255, 255, 0, 3]])
+    assert patch_labels(lab, 2, 4).tolist() == [[1, 2], [255, 0]]
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        patch_labels(lab, 2, 3)
+
+
+def test_fit_patch_classifier_learns_and_pixel_miou():
+    from rslab.models.coninfer import fit_patch_classifier, pixel_miou, standardize_features
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = F.one_hot(y, 3).float() * 3 + torch.randn(600, 3, generator=g)
+    model = fit_patch_classifier(x, y, 3, hidden=8, steps=150)
+    assert float((model(x).argmax(1) == y).float().mean()) > 0.9
+    assert model.features(x).shape == (600, 8)
+    f = standardize_features(x * 10 + 5)
+    assert torch.allclose(f.norm(dim=1), torch.ones(600), atol=1e-5)
+    probs = torch.zeros(1, 2, 2, 2); probs[0, 0, :, 0] = 1; probs[0, 1, :, 1] = 1
+    lab = np.zeros((4, 4), dtype=np.int64); lab[:, 2:] = 1; lab[0, 0] = 1
+    miou, ious = pixel_miou(probs, lab, 2)
+    assert ious.tolist() == pytest.approx([7 / 8, 8 / 9]) and miou == pytest.approx((7 / 8 + 8 / 9) / 2)

@@ -44,7 +44,7 @@ def test_rgb_image_bands_and_errors():
     with pytest.raises(ValueError, match="no optical"):
         rgb_image(None)
     odd = np.array([[[np.nan, 2.0]], [[-1.0, 0.3]], [[0.1, 0.2]]], np.float32)
-    np.testing.assert_array_equal(rgb_image(odd), [[[0.0, 1.0]], [[0.0, 0.3]], [[0.1, 0.2]]])
+    np.testing.assert_allclose(rgb_image(odd), [[[0.0, 1.0]], [[0.0, 0.3]], [[0.1, 0.2]]], rtol=1e-6)
 
 
 def test_filter_keeps_by_area_class_and_words():

@@ -19,6 +19,7 @@ Pieces:
 - :func:`train_locked_text`, :func:`train_sar_alignment` -- the two short training runs.
 - :func:`embed_optical`, :func:`embed_sar`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
   :func:`pca_2d` -- evaluation.
+- :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`tile_pairs` -- data.
 - :func:`save_encoder`, :func:`load_encoder` -- safetensors + JSON config, for later notebooks.
 """
 
@@ -194,6 +195,82 @@ def check_pairs(optical: torch.Tensor, sar_db: torch.Tensor, max_nodata: float =
     return nodata <= max_nodata
 
 
+def pairs_to_tensors(samples: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``Sample`` s into (N, C, H, W) optical and (N, 2, H, W) SAR float tensors, checked."""
+    if not samples:
+        raise ValueError("no samples given")
+    missing = [i for i, s in enumerate(samples) if s.optical is None or s.sar is None]
+    if missing:
+        raise ValueError(f"samples {missing[:5]} lack an optical or SAR image; alignment needs co-registered pairs.")
+    shapes = {(s.optical.shape, s.sar.shape) for s in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"samples differ in shape {sorted(shapes)[:3]}; crop or tile them to one size first.")
+    optical = torch.from_numpy(np.stack([s.optical for s in samples])).float()
+    sar = torch.from_numpy(np.stack([s.sar for s in samples])).float()
+    check_pairs(optical, sar)
+    return optical, sar
+
+
+def dominant_class(labels: np.ndarray, tree, level: int) -> int:
+    """Class id at ``level`` covering most labelled pixels of a leaf-label map (ignore excluded)."""
+    mapped = np.asarray(tree.to_level(labels, level))
+    mapped = mapped[mapped != 255]
+    if mapped.size == 0:
+        raise ValueError("label map has no labelled pixel")
+    return int(np.bincount(mapped, minlength=tree.num_classes(level)).argmax())
+
+
+def balanced_scenes(world, class_names: Sequence[str], per_class: int, level: int = 2, start: int = 100_000,
+                    max_tries: int = 50_000, **scene_kw) -> tuple[list, torch.Tensor]:
+    """Scenes ``start, start+1, ...`` of a synthetic world, kept until each class of ``class_names``
+    (names at ``level``) dominates ``per_class`` of them. Returns (samples, class index per sample).
+
+    Use a ``start`` far from the training indices so the evaluation scenes are held out.
+    """
+    tree = world.tree
+    ids = [tree.class_id(tree.find(n), level) for n in class_names]
+    buckets: dict[int, list] = {c: [] for c in ids}
+    for index in range(start, start + max_tries):
+        sample = world.scene(index, **scene_kw)
+        c = dominant_class(sample.labels, tree, level)
+        if c in buckets and len(buckets[c]) < per_class:
+            buckets[c].append(sample)
+            if all(len(b) == per_class for b in buckets.values()):
+                break
+    else:
+        short = {tree.names(level)[c]: len(b) for c, b in buckets.items()}
+        raise ValueError(f"after {max_tries} scenes some classes dominate too few of them: {short}; lower per_class.")
+    samples = [s for c in ids for s in buckets[c]]
+    targets = torch.tensor([k for k, c in enumerate(ids) for _ in buckets[c]])
+    return samples, targets
+
+
+def tile_pairs(sample, tile: int, optical_bands: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Cut a large co-registered ``Sample`` into non-overlapping ``tile x tile`` pairs.
+
+    Returns ``{"optical": (T, C, t, t), "sar": (T, 2, t, t), "labels": (T, t, t), "origin": (T, 2)}``
+    (labels only when the sample has them). ``optical_bands`` selects bands (e.g. Sentinel-2
+    B4, B3, B2, B8 = (3, 2, 1, 7) to match the RGB+NIR of the synthetic world).
+    """
+    if sample.optical is None or sample.sar is None:
+        raise ValueError("tile_pairs needs a sample with both optical and SAR images.")
+    h, w = sample.shape
+    if tile < 8 or tile > min(h, w):
+        raise ValueError(f"tile must be in [8, {min(h, w)}], got {tile}")
+    optical = sample.optical if optical_bands is None else sample.optical[list(optical_bands)]
+    out: dict[str, list] = {"optical": [], "sar": [], "labels": [], "origin": []}
+    for y in range(0, h - tile + 1, tile):
+        for x in range(0, w - tile + 1, tile):
+            out["optical"].append(optical[:, y : y + tile, x : x + tile])
+            out["sar"].append(sample.sar[:, y : y + tile, x : x + tile])
+            if sample.labels is not None:
+                out["labels"].append(sample.labels[y : y + tile, x : x + tile])
+            out["origin"].append((y, x))
+    result = {k: torch.from_numpy(np.stack(v)) for k, v in out.items() if v}
+    result["optical"], result["sar"] = result["optical"].float(), result["sar"].float()
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # Training loops
 # --------------------------------------------------------------------------------------------
@@ -249,11 +326,12 @@ def train_locked_text(
         raise ValueError("texts and text_embeddings must have the same nesting (one string per embedding row).")
 
     def loss_fn(m: OpticalTextModel, batch) -> tuple[torch.Tensor, dict]:
+        device = next(m.parameters()).device  # the Trainer may have moved the model to a GPU
         idx = batch[0].tolist()
         picks = [int(torch.randint(len(text_embeddings[i]), ())) for i in idx]
-        f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx, picks)]).to(optical.device)
+        f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx, picks)]).to(device)
         batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx, picks)]
-        x = optical[idx]
+        x = optical[idx].to(device)
         if crop is not None:
             (x,) = paired_random_crop(x, size=crop)
         (x,) = paired_dihedral(x)
@@ -291,8 +369,9 @@ def train_sar_alignment(
     need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
 
     def step(m: SARAlignmentModel, batch) -> tuple[torch.Tensor, dict]:
-        idx = batch[0]
-        opt_a, sar_a, sar_b = augment(optical[idx], sar_db[idx])
+        idx = batch[0].cpu()
+        device = next(m.parameters()).device
+        opt_a, sar_a, sar_b = augment(optical[idx].to(device), sar_db[idx].to(device))
         out = m(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
         loss = loss_fn(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
         return loss, {k: v for k, v in loss_fn.last.items() if k != "loss"}
@@ -312,7 +391,9 @@ def train_sar_alignment(
 def embed_optical(encoder: ImageEncoder, optical: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised global embeddings (N, D) of optical images in [0, 1]."""
     encoder.eval()
-    out = [encoder(preprocess_optical(optical[i : i + batch_size])).embedding for i in range(0, len(optical), batch_size)]
+    device = next(encoder.parameters()).device
+    out = [encoder(preprocess_optical(optical[i : i + batch_size].to(device))).embedding.cpu()
+           for i in range(0, len(optical), batch_size)]
     return F.normalize(torch.cat(out), dim=-1)
 
 
@@ -320,10 +401,11 @@ def embed_optical(encoder: ImageEncoder, optical: torch.Tensor, batch_size: int 
 def embed_sar(encoder: ImageEncoder, sar_db: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised global embeddings (N, D) of SAR images in dB (nodata masked out of the pooling)."""
     encoder.eval()
+    device = next(encoder.parameters()).device
     out = []
     for i in range(0, len(sar_db), batch_size):
-        x, valid = preprocess_sar(sar_db[i : i + batch_size])
-        out.append(encoder(x, valid=valid).embedding)
+        x, valid = preprocess_sar(sar_db[i : i + batch_size].to(device))
+        out.append(encoder(x, valid=valid).embedding.cpu())
     return F.normalize(torch.cat(out), dim=-1)
 
 

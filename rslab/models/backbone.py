@@ -63,6 +63,7 @@ __all__ = [
     "UnifiedBackbone",
     "build_backbone",
     "count_parameters",
+    "profile_variants",
 ]
 
 
@@ -411,3 +412,40 @@ def count_parameters(module: nn.Module, active_experts: int | None = None) -> in
             per_expert = sum(p.numel() for p in m.experts[0].parameters())
             total -= per_expert * (m.num_experts - active_experts)
     return total
+
+
+def profile_variants(variants: dict[str, BackboneConfig], image_size: int = 128, batch_size: int = 8,
+                     modality: str = "optical", gsd: float | None = None, repeats: int = 3) -> list[dict]:
+    """Parameters and forward time of backbone variants (e.g. with/without APM, prompts, MoE).
+
+    Each row: ``name``, ``params_M`` (all), ``active_params_M`` (one expert per MoE layer),
+    ``forward_ms`` (median of ``repeats`` timed no-grad forwards after one warm-up, on the CPU
+    with the current torch thread count), ``stage_sizes``.
+    """
+    import time
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    rows = []
+    for name, cfg in variants.items():
+        torch.manual_seed(0)
+        model = UnifiedBackbone(cfg).eval()
+        spec = cfg.modalities[modality] if modality in cfg.modalities else None
+        if spec is None:
+            raise ValueError(f"variant {name!r} has no tokenizer for modality {modality!r}")
+        x = torch.rand(batch_size, spec.in_chans, image_size, image_size)
+        times = []
+        with torch.no_grad():
+            model(x, modality, gsd)  # warm-up
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x, modality, gsd)
+                times.append(time.perf_counter() - t0)
+        rows.append({
+            "name": name,
+            "params_M": count_parameters(model) / 1e6,
+            "active_params_M": count_parameters(model, active_experts=cfg.moe_top_k) / 1e6,
+            "forward_ms": 1000 * sorted(times)[len(times) // 2],
+            "stage_sizes": [f"{h}x{w}" for h, w in model.feature_sizes((image_size, image_size), modality, gsd)],
+        })
+    return rows

@@ -475,10 +475,11 @@ def flatten_maps(prob_maps: torch.Tensor, feature_maps: torch.Tensor
 
 
 def refine_maps(prob_maps: torch.Tensor, feature_maps: torch.Tensor,
-                config: ConInferConfig | None = None, pool_images: int = 50
-                ) -> tuple[torch.Tensor, list[ConInferResult]]:
+                config: ConInferConfig | None = None, pool_images: int = 50,
+                standardize: bool = False) -> tuple[torch.Tensor, list[ConInferResult]]:
     """Run ConInfer on pools of ``pool_images`` images (Sec. 4.2: every 50 images).
 
+    ``standardize``: pass each pool's features through :func:`standardize_features` first.
     Returns refined (B, K, h, w) probabilities and the per-pool results.
     """
     if pool_images < 1:
@@ -488,7 +489,7 @@ def refine_maps(prob_maps: torch.Tensor, feature_maps: torch.Tensor,
     for start in range(0, b, pool_images):
         p, f = flatten_maps(prob_maps[start:start + pool_images],
                             feature_maps[start:start + pool_images])
-        res = coninfer(p, f, config)
+        res = coninfer(p, standardize_features(f) if standardize else f, config)
         results.append(res)
         out.append(res.z.reshape(-1, h, w, k).permute(0, 3, 1, 2).to(prob_maps.device))
     return torch.cat(out), results
@@ -572,7 +573,8 @@ class SceneResult:
 def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
                  feature_fn: Callable[[torch.Tensor], torch.Tensor],
                  image: torch.Tensor, tile: int = 448, stride: int | None = None,
-                 config: ConInferConfig | None = None, batch_tiles: int = 8) -> SceneResult:
+                 config: ConInferConfig | None = None, batch_tiles: int = 8,
+                 standardize: bool = False) -> SceneResult:
     """Tiled large-scene inference (Fig. 2): tile, run both branches, one mixture, stitch.
 
     Args:
@@ -583,6 +585,7 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
         tile, stride: tiling (stride defaults to tile: non-overlapping, as in the paper).
         config: :class:`ConInferConfig`.
         batch_tiles: tiles per forward pass of the two branches (bounds peak memory).
+        standardize: z-score + unit-normalise the pooled features (:func:`standardize_features`).
 
     All patches of all tiles form ONE pool, so the mixture sees the whole scene's context.
     """
@@ -602,7 +605,7 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
     prior_maps, feature_maps = torch.cat(priors), torch.cat(feats)
     t, k, h, w = prior_maps.shape
     p_flat, f_flat = flatten_maps(prior_maps, feature_maps)
-    res = coninfer(p_flat, f_flat, config)
+    res = coninfer(p_flat, standardize_features(f_flat) if standardize else f_flat, config)
     z_maps = res.z.cpu().reshape(t, h, w, k).permute(0, 3, 1, 2)
     hw = tuple(image.shape[1:])
     return SceneResult(probs=stitch_tiles(z_maps, positions, hw, tile),
@@ -613,3 +616,135 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
 def with_mode(config: ConInferConfig | None, mode: str) -> ConInferConfig:
     """A copy of ``config`` (or the default) with another mode, for ablations."""
     return replace(config or ConInferConfig(), mode=mode)
+
+
+# --------------------------------------------------------------------------------------------
+# light-weight branches for the default (offline, CPU) profile and the evaluation
+# --------------------------------------------------------------------------------------------
+def patch_statistics(image, patch: int = 8, scales: Sequence[int] = (1, 3, 7)) -> torch.Tensor:
+    """Hand-made per-patch descriptors of a (C, H, W) image -> (2 C len(scales), H/p, W/p).
+
+    Per channel: the patch mean and standard deviation, and both averaged over s x s
+    neighbourhoods of patches for each ``s`` in ``scales`` beyond 1 (context at several
+    ranges). Cheap inputs for the default profile's stand-in branches.
+    """
+    x = _as_tensor(image, "image").float()
+    if x.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {tuple(x.shape)}")
+    if patch < 1 or x.shape[1] < patch or x.shape[2] < patch:
+        raise ValueError(f"patch={patch} must be >= 1 and fit the image {tuple(x.shape[1:])}")
+    x = torch.nan_to_num(x)[None]
+    mean = F.avg_pool2d(x, patch)
+    std = (F.avg_pool2d(x * x, patch) - mean * mean).clamp_min(0).sqrt()
+    parts = [mean, std]
+    for s in scales:
+        if s > 1:
+            parts += [F.avg_pool2d(t, s, stride=1, padding=s // 2, count_include_pad=False)
+                      for t in (mean, std)]
+    return torch.cat(parts, dim=1)[0]
+
+
+def patch_labels(labels, patch: int, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Majority class of each patch of an (H, W) label map (ignored pixels do not vote; a patch
+    with no valid pixel gets ``ignore_index``)."""
+    lab = _as_tensor(labels, "labels").long()
+    if lab.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {tuple(lab.shape)}")
+    valid = lab != ignore_index
+    if (lab[valid] >= num_classes).any() or (lab[valid] < 0).any():
+        raise ValueError(f"labels must be in [0, {num_classes}) or {ignore_index}")
+    onehot = F.one_hot(torch.where(valid, lab, 0), num_classes).permute(2, 0, 1).float()
+    onehot = onehot * valid[None]
+    votes = F.avg_pool2d(onehot[None], patch)[0]
+    out = votes.argmax(0)
+    return torch.where(votes.sum(0) > 0, out, torch.full_like(out, ignore_index))
+
+
+class PatchClassifier(torch.nn.Module):
+    """Standardise -> (optional GELU MLP) -> linear head, on per-patch descriptors.
+
+    With ``hidden = 0`` it is a linear classifier (the default profile's weak prior); with
+    ``hidden > 0`` its hidden activations (:meth:`features`) serve as context features.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        if hidden > 0:
+            self.body = torch.nn.Sequential(torch.nn.Linear(in_dim, 2 * hidden), torch.nn.GELU(),
+                                            torch.nn.Linear(2 * hidden, hidden), torch.nn.GELU())
+            self.head = torch.nn.Linear(hidden, num_classes)
+        else:
+            self.body = torch.nn.Identity()
+            self.head = torch.nn.Linear(in_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return torch.softmax(self(x) / temperature, dim=-1)
+
+    @torch.no_grad()
+    def map(self, descriptors: torch.Tensor, what: str = "probs") -> torch.Tensor:
+        """(B, F, h, w) descriptors -> (B, K, h, w) probabilities or (B, D, h, w) features."""
+        b, f, h, w = descriptors.shape
+        flat = descriptors.permute(0, 2, 3, 1).reshape(-1, f)
+        out = self.probs(flat) if what == "probs" else self.features(flat)
+        return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def fit_patch_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int = 0,
+                         steps: int = 300, lr: float = 3e-3, batch: int = 1024, seed: int = 0,
+                         ignore_index: int = 255) -> PatchClassifier:
+    """Train a :class:`PatchClassifier` on (N, F) descriptors and (N,) labels with AdamW."""
+    x, y = _as_tensor(x, "x").float(), _as_tensor(y, "y").long()
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"need x (N, F) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    keep = y != ignore_index
+    x, y = x[keep], y[keep]
+    if len(y) == 0:
+        raise ValueError("no labelled patches to train on (all ignore_index)")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = PatchClassifier(x.shape[1], num_classes, hidden)
+    model.mean.copy_(x.mean(0))
+    model.std.copy_(x.std(0).clamp_min(1e-6))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def standardize_features(features: torch.Tensor) -> torch.Tensor:
+    """z-score each dimension over the pool, then unit-normalise each patch (DINO tokens are
+    unit-normalised in the public code; the reference mode's unit-norm means assume it)."""
+    f = features.float()
+    f = (f - f.mean(0)) / f.std(0).clamp_min(1e-6)
+    return F.normalize(f, dim=1)
+
+
+def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int = 255
+               ) -> tuple[float, np.ndarray]:
+    """Upsample (B, K, h, w) patch probabilities bilinearly to the (B, H, W) labels' size, take
+    the argmax, and return (mIoU, per-class IoU) via :mod:`rslab.metrics`."""
+    from rslab.metrics import iou_per_class
+
+    lab = np.asarray(labels)
+    if lab.ndim == 2:
+        lab = lab[None]
+    if probs.ndim != 4 or probs.shape[0] != lab.shape[0]:
+        raise ValueError(f"probs (B, K, h, w) {tuple(probs.shape)} and labels (B, H, W) "
+                         f"{lab.shape} must share B")
+    pred = F.interpolate(probs.float(), size=lab.shape[1:], mode="bilinear",
+                         align_corners=False).argmax(1).numpy()
+    ious = iou_per_class(pred, lab, num_classes, ignore_index)
+    return (float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan")), ious

@@ -267,11 +267,13 @@ class ImageEncoderConfig:
 
 class EncoderOutput(NamedTuple):
     """``embedding``: (B, out_dim) projected GAP feature (not normalised); ``tokens``: (B, N, D)
-    patch tokens after the final norm; ``grid``: (h, w) token grid, N = h * w."""
+    patch tokens after the final norm; ``grid``: (h, w) token grid, N = h * w; ``pooled``:
+    (B, D) the GAP feature itself, before the projection ``head``."""
 
     embedding: torch.Tensor
     tokens: torch.Tensor
     grid: tuple[int, int]
+    pooled: torch.Tensor
 
 
 class ConvTokenizer(nn.Module):
@@ -364,7 +366,7 @@ class ImageEncoder(nn.Module):
                 bad = (weights.sum(1) == 0).nonzero().flatten().tolist()
                 raise ValueError(f"samples {bad} have no valid pixel (all nodata); drop them before encoding.")
             pooled = (tokens * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
-        return EncoderOutput(self.head(pooled), tokens, grid)
+        return EncoderOutput(self.head(pooled), tokens, grid, pooled)
 
 
 def patch_valid_fraction(valid: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

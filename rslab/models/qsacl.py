@@ -47,10 +47,12 @@ __all__ = [
     "ContrastiveSSL",
     "multi_crop",
     "pretraining_loss",
+    "pretrain",
     "extract_features",
     "fit_linear_probe",
     "linear_probe_miou",
     "query_attention_maps",
+    "query_class_affinity",
 ]
 
 
@@ -272,6 +274,48 @@ def pretraining_loss(student: ContrastiveSSL, teacher: ContrastiveSSL, images: t
     return {"loss": contrastive + cfg.moe_aux_weight * aux, "contrastive": contrastive.detach(), "moe_aux": aux.detach()}
 
 
+def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: int, batch_size: int = 16,
+             lr: float = 1e-3, warmup_steps: int = 10, gsd: float | None = None, seed: int = 0,
+             out_dir=None, progress: bool = False, device: str = "cpu"):
+    """Pre-train ``student`` (QSACL or the image-level baseline) with :class:`rslab.train.Trainer`.
+
+    ``scenes`` maps modality -> (N, C, H, W) normalised scenes; steps cycle through the modalities
+    (one modality per batch, so one shared backbone learns all of them, as in SkySense V2). The
+    EMA teacher follows ``student.cfg.momentum`` (cosine). Views are drawn from a generator
+    seeded by (seed, step), so a run is reproducible and resumes exactly. Returns the trainer
+    (``trainer.model`` = student, ``trainer.ema_model`` = teacher, ``trainer.history``).
+    ``device="cpu"`` forces the CPU; ``"auto"`` lets the trainer use a GPU when there is one.
+    """
+    from rslab.train import EMA, Trainer, TrainConfig
+
+    if not scenes:
+        raise ValueError("scenes must map at least one modality to a (N, C, H, W) tensor")
+    for name, x in scenes.items():
+        student.backbone._check_modality(name)
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] < 2:
+            raise ValueError(f"scenes[{name!r}] must be a (N >= 2, C, H, W) tensor, got {getattr(x, 'shape', None)}")
+    modalities = list(scenes)
+    ema = EMA(student, momentum=student.cfg.momentum, total_steps=steps)
+
+    def batches(epoch: int):
+        g = torch.Generator().manual_seed(seed * 7919 + epoch)
+        for i in range(steps):  # one "epoch" = the whole run; the trainer stops at max_steps
+            modality = modalities[i % len(modalities)]
+            data = scenes[modality]
+            idx = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=g)
+            yield {"images": data[idx], "modality": modality, "view_seed": seed * 1_000_003 + epoch * steps + i}
+
+    def loss_fn(model: ContrastiveSSL, batch: dict) -> dict:
+        g = torch.Generator().manual_seed(int(batch["view_seed"]))
+        return pretraining_loss(model, ema.model, batch["images"], batch["modality"], gsd, g)
+
+    config = TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(warmup_steps, steps), seed=seed,
+                         log_every=max(1, steps // 20), out_dir=out_dir, progress=progress, cpu=device == "cpu")
+    trainer = Trainer(student, loss_fn, batches, config, ema=ema)
+    trainer.fit(resume=False)
+    return trainer
+
+
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def extract_features(backbone: UnifiedBackbone, images: torch.Tensor, modality: str, gsd: float | None = None,
@@ -323,7 +367,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     torch.manual_seed(seed)
     mean = features.mean(dim=(0, 2, 3))
     std = features.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    probe = LinearProbe(mean, std, num_classes)
+    probe = LinearProbe(mean, std, num_classes).to(features.device)
     opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     # one label per stride x stride cell (its centre pixel); logits interpolated to that grid
     off = label_stride // 2
@@ -346,12 +390,13 @@ def linear_probe_miou(backbone: UnifiedBackbone, train_images: torch.Tensor, tra
     """
     from rslab.metrics import iou_per_class
 
-    train_f = extract_features(backbone, train_images, modality, gsd, stages)
-    test_f = extract_features(backbone, test_images, modality, gsd, stages)
-    probe = fit_linear_probe(train_f, train_labels, num_classes, steps=steps, ignore_index=ignore_index)
+    device = next(backbone.parameters()).device  # images and labels follow the backbone
+    train_f = extract_features(backbone, train_images.to(device), modality, gsd, stages)
+    test_f = extract_features(backbone, test_images.to(device), modality, gsd, stages)
+    probe = fit_linear_probe(train_f, train_labels.to(device), num_classes, steps=steps, ignore_index=ignore_index)
     with torch.no_grad():
-        pred = probe(test_f, test_labels.shape[-2:]).argmax(dim=1)
-    ious = iou_per_class(pred.numpy(), test_labels.numpy(), num_classes, ignore_index=ignore_index)
+        pred = probe(test_f, test_labels.shape[-2:]).argmax(dim=1).cpu()
+    ious = iou_per_class(pred.numpy(), test_labels.cpu().numpy(), num_classes, ignore_index=ignore_index)
     return {"miou": float(np.nanmean(ious)), "iou_per_class": ious, "pred": pred}
 
 
@@ -359,9 +404,30 @@ def linear_probe_miou(backbone: UnifiedBackbone, train_images: torch.Tensor, tra
 def query_attention_maps(student: ContrastiveSSL, images: torch.Tensor, modality: str,
                          gsd: float | None = None) -> torch.Tensor:
     """What each query attends to: (B, m, H, W) cross-attention weights, upsampled to the
-    image size (each query's map sums to ~1 over the image before upsampling)."""
+    image size (each query's map sums to ~1 over the image before upsampling). Runs on the
+    model's device, returns a CPU tensor."""
     was_training = student.training
     student.eval()
-    _, attn = student.aggregate(images, modality, gsd)
+    _, attn = student.aggregate(images.to(next(student.parameters()).device), modality, gsd)
     student.train(was_training)
-    return F.interpolate(attn, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return F.interpolate(attn, size=images.shape[-2:], mode="bilinear", align_corners=False).cpu()
+
+
+def query_class_affinity(attention: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                         ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """Does a query specialise? For attention maps (B, m, H, W) (from :func:`query_attention_maps`)
+    and labels (B, H, W): returns ``(share, lift)``, both (m, K). ``share[i, k]`` is the fraction
+    of query ``i``'s attention mass that falls on class ``k``; ``lift = share / pixel share of k``
+    (1 = attends to the class as often as it occurs, > 1 = prefers it; NaN for absent classes)."""
+    if attention.ndim != 4 or labels.ndim != 3 or attention.shape[0] != labels.shape[0] \
+            or attention.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(f"attention (B, m, H, W) and labels (B, H, W) must match, got "
+                         f"{tuple(attention.shape)} and {tuple(labels.shape)}")
+    valid = labels != ignore_index
+    onehot = F.one_hot(torch.where(valid, labels, 0).long(), num_classes).float() * valid[..., None]  # (B, H, W, K)
+    mass = torch.einsum("bmhw,bhwk->mk", attention.float(), onehot)
+    share = mass / mass.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    freq = onehot.sum(dim=(0, 1, 2))
+    freq = freq / freq.sum().clamp_min(1)
+    lift = share / freq.where(freq > 0, torch.tensor(float("nan")))
+    return share, lift

@@ -36,8 +36,9 @@ from rslab.models.rs2sam2 import MiniLMTokenEncoder, RS2SAM2, RS2SAM2Config
 
 __all__ = [
     "ABLATION_ROWS", "ABLATION_LABELS", "RS2SAM2TrainConfig", "TrainedRS2SAM2", "AblationResult",
-    "make_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
-    "save_rs2sam2", "load_rs2sam2",
+    "make_batches", "stream_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
+    "save_rs2sam2", "load_rs2sam2", "instance_prompt_data", "pretrain_sam2_promptable",
+    "evaluate_promptable", "save_sam2_state", "sam2_prompt_forward",
 ]
 
 # The paper's component ablation (RefSegRS), in its order. Each row only changes these switches.
@@ -93,6 +94,7 @@ class TrainedRS2SAM2:
     history: list[dict[str, Any]]
     train_s: float
     steps: int
+    load_report: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -153,6 +155,37 @@ def make_batches(stacked: dict, encoder: MiniLMTokenEncoder, batch_size: int, se
     return batches
 
 
+def stream_batches(data: ReferringDataset, encoder: MiniLMTokenEncoder, batch_size: int, image_size: int,
+                   seed: int = 0, num_workers: int = 0) -> Callable[[int], Iterator[dict]]:
+    """Like :func:`make_batches` but reading items on the fly (real datasets too large for memory).
+
+    Images are resized to ``image_size`` per batch; each epoch is a seeded shuffle.
+    """
+    from torch.utils.data import DataLoader
+
+    from rslab.data.referring import collate_referring
+
+    if len(data) < batch_size:
+        raise ValueError(f"only {len(data)} training expressions for a batch of {batch_size}")
+
+    def to_batch(items: list[dict]) -> dict:
+        b = collate_referring(items)
+        images = torch.stack([resize_rgb(im[None], image_size)[0] for im in b["images"]])
+        targets = torch.stack([torch.nn.functional.interpolate(m[None, None].float(), size=(image_size, image_size),
+                                                               mode="nearest")[0, 0] for m in b["masks"]])
+        return {"images": images, "targets": targets, "texts": b["texts"]}
+
+    def batches(epoch: int) -> Iterator[dict]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=g,
+                            num_workers=num_workers, collate_fn=to_batch)
+        for b in loader:
+            states, pad = encoder(b.pop("texts"))
+            yield {**b, "text_states": states, "text_pad": pad}
+
+    return batches
+
+
 def _loss_fn(model: torch.nn.Module, batch: dict):
     out = model(batch["images"], batch["text_states"], batch["text_pad"])
     base = getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
@@ -165,28 +198,37 @@ def _loss_fn(model: torch.nn.Module, batch: dict):
 
 def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: MiniLMTokenEncoder,
                   tcfg: RS2SAM2TrainConfig | None = None, out_dir: str | Path | None = None,
-                  model: RS2SAM2 | None = None, eval_fn: Callable | None = None) -> TrainedRS2SAM2:
+                  model: RS2SAM2 | None = None, eval_fn: Callable | None = None,
+                  sam2_checkpoint: str | Path | None = None) -> TrainedRS2SAM2:
     """Fine-tune RS2-SAM2 on ``train`` (a dataset, or its ``stacked(cfg.image_size)`` dict).
 
     ``model`` lets the caller pass a prepared model (e.g. after :func:`load_sam2_checkpoint`);
     otherwise one is built from ``cfg`` with ``torch.manual_seed(tcfg.seed)``. ``out_dir`` keeps
-    the Trainer's history and checkpoints (None: in memory). Returns the trained model in eval mode.
+    the Trainer's history and checkpoints (None: in memory). ``sam2_checkpoint``: a SAM2 checkpoint
+    (``{"model": state_dict}``) loaded non-strictly before training (:func:`load_sam2_checkpoint`);
+    its missing/unexpected keys are returned in ``load_report``. Returns the model in eval mode.
     """
+    from rslab.models.rs2sam2 import load_sam2_checkpoint
     from rslab.train import TrainConfig, Trainer
 
     tcfg = tcfg or RS2SAM2TrainConfig()
     if not isinstance(cfg, RS2SAM2Config):
         raise ValueError(f"cfg must be an RS2SAM2Config, got {type(cfg).__name__}")
-    stacked = train.stacked(cfg.image_size) if isinstance(train, ReferringDataset) else train
-    if stacked["images"].shape[-1] != cfg.image_size:
-        raise ValueError(f"training tensors are {stacked['images'].shape[-1]} px but the model expects "
-                         f"{cfg.image_size}: call dataset.stacked({cfg.image_size})")
+    stream = isinstance(train, ReferringDataset) and len(train) * cfg.image_size ** 2 * 16 > 2 ** 31
+    if stream:  # more than ~2 GB as tensors (a real dataset at 1024 px): read it on the fly
+        batches = stream_batches(train, encoder, tcfg.batch_size, cfg.image_size, tcfg.seed)
+    else:
+        stacked = train.stacked(cfg.image_size) if isinstance(train, ReferringDataset) else train
+        if stacked["images"].shape[-1] != cfg.image_size:
+            raise ValueError(f"training tensors are {stacked['images'].shape[-1]} px but the model expects "
+                             f"{cfg.image_size}: call dataset.stacked({cfg.image_size})")
+        batches = make_batches(stacked, encoder, tcfg.batch_size, tcfg.seed)
     if model is None:
         torch.manual_seed(tcfg.seed)
         model = RS2SAM2(cfg)
     elif model.cfg != cfg:
         raise ValueError("model.cfg differs from cfg; pass the model's own config")
-    batches = make_batches(stacked, encoder, tcfg.batch_size, tcfg.seed)
+    report = load_sam2_checkpoint(model, sam2_checkpoint) if sam2_checkpoint is not None else None
     config = TrainConfig(max_steps=tcfg.steps, lr=tcfg.lr, weight_decay=tcfg.weight_decay,
                          warmup_steps=tcfg.warmup_steps, clip_grad_norm=tcfg.clip_grad_norm,
                          log_every=max(1, min(10, tcfg.steps // 10)), seed=tcfg.seed, out_dir=out_dir,
@@ -196,7 +238,7 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     history = trainer.fit(resume=False)
     train_s = time.perf_counter() - start
     model = trainer.model.eval()
-    return TrainedRS2SAM2(model=model, history=list(history), train_s=train_s, steps=tcfg.steps)
+    return TrainedRS2SAM2(model=model, history=list(history), train_s=train_s, steps=tcfg.steps, load_report=report)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -284,23 +326,26 @@ def segment(model: RS2SAM2, encoder: MiniLMTokenEncoder, image: np.ndarray | tor
 def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: ReferringDataset,
                  encoder: MiniLMTokenEncoder, tcfg: RS2SAM2TrainConfig | None = None,
                  rows: Sequence[str] | None = None, keep_models: bool = True,
+                 sam2_checkpoint: str | Path | None = None,
                  log: Callable[[str], None] | None = print) -> AblationResult:
     """Train and evaluate each ablation row with the same data, steps, batch, lr and seed.
 
     ``base_cfg`` gives everything but the row switches (:data:`ABLATION_ROWS`). The training
     tensors are built once and shared. Returns per-row metrics on ``eval_data`` (original
-    resolution), the trained models (``keep_models``) and histories.
+    resolution), the trained models (``keep_models``) and histories. ``sam2_checkpoint`` (the
+    official one, or our pre-trained stand-in) initialises SAM2 in every row alike.
     """
     rows = list(ABLATION_ROWS) if rows is None else list(rows)
     unknown = [r for r in rows if r not in ABLATION_ROWS]
     if unknown:
         raise ValueError(f"unknown ablation rows {unknown}; choose from {list(ABLATION_ROWS)}")
     tcfg = tcfg or RS2SAM2TrainConfig()
-    stacked = train.stacked(base_cfg.image_size)
+    small = len(train) * base_cfg.image_size ** 2 * 16 <= 2 ** 31
+    stacked = train.stacked(base_cfg.image_size) if small else train  # build the tensors once for all rows
     result = AblationResult(metrics={})
     for row in rows:
         cfg = dataclasses.replace(base_cfg, **ABLATION_ROWS[row])
-        trained = train_rs2sam2(cfg, stacked, encoder, tcfg)
+        trained = train_rs2sam2(cfg, stacked, encoder, tcfg, sam2_checkpoint=sam2_checkpoint)
         result.metrics[row] = evaluate_referring(trained.model, eval_data, encoder)
         result.histories[row] = trained.history
         result.train_s[row] = trained.train_s
@@ -311,6 +356,169 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
             log(f"{ABLATION_LABELS[row]:34s} mIoU {m['miou']:.3f}  oIoU {m['oiou']:.3f}  Pr@0.5 {m['pr50']:.3f}  "
                 f"({trained.train_s:.0f} s, {tcfg.steps} steps)")
     return result
+
+
+# ------------------------------------------------------------------------------------------------
+# A stand-in for SAM2's own pre-training (the default profile has no SAM2 checkpoint)
+
+
+def instance_prompt_data(world, indices: Sequence[int], size: int, min_area_frac: float = 0.005) -> dict:
+    """Images and instance masks for class-agnostic promptable pre-training (no text involved).
+
+    Every instance of ``world.scene(i)`` covering at least ``min_area_frac`` of the scene becomes
+    one target. Returns ``images (N, 3, size, size)``, ``masks (M, size, size)`` float and
+    ``image_of (M,)`` (which image each mask belongs to).
+    """
+    if size < 16:
+        raise ValueError(f"size must be >= 16, got {size}")
+    images, masks, image_of = [], [], []
+    for i in indices:
+        s = world.scene(int(i))
+        rgb = torch.from_numpy(rgb_image(s.optical))[None]
+        inst = torch.from_numpy(s.instances.astype(np.int64))
+        ids, counts = torch.unique(inst, return_counts=True)
+        keep = ids[(ids > 0) & (counts >= min_area_frac * inst.numel())]
+        if len(keep) == 0:
+            continue
+        m = (inst[None] == keep[:, None, None]).float()[:, None]
+        masks.append(torch.nn.functional.interpolate(m, size=(size, size), mode="nearest")[:, 0])
+        image_of.extend([len(images)] * len(keep))
+        images.append(resize_rgb(rgb, size)[0])
+    if not masks:
+        raise ValueError("no instance large enough in these scenes; lower min_area_frac or add scenes")
+    masks_t = torch.cat(masks)
+    ok = masks_t.flatten(1).sum(1) > 0  # an instance can vanish when shrunk
+    return {"images": torch.stack(images), "masks": masks_t[ok], "image_of": torch.tensor(image_of)[ok]}
+
+
+def _random_points(masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One uniformly drawn (x, y) pixel inside each ``(B, S, S)`` mask -> ``(B, 1, 2)``."""
+    flat = masks.flatten(1)
+    pick = torch.multinomial(flat / flat.sum(1, keepdim=True), 1, generator=generator)[:, 0]
+    size = masks.shape[-1]
+    return torch.stack([pick % size, pick // size], -1).float()[:, None]
+
+
+def _coarse_mask_prompt(masks: torch.Tensor, grid: int, out_size: tuple[int, int]) -> torch.Tensor:
+    """A blurry ``grid x grid`` version of the target as logits: the kind of dense prompt MPG gives."""
+    coarse = torch.nn.functional.adaptive_avg_pool2d(masks[:, None], grid)
+    coarse = torch.nn.functional.interpolate(coarse, size=out_size, mode="bilinear", align_corners=False)
+    return 8.0 * (coarse - 0.5)
+
+
+def sam2_prompt_forward(sam: torch.nn.Module, images: torch.Tensor, points: torch.Tensor | None,
+                        mask_input: torch.Tensor | None) -> torch.Tensor:
+    """Plain SAM2 image -> mask logits ``(B, 1, S, S)`` for point and/or dense-mask prompts.
+
+    ``images`` RGB in [0, 1] at SAM2's size; ``points (B, N, 2)`` as (x, y) pixels (all positive
+    clicks); ``mask_input`` logits at the prompt encoder's ``mask_input_size``.
+    """
+    from rslab.models.rs2sam2 import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    features = sam.image_encoder((images - mean) / std)["backbone_fpn"]
+    dec = sam.sam_mask_decoder
+    high_res = [dec.conv_s0(features[0]), dec.conv_s1(features[1])] if sam.use_high_res_features_in_sam else None
+    image_embed = features[-1]
+    if sam.directly_add_no_mem_embed:
+        image_embed = image_embed + sam.no_mem_embed.view(1, -1, 1, 1)
+    prompts = None
+    if points is not None:
+        prompts = (points, torch.ones(points.shape[:2], dtype=torch.int, device=points.device))
+    sparse, dense = sam.sam_prompt_encoder(points=prompts, boxes=None, masks=mask_input)
+    if sparse.shape[0] != images.shape[0]:
+        sparse = sparse.expand(images.shape[0], -1, -1)
+        dense = dense.expand(images.shape[0], -1, -1, -1)
+    low_res = dec(image_embeddings=image_embed, image_pe=sam.sam_prompt_encoder.get_dense_pe(),
+                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+                  repeat_image=False, high_res_features=high_res)[0]
+    return torch.nn.functional.interpolate(low_res, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def pretrain_sam2_promptable(cfg: RS2SAM2Config, data: dict, steps: int = 200, batch_size: int = 16,
+                             lr: float = 2e-3, seed: int = 0, mask_prompt_prob: float = 0.5,
+                             progress: bool = True) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Pre-train a plain SAM2 (built from ``cfg``) on SAM's own task: segment the object under a click.
+
+    Our stand-in for the SA-1B pre-training behind the official checkpoints: class-agnostic, no
+    text, on instance masks (:func:`instance_prompt_data`). Each target gets one positive click
+    inside it and, with probability ``mask_prompt_prob``, also a blurry mask prompt (SAM2 is trained
+    with mask prompts too; RS2-SAM2's MPG feeds exactly such a dense prompt). Loss: BCE + Dice.
+    Returns the SAM2 state dict (load it with :func:`~rslab.models.rs2sam2.load_sam2_checkpoint`
+    after :func:`save_sam2_state`) and the loss history.
+    """
+    from rslab.losses.segmentation import dice_loss, sigmoid_bce_loss
+    from rslab.models.rs2sam2 import build_sam2_model
+
+    if data["images"].shape[-1] != cfg.image_size:
+        raise ValueError(f"data is {data['images'].shape[-1]} px, the model expects {cfg.image_size}")
+    torch.manual_seed(seed)
+    sam = build_sam2_model(cfg)
+    sam.train()
+    params = [p for n, p in sam.named_parameters()
+              if n.startswith(("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.")) or n == "no_mem_embed"]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    g = torch.Generator().manual_seed(seed)
+    grid = cfg.union_image_size // cfg.union_patch
+    history: list[dict[str, Any]] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(steps), desc="SAM2 promptable pre-training", disable=not progress)
+    window: list[float] = []
+    for step in bar:
+        idx = torch.randint(len(data["masks"]), (batch_size,), generator=g)
+        masks = data["masks"][idx]
+        images = data["images"][data["image_of"][idx]]
+        points = _random_points(masks, g)
+        mask_input = None
+        if torch.rand((), generator=g) < mask_prompt_prob:
+            mask_input = _coarse_mask_prompt(masks, grid, sam.sam_prompt_encoder.mask_input_size)
+        logits = sam2_prompt_forward(sam, images, points, mask_input)
+        target = masks[:, None]
+        loss = sigmoid_bce_loss(logits, target) + dice_loss(logits, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        window.append(float(loss.detach()))
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            history.append({"step": step + 1, "loss": float(np.mean(window))})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
+            window = []
+    return {k: v.detach().clone() for k, v in sam.state_dict().items()}, history
+
+
+@torch.no_grad()
+def evaluate_promptable(cfg: RS2SAM2Config, state: dict[str, torch.Tensor], data: dict, seed: int = 1,
+                        batch_size: int = 64) -> float:
+    """mIoU of SAM2 (weights ``state``) segmenting each instance of ``data`` from one click."""
+    from rslab.models.rs2sam2 import build_sam2_model
+
+    sam = build_sam2_model(cfg)
+    sam.load_state_dict(state)
+    sam.eval()
+    g = torch.Generator().manual_seed(seed)
+    ious = []
+    for start in range(0, len(data["masks"]), batch_size):
+        masks = data["masks"][start:start + batch_size]
+        images = data["images"][data["image_of"][start:start + batch_size]]
+        pred = sam2_prompt_forward(sam, images, _random_points(masks, g), None)[:, 0] > 0
+        gt = masks > 0.5
+        ious.append(((pred & gt).flatten(1).sum(1) / (pred | gt).flatten(1).sum(1).clamp(min=1)).float())
+    return float(torch.cat(ious).mean())
+
+
+def save_sam2_state(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a SAM2 state dict in the official checkpoint layout (``{"model": state_dict}``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"model": state}, tmp)
+    tmp.replace(path)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The training engine (``accelerate`` underneath): ``Trainer`` + ``TrainConfig``, the warm-up +
 cosine schedule, the EMA teacher, checkpoints that resume exactly, and the history/plots.
 
-See ``docs_training.md`` (the book's "Training" page) for the design and multi-GPU use.
+See ``book/training.md`` (the book's "Training" page) for the design and multi-GPU use.
 """
 
 from .checkpoint import check_state_dict_compatible, find_resumable, list_checkpoints, load_weights, verify_checkpoint

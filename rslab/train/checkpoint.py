@@ -63,7 +63,11 @@ def _sha256(path: Path) -> str:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a file (or, on POSIX, a directory entry) to disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # directories cannot be opened on Windows; the rename is still atomic there
+        return
     try:
         os.fsync(fd)
     finally:

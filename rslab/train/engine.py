@@ -250,6 +250,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _split_loss_output(out: LossOutput) -> tuple[torch.Tensor, dict[str, Any]]:
+    if isinstance(out, torch.Tensor) and out.ndim == 0 and out.requires_grad:  # the common case, fast
+        return out, {}
     logs: dict[str, Any] = {}
     if isinstance(out, dict):
         if "loss" not in out:
@@ -266,7 +268,7 @@ def _split_loss_output(out: LossOutput) -> tuple[torch.Tensor, dict[str, Any]]:
     if not out.requires_grad:
         raise ValueError("the loss does not require grad: compute it from the model passed to loss_fn, "
                          "outside torch.no_grad(), and check that some parameters have requires_grad=True")
-    return out.reshape(()), logs
+    return (out if out.ndim == 0 else out.reshape(())), logs
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,7 +437,8 @@ class Trainer:
                     self.optimizer.optimizer.step()
                 else:
                     self.optimizer.step()
-                self.scheduler.step()
+                if acc.scaler is None or not self.optimizer.step_was_skipped:
+                    self.scheduler.step()  # fp16: a step skipped for overflow does not advance the schedule
                 self.optimizer.optimizer.zero_grad(set_to_none=True)
                 if self.ema is not None:
                     self.ema.update(self.model, self.step)

@@ -91,7 +91,8 @@ def show_sample(sample: Sample, tree, level: int | None = None, sar_channel: str
         panels.append((f"labels, level {lvl} of {tree.depth}", colorize_labels(sample.labels, tree, level),
                        label_legend(tree, level, present=sample.labels)))
     n_legend = max((len(p[2]) for p in panels if p[2] is not None), default=0)
-    fig, axes = _new_figure(len(panels), height_extra=_legend_height(n_legend))
+    # 0.4 in for the two-line panel titles under the suptitle
+    fig, axes = _new_figure(len(panels), height_extra=0.4 + _legend_height(n_legend))
     for ax, (name, img, legend) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest")
         _image_axes(ax, name)

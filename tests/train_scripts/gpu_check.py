@@ -5,6 +5,7 @@
 Checks on CUDA: "auto" precision picks bf16 autocast with fp32 weights; checkpoint + resume
 reproduces an uninterrupted run; fp16 with grad scaling trains and resumes (scaler state saved);
 a real CUDA out-of-memory error is turned into the batch-size / grad-accumulation advice.
+Status: written for a GPU session and not yet run (the machine it was written on has no GPU).
 """
 
 from __future__ import annotations

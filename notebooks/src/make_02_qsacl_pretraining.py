@@ -1,0 +1,449 @@
+"""Write notebooks/02_qsacl_pretraining.ipynb (outputs empty). Run from the repo root:
+
+    .venv/bin/python notebooks/src/make_02_qsacl_pretraining.py
+
+Edit this file, not the notebook: the notebook is generated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = Path(__file__).resolve().parents[1] / "02_qsacl_pretraining.ipynb"
+
+cells: list = []
+
+
+def md(text: str) -> None:
+    cells.append(new_markdown_cell(text.strip("\n")))
+
+
+def code(text: str, tags: list[str] | None = None) -> None:
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = tags
+    cells.append(cell)
+
+
+md("""
+# 02 · SkySense V2: one backbone for every modality, pre-trained with QSACL
+
+SkySense V2 (Zhang et al., ICCV 2025, arXiv:2507.13812) replaces its predecessor's three
+modality-specific backbones (1.26 B parameters) with **one unified Transformer** (665 M) and
+pre-trains it with **Query-based Semantic Aggregation Contrastive Learning (QSACL)**.
+
+This notebook builds both from `rslab`, small enough for a laptop CPU, and measures whether
+QSACL's idea holds up:
+
+1. **The unified backbone** (`rslab.models.backbone`): four stages (Swin-V2 window attention in
+   stages 1-2, global attention in 3-4), shared weights with one tokenizer per modality, *Adaptive
+   Patch Merging* chosen by ground sampling distance, *modality prompt tokens*, optional
+   *Mixture-of-Experts*. What each option costs in parameters and time.
+2. **QSACL** (`rslab.models.qsacl`): a student/EMA-teacher pair, global and local crops of a scene,
+   `m` learnable queries that cross-attend to each view's features, and the per-query contrastive
+   loss (Eq. 3). Against it, a plain **image-level contrastive** baseline with the same backbone,
+   heads, loss, views and budget.
+3. **Evaluation**: frozen features + a linear (1x1) segmentation probe on held-out scenes, for
+   random init vs image-level contrastive vs QSACL, on optical and on SAR input; and a look at
+   **what each query attends to**.
+
+The pre-trained backbone is saved to `artifacts/02_qsacl_pretraining/` for later notebooks.
+""")
+
+code("""
+profile = "smoke"        # ci | smoke | full (papermill overrides these from notebooks/profiles/*.yaml)
+seed = 0
+backbone_preset = "tiny" # tiny | small | base (base = the paper structure, GPU only)
+scene_size = 128         # scene side in pixels (synthetic world, 1 m GSD)
+n_pretrain = 128         # unlabelled scenes for pre-training
+n_probe_train = 48       # labelled scenes for the linear probe
+n_probe_test = 32        # held-out scenes for the probe's mIoU
+steps = 100              # pre-training steps per method (optical and SAR batches alternate)
+batch_size = 16
+lr = 2e-3
+num_queries = 8          # m, the QSACL queries
+global_size = 64         # global view side (px)
+local_size = 32          # local view side (px)
+num_local = 1            # local views per scene per step
+momentum_start = 0.9     # EMA teacher momentum, cosine to momentum_end
+momentum_end = 0.99
+intensity_jitter = 0.0   # augmentation strength (0 keeps colour, the strongest cue here)
+probe_steps = 200
+bench_repeats = 3        # timed forwards per variant in the cost table
+threads = 2              # torch CPU threads
+device = "cpu"           # "cpu" | "auto" (a GPU when there is one; the full profile)
+""", tags=["parameters"])
+
+code("""
+import json
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from rslab.data.sar import normalize_sar
+from rslab.data.synthetic import SyntheticWorld, WorldConfig
+from rslab.data.tree import load_tree
+from rslab.models.backbone import BackboneConfig, UnifiedBackbone, build_backbone, count_parameters, profile_variants
+from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, linear_probe_miou, multi_crop, pretrain,
+                                query_attention_maps, query_class_affinity)
+from rslab.notebooks import start_run
+from rslab.train import plot_history
+from rslab.viz import colorize_labels, optical_to_display, sar_to_display
+
+torch.set_num_threads(threads)
+torch.manual_seed(seed)
+run = start_run("02_qsacl_pretraining", profile=profile, seed=seed)
+print("artifacts ->", run.artifacts)
+""")
+
+md("""
+## 1 · Data: co-registered optical and SAR scenes
+
+The synthetic world (notebook 00) renders optical RGB+NIR reflectance and SAR VV/VH in dB on the
+same 1 m grid. Pre-training uses the images only; the labels are used by the linear probe alone.
+SAR is passed through `normalize_sar` (clip to the dB range, map to [-1, 1]): models never see raw dB.
+""")
+
+code("""
+world = SyntheticWorld(WorldConfig(size=scene_size), seed=seed)
+tree = load_tree("synthetic")
+num_classes = world.num_classes
+gsd = world.config.gsd_m  # metres per pixel; drives Adaptive Patch Merging
+
+
+def to_tensors(start, n):
+    scenes = [world.scene(i) for i in range(start, start + n)]
+    optical = torch.tensor(np.stack([s.optical for s in scenes]), dtype=torch.float32)
+    sar = normalize_sar(torch.tensor(np.stack([s.sar for s in scenes]), dtype=torch.float32))
+    labels = torch.tensor(np.stack([s.labels for s in scenes]), dtype=torch.long)
+    return scenes, optical, sar, labels
+
+
+t0 = time.perf_counter()
+pre_scenes, pre_opt, pre_sar, _ = to_tensors(0, n_pretrain)            # unlabelled use only
+probe_scenes, probe_opt, probe_sar, probe_lab = to_tensors(0, n_probe_train)  # a labelled subset
+test_scenes, test_opt, test_sar, test_lab = to_tensors(100_000, n_probe_test)  # held out: other indices
+print(f"{n_pretrain + n_probe_test} scenes in {time.perf_counter() - t0:.1f} s; {num_classes} classes; GSD {gsd} m")
+
+s = test_scenes[0]
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+axes[0].imshow(optical_to_display(s.optical)); axes[0].set_title("optical (RGB)")
+axes[1].imshow(sar_to_display(s.sar, channel="VV"), cmap="gray"); axes[1].set_title("SAR VV (dB, stretched)")
+axes[2].imshow(colorize_labels(s.labels, tree)); axes[2].set_title("labels (leaf classes)")
+for ax in axes:
+    ax.axis("off")
+fig.suptitle("One held-out scene: the same ground seen by two sensors")
+plt.show()
+""")
+
+md("""
+## 2 · The unified backbone
+
+One encoder for all modalities. Only two things are per modality: the **tokenizer** (a patch
+embedding for that modality's channels) and **4 prompt tokens per global stage**. Everything else is
+shared.
+
+**Adaptive Patch Merging (APM).** Geographically aligned inputs come at very different ground
+sampling distances: a 2048 px HR image at ~0.3 m covers the same ground as a 64 px Sentinel-1/2
+image at 10 m. APM merges 2x2 tokens (and doubles channels) while the tokens are finer than the
+target grid (10 m), and otherwise keeps the resolution with a linear projection whose weights are the
+merge weights averaged over the 2x2 positions. So HR optical merges at every stage, SAR/MS never, and
+both end on aligned grids. Our synthetic scenes are at 1 m with patch 4: tokens start at 4 m, merge
+once to 8 m, and then keep.
+
+**Modality prompts** (Eq. 1): `[E_drop, E^{s+1}] = F_s([P^s, E^s])`: the prompts ride along through
+a stage's global attention and are dropped at its end.
+""")
+
+code("""
+backbone_cfg = {"tiny": BackboneConfig.tiny, "small": BackboneConfig.small, "base": BackboneConfig.base}[backbone_preset]()
+net = UnifiedBackbone(backbone_cfg)
+for modality, g, size in [("optical", 0.3, 256), ("optical", gsd, scene_size), ("sar", 10.0, 64), ("sar", gsd, scene_size)]:
+    plan = ["merge" if m else "keep" for m in net.apm_plan(modality, g)]
+    sizes = net.feature_sizes((size, size), modality, g)
+    print(f"{modality:8s} {g:>4} m, {size:3d} px: APM {plan} -> stage grids {[f'{h}x{w}' for h, w in sizes]}")
+
+feats = net(test_opt[:2], modality="optical", gsd=gsd)
+print("optical features:", [tuple(f.shape) for f in feats])
+feats = net(test_sar[:2], modality="sar", gsd=gsd)
+print("SAR features:    ", [tuple(f.shape) for f in feats])
+
+for bad in [dict(x=torch.rand(1, 1, 64, 64), modality="lidar"), dict(x=torch.rand(1, 4, 80, 80), modality="optical")]:
+    try:
+        net(**bad, gsd=gsd)
+    except ValueError as err:
+        print("ValueError:", err)
+""")
+
+md("""
+### Parameter counts, and what APM / prompts / MoE cost
+
+The `base` preset follows the paper: token dim C = 352 (widths 352 to 2816, depths 2-2-18-2, head
+dim 32), window 8, and MoE (8 experts, top-1, with a Switch load-balancing loss) in the last 6
+blocks. We count it on the `meta` device, without allocating its weights. The paper reports 665 M
+parameters; our dense count (one expert per MoE layer, i.e. the parameters one token uses) is close.
+Then the options, measured on the tiny preset (CPU, forward, no grad).
+""")
+
+code("""
+with torch.device("meta"):
+    base = UnifiedBackbone(BackboneConfig.base())
+    small = UnifiedBackbone(BackboneConfig.small())
+print(f"small: {count_parameters(small) / 1e6:.1f} M")
+print(f"base : {count_parameters(base, active_experts=1) / 1e6:.1f} M active per token (paper: 665 M), "
+      f"{count_parameters(base) / 1e9:.2f} B with all 8 experts of the 6 MoE blocks")
+del base, small
+
+tiny = BackboneConfig.tiny
+variants = {
+    "tiny (APM, 4 prompts)": tiny(),
+    "no APM (always merge)": tiny(apm=False),
+    "no prompts": tiny(num_prompts=0),
+    "16 prompts": tiny(num_prompts=16),
+    "MoE in last 2 blocks": tiny(moe_blocks=2),
+    "MoE in last 4 blocks": tiny(moe_blocks=4),
+}
+rows = profile_variants(variants, image_size=scene_size, batch_size=8, modality="optical", gsd=gsd, repeats=bench_repeats)
+print(f"{'variant':24s} {'params (M)':>10s} {'active (M)':>10s} {'fwd ms (B=8)':>12s}  stage grids")
+for r in rows:
+    print(f"{r['name']:24s} {r['params_M']:10.3f} {r['active_params_M']:10.3f} {r['forward_ms']:12.1f}  {r['stage_sizes']}")
+""")
+
+md("""
+Reading the table: prompts cost almost nothing (4 x C parameters per modality per stage, a few extra
+tokens); MoE multiplies the FFN parameters of its blocks by 8 but keeps the *active* parameters (and
+so, up to routing overhead, the compute) of a dense block. APM's "keep" branch is what makes stages
+3-4 expensive here: at 1 m our scenes stop merging after stage 1, so the global stages see 4x more
+tokens than in a plain always-merge hierarchy; that is the price of aligned feature grids.
+
+## 3 · QSACL: contrast what the queries gather, not whole crops
+
+Two crops of a remote-sensing scene often show different things (a river in one, fields in the
+other), so asking their *image-level* embeddings to match asks the model to equate unrelated
+content. QSACL lets `m` learnable queries cross-attend to each view's last-stage features; query
+`i` gathers its kind of content into `z_i`, and the contrast is made query by query between the
+student and the EMA teacher:
+
+$$\\mathcal{L}_{QSACL} = \\frac{1}{2m}\\sum_{i=1}^{m}\\Big(\\mathcal{L}_{CL}(z_i^{g}, z_i^{l'}) + \\mathcal{L}_{CL}(z_i^{l}, z_i^{g'})\\Big)$$
+
+(g/l: global/local view, prime: teacher). `L_CL` is InfoNCE over the batch with the same query of
+the other scenes as negatives. The baseline replaces the queries by global average pooling (m = 1),
+everything else equal. Below: the views of one scene.
+""")
+
+ssl_kwargs = """dict(num_queries=num_queries, global_size=global_size, local_size=local_size, num_local=num_local,
+                  momentum=(momentum_start, momentum_end), intensity_jitter=intensity_jitter)"""
+code(f"""
+qsacl_cfg = QSACLConfig.tiny(aggregation="query", **{ssl_kwargs})
+baseline_cfg = QSACLConfig.tiny(aggregation="mean", **{ssl_kwargs})
+globals_, locals_ = multi_crop(test_opt[:1], qsacl_cfg, torch.Generator().manual_seed(seed))
+views = [("scene", test_opt[0])] + [(f"global {{i + 1}}", v[0]) for i, v in enumerate(globals_)] + \\
+        [(f"local {{i + 1}}", v[0]) for i, v in enumerate(locals_)]
+fig, axes = plt.subplots(1, len(views), figsize=(2.6 * len(views), 2.8))
+for ax, (title, img) in zip(axes, views):
+    ax.imshow(optical_to_display(img.numpy())); ax.set_title(title); ax.axis("off")
+fig.suptitle("Multi-crop views of one scene: a local crop sees only part of the semantics")
+plt.show()
+""")
+
+md("""
+### Pre-training: QSACL and the image-level baseline, same budget
+
+Both runs use the same backbone initialisation, heads, views, optimiser, schedule and number of
+steps; optical and SAR batches alternate, so the one backbone learns both modalities
+(`rslab.models.qsacl.pretrain`, on `rslab.train.Trainer` with an `EMA` teacher).
+""")
+
+code("""
+def pretrain_method(cfg):
+    torch.manual_seed(seed)  # same backbone initialisation for every method
+    student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), cfg)
+    t0 = time.perf_counter()
+    trainer = pretrain(student, {"optical": pre_opt, "sar": pre_sar}, steps=steps, batch_size=batch_size,
+                       lr=lr, gsd=gsd, seed=seed, device=device)
+    return trainer, time.perf_counter() - t0
+
+
+qsacl_trainer, qsacl_s = pretrain_method(qsacl_cfg)
+base_trainer, base_s = pretrain_method(baseline_cfg)
+print(f"QSACL: {qsacl_s:.0f} s, image-level contrastive: {base_s:.0f} s for {steps} steps each")
+
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for name, tr in [("QSACL", qsacl_trainer), ("image-level contrastive", base_trainer)]:
+    h = [r for r in tr.history if "contrastive" in r]
+    ax.plot([r["step"] for r in h], [r["contrastive"] for r in h], label=name)
+ax.axhline(np.log(batch_size), color="grey", ls=":", label="log B (chance)")
+ax.set_xlabel("step"); ax.set_ylabel("contrastive loss"); ax.legend(); ax.set_title("Pre-training loss")
+plt.show()
+""")
+
+md("""
+## 4 · Linear probe: are the frozen features semantic?
+
+Freeze a backbone, take its last-stage features (the ones the pre-training objective shaped),
+standardise them and fit a **1x1 convolution** (a per-location linear classifier) on the labelled
+scenes; report mIoU on held-out scenes. Three backbones, same architecture: **random init**,
+**image-level contrastive**, **QSACL** (the EMA teacher's weights, the usual choice). Then the same
+probe on **SAR input** through the same QSACL backbone (its SAR tokenizer and prompts).
+""")
+
+code("""
+torch.manual_seed(seed)
+random_backbone = UnifiedBackbone(backbone_cfg).to(next(qsacl_trainer.ema_model.parameters()).device)
+qsacl_backbone = qsacl_trainer.ema_model.backbone
+base_backbone = base_trainer.ema_model.backbone
+
+
+def probe(backbone, modality):
+    x_tr, x_te = (probe_opt, test_opt) if modality == "optical" else (probe_sar, test_sar)
+    return linear_probe_miou(backbone, x_tr, probe_lab, x_te, test_lab, num_classes, modality, gsd, steps=probe_steps)
+
+
+t0 = time.perf_counter()
+probes = {
+    "random": probe(random_backbone, "optical"),
+    "contrastive": probe(base_backbone, "optical"),
+    "qsacl": probe(qsacl_backbone, "optical"),
+    "random_sar": probe(random_backbone, "sar"),
+    "contrastive_sar": probe(base_backbone, "sar"),
+    "qsacl_sar": probe(qsacl_backbone, "sar"),
+}
+print(f"probes: {time.perf_counter() - t0:.0f} s")
+for k, r in probes.items():
+    print(f"{k:16s} mIoU = {100 * r['miou']:.1f}")
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+names = ["random", "contrastive", "qsacl"]
+x = np.arange(len(names))
+ax.bar(x - 0.2, [100 * probes[n]["miou"] for n in names], 0.4, label="optical input")
+ax.bar(x + 0.2, [100 * probes[n + "_sar"]["miou"] for n in names], 0.4, label="SAR input")
+ax.set_xticks(x, ["random init", "image-level contrastive", "QSACL"]); ax.set_ylabel("linear-probe mIoU (%)")
+ax.set_title("Frozen features, 1x1 probe, held-out scenes"); ax.legend()
+plt.show()
+""")
+
+code("""
+leaf_names = tree.names()  # leaf classes, in label-id order
+print(f"{'class':22s}" + "".join(f"{n:>13s}" for n in ["random", "contrastive", "qsacl", "qsacl_sar"]))
+for k in range(num_classes):
+    vals = [probes[n]["iou_per_class"][k] for n in ["random", "contrastive", "qsacl", "qsacl_sar"]]
+    print(f"{leaf_names[k]:22s}" + "".join(f"{100 * v:13.1f}" if np.isfinite(v) else f"{'-':>13s}" for v in vals))
+""")
+
+md("""
+## 5 · What does each query look at?
+
+For held-out scenes, the teacher's cross-attention maps: where each query gathers its features
+from. The second figure answers "does a query specialise?" quantitatively: for every query, how
+much more of its attention falls on each class than that class's share of the pixels (the *lift*;
+1 = no preference).
+""")
+
+code("""
+qsacl_model = qsacl_trainer.ema_model
+attn = query_attention_maps(qsacl_model, test_opt[:8], "optical", gsd)
+n_show = min(num_queries, 6)
+fig, axes = plt.subplots(2, n_show + 2, figsize=(2.2 * (n_show + 2), 4.6))
+for row, b in enumerate([0, 1]):
+    axes[row, 0].imshow(optical_to_display(test_opt[b].numpy())); axes[row, 0].set_title("optical")
+    axes[row, 1].imshow(colorize_labels(test_lab[b].numpy(), tree)); axes[row, 1].set_title("labels")
+    for q in range(n_show):
+        axes[row, q + 2].imshow(attn[b, q].numpy(), cmap="magma"); axes[row, q + 2].set_title(f"query {q}")
+for ax in axes.ravel():
+    ax.axis("off")
+fig.suptitle("QSACL cross-attention of each query (teacher, held-out scenes)")
+plt.show()
+
+attn_all = query_attention_maps(qsacl_model, test_opt, "optical", gsd)
+share, lift = query_class_affinity(attn_all, test_lab, num_classes)
+fig, ax = plt.subplots(figsize=(9, 0.45 * num_queries + 1.8))
+im = ax.imshow(np.log2(lift.nan_to_num(1.0).clamp(1 / 8, 8).numpy()), cmap="coolwarm", vmin=-3, vmax=3, aspect="auto")
+ax.set_xticks(range(num_classes), leaf_names, rotation=45, ha="right"); ax.set_yticks(range(num_queries))
+ax.set_ylabel("query"); ax.set_title("log2 lift: attention share / pixel share, per class")
+fig.colorbar(im, ax=ax, label="log2 lift")
+plt.show()
+top = lift.nan_to_num(0).argmax(dim=1)
+for q in range(num_queries):
+    print(f"query {q}: prefers {leaf_names[top[q]]:20s} (lift {lift[q, top[q]]:.1f}, "
+          f"{100 * share[q, top[q]]:.0f}% of its attention)")
+""")
+
+md("""
+An interactive version: pick a scene and a query (the static figure above is what a headless run shows).
+""")
+
+code("""
+try:
+    import ipywidgets as widgets
+
+    def show_query(scene=0, query=0):
+        a = query_attention_maps(qsacl_model, test_opt[scene:scene + 1], "optical", gsd)[0, query]
+        fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+        axes[0].imshow(optical_to_display(test_opt[scene].numpy())); axes[0].axis("off")
+        axes[1].imshow(a.numpy(), cmap="magma"); axes[1].axis("off"); axes[1].set_title(f"query {query}")
+        plt.show()
+
+    widgets.interact(show_query, scene=(0, n_probe_test - 1), query=(0, num_queries - 1))
+except ImportError:
+    print("ipywidgets is not installed; the static figures above show the same maps")
+""")
+
+md("""
+## 6 · Save the pre-trained backbone, and the results
+
+The QSACL teacher's backbone (safetensors) and its config go to `artifacts/02_qsacl_pretraining/`;
+load it with `UnifiedBackbone(BackboneConfig(**config))` + `safetensors.torch.load_file`.
+""")
+
+code("""
+from dataclasses import asdict
+
+from safetensors.torch import save_file
+
+weights_path = run.artifacts / "backbone_qsacl.safetensors"
+state = {k: v.contiguous() for k, v in qsacl_backbone.state_dict().items()}
+save_file(state, str(weights_path))
+cfg_dict = asdict(backbone_cfg)
+cfg_dict["modalities"] = {k: asdict(v) for k, v in backbone_cfg.modalities.items()}
+(run.artifacts / "backbone_config.json").write_text(json.dumps(cfg_dict, indent=2))
+
+metrics = {
+    "probe_miou_random": probes["random"]["miou"],
+    "probe_miou_contrastive": probes["contrastive"]["miou"],
+    "probe_miou_qsacl": probes["qsacl"]["miou"],
+    "probe_miou_qsacl_sar": probes["qsacl_sar"]["miou"],
+    "probe_miou_random_sar": probes["random_sar"]["miou"],
+    "probe_miou_contrastive_sar": probes["contrastive_sar"]["miou"],
+    "pretrain_s_qsacl": qsacl_s,
+    "pretrain_s_contrastive": base_s,
+}
+path = run.save_results(metrics, backbone=backbone_preset, steps=steps)
+print(json.dumps(json.loads(path.read_text()), indent=2))
+gain = 100 * (metrics["probe_miou_qsacl"] - metrics["probe_miou_random"])
+vs = 100 * (metrics["probe_miou_qsacl"] - metrics["probe_miou_contrastive"])
+print(f"QSACL vs random init: {gain:+.1f} mIoU points; vs image-level contrastive: {vs:+.1f}")
+""")
+
+md("""
+## What to take away, and where to go further
+
+- One set of weights served optical and SAR; only tokenizers and 4 prompts per global stage differ.
+- APM decides per stage from the GSD; the cost table shows its price in tokens.
+- Read the probe numbers above, not ours: they are measured on this run. At this CPU scale
+  (a few hundred steps, 2 M parameters) the gaps are small and can go either way; the `full`
+  profile (GPU, `small`/`base` presets, more steps) is where the paper's claims can be tested.
+- Try: `num_queries=1` (QSACL with one query is nearly the baseline), more `num_local` crops,
+  `intensity_jitter=0.2` (colour invariance hurts when colour is the main cue), `steps=1000`.
+""")
+
+nb = new_notebook(cells=cells, metadata={
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    "language_info": {"name": "python"},
+})
+nbformat.write(nb, OUT)
+print("wrote", OUT)
