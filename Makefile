@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install tutorial notebooks test bench book clean strip
+.PHONY: install tutorial notebooks test test-fast bench book clean strip
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ notebooks: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# unit tests only: no notebook runs, no multi-process training tests
+test-fast: install
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not notebook and not slow"
 
 bench: install
 	$(PY) -m benchmarks

@@ -62,12 +62,13 @@ data_root = None           # folder of the real dataset (full profile)
 scene_size = 64            # synthetic scene side: metrics are computed at this original resolution
 n_train_scenes = 300       # held-out evaluation uses the next n_eval_scenes scene indices
 n_eval_scenes = 40
-min_area_frac = 0.02       # keep expressions whose target covers at least 2 % of the image
-steps = 150                # optimiser steps per ablation row (the same for every row)
-batch_size = 8
-lr = 1e-3
+min_area_frac = 0.05       # keep expressions whose target covers at least 5 % of the image
+steps = 400                # optimiser steps per ablation row (the same for every row)
+batch_size = 4
+lr = 2e-3
 train_hiera = True         # no SAM2 weights offline: train Hiera instead of freezing random weights
 sam2_checkpoint = None     # path or file name of an official SAM2 checkpoint (full profile)
+allow_download = False     # let rslab.weights fetch the checkpoint when it is not on disk
 ablation_rows = "all"      # "all" or a comma-separated subset of baseline,tbl,tbl_mpg,tbl_bhfm,full
 num_threads = 2            # CPU threads for torch
 """, tags=["parameters"])
@@ -201,7 +202,8 @@ checkpoint_path = None
 if sam2_checkpoint:
     from rslab.weights import find_weights
 
-    checkpoint_path = find_weights(str(sam2_checkpoint)) if not os.path.isfile(str(sam2_checkpoint)) else sam2_checkpoint
+    checkpoint_path = (sam2_checkpoint if os.path.isfile(str(sam2_checkpoint))
+                       else find_weights(str(sam2_checkpoint), allow_download=allow_download))
 torch.manual_seed(seed)
 model = RS2SAM2(base_cfg)
 if checkpoint_path is not None:

@@ -135,22 +135,26 @@ def class_names_for(tree: SemanticTree, level: int, split: str, rng: np.random.G
 
 def make_episode(targets: ScenePool, target_ids, prompts: ScenePool, level: int, modality: str,
                  rng: np.random.Generator, annotation: str = "mask", shots: int = 1,
-                 names: str = "train", other_style: bool = True, exclude: set[int] | None = None) -> Episode:
+                 names: str = "train", other_style: bool = True, exclude: set[int] | None = None,
+                 classes: list[str] | None = None) -> Episode:
     """Assemble an episode: targets ``target_ids`` of ``targets``, prompts drawn from ``prompts``.
 
     For every class at ``level`` (K of them) ``shots`` prompt scenes containing it are drawn; a
     class found in no prompt scene is marked invalid (ignored by the model and the metrics).
     ``exclude``: prompt-pool positions never used as prompts (the targets, when both pools are one).
+    ``classes``: prompt only these classes of ``level`` (names or synonyms); the others are marked
+    invalid, i.e. neither predicted nor scored. A name missing from the tree raises ``ValueError``.
     """
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
     target_ids = list(target_ids)
     tree = targets.tree
     k = tree.num_classes(level)
+    wanted = set(range(k)) if classes is None else {tree.class_id(tree.find(c), level) for c in classes}
     tgt_styles = set(targets.styles[target_ids].tolist())
     prompt_lab = prompts.level_labels(level)
     images, masks, valid = [], [], np.zeros(k, dtype=bool)
-    for c in range(k):
+    for c in sorted(wanted):
         holders = np.nonzero(prompts.presence[level][:, c])[0]
         if exclude:
             holders = np.array([h for h in holders if h not in exclude], dtype=np.int64)

@@ -222,7 +222,9 @@ def validate_inputs(prior, features, top_k_init: int = 1) -> tuple[torch.Tensor,
     if (sums <= 0).any():
         raise ValueError(f"prior has {int((sums <= 0).sum())} all-zero rows (first: row "
                          f"{int((sums <= 0).nonzero()[0])}); a patch needs some prior mass")
-    bad = ~torch.isfinite(features).all(dim=1)
+    # chunked: torch.isfinite on the whole (N, D) array would briefly double its memory
+    bad = torch.cat([~torch.isfinite(features[i:i + 4096]).all(dim=1)
+                     for i in range(0, n, 4096)])
     if bad.any():
         raise ValueError(f"features have {int(bad.sum())} rows with NaN/inf; fix them first")
     return prior / sums[:, None], features

@@ -502,3 +502,15 @@ def semantic_inference(class_logits: torch.Tensor, mask_logits: torch.Tensor) ->
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def parameter_breakdown(model: VITA) -> dict[str, int]:
+    """Parameters per part. The paper's "VITA-Former + VITA-Decoder: 18M" counts the two heads;
+    a Mask2Former-style decoder also needs the pixel decoder (FPN) and a text projection, listed
+    separately here so the comparison is honest."""
+    parts = {"encoder": model.encoder, "pixel_decoder": model.pixel_decoder, "text_proj": model.text_proj,
+             "vita_former": model.former, "vita_decoder": model.decoder}
+    out = {name: count_parameters(m) for name, m in parts.items()}
+    out["former+decoder"] = out["vita_former"] + out["vita_decoder"]
+    out["former+decoder+pixel_decoder+text_proj"] = out["former+decoder"] + out["pixel_decoder"] + out["text_proj"]
+    return out

@@ -1,0 +1,166 @@
+"""RS2-SAM2 training, evaluation at original resolution, ablation, saving (tiny model at 32 px)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sam2")
+
+from rslab.data.referring import ReferringDataset  # noqa: E402
+from rslab.data.sample import ReferringExpression, Sample  # noqa: E402
+from rslab.models import rs2sam2_train as rt  # noqa: E402
+from rslab.models.rs2sam2 import RS2SAM2Config  # noqa: E402
+
+CFG = RS2SAM2Config.tiny(image_size=32, union_image_size=32, union_dim=32, union_heads=2, train_hiera=True)
+
+
+class FakeTokens:
+    """Stands in for MiniLMTokenEncoder: deterministic (B, L, 384) states per expression."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        length = max(len(t.split()) for t in texts)
+        states = torch.zeros(len(texts), length, 384)
+        pad = torch.ones(len(texts), length, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            for j, w in enumerate(t.split()):
+                g = torch.Generator().manual_seed(sum(map(ord, w)))
+                states[i, j] = torch.randn(384, generator=g)
+                pad[i, j] = False
+        return states, pad
+
+
+def _square(size, top, left, side):
+    m = np.zeros((size, size), bool)
+    m[top:top + side, left:left + side] = True
+    return m
+
+
+def _dataset(n_images=4, size=48):
+    """Bright square on the left or right; the expression says which."""
+    samples = []
+    for i in range(n_images):
+        img = np.full((3, size, size), 0.2, np.float32)
+        left = _square(size, 8, 4, 16)
+        right = _square(size, 24, 28, 16)
+        img[:, left] = 0.9
+        img[:, right] = 0.6
+        samples.append(Sample(optical=img, referring=[ReferringExpression("the left square", left, "a"),
+                                                      ReferringExpression("the right square", right, "b")]))
+    return ReferringDataset(samples)
+
+
+class QuadrantModel(torch.nn.Module):
+    """Predicts the top-left quadrant of a 16 px model input, whatever the text (a metric oracle)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = RS2SAM2Config.tiny(image_size=16)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images, states, pad):
+        logits = torch.full((images.shape[0], 1, 16, 16), -10.0)
+        logits[:, :, :8, :8] = 10.0
+        return {"masks": logits}
+
+
+def test_make_batches_covers_every_item_once_per_epoch():
+    st = _dataset(3).stacked(32)
+    enc = FakeTokens()
+    batches = rt.make_batches(st, enc, batch_size=2, seed=5)
+    assert sorted(set(enc.calls[0])) == ["the left square", "the right square"]  # encoded once, up front
+    epoch0 = list(batches(0))
+    assert len(epoch0) == 3 and all(b["images"].shape == (2, 3, 32, 32) for b in epoch0)
+    seen = torch.cat([b["targets"].flatten(1).sum(1) for b in epoch0])
+    assert sorted(seen.tolist()) == sorted(st["targets"].flatten(1).sum(1).tolist())
+    again = list(batches(0))
+    assert all(torch.equal(a["images"], b["images"]) for a, b in zip(epoch0, again))  # deterministic
+    assert not all(torch.equal(a["targets"], b["targets"]) for a, b in zip(epoch0, batches(1)))  # reshuffled
+    assert epoch0[0]["text_pad"].dtype == torch.bool
+    with pytest.raises(ValueError, match="batch"):
+        rt.make_batches(st, enc, batch_size=64)
+
+
+def test_evaluate_scores_at_original_resolution():
+    """Hand case: a 16 px top-left-quadrant prediction upsampled to 32 px masks."""
+    a = _square(32, 0, 0, 16)                 # exactly the quadrant: IoU 1
+    b = np.zeros((32, 32), bool)
+    b[:8, :] = True                           # inter 8*16 = 128, union 256 + 256 - 128 = 384: IoU 1/3
+    img = np.zeros((3, 32, 32), np.float32)
+    data = ReferringDataset([Sample(optical=img, referring=[ReferringExpression("a", a, "x"),
+                                                            ReferringExpression("b", b, "y")])])
+    out = rt.evaluate_referring(QuadrantModel(), data, FakeTokens(), batch_size=1, by_class=True)
+    assert out["n"] == 2
+    assert out["miou"] == pytest.approx((1 + 1 / 3) / 2)
+    assert out["oiou"] == pytest.approx((256 + 128) / (256 + 384))
+    assert out["pr50"] == 0.5 and out["pr90"] == 0.5
+    assert out["by_class"]["x"]["miou"] == pytest.approx(1.0)
+
+
+def test_train_evaluate_save_load_roundtrip(tmp_path):
+    data = _dataset(4)
+    enc = FakeTokens()
+    trained = rt.train_rs2sam2(CFG, data, enc, rt.RS2SAM2TrainConfig(steps=3, batch_size=4, progress=False))
+    losses = [r["loss"] for r in trained.history if "loss" in r]
+    assert losses and all(np.isfinite(losses)) and trained.steps == 3
+    assert not trained.model.training
+    assert {"ce", "dice", "tbl"} <= set(trained.history[-1])
+    fresh = rt.RS2SAM2(CFG)
+    moved = [n for (n, p), (_, q) in zip(trained.model.named_parameters(), fresh.named_parameters())
+             if p.requires_grad and not torch.equal(p, q)]
+    assert any(n.startswith("union.") for n in moved) and any(".bhfm." in n for n in moved)
+
+    metrics = rt.evaluate_referring(trained.model, data, enc)
+    assert set(metrics) >= {"miou", "oiou", "pr50", "pr70", "pr90", "n"} and metrics["n"] == len(data)
+    weights = rt.save_rs2sam2(trained.model, tmp_path / "m")
+    assert weights.name == "model.safetensors" and (tmp_path / "m" / "config.json").is_file()
+    again = rt.load_rs2sam2(tmp_path / "m")
+    assert again.cfg == CFG
+    assert rt.evaluate_referring(again, data, enc) == metrics
+    with pytest.raises(FileNotFoundError, match="save_rs2sam2"):
+        rt.load_rs2sam2(tmp_path / "absent")
+
+
+def test_ablation_rows_share_budget_and_report():
+    data = _dataset(4)
+    result = rt.run_ablation(CFG, data, data, FakeTokens(), rt.RS2SAM2TrainConfig(steps=2, batch_size=4, progress=False),
+                             rows=["baseline", "full"], log=None)
+    assert list(result.metrics) == ["baseline", "full"]
+    base, full = result.models["baseline"], result.models["full"]
+    assert base.mpg is None and base.text_guidance is None and base.criterion.weights.boundary == 0
+    assert full.mpg is not None and full.criterion.weights.boundary == pytest.approx(0.2)
+    assert "tbl" not in result.histories["baseline"][-1] and "tbl" in result.histories["full"][-1]
+    assert [r["step"] for r in result.histories["baseline"] if "loss" in r][-1] == 2
+    flat = result.flat()
+    assert {"miou_baseline", "miou_full", "oiou_full", "pr50_full", "pr90_baseline"} <= set(flat)
+    table = result.table()
+    assert "| SAM2 + union encoder (baseline) |" in table and "+ all (RS2-SAM2)" in table
+    with pytest.raises(ValueError, match="unknown ablation rows"):
+        rt.run_ablation(CFG, data, data, FakeTokens(), rows=["everything"])
+
+
+def test_segment_validates_inputs():
+    model = QuadrantModel()
+    enc = FakeTokens()
+    img = np.zeros((4, 32, 32), np.float32)  # RGB + NIR: the first three bands are used
+    mask = rt.segment(model, enc, img, "the field")
+    assert mask.shape == (32, 32) and mask.dtype == bool and mask[:16, :16].all() and not mask[16:].any()
+    with pytest.raises(ValueError, match="empty"):
+        rt.segment(model, enc, img, "  ")
+    with pytest.raises(ValueError, match="not RGB"):
+        rt.segment(model, enc, np.zeros((2, 32, 32), np.float32), "the lake")
+    with pytest.raises(ValueError, match="C, H, W"):
+        rt.segment(model, enc, np.zeros((32, 32), np.float32), "the lake")
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="steps"):
+        rt.RS2SAM2TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        rt.RS2SAM2TrainConfig(batch_size=0)
+    assert rt.RS2SAM2TrainConfig(steps=5, warmup_steps=50).warmup_steps == 5
