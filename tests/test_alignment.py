@@ -191,3 +191,37 @@ def test_save_and_load_roundtrip(tmp_path):
     torch.testing.assert_close(loaded(x).embedding, enc(x).embedding)
     with pytest.raises(FileNotFoundError, match="01_sar_alignment"):
         load_encoder(tmp_path / "missing")
+
+
+def test_data_helpers_on_the_synthetic_world():
+    import numpy as np
+
+    from rslab.data.sample import Sample
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.models.alignment import balanced_scenes, dominant_class, pairs_to_tensors, tile_pairs
+
+    world = SyntheticWorld(WorldConfig(size=64), seed=0)
+    tree = world.tree
+    labels = np.full((4, 4), 255)
+    labels[:3] = tree.find("river").leaf_id
+    labels[3] = tree.find("car").leaf_id
+    assert tree.names(2)[dominant_class(labels, tree, 2)] == "river"
+    assert tree.names(1)[dominant_class(labels, tree, 1)] == "water"
+
+    samples, targets = balanced_scenes(world, ["bare soil", "road"], per_class=2, level=2, start=1000)
+    assert targets.tolist() == [0, 0, 1, 1]
+    assert [tree.names(2)[dominant_class(s.labels, tree, 2)] for s in samples] == ["bare soil"] * 2 + ["road"] * 2
+    assert all(s.meta["index"] >= 1000 for s in samples)
+    optical, sar = pairs_to_tensors(samples)
+    assert optical.shape == (4, 4, 64, 64) and sar.shape == (4, 2, 64, 64)
+    with pytest.raises(ValueError, match="lack an optical or SAR"):
+        pairs_to_tensors([Sample(optical=samples[0].optical)])
+
+    big = Sample(optical=np.random.rand(13, 40, 40).astype(np.float32),
+                 sar=np.random.rand(2, 40, 40).astype(np.float32), labels=np.zeros((40, 40), dtype=np.int64))
+    tiles = tile_pairs(big, 16, optical_bands=(3, 2, 1, 7))
+    assert tiles["optical"].shape == (4, 4, 16, 16) and tiles["sar"].shape == (4, 2, 16, 16)
+    assert tiles["origin"].tolist() == [[0, 0], [0, 16], [16, 0], [16, 16]]
+    np.testing.assert_array_equal(tiles["optical"][3].numpy(), big.optical[[3, 2, 1, 7], 16:32, 16:32])
+    with pytest.raises(ValueError, match="tile must be"):
+        tile_pairs(big, 64)

@@ -102,46 +102,59 @@ def test_evaluate_scores_at_original_resolution():
     assert out["by_class"]["x"]["miou"] == pytest.approx(1.0)
 
 
-def test_train_evaluate_save_load_roundtrip(tmp_path):
-    data = _dataset(4)
-    enc = FakeTokens()
-    trained = rt.train_rs2sam2(CFG, data, enc, rt.RS2SAM2TrainConfig(steps=3, batch_size=4, progress=False))
-    losses = [r["loss"] for r in trained.history if "loss" in r]
-    assert losses and all(np.isfinite(losses)) and trained.steps == 3
-    assert not trained.model.training
-    assert {"ce", "dice", "tbl"} <= set(trained.history[-1])
-    fresh = rt.RS2SAM2(CFG)
-    moved = [n for (n, p), (_, q) in zip(trained.model.named_parameters(), fresh.named_parameters())
-             if p.requires_grad and not torch.equal(p, q)]
-    assert any(n.startswith("union.") for n in moved) and any(".bhfm." in n for n in moved)
-
-    metrics = rt.evaluate_referring(trained.model, data, enc)
-    assert set(metrics) >= {"miou", "oiou", "pr50", "pr70", "pr90", "n"} and metrics["n"] == len(data)
-    weights = rt.save_rs2sam2(trained.model, tmp_path / "m")
-    assert weights.name == "model.safetensors" and (tmp_path / "m" / "config.json").is_file()
-    again = rt.load_rs2sam2(tmp_path / "m")
-    assert again.cfg == CFG
-    assert rt.evaluate_referring(again, data, enc) == metrics
-    with pytest.raises(FileNotFoundError, match="save_rs2sam2"):
-        rt.load_rs2sam2(tmp_path / "absent")
-
-
-def test_ablation_rows_share_budget_and_report():
+@pytest.fixture(scope="module")
+def ablation():
+    """Two rows, two steps each: shared by the tests below (building SAM2 takes a while)."""
     data = _dataset(4)
     result = rt.run_ablation(CFG, data, data, FakeTokens(), rt.RS2SAM2TrainConfig(steps=2, batch_size=4, progress=False),
                              rows=["baseline", "full"], log=None)
+    return data, result
+
+
+def test_ablation_rows_share_budget_and_report(ablation):
+    data, result = ablation
     assert list(result.metrics) == ["baseline", "full"]
     base, full = result.models["baseline"], result.models["full"]
     assert base.mpg is None and base.text_guidance is None and base.criterion.weights.boundary == 0
     assert full.mpg is not None and full.criterion.weights.boundary == pytest.approx(0.2)
+    for row in ("baseline", "full"):
+        losses = [r["loss"] for r in result.histories[row] if "loss" in r]
+        assert losses and all(np.isfinite(losses))
+        assert [r["step"] for r in result.histories[row] if "loss" in r][-1] == 2  # same budget
+        assert set(result.metrics[row]) >= {"miou", "oiou", "pr50", "pr70", "pr90", "n"}
+        assert result.metrics[row]["n"] == len(data)
     assert "tbl" not in result.histories["baseline"][-1] and "tbl" in result.histories["full"][-1]
-    assert [r["step"] for r in result.histories["baseline"] if "loss" in r][-1] == 2
     flat = result.flat()
     assert {"miou_baseline", "miou_full", "oiou_full", "pr50_full", "pr90_baseline"} <= set(flat)
+    assert flat["miou_full"] == result.metrics["full"]["miou"]
     table = result.table()
     assert "| SAM2 + union encoder (baseline) |" in table and "+ all (RS2-SAM2)" in table
     with pytest.raises(ValueError, match="unknown ablation rows"):
         rt.run_ablation(CFG, data, data, FakeTokens(), rows=["everything"])
+
+
+def test_training_moves_the_trained_parts(ablation):
+    _, result = ablation
+    trained = result.models["full"]
+    assert not trained.training
+    torch.manual_seed(0)  # the initialisation train_rs2sam2 uses for seed 0
+    fresh = rt.RS2SAM2(trained.cfg)
+    moved = {n for (n, p), (_, q) in zip(trained.named_parameters(), fresh.named_parameters()) if not torch.equal(p, q)}
+    assert any(n.startswith("union.") for n in moved) and any(".bhfm." in n for n in moved)
+    assert any(n.startswith("mpg.") for n in moved) and any(n.startswith("sam.sam_mask_decoder.") for n in moved)
+    assert not any(n.startswith("sam.memory_encoder.") for n in moved)  # video memory: frozen, unused
+
+
+def test_save_load_roundtrip(ablation, tmp_path):
+    data, result = ablation
+    model = result.models["full"]
+    weights = rt.save_rs2sam2(model, tmp_path / "m")
+    assert weights.name == "model.safetensors" and (tmp_path / "m" / "config.json").is_file()
+    again = rt.load_rs2sam2(tmp_path / "m")
+    assert again.cfg == model.cfg
+    assert rt.evaluate_referring(again, data, FakeTokens()) == result.metrics["full"]
+    with pytest.raises(FileNotFoundError, match="save_rs2sam2"):
+        rt.load_rs2sam2(tmp_path / "absent")
 
 
 def test_segment_validates_inputs():

@@ -45,8 +45,10 @@ with **scene context** taken from a vision foundation model (DINOv2/v3):
   (Sec. 3.4): initialise the means from each class's most confident patches (Eq. 9), then
   alternate E-step (Eq. 11), z-update (Eq. 12) and M-step with z as responsibilities (Eqs. 13-14).
 
-Everything lives in `rslab.models.coninfer`; `rslab.models.maskclip` provides the MaskCLIP /
-MaskCLIP* prior used by the paper (full profile). This notebook runs:
+Everything lives in `rslab.models.coninfer`; `rslab.recipes.coninfer` builds the two branches from
+the suite's own models (notebook 01's optical–text and SAR encoders, notebook 02's backbone);
+`rslab.models.maskclip` provides the MaskCLIP / MaskCLIP* prior used by the paper (full profile).
+This notebook runs:
 
 1. an **ablation** on held-out synthetic scenes: prior vs context-only vs decoupled vs joint;
 2. the **convergence** of the objective, and a widget stepping through the iterations;
@@ -59,9 +61,9 @@ code("""
 profile = "smoke"        # ci | smoke | full (papermill overrides from notebooks/profiles/*.yaml)
 seed = 0
 size = 256               # synthetic scene side (px)
-patch = 8                # patch side (px) of the default-profile branches
+patch = 8                # patch side (px) of the default-profile branches (= the notebook-01 encoders' token)
 level = 3                # tree level evaluated: 3 = the 12 leaf classes, 1 = 5 coarse classes
-n_prior_scenes = 6       # style-0 scenes the weak prior is trained on
+n_prior_scenes = 6       # style-0 scenes the stand-in (weak) prior is trained on
 n_context_scenes = 32    # scenes (all styles) the stand-in context encoder is trained on
 n_test_scenes = 16       # held-out scenes
 pool_images = 16         # images pooled into one mixture (the paper: 50)
@@ -69,8 +71,18 @@ n_iter = 10              # EM iterations (Sec. 4.2)
 large_size = 1024        # side of the large synthetic scene for tiled inference
 tile = 256               # tile side for tiled inference
 use_real = True          # run on ../shared/real_samples when present
-prior_source = "weak"            # "weak" (trained here) | "maskclip_star" (full: OpenAI CLIP)
-context_source = "standin"       # "standin" (trained here) | a timm DINOv2 model name (full)
+prior_source = "text"            # "text" (notebook-01 encoders) | "weak" (stand-in) | "maskclip_star" (full: OpenAI CLIP)
+context_source = "backbone"      # "backbone" (notebook-02) | "standin" | a timm DINOv2 model name (full)
+encoders_dir = "artifacts/01_sar_alignment"       # notebook 01's saved optical / SAR encoders
+backbone_dir = "artifacts/02_qsacl_pretraining"   # notebook 02's saved backbone
+train_missing = True     # artifacts missing: train them here on a small budget (False: use the stand-ins)
+lit_steps = 60           # ... locked-text tuning steps of the optical encoder (notebook 01: 150)
+align_steps = 60         # ... SAR alignment steps (notebook 01: 300)
+n_align_scenes = 256     # ... 64 px training scenes for both
+backbone_steps = 30      # ... QSACL pre-training steps of the backbone (notebook 02: 100)
+prior_temperature = 0.03 # T of the text prior softmax(cos / T)
+context_stages = [3]     # backbone stages (0-3) pooled onto the patch grid as context features
+joint_mode = "reference" # the ConInfer mode presented as "joint" (both are reported)
 clip_weights = ""                # full profile: path to OpenAI ViT-B/16 open_clip weights
 dino_weights = ""                # full profile: path to the timm DINO checkpoint
 """, tags=["parameters"])

@@ -168,8 +168,8 @@ class SARViewAugment:
     """
 
     crop: int | None = 48
-    looks: tuple[float, float] | None = (2.0, 8.0)
-    speckle_window: int = 5
+    looks: tuple[float, float] | None = (3.0, 12.0)
+    speckle_window: int = 3
     max_offset_db: float = 1.0
     flips: bool = True
     rot90: bool = True

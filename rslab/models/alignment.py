@@ -10,7 +10,9 @@ trained with L_img = lambda_CL L_CL + lambda_CMA L_CMA on globally average-poole
 Default profile (no pretrained CLIP on disk): the optical encoder is a small
 :class:`~rslab.models.encoders.ImageEncoder` first trained briefly against the *frozen* MiniLM text
 encoder on synthetic captions and class prompts (locked-text tuning, :class:`OpticalTextModel`),
-then frozen. The full profile plugs in a pretrained CLIP vision tower instead.
+then frozen. The paper's setting -- a pretrained CLIP vision tower with its text tower -- needs only
+an optical encoder returning GAP features in the text space; wiring an open_clip tower in is left
+to the full profile (not done yet: it currently runs the same recipe with larger encoders).
 
 Pieces:
 - :class:`AlignmentConfig` -- encoder sizes and loss weights (tiny/small/base presets).

@@ -61,7 +61,7 @@ class VITAConfig:
     text_dim: int = 384
     num_queries: int = 8
     former_layers: int = 1
-    decoder_layers: int = 3
+    decoder_layers: int = 2
     heads: int = 4
     ffn_dim: int = 256
     num_prototypes: int = 1
@@ -101,13 +101,14 @@ class VITAConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def masked_average_pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def masked_average_pool(features: torch.Tensor, masks: torch.Tensor, may_be_empty: torch.Tensor | None = None) -> torch.Tensor:
     """Visual prompt tokens: average of ``features (S, C, h, w)`` under ``masks (S, K, H, W)``.
 
     ``S`` shots share the K classes; the pooled vectors are averaged over the shots in which a
     class is annotated (k-shot prompting). Masks are resized to the feature grid by area
     interpolation, so thin objects keep a fractional weight. Returns ``(K, C)``; a class with
-    no annotated pixel in any shot raises ``ValueError``.
+    no annotated pixel in any shot raises ``ValueError`` unless ``may_be_empty`` (a ``(K,)`` bool)
+    marks it as an unprompted class, whose token is then zero (it is masked out downstream).
     """
     if features.ndim != 4 or masks.ndim != 4 or features.shape[0] != masks.shape[0]:
         raise ValueError(
@@ -116,7 +117,10 @@ def masked_average_pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Te
         )
     weights = F.interpolate(masks.float(), size=features.shape[-2:], mode="area")  # (S, K, h, w)
     mass = weights.sum((-2, -1))  # (S, K)
-    empty = (mass.sum(0) <= 0).nonzero().flatten().tolist()
+    is_empty = mass.sum(0) <= 0
+    if may_be_empty is not None:
+        is_empty = is_empty & ~may_be_empty.to(is_empty.device).bool()
+    empty = is_empty.nonzero().flatten().tolist()
     if empty:
         raise ValueError(
             f"prompt annotation for class index {empty} is empty in every shot; give each prompted class "
@@ -124,7 +128,7 @@ def masked_average_pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Te
         )
     pooled = torch.einsum("skhw,schw->skc", weights, features) / mass.clamp_min(1e-6)[..., None]
     shot_has = (mass > 0).float()[..., None]
-    return (pooled * shot_has).sum(0) / shot_has.sum(0)
+    return (pooled * shot_has).sum(0) / shot_has.sum(0).clamp_min(1.0)
 
 
 def box_to_mask(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -479,7 +483,9 @@ class VITA(nn.Module):
         # unimodal branch; for naive fusion that is the "concat with a missing input" it sees.
         if prompt_images is not None:
             _, prompt_pixels = self.features(prompt_images, prompt_modality)
-            pv = masked_average_pool(prompt_pixels, prompt_masks)[None].expand(b, -1, -1)
+            # a class no target prompts (ctx_valid False everywhere) may lack an annotation
+            unprompted = ~ctx_valid.any(0)
+            pv = masked_average_pool(prompt_pixels, prompt_masks, unprompted)[None].expand(b, -1, -1)
         else:
             pv = torch.zeros(b, k, d, device=target.device)
         pt = self.text_proj(text_emb.to(target.dtype))[None].expand(b, -1, -1) if text_emb is not None \
@@ -514,3 +520,63 @@ def parameter_breakdown(model: VITA) -> dict[str, int]:
     out["former+decoder"] = out["vita_former"] + out["vita_decoder"]
     out["former+decoder+pixel_decoder+text_proj"] = out["former+decoder"] + out["pixel_decoder"] + out["text_proj"]
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reusing notebook 02's backbone as the image encoder
+# ----------------------------------------------------------------------------------------------
+
+
+class BackboneAdapter(nn.Module):
+    """Wraps any ``backbone(x, modality, gsd) -> [f_1, f_2, f_3, ...]`` (e.g. the SkySense V2
+    :class:`rslab.models.backbone.UnifiedBackbone` of notebook 02) into VITA's encoder
+    interface: its first three stages resized to strides 4 / 8 / 16.
+
+    ``gsd`` is passed to the backbone (the synthetic optical and SAR share 1 m pixels, whereas
+    the backbone's SAR default is 10 m, which would change its adaptive patch merging).
+    """
+
+    def __init__(self, backbone: nn.Module, gsd: float | None = 1.0):
+        super().__init__()
+        if not hasattr(backbone, "out_channels") or len(backbone.out_channels) < 3:
+            raise ValueError("backbone must expose out_channels with at least three stages")
+        self.backbone, self.gsd = backbone, gsd
+        self.out_channels = list(backbone.out_channels[:3])
+
+    def forward(self, x: torch.Tensor, modality: str) -> list[torch.Tensor]:
+        if x.shape[-1] % 16 or x.shape[-2] % 16:
+            raise ValueError(f"image size must be a multiple of 16, got {tuple(x.shape[-2:])}")
+        feats = self.backbone(x, modality, self.gsd)[:3]
+        h, w = x.shape[-2:]
+        return [f if f.shape[-2:] == (h // s, w // s) else
+                F.interpolate(f, size=(h // s, w // s), mode="bilinear", align_corners=False)
+                for f, s in zip(feats, (4, 8, 16))]
+
+
+def load_qsacl_backbone(folder) -> nn.Module:
+    """Notebook 02's pretrained backbone (``backbone_config.json`` + ``backbone_qsacl.safetensors``)."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from rslab.models.backbone import BackboneConfig, ModalitySpec, UnifiedBackbone
+
+    folder = Path(folder)
+    cfg_path, w_path = folder / "backbone_config.json", folder / "backbone_qsacl.safetensors"
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise FileNotFoundError(f"no {cfg_path.name} / {w_path.name} in {folder}; run notebook 02 first.")
+    raw = json.loads(cfg_path.read_text())
+    raw["modalities"] = {k: ModalitySpec(**v) for k, v in raw["modalities"].items()}
+    for key in ("depths", "num_heads"):
+        raw[key] = tuple(raw[key])
+    net = UnifiedBackbone(BackboneConfig(**raw))
+    net.load_state_dict(load_file(str(w_path)))
+    return net
+
+
+def dataclasses_asdict(cfg: VITAConfig) -> dict:
+    """The config as a JSON-friendly dict (saved next to the weights)."""
+    from dataclasses import asdict
+
+    return asdict(cfg)

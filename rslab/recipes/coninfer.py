@@ -1,0 +1,239 @@
+"""ConInfer's two branches built from the suite's own models (notebook 05, default profile).
+
+ConInfer (``rslab.models.coninfer``) refines any per-patch class prior with context features.
+The paper takes the prior from a CLIP-style vision-language model (MaskCLIP*, Sec. 3.1,
+Eqs. 1-4) and the context from DINOv3 tokens (Sec. 3.2). No such weights exist offline, so the
+default profile uses what the earlier notebooks train:
+
+* **text prior** (:func:`text_prior_maps`): the notebook-01 optical encoder lives in the MiniLM
+  text space (locked-text tuning); its patch tokens, passed through the same projection ``head``
+  that maps the pooled token into that space, are compared with MiniLM class-prompt embeddings
+  (cosine), and ``softmax(cos / T)`` gives the per-patch prior (the dense reading of Eq. 4, as
+  MaskCLIP reads CLIP's patch tokens). The aligned notebook-01 SAR encoder gives a SAR prior the
+  same way: SAR classified by text it never saw.
+* **context features** (:func:`backbone_context_maps`): one stage of the notebook-02 unified
+  backbone (QSACL pre-trained), average-pooled onto the prior's patch grid.
+
+Loading (:func:`load_alignment_encoders`, :func:`load_backbone`) reads the files notebooks 01 and
+02 save under ``artifacts/``; :func:`train_alignment_encoders` and :func:`pretrain_backbone`
+re-run those notebooks' recipes on a small budget when the files are missing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from rslab.models.backbone import BackboneConfig, ModalitySpec, UnifiedBackbone
+from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_optical, preprocess_sar
+
+__all__ = [
+    "text_prior_maps",
+    "backbone_context_maps",
+    "load_alignment_encoders",
+    "load_backbone",
+    "train_alignment_encoders",
+    "pretrain_backbone",
+]
+
+
+def _check_images(images: torch.Tensor, name: str = "images") -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+
+
+@torch.no_grad()
+def text_prior_maps(encoder: ImageEncoder, images: torch.Tensor, class_embeddings: torch.Tensor,
+                    modality: str = "optical", temperature: float = 0.03, batch_size: int = 8
+                    ) -> torch.Tensor:
+    """Per-patch class probabilities from an encoder aligned with a text space.
+
+    ``p_i = softmax_k(cos(head(t_i), e_k) / T)`` for every patch token ``t_i`` (Eq. 4 with
+    ``1 / T`` as CLIP's logit scale; the public ConInfer code uses 100, i.e. T = 0.01).
+
+    Args:
+        encoder: an :class:`~rslab.models.encoders.ImageEncoder` whose ``head`` projects into the
+            text space (notebook 01's optical or aligned SAR encoder).
+        images: (B, C, H, W) optical reflectance in [0, 1] (``modality="optical"``) or SAR in dB
+            (``modality="sar"``; NaN nodata is zeroed by :func:`preprocess_sar`).
+        class_embeddings: (K, D) L2-normalised class-prompt embeddings, D = the head's output size.
+        temperature: softmax temperature T > 0.
+        batch_size: images per forward pass.
+    Returns (B, K, h, w) float32 probabilities on the encoder's token grid (h = H / patch_size).
+    """
+    _check_images(images)
+    if modality not in ("optical", "sar"):
+        raise ValueError(f"modality must be 'optical' or 'sar', got {modality!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if class_embeddings.ndim != 2 or class_embeddings.shape[1] != encoder.cfg.out_dim:
+        raise ValueError(f"class_embeddings must be (K, {encoder.cfg.out_dim}) (the encoder's text space), "
+                         f"got {tuple(class_embeddings.shape)}")
+    if class_embeddings.shape[0] < 2:
+        raise ValueError("need at least 2 classes")
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    classes = F.normalize(class_embeddings.float(), dim=-1).to(device)
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        chunk = images[i:i + batch_size].to(device)
+        x = preprocess_optical(chunk) if modality == "optical" else preprocess_sar(chunk)[0]
+        tokens, (h, w) = encoder.forward_tokens(x)
+        cos = F.normalize(encoder.head(tokens), dim=-1) @ classes.T          # (b, N, K)
+        probs = torch.softmax(cos / temperature, dim=-1)
+        out.append(probs.reshape(-1, h, w, classes.shape[0]).permute(0, 3, 1, 2).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def backbone_context_maps(backbone: UnifiedBackbone, images: torch.Tensor, modality: str,
+                          grid: tuple[int, int], stages: Sequence[int] = (3,), gsd: float | None = None,
+                          batch_size: int = 8) -> torch.Tensor:
+    """Context features: the chosen stages' feature maps, average-pooled onto ``grid``.
+
+    Args:
+        backbone: a :class:`~rslab.models.backbone.UnifiedBackbone` (notebook 02).
+        images: (B, C, H, W) model-ready input of ``modality`` (optical in [0, 1]; SAR through
+            :func:`rslab.data.sar.normalize_sar`).
+        grid: (h, w) patch grid of the prior; each stage map is adaptive-average-pooled (or, if
+            coarser, bilinearly upsampled) to it.
+        stages: stage indices 0..3, concatenated along channels.
+    Returns (B, sum C_s, h, w) float32.
+    """
+    _check_images(images)
+    if not stages or any(not 0 <= s <= 3 for s in stages):
+        raise ValueError(f"stages must be a non-empty sequence of stage indices 0..3, got {stages}")
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (h, w) with h, w >= 1, got {grid}")
+    was_training = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        feats = backbone(images[i:i + batch_size].to(device), modality=modality, gsd=gsd)
+        parts = []
+        for s in stages:
+            f = feats[s]
+            if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]:
+                f = F.adaptive_avg_pool2d(f, grid)
+            else:
+                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            parts.append(f)
+        out.append(torch.cat(parts, dim=1).float().cpu())
+    backbone.train(was_training)
+    return torch.cat(out)
+
+
+def load_alignment_encoders(directory: str | Path) -> dict[str, ImageEncoder]:
+    """Notebook 01's saved encoders: ``{"optical": E_opt, "sar": E_SAR}`` (eval mode, CPU).
+
+    Raises ``FileNotFoundError`` (naming the notebook to run) when the files are missing.
+    """
+    from rslab.models.alignment import load_encoder
+
+    directory = Path(directory)
+    return {"optical": load_encoder(directory / "optical_encoder"), "sar": load_encoder(directory / "sar_encoder")}
+
+
+def load_backbone(directory: str | Path) -> UnifiedBackbone:
+    """Notebook 02's saved QSACL backbone (``backbone_config.json`` + ``backbone_qsacl.safetensors``)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config, weights = directory / "backbone_config.json", directory / "backbone_qsacl.safetensors"
+    for f in (config, weights):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found; run notebooks/02_qsacl_pretraining.ipynb (it saves the "
+                                    "pre-trained backbone to artifacts/02_qsacl_pretraining/) or pass the right folder.")
+    cfg = json.loads(config.read_text())
+    cfg["modalities"] = {k: ModalitySpec(**v) for k, v in cfg["modalities"].items()}
+    for key in ("depths", "num_heads"):
+        cfg[key] = tuple(cfg[key])
+    backbone = UnifiedBackbone(BackboneConfig(**cfg))
+    backbone.load_state_dict(load_file(str(weights)))
+    return backbone.eval()
+
+
+def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, align_steps: int = 60,
+                             encoder_config: ImageEncoderConfig | None = None, text_encoder=None,
+                             batch_size: int = 64, crop: int = 48, lr: float = 2e-3, seed: int = 0,
+                             level: int = 2) -> dict[str, ImageEncoder]:
+    """Notebook 01's recipe on a small budget: locked-text tuning of an optical encoder against
+    frozen MiniLM (captions + class prompts), then indirect SAR alignment (L_CL + L_CMA).
+
+    Args:
+        world: a :class:`~rslab.data.synthetic.SyntheticWorld` (its scene size is the training size).
+        n_train: training scenes ``0 .. n_train - 1``.
+        lit_steps / align_steps: optimisation steps of the two runs.
+        encoder_config: the optical encoder's config (the SAR one copies it with 2 channels);
+            default: notebook 01's smoke size (tiny preset, 64-d, 2 blocks).
+        text_encoder: a :class:`~rslab.models.encoders.MiniLMTextEncoder` (built if None).
+        level: tree level of the class prompts paired with each scene.
+    Returns ``{"optical": E_opt, "sar": E_SAR}`` in eval mode.
+    """
+    from dataclasses import replace
+
+    from rslab.data.augment import SARViewAugment
+    from rslab.losses.contrastive import ImageAlignmentLoss
+    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, dominant_class, pairs_to_tensors,
+                                        train_locked_text, train_sar_alignment)
+    from rslab.models.encoders import DEFAULT_TEMPLATES, MiniLMTextEncoder
+    from rslab.train import TrainConfig
+
+    if n_train < batch_size:
+        raise ValueError(f"n_train ({n_train}) must be >= batch_size ({batch_size})")
+    if lit_steps < 1 or align_steps < 1:
+        raise ValueError(f"lit_steps and align_steps must be >= 1, got {lit_steps}, {align_steps}")
+    size = world.config.size
+    cfg = encoder_config or ImageEncoderConfig.tiny(4, img_size=size, out_dim=384, embed_dim=64, depth=2, num_heads=2)
+    text_encoder = text_encoder or MiniLMTextEncoder()
+    tree = world.tree
+    scenes = [world.scene(i) for i in range(n_train)]
+    optical, sar = pairs_to_tensors(scenes)
+    texts = [[s.caption] + [t.format(n) for n in tree.synonyms(tree.nodes(level)[dominant_class(s.labels, tree, level)], "train")
+                            for t in DEFAULT_TEMPLATES] for s in scenes]
+    embeddings = [text_encoder.encode(t) for t in texts]
+
+    def config(steps: int) -> TrainConfig:
+        return TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=max(1, steps // 5),
+                           progress=False, cpu=True)
+
+    torch.manual_seed(seed)
+    optical_model = OpticalTextModel(cfg)
+    train_locked_text(optical_model, optical, embeddings, config(lit_steps), texts=texts, batch_size=batch_size,
+                      crop=min(crop, size))
+    optical_encoder = optical_model.encoder.eval()
+    torch.manual_seed(seed + 1)
+    model = SARAlignmentModel(optical_encoder, replace(cfg, in_chans=2))
+    train_sar_alignment(model, optical, sar, ImageAlignmentLoss(1.0, 1.0, 0.1), config(align_steps), batch_size=batch_size,
+                        augment=SARViewAugment(crop=min(crop, size), looks=(2.0, 8.0), max_offset_db=1.0))
+    return {"optical": optical_encoder, "sar": model.sar.eval()}
+
+
+def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = "tiny", batch_size: int = 16,
+                      lr: float = 2e-3, seed: int = 0) -> UnifiedBackbone:
+    """Notebook 02's recipe on a small budget: QSACL pre-training of the unified backbone on
+    unlabelled optical and SAR scenes (batches alternate); returns the EMA teacher's backbone."""
+    import numpy as np
+
+    from rslab.data.sar import normalize_sar
+    from rslab.models.backbone import build_backbone
+    from rslab.models.qsacl import ContrastiveSSL, QSACLConfig, pretrain
+
+    if steps < 1 or n_scenes < 2:
+        raise ValueError(f"need steps >= 1 and n_scenes >= 2, got {steps}, {n_scenes}")
+    scenes = [world.scene(i) for i in range(n_scenes)]
+    optical = torch.tensor(np.stack([s.optical for s in scenes]), dtype=torch.float32)
+    sar = normalize_sar(torch.tensor(np.stack([s.sar for s in scenes]), dtype=torch.float32))
+    size = world.config.size
+    torch.manual_seed(seed)
+    # notebook 02's smoke settings: global 64 px / local 32 px views, no colour jitter, fast EMA
+    qcfg = QSACLConfig.tiny(global_size=64, local_size=32, num_local=1, intensity_jitter=0.0, momentum=(0.9, 0.99))
+    student = ContrastiveSSL(build_backbone(preset), qcfg)
+    trainer = pretrain(student, {"optical": optical, "sar": sar}, steps=steps, batch_size=batch_size, lr=lr,
+                       gsd=world.config.gsd_m, seed=seed)
+    return trainer.ema_model.backbone.eval()
