@@ -150,6 +150,7 @@ def test_pretraining_step_trains_student_not_teacher(tiny_backbone_cfg):
     assert dict(student.named_parameters())["backbone.tokenizers.sar.proj.weight"].grad is None
 
 
+@pytest.mark.slow
 def test_qsacl_loss_decreases_on_a_fixed_batch(tiny_backbone_cfg):
     torch.manual_seed(0)
     cfg = QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=64, local_size=32,

@@ -244,3 +244,86 @@ def test_tiny_model_overfits_one_episode():
     acc = (scores.argmax(1)[0] == labels).float().mean().item()
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert acc > 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe: episodes -> loss -> prediction (with a stand-in text encoder, no MiniLM load)
+# ---------------------------------------------------------------------------------------------
+
+
+class _HashText:
+    """Deterministic fake text encoder: one fixed random vector per name."""
+
+    dim = 16
+
+    def prompt_embeddings(self, names):
+        vecs = [torch.randn(16, generator=torch.Generator().manual_seed(sum(map(ord, n)))) for n in names]
+        return torch.nn.functional.normalize(torch.stack(vecs), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def small_pool():
+    from rslab.data.episodes import ScenePool
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+
+    return ScenePool(SyntheticWorld(WorldConfig(size=64), seed=0), range(8), min_pixels=8)
+
+
+def test_episode_factory_is_deterministic_and_follows_the_schedule(small_pool):
+    from rslab.recipes.vita import VITARecipe, episode_factory
+
+    rec = VITARecipe(steps=6, batch_size=2, level_mode="hard", sar_fraction=0.5)
+    a, b = list(episode_factory(small_pool, rec)(0)), list(episode_factory(small_pool, rec)(0))
+    assert [e.level for e in a] == [1, 1, 2, 2, 3, 3]
+    assert all(torch.equal(x.target, y.target) and x.modality == y.modality for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="train_modes"):
+        VITARecipe(train_modes=("X",))
+
+
+def test_loss_sums_trained_modes_and_backpropagates(small_pool):
+    from rslab.recipes.vita import VITALoss, VITARecipe, episode_factory
+
+    torch.manual_seed(0)
+    model = VITA(_cfg())
+    ep = next(iter(episode_factory(small_pool, VITARecipe(steps=2, batch_size=2, sar_fraction=0.0))(0)))
+    torch.manual_seed(1)
+    full, logs = VITALoss(_HashText(), VITARecipe(num_points=64))(model, ep)
+    torch.manual_seed(1)
+    fused, logs_f = VITALoss(_HashText(), VITARecipe(num_points=64, train_modes=("F",)))(model, ep)
+    assert set(logs) >= {"loss_V", "loss_T", "loss_F"} and set(logs_f) == {"loss_F", "level"}
+    assert torch.isfinite(full) and fused.item() < full.item()
+    full.backward()
+    assert model.decoder.query_feat.grad is not None and model.former.prototypes.grad is not None
+
+
+def test_segment_and_predict_give_valid_class_maps(small_pool):
+    from rslab.data.episodes import make_episode
+    from rslab.recipes.vita import level_to_leaf, predict, segment
+
+    torch.manual_seed(0)
+    model = VITA(_cfg()).eval()
+    ep = make_episode(small_pool, [0, 1], small_pool, 1, "optical", np.random.default_rng(0), exclude={0, 1})
+    for mode in "VTF":
+        pred = predict(model, ep, _HashText(), mode)
+        assert pred.shape == (2, 64, 64) and bool(ep.ctx_valid[0, pred.unique()].all())
+    # one-shot on arbitrary images: class 1 has no annotation, so it is never predicted
+    masks = torch.zeros(1, 3, 64, 64, dtype=torch.bool)
+    masks[0, 0, :32] = masks[0, 2, 32:] = True
+    pred = segment(model, _HashText(), ep.target, "optical", ep.target[:1], masks, ["a", "b", "c"], "V")
+    assert pred.shape == (2, 64, 64) and not (pred == 1).any()
+    with pytest.raises(ValueError, match="every prompt mask is empty"):
+        segment(model, _HashText(), ep.target, "optical", ep.target[:1], torch.zeros_like(masks), None, "V")
+    tree = small_pool.tree
+    leaf = level_to_leaf(tree, 1)
+    assert [tree.to_level(np.array([i]), 1)[0] for i in leaf] == list(range(tree.num_classes(1)))
+
+
+def test_backbone_adapter_gives_strides_4_8_16():
+    from rslab.models.backbone import build_backbone
+    from rslab.models.vita import BackboneAdapter
+
+    adapter = BackboneAdapter(build_backbone("tiny"))
+    for modality, c in (("optical", 4), ("sar", 2)):
+        feats = adapter(torch.rand(1, c, 64, 64), modality)
+        assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4)]
+        assert [f.shape[1] for f in feats] == adapter.out_channels

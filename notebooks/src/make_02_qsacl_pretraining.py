@@ -61,10 +61,11 @@ scene_size = 128         # scene side in pixels (synthetic world, 1 m GSD)
 n_pretrain = 128         # unlabelled scenes for pre-training
 n_probe_train = 48       # labelled scenes for the linear probe
 n_probe_test = 32        # held-out scenes for the probe's mIoU
-steps = 100              # pre-training steps per method (optical and SAR batches alternate)
+steps = 120              # pre-training steps per method (optical and SAR batches alternate)
 batch_size = 16
 lr = 2e-3
 num_queries = 8          # m, the QSACL queries
+temperature = 0.1        # InfoNCE temperature (both methods)
 global_size = 64         # global view side (px)
 local_size = 32          # local view side (px)
 num_local = 1            # local views per scene per step
@@ -236,7 +237,7 @@ the other scenes as negatives. The baseline replaces the queries by global avera
 everything else equal. Below: the views of one scene.
 """)
 
-ssl_kwargs = """dict(num_queries=num_queries, global_size=global_size, local_size=local_size, num_local=num_local,
+ssl_kwargs = """dict(num_queries=num_queries, temperature=temperature, global_size=global_size, local_size=local_size, num_local=num_local,
                   momentum=(momentum_start, momentum_end), intensity_jitter=intensity_jitter)"""
 code(f"""
 qsacl_cfg = QSACLConfig.tiny(aggregation="query", **{ssl_kwargs})

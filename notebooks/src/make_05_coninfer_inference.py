@@ -61,7 +61,7 @@ code("""
 profile = "smoke"        # ci | smoke | full (papermill overrides from notebooks/profiles/*.yaml)
 seed = 0
 size = 256               # synthetic scene side (px)
-patch = 8                # patch side (px) of the default-profile branches (= the notebook-01 encoders' token)
+patch = 8                # patch side (px) of the default-profile branches (= the notebook-01 encoder token size)
 level = 3                # tree level evaluated: 3 = the 12 leaf classes, 1 = 5 coarse classes
 n_prior_scenes = 6       # style-0 scenes the stand-in (weak) prior is trained on
 n_context_scenes = 32    # scenes (all styles) the stand-in context encoder is trained on
@@ -73,8 +73,8 @@ tile = 256               # tile side for tiled inference
 use_real = True          # run on ../shared/real_samples when present
 prior_source = "text"            # "text" (notebook-01 encoders) | "weak" (stand-in) | "maskclip_star" (full: OpenAI CLIP)
 context_source = "backbone"      # "backbone" (notebook-02) | "standin" | a timm DINOv2 model name (full)
-encoders_dir = "artifacts/01_sar_alignment"       # notebook 01's saved optical / SAR encoders
-backbone_dir = "artifacts/02_qsacl_pretraining"   # notebook 02's saved backbone
+encoders_dir = ""        # notebook 01's saved optical / SAR encoders ("" = <artifacts>/01_sar_alignment)
+backbone_dir = ""        # notebook 02's saved backbone ("" = <artifacts>/02_qsacl_pretraining)
 train_missing = True     # artifacts missing: train them here on a small budget (False: use the stand-ins)
 lit_steps = 60           # ... locked-text tuning steps of the optical encoder (notebook 01: 150)
 align_steps = 60         # ... SAR alignment steps (notebook 01: 300)
@@ -98,7 +98,10 @@ from rslab.notebooks import start_run
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.sar import normalize_sar
 from rslab.models import coninfer as ci
+from rslab.models.encoders import MiniLMTextEncoder, preprocess_optical
+from rslab.recipes import coninfer as rc
 
+cpu0 = time.process_time()
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes a shared CPU
 torch.manual_seed(seed)
 run = start_run("05_coninfer_inference", profile=profile, seed=seed)
@@ -114,16 +117,28 @@ md("""
 
 **Which prior and which context features does this run use?** The paper's prior is MaskCLIP*
 on OpenAI CLIP ViT-B/16 and its context features are DINOv3 tokens. Neither set of weights is on
-this machine in the default profile, so (unless the parameters say otherwise) the notebook
-builds two small stand-ins, in seconds, and says so:
+this machine in the default profile, so the branches come from the suite's own models:
 
-* **weak prior**: a *linear* classifier on each patch's mean colour (optical) trained on a few
-  scenes of **one regional style** only. Like a CLIP prior on remote sensing, it predicts each
-  patch independently and suffers a domain gap on the other styles.
-* **stand-in context encoder**: a small MLP on multi-scale patch statistics (optical + SAR, at
-  1, 3 and 7 patch neighbourhoods), trained on leaf labels of other scenes of *all* styles; its
-  hidden layer gives the (N, D) features. It is a supervised stand-in for a foundation model,
-  not DINO; ConInfer itself never sees a label.
+* **text prior** (`prior_source="text"`): notebook 01's optical encoder was tuned against the
+  frozen MiniLM sentence encoder, so it lives in a text space. Its patch tokens, passed through
+  the projection that maps its pooled token into that space, are compared with MiniLM
+  embeddings of class-name prompts ("a satellite image of {house, home, dwelling}.", ...), and
+  `softmax(cos / T)` is the per-patch prior: the dense reading of Eq. 4, the way MaskCLIP reads
+  CLIP. It was trained on captions and scene-level prompts only, never on a pixel label.
+* **context features** (`context_source="backbone"`): one stage of notebook 02's unified backbone
+  (QSACL pre-trained, no labels), average-pooled onto the same 8 px patch grid.
+
+Both are loaded from `artifacts/` when notebooks 01/02 have run; otherwise (`train_missing`)
+they are trained here on a small budget with the same library functions, or the stand-ins below
+take their place. The next cell prints which, and results.json records it.
+
+Two **stand-ins** are always built too, for comparison (seconds):
+
+* **weak prior**: a *linear* classifier on each patch's mean colour trained on a few scenes of
+  **one regional style** only (pixel labels), which suffers a domain gap on the other styles;
+* **stand-in context encoder**: a small MLP on multi-scale patch statistics (optical + SAR),
+  trained on leaf labels of other scenes of *all* styles; its hidden layer gives the features.
+  It is supervised, so it is an optimistic stand-in for a foundation model.
 
 Any (N, K) prior and any (N, D) features plug into `ci.coninfer` the same way.
 """)
@@ -140,8 +155,47 @@ prior_scenes = [world.scene(10_000 + i, style=0) for i in range(n_prior_scenes)]
 context_scenes = [world.scene(20_000 + i) for i in range(n_context_scenes)]
 test_scenes = [world.scene(i) for i in range(n_test_scenes)]
 test_labels = np.stack([lut[s.labels] for s in test_scenes])
+test_optical = torch.from_numpy(np.stack([s.optical for s in test_scenes])).float()
+test_sar_db = torch.from_numpy(np.stack([s.sar for s in test_scenes])).float()
 print(f"{len(test_scenes)} held-out scenes, styles {sorted({s.meta['style'] for s in test_scenes})}; "
       f"generated in {time.perf_counter() - t0:.1f} s")
+""")
+
+code("""
+# the suite's models: load notebook 01 / 02 artifacts, else train them briefly, else stand-ins
+t0 = time.perf_counter()
+encoders, backbone, text_encoder = None, None, None
+encoders_dir = encoders_dir or str(run.artifacts.parent / "01_sar_alignment")
+backbone_dir = backbone_dir or str(run.artifacts.parent / "02_qsacl_pretraining")
+prior_origin = context_origin = "stand-in"
+if prior_source == "text":
+    text_encoder = MiniLMTextEncoder()
+    try:
+        encoders = rc.load_alignment_encoders(encoders_dir)
+        prior_origin = f"loaded from {encoders_dir} (notebook 01, profile {rc.artifact_profile(encoders_dir)})"
+    except FileNotFoundError as err:
+        print("notebook 01 artifacts:", err)
+        if train_missing:
+            encoders = rc.train_alignment_encoders(SyntheticWorld(WorldConfig(size=64), seed=seed),
+                                                   n_train=n_align_scenes, lit_steps=lit_steps,
+                                                   align_steps=align_steps, text_encoder=text_encoder, seed=seed)
+            prior_origin = f"trained here ({lit_steps} LiT + {align_steps} alignment steps, {n_align_scenes} scenes)"
+    if encoders is None:
+        prior_source = "weak"
+if context_source == "backbone":
+    try:
+        backbone = rc.load_backbone(backbone_dir)
+        context_origin = f"loaded from {backbone_dir} (notebook 02, profile {rc.artifact_profile(backbone_dir)})"
+    except FileNotFoundError as err:
+        print("notebook 02 artifacts:", err)
+        if train_missing:
+            backbone = rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=128), seed=seed),
+                                            steps=backbone_steps, seed=seed)
+            context_origin = f"trained here ({backbone_steps} QSACL steps)"
+    if backbone is None:
+        context_source = "standin"
+print(f"prior: {prior_source} ({prior_origin})\\ncontext: {context_source} ({context_origin})  "
+      f"[{time.perf_counter() - t0:.1f} s]")
 """)
 
 code("""
@@ -155,46 +209,60 @@ def show_labels(ax, lab, title):
     ax.imshow(lab, cmap="tab20", vmin=0, vmax=19, interpolation="nearest"); ax.set_title(title); ax.axis("off")
 
 t0 = time.perf_counter()
-if prior_source == "weak":
-    colour = lambda s: ci.patch_statistics(s.optical, patch, scales=(1,))[: s.optical.shape[0]]
-    prior_model = ci.fit_patch_classifier(flat(torch.stack([colour(s) for s in prior_scenes])),
-                                          patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
-    test_prior = prior_model.map(torch.stack([colour(s) for s in test_scenes]))
-else:
+grid = (size // patch, size // patch)
+priors, contexts = {}, {}         # every available branch, for the comparison table below
+# stand-ins (cheap; always built)
+colour = lambda s: ci.patch_statistics(s.optical, patch, scales=(1,))[: s.optical.shape[0]]
+prior_model = ci.fit_patch_classifier(flat(torch.stack([colour(s) for s in prior_scenes])),
+                                      patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
+priors["weak"] = prior_model.map(torch.stack([colour(s) for s in test_scenes]))
+leaf_lut = world.tree.level_lut(world.tree.depth)
+context_model = ci.fit_patch_classifier(flat(torch.stack([describe(s) for s in context_scenes])),
+                                        patch_targets(context_scenes, leaf_lut, world.tree.num_classes()),
+                                        world.tree.num_classes(), hidden=64, steps=300, seed=seed)
+contexts["standin"] = context_model.map(torch.stack([describe(s) for s in test_scenes]), what="features")
+# the suite's models
+if encoders is not None:
+    class_emb = text_encoder.prompt_embeddings([world.tree.synonyms(n, "train") for n in class_names])
+    priors["text"] = rc.text_prior_maps(encoders["optical"], test_optical, class_emb, "optical", prior_temperature)
+    with torch.no_grad():   # the prior model's own patch tokens, as another context candidate
+        tokens, hw = encoders["optical"].forward_tokens(preprocess_optical(test_optical))
+    contexts["text_tokens"] = tokens.reshape(len(test_scenes), *hw, -1).permute(0, 3, 1, 2)
+if backbone is not None:
+    contexts["backbone"] = rc.backbone_context_maps(backbone, test_optical, "optical", grid,
+                                                    stages=context_stages, gsd=world.config.gsd_m)
+# the full profile's branches
+if prior_source == "maskclip_star":
     from rslab.models.maskclip import MaskClipSegmenter, MaskClipConfig, load_openai_clip
     clip, tok = load_openai_clip(clip_weights)
     seg = MaskClipSegmenter(clip, tok, MaskClipConfig())
-    rgb = torch.stack([torch.from_numpy(s.optical[:3]) for s in test_scenes])
+    rgb = test_optical[:, :3]
     names = [", ".join([n] + world.tree.synonyms(n)) for n in class_names]
-    test_prior = torch.cat([seg.class_probs(rgb[i:i + 8], names) for i in range(0, len(rgb), 8)])
-
-leaf_lut = world.tree.level_lut(world.tree.depth)
-if context_source == "standin":
-    context_model = ci.fit_patch_classifier(flat(torch.stack([describe(s) for s in context_scenes])),
-                                            patch_targets(context_scenes, leaf_lut, world.tree.num_classes()),
-                                            world.tree.num_classes(), hidden=64, steps=300, seed=seed)
-    test_feats = context_model.map(torch.stack([describe(s) for s in test_scenes]), what="features")
-else:
+    priors["maskclip_star"] = torch.cat([seg.class_probs(rgb[i:i + 8], names) for i in range(0, len(rgb), 8)])
+if context_source not in contexts:   # a timm DINOv2 model name (full profile)
     import timm
     dino = timm.create_model(context_source, pretrained=True, num_classes=0, dynamic_img_size=True,
                              pretrained_cfg_overlay=dict(file=dino_weights)).eval()
-    rgb = torch.stack([torch.from_numpy(s.optical[:3]) for s in test_scenes])
-    with torch.no_grad():
-        tok = dino.forward_features(F.interpolate(rgb, size=448, mode="bilinear"))
-    n_prefix = tok.shape[1] - (448 // dino.patch_embed.patch_size[0]) ** 2
     g = 448 // dino.patch_embed.patch_size[0]
-    test_feats = tok[:, n_prefix:].transpose(1, 2).reshape(len(rgb), -1, g, g)
-if test_feats.shape[2:] != test_prior.shape[2:]:
-    test_feats = F.interpolate(test_feats, size=test_prior.shape[2:], mode="bilinear")
-print(f"prior {tuple(test_prior.shape)} from {prior_source!r}; context features "
-      f"{tuple(test_feats.shape)} from {context_source!r}; built in {time.perf_counter() - t0:.1f} s")
+    with torch.no_grad():
+        tok = dino.forward_features(F.interpolate(test_optical[:, :3], size=448, mode="bilinear"))
+    contexts[context_source] = tok[:, tok.shape[1] - g * g:].transpose(1, 2).reshape(len(tok), -1, g, g)
+for name, f in contexts.items():   # every context on the prior's patch grid
+    if f.shape[2:] != priors["weak"].shape[2:]:
+        contexts[name] = F.interpolate(f, size=priors["weak"].shape[2:], mode="bilinear")
+test_prior, test_feats = priors[prior_source], contexts[context_source]
+print(f"priors {list(priors)}, contexts { {k: v.shape[1] for k, v in contexts.items()} } "
+      f"built in {time.perf_counter() - t0:.1f} s")
+print(f"this run: prior {prior_source!r} {tuple(test_prior.shape)}, context {context_source!r} {tuple(test_feats.shape)}")
 """)
 
 md("""
 ## 2 · Prior vs context-only vs decoupled vs joint
 
-The four settings of the ablation (the paper's Tab. 4), all with the same prior and features,
-pooled `pool_images` scenes at a time:
+The four settings of the ablation (the paper's Tab. 4), all with this run's prior and features,
+pooled `pool_images` scenes at a time. ConInfer has two readings of its joint step (see
+`rslab.models.coninfer`); both are run, and `joint_mode` (default: the public code's
+`reference`) names the one reported as *the* joint result (`miou_joint`).
 
 | setting | what it does |
 |---|---|
@@ -208,8 +276,9 @@ pooled `pool_images` scenes at a time:
 code("""
 settings = {"context_only": ci.ConInferConfig(mode="context_only", n_iter=n_iter),
             "decoupled": ci.ConInferConfig(mode="decoupled", n_iter=n_iter),
-            "joint": ci.ConInferConfig(mode="reference", n_iter=n_iter),
+            "joint_reference": ci.ConInferConfig(mode="reference", n_iter=n_iter),
             "joint_paper": ci.ConInferConfig(mode="paper", n_iter=n_iter)}
+joint_key = f"joint_{joint_mode}"
 
 def refine_pools(prior_maps, feat_maps, config):   # features z-scored + unit-normalised per pool
     return ci.refine_maps(prior_maps, feat_maps, config, pool_images=pool_images, standardize=True)
@@ -220,6 +289,7 @@ fits = {}
 for name, cfg in settings.items():
     probs[name], fits[name] = refine_pools(test_prior, test_feats, cfg)
 scores = {name: ci.pixel_miou(p, test_labels, K) for name, p in probs.items()}
+print(f"prior {prior_source!r} + context {context_source!r}; joint = {joint_key}")
 print(f"ConInfer on {n_test_scenes} scenes x {len(settings)} settings: {time.perf_counter() - t0:.1f} s")
 print(f"{'class':>24} " + " ".join(f"{n:>12}" for n in scores))
 for c, cname in enumerate(class_names):
@@ -232,7 +302,7 @@ fig, ax = plt.subplots(figsize=(7, 3.2))
 names = list(scores)
 ax.bar(names, [100 * scores[n][0] for n in names], color=["#999"] + ["#4a90d9"] * (len(names) - 1))
 ax.axhline(100 * scores["prior"][0], color="k", lw=0.8, ls="--")
-ax.set_ylabel("held-out mIoU (%)"); ax.set_title("Does scene context help this prior?")
+ax.set_ylabel("held-out mIoU (%)"); ax.set_title(f"Does {context_source} context help the {prior_source} prior?")
 plt.tight_layout(); plt.show()
 """)
 
@@ -242,6 +312,33 @@ mixture's clusters line up with classes. Where one Gaussian per class is a poor 
 features (a class with several looks, or features that split a class), context-only drifts and
 the joint fit stays close to the prior (the reference mode's T = 50 keeps the prior in charge
 in low-dimensional feature spaces) or follows the wrong clusters.
+""")
+
+md("""
+### Which prior with which context?
+
+Every available prior against every available context feature set, both joint modes. The
+diagonal question of the issue: does ConInfer add more to the suite's own text prior than to
+the stand-in, and which features cluster by class? `text_tokens` are the text prior's own
+encoder tokens (pre-projection), the analogue of refining CLIP with CLIP features.
+""")
+
+code("""
+t0 = time.perf_counter()
+combos = {}
+for pname, pmaps in priors.items():
+    base = ci.pixel_miou(pmaps, test_labels, K)[0]
+    for cname, fmaps in contexts.items():
+        row = {"prior": base}
+        for mode in ("reference", "paper"):
+            z, _ = refine_pools(pmaps, fmaps, ci.ConInferConfig(mode=mode, n_iter=n_iter))
+            row[mode] = ci.pixel_miou(z, test_labels, K)[0]
+        combos[f"{pname}+{cname}"] = row
+print(f"{'prior + context':>28} {'prior':>7} {'ref.':>7} {'paper':>7}   gain ref. / paper (points)")
+for key, r in combos.items():
+    print(f"{key:>28} {100 * r['prior']:7.1f} {100 * r['reference']:7.1f} {100 * r['paper']:7.1f}   "
+          f"{100 * (r['reference'] - r['prior']):+5.1f} / {100 * (r['paper'] - r['prior']):+5.1f}")
+print(f"({time.perf_counter() - t0:.1f} s)")
 """)
 
 md("""
@@ -264,7 +361,7 @@ print({n: [round(v, 3) for v in fits[n][0].objective] for n in settings})
 
 code("""
 scene_i = 0
-hist = fits["joint"][0].labels_history
+hist = fits[joint_key][0].labels_history
 h = w = test_prior.shape[-1]
 def step_map(i):
     return hist[i].reshape(-1, h, w)[scene_i].numpy()
@@ -291,27 +388,41 @@ widgets.interact(show_step, i=widgets.IntSlider(min=0, max=len(hist) - 1, value=
 md("""
 ## 4 · SAR only
 
-The same pipeline with SAR alone: the prior is the linear classifier on the patch's mean VV/VH
-(dB, normalised), the context features the stand-in encoder on SAR statistics only. (The
-notebook-01 aligned SAR encoder would be the paper-faithful prior here; it is not used in this
-run.)
+The same pipeline with SAR alone. With `prior_source="text"` the prior is notebook 01's
+**aligned SAR encoder** read against the same class prompts: it never saw a caption, only the
+frozen optical encoder's embeddings (indirect alignment), so whatever text classification it
+does it inherited. The context features are the notebook-02 backbone's SAR path (its SAR
+tokenizer and prompts, the same shared weights). Without those models: the stand-ins (a linear
+classifier on the patch's mean VV/VH, the stand-in encoder on SAR statistics).
 """)
 
 code("""
 t0 = time.perf_counter()
-sar_mean = lambda s: ci.patch_statistics(normalize_sar(s.sar).astype(np.float32), patch, scales=(1,))[:2]
-sar_prior_model = ci.fit_patch_classifier(flat(torch.stack([sar_mean(s) for s in prior_scenes])),
-                                          patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
-sar_prior = sar_prior_model.map(torch.stack([sar_mean(s) for s in test_scenes]))
-sar_context = ci.fit_patch_classifier(flat(torch.stack([describe(s, sar_only=True) for s in context_scenes])),
-                                      patch_targets(context_scenes, leaf_lut, world.tree.num_classes()), world.tree.num_classes(),
-                                      hidden=64, steps=300, seed=seed)
-sar_feats = sar_context.map(torch.stack([describe(s, sar_only=True) for s in test_scenes]), what="features")
-sar_joint, _ = refine_pools(sar_prior, sar_feats, settings["joint"])
+if encoders is not None:
+    sar_prior = rc.text_prior_maps(encoders["sar"], test_sar_db, class_emb, "sar", prior_temperature)
+    sar_prior_source = "text_sar"
+else:
+    sar_mean = lambda s: ci.patch_statistics(normalize_sar(s.sar).astype(np.float32), patch, scales=(1,))[:2]
+    sar_prior_model = ci.fit_patch_classifier(flat(torch.stack([sar_mean(s) for s in prior_scenes])),
+                                              patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
+    sar_prior = sar_prior_model.map(torch.stack([sar_mean(s) for s in test_scenes]))
+    sar_prior_source = "weak"
+if backbone is not None:
+    sar_feats = rc.backbone_context_maps(backbone, normalize_sar(test_sar_db), "sar", grid,
+                                         stages=context_stages, gsd=world.config.gsd_m)
+    sar_context_source = "backbone"
+else:
+    sar_context = ci.fit_patch_classifier(flat(torch.stack([describe(s, sar_only=True) for s in context_scenes])),
+                                          patch_targets(context_scenes, leaf_lut, world.tree.num_classes()),
+                                          world.tree.num_classes(), hidden=64, steps=300, seed=seed)
+    sar_feats = sar_context.map(torch.stack([describe(s, sar_only=True) for s in test_scenes]), what="features")
+    sar_context_source = "standin"
+sar_ref, _ = refine_pools(sar_prior, sar_feats, settings["joint_reference"])
 sar_paper, _ = refine_pools(sar_prior, sar_feats, settings["joint_paper"])
 miou_sar = {n: ci.pixel_miou(p, test_labels, K)[0] for n, p in
-            {"prior": sar_prior, "joint": sar_joint, "joint_paper": sar_paper}.items()}
-print({n: round(100 * v, 1) for n, v in miou_sar.items()}, f"({time.perf_counter() - t0:.1f} s)")
+            {"prior": sar_prior, "joint_reference": sar_ref, "joint_paper": sar_paper}.items()}
+print(f"SAR prior {sar_prior_source!r}, context {sar_context_source!r}:",
+      {n: round(100 * v, 1) for n, v in miou_sar.items()}, f"({time.perf_counter() - t0:.1f} s)")
 """)
 
 md("""
@@ -330,13 +441,19 @@ big_image = torch.cat([torch.from_numpy(big.optical),
                        torch.from_numpy(normalize_sar(big.sar).astype(np.float32))])
 n_opt = big.optical.shape[0]
 def big_prior_fn(tiles):
+    if prior_source == "text":
+        return rc.text_prior_maps(encoders["optical"], tiles[:, :n_opt], class_emb, "optical", prior_temperature)
     return prior_model.map(torch.stack([ci.patch_statistics(t[:n_opt], patch, scales=(1,))[:n_opt] for t in tiles]))
 def big_feature_fn(tiles):
+    if context_source == "backbone":
+        return rc.backbone_context_maps(backbone, tiles[:, :n_opt], "optical", (tile // patch, tile // patch),
+                                        stages=context_stages, gsd=world.config.gsd_m)
     return context_model.map(torch.stack([torch.cat([ci.patch_statistics(t[:n_opt], patch),
                                                      ci.patch_statistics(t[n_opt:], patch)]) for t in tiles]),
                              what="features")
+tiled_ok = prior_source in ("text", "weak") and context_source in ("backbone", "standin")
 scene = ci.refine_scene(big_prior_fn, big_feature_fn, big_image, tile=tile, standardize=True,
-                        config=ci.ConInferConfig(n_iter=n_iter), batch_tiles=4) if prior_source == "weak" else None
+                        config=settings[joint_key], batch_tiles=4) if tiled_ok else None
 if scene is not None:
     miou_large_prior = ci.pixel_miou(scene.prior_probs[None], big_labels, K)[0]
     miou_large_joint = ci.pixel_miou(scene.probs[None], big_labels, K)[0]
@@ -352,7 +469,7 @@ if scene is not None:
     axes[0].axis("off")
     show_labels(axes[1], np.where(big_labels == 255, 19, big_labels), "truth")
     show_labels(axes[2], scene.prior_labels.numpy(), "prior")
-    show_labels(axes[3], scene.labels.numpy(), "ConInfer (joint)")
+    show_labels(axes[3], scene.labels.numpy(), f"ConInfer ({joint_key})")
     plt.tight_layout(); plt.show()
 """)
 
@@ -414,13 +531,20 @@ metrics = {
     "miou_prior": scores["prior"][0],
     "miou_context_only": scores["context_only"][0],
     "miou_decoupled": scores["decoupled"][0],
-    "miou_joint": scores["joint"][0],
+    "miou_joint": scores[joint_key][0],
+    "joint_mode": joint_mode,
+    "miou_joint_reference": scores["joint_reference"][0],
     "miou_joint_paper": scores["joint_paper"][0],
     "miou_sar_prior": miou_sar["prior"],
-    "miou_sar_joint": miou_sar["joint"],
+    "miou_sar_joint": miou_sar[joint_key],
+    "miou_sar_joint_reference": miou_sar["joint_reference"],
     "miou_sar_joint_paper": miou_sar["joint_paper"],
     "level": level, "n_test_scenes": n_test_scenes,
-    "prior_source": prior_source, "context_source": context_source,
+    "prior_source": prior_source, "prior_origin": prior_origin,
+    "context_source": context_source, "context_origin": context_origin,
+    "sar_prior_source": sar_prior_source, "sar_context_source": sar_context_source,
+    "combos": {k: {m: float(v) for m, v in r.items()} for k, r in combos.items()},
+    "cpu_s": time.process_time() - cpu0,   # this kernel's CPU time (wall_s also counts waiting on a shared CPU)
 }
 if scene is not None:
     metrics.update(miou_large_prior=miou_large_prior, miou_large_joint=miou_large_joint)

@@ -38,6 +38,7 @@ __all__ = [
     "load_backbone",
     "train_alignment_encoders",
     "pretrain_backbone",
+    "artifact_profile",
 ]
 
 
@@ -226,10 +227,11 @@ def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = 
 
     if steps < 1 or n_scenes < 2:
         raise ValueError(f"need steps >= 1 and n_scenes >= 2, got {steps}, {n_scenes}")
+    if world.config.size < 64:
+        raise ValueError(f"pretrain_backbone needs scenes of at least 64 px (the global view), got {world.config.size}")
     scenes = [world.scene(i) for i in range(n_scenes)]
     optical = torch.tensor(np.stack([s.optical for s in scenes]), dtype=torch.float32)
     sar = normalize_sar(torch.tensor(np.stack([s.sar for s in scenes]), dtype=torch.float32))
-    size = world.config.size
     torch.manual_seed(seed)
     # notebook 02's smoke settings: global 64 px / local 32 px views, no colour jitter, fast EMA
     qcfg = QSACLConfig.tiny(global_size=64, local_size=32, num_local=1, intensity_jitter=0.0, momentum=(0.9, 0.99))
@@ -237,3 +239,13 @@ def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = 
     trainer = pretrain(student, {"optical": optical, "sar": sar}, steps=steps, batch_size=batch_size, lr=lr,
                        gsd=world.config.gsd_m, seed=seed)
     return trainer.ema_model.backbone.eval()
+
+
+def artifact_profile(directory: str | Path) -> str | None:
+    """The profile (ci | smoke | full) of the notebook run that wrote ``directory/results.json``,
+    or None when there is no readable results.json (weights from a ci run are barely trained)."""
+    path = Path(directory) / "results.json"
+    try:
+        return str(json.loads(path.read_text()).get("profile"))
+    except (OSError, ValueError):
+        return None

@@ -120,8 +120,12 @@ def predict(model: VITA, ep: Episode, text_encoder, mode: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: VITA, targets: ScenePool, prompts: ScenePool, text_encoder, *, modality: str = "optical",
              modes: Sequence[str] = MODES, level: int | None = None, names: str = "canonical",
-             annotation: str = "mask", shots: int = 1, batch_size: int = 16, seed: int = 0) -> dict[str, float]:
+             annotation: str = "mask", shots: int = 1, batch_size: int = 16, seed: int = 0,
+             other_style: bool = True) -> dict[str, float]:
     """mIoU per mode on held-out ``targets`` with prompts from held-out ``prompts`` scenes.
+
+    ``other_style``: draw each prompt from a scene of another regional style than the targets
+    (the default, and the harder cross-region setting); ``False`` allows any style.
 
     Every class of the level is prompted; classes absent from the prompt pool are excluded.
     Returns ``{mode: miou}``; the same episodes (same prompts) are used for every mode.
@@ -134,7 +138,8 @@ def evaluate(model: VITA, targets: ScenePool, prompts: ScenePool, text_encoder, 
     rng = np.random.default_rng((seed, 11))
     for start in range(0, len(targets), batch_size):
         ids = list(range(start, min(start + batch_size, len(targets))))
-        ep = make_episode(targets, ids, prompts, level, modality, rng, annotation=annotation, shots=shots, names=names)
+        ep = make_episode(targets, ids, prompts, level, modality, rng, annotation=annotation, shots=shots, names=names,
+                          other_style=other_style)
         for mode in modes:
             pred = predict(model, ep, text_encoder, mode)
             labels = ep.target_labels.clone()

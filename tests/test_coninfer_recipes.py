@@ -1,0 +1,139 @@
+"""Tests for rslab.recipes.coninfer: ConInfer's branches built from the suite's own models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rslab.models.alignment import save_encoder, zero_shot_predict
+from rslab.models.backbone import BackboneConfig, UnifiedBackbone
+from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_optical
+from rslab.recipes import coninfer as rc
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_encoder(in_chans: int = 4, out_dim: int = 16, seed: int = 0) -> ImageEncoder:
+    torch.manual_seed(seed)
+    cfg = ImageEncoderConfig.tiny(in_chans, embed_dim=32, depth=1, num_heads=2, img_size=32, out_dim=out_dim)
+    return ImageEncoder(cfg).eval()
+
+
+def classes(k: int = 5, d: int = 16, seed: int = 1) -> torch.Tensor:
+    return F.normalize(torch.randn(k, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_text_prior_is_a_distribution_on_the_token_grid():
+    enc, emb = tiny_encoder(), classes()
+    x = torch.rand(3, 4, 32, 48)
+    p = rc.text_prior_maps(enc, x, emb, temperature=0.05, batch_size=2)
+    assert p.shape == (3, 5, 4, 6)                       # patch 8 -> 32/8 x 48/8 tokens
+    assert torch.allclose(p.sum(1), torch.ones(3, 4, 6), atol=1e-5)
+    assert (p >= 0).all()
+
+
+def test_text_prior_one_token_matches_image_level_zero_shot():
+    """With one token, GAP is that token, so the dense prior's argmax is the image-level zero-shot class."""
+    enc, emb = tiny_encoder(), classes()
+    x = torch.rand(6, 4, 8, 8)
+    p = rc.text_prior_maps(enc, x, emb, temperature=0.1)
+    with torch.no_grad():
+        image_emb = enc(preprocess_optical(x)).embedding
+    assert torch.equal(p[:, :, 0, 0].argmax(1), zero_shot_predict(image_emb, emb))
+
+
+def test_text_prior_temperature_sharpens_without_changing_argmax():
+    enc, emb = tiny_encoder(), classes()
+    x = torch.rand(2, 4, 32, 32)
+    hot, cold = (rc.text_prior_maps(enc, x, emb, temperature=t) for t in (1.0, 0.01))
+    assert torch.equal(hot.argmax(1), cold.argmax(1))
+    assert (cold.max(1).values >= hot.max(1).values - 1e-6).all()
+    assert cold.max(1).values.mean() > hot.max(1).values.mean() + 0.1
+
+
+def test_text_prior_on_sar_with_nodata_is_finite():
+    enc, emb = tiny_encoder(in_chans=2), classes()
+    sar = torch.full((2, 2, 16, 16), -12.0)
+    sar[0, :, :8, :8] = float("nan")
+    p = rc.text_prior_maps(enc, sar, emb, modality="sar")
+    assert p.shape == (2, 5, 2, 2) and torch.isfinite(p).all()
+
+
+def test_text_prior_rejects_bad_inputs():
+    enc, emb = tiny_encoder(), classes()
+    with pytest.raises(ValueError, match="class_embeddings"):
+        rc.text_prior_maps(enc, torch.rand(1, 4, 16, 16), classes(d=8))
+    with pytest.raises(ValueError, match="temperature"):
+        rc.text_prior_maps(enc, torch.rand(1, 4, 16, 16), emb, temperature=0)
+    with pytest.raises(ValueError, match="modality"):
+        rc.text_prior_maps(enc, torch.rand(1, 4, 16, 16), emb, modality="lidar")
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        rc.text_prior_maps(enc, torch.rand(4, 16, 16), emb)
+
+
+def test_backbone_context_maps_pool_the_chosen_stages():
+    torch.manual_seed(0)
+    bb = UnifiedBackbone(BackboneConfig.tiny(depths=(1, 1, 1, 1))).eval()
+    x = torch.rand(2, 4, 64, 64)
+    f = rc.backbone_context_maps(bb, x, "optical", (4, 4), stages=(1, 3), gsd=1.0)
+    with torch.no_grad():
+        feats = bb(x, "optical", 1.0)
+    assert f.shape == (2, feats[1].shape[1] + feats[3].shape[1], 4, 4)
+    expected = torch.cat([F.adaptive_avg_pool2d(feats[1], 4), F.adaptive_avg_pool2d(feats[3], 4)], 1)
+    assert torch.allclose(f, expected, atol=1e-5)
+    up = rc.backbone_context_maps(bb, x, "optical", (32, 32), stages=(3,), gsd=1.0)   # finer grid: upsampled
+    assert up.shape == (2, feats[3].shape[1], 32, 32)
+    with pytest.raises(ValueError, match="stages"):
+        rc.backbone_context_maps(bb, x, "optical", (4, 4), stages=(4,))
+    with pytest.raises(ValueError, match="grid"):
+        rc.backbone_context_maps(bb, x, "optical", (0, 4))
+
+
+def test_loading_notebook_artifacts_round_trips(tmp_path):
+    from safetensors.torch import save_file
+
+    with pytest.raises(FileNotFoundError, match="01_sar_alignment"):
+        rc.load_alignment_encoders(tmp_path)
+    with pytest.raises(FileNotFoundError, match="02_qsacl_pretraining"):
+        rc.load_backbone(tmp_path)
+    assert rc.artifact_profile(tmp_path) is None
+
+    opt, sar = tiny_encoder(), tiny_encoder(in_chans=2, seed=1)
+    save_encoder(opt, tmp_path / "optical_encoder")
+    save_encoder(sar, tmp_path / "sar_encoder")
+    loaded = rc.load_alignment_encoders(tmp_path)
+    x = torch.rand(1, 4, 16, 16)
+    assert torch.equal(rc.text_prior_maps(loaded["optical"], x, classes()), rc.text_prior_maps(opt, x, classes()))
+
+    torch.manual_seed(0)
+    cfg = BackboneConfig.tiny(depths=(1, 1, 1, 1))
+    bb = UnifiedBackbone(cfg).eval()
+    save_file({k: v.contiguous() for k, v in bb.state_dict().items()}, str(tmp_path / "backbone_qsacl.safetensors"))
+    d = asdict(cfg)
+    d["modalities"] = {k: asdict(v) for k, v in cfg.modalities.items()}
+    (tmp_path / "backbone_config.json").write_text(json.dumps(d))
+    (tmp_path / "results.json").write_text(json.dumps({"profile": "smoke", "metrics": {}}))
+    again = rc.load_backbone(tmp_path)
+    y = torch.rand(1, 4, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(again(y, "optical")[3], bb(y, "optical")[3])
+    assert rc.artifact_profile(tmp_path) == "smoke"
+
+
+def test_pretrain_backbone_validates_its_budget():
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+
+    with pytest.raises(ValueError, match="steps"):
+        rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=64)), steps=0)
+    with pytest.raises(ValueError, match="64 px"):
+        rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=32)), steps=1)
