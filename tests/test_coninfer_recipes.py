@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -135,5 +136,25 @@ def test_pretrain_backbone_validates_its_budget():
 
     with pytest.raises(ValueError, match="steps"):
         rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=64)), steps=0)
+    small_world = SimpleNamespace(config=SimpleNamespace(size=32, gsd_m=1.0))
     with pytest.raises(ValueError, match="64 px"):
-        rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=32)), steps=1)
+        rc.pretrain_backbone(small_world, steps=1)
+
+
+def test_train_alignment_encoders_gives_text_space_encoders():
+    """Notebook 01's recipe on a one-step budget: both encoders project into MiniLM's 384-d space
+    and plug into the text prior; the SAR encoder is a new 2-channel tower."""
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.models.encoders import MiniLMTextEncoder
+
+    world = SyntheticWorld(WorldConfig(size=64), seed=0)
+    text = MiniLMTextEncoder()
+    enc = rc.train_alignment_encoders(world, n_train=8, lit_steps=1, align_steps=1, batch_size=4, text_encoder=text)
+    assert enc["optical"].cfg.in_chans == 4 and enc["sar"].cfg.in_chans == 2
+    assert enc["optical"].cfg.out_dim == enc["sar"].cfg.out_dim == text.dim
+    emb = text.prompt_embeddings(["water", "forest"])
+    s = world.scene(100)
+    p = rc.text_prior_maps(enc["sar"], torch.from_numpy(s.sar)[None], emb, modality="sar")
+    assert p.shape == (1, 2, 8, 8) and torch.allclose(p.sum(1), torch.ones(1, 8, 8), atol=1e-5)
+    with pytest.raises(ValueError, match="n_train"):
+        rc.train_alignment_encoders(world, n_train=2, batch_size=4, text_encoder=text)

@@ -477,6 +477,9 @@ md("""
 Next: **02 · QSACL pre-training** of a shared optical/SAR backbone.
 """)
 
+for i, cell in enumerate(cells):
+    cell.id = str(i)  # stable ids (as nbstripout writes them): regenerating gives no spurious diff
+
 nb = new_notebook(cells=cells, metadata={
     "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
     "language_info": {"name": "python"},

@@ -293,7 +293,10 @@ plt.show()
 md("""
 ### Visual prompt quality (evaluation only)
 The same model, prompted with a full mask, a bounding box, or 5 clicks (3x3 discs) of the class
-in the prompt image (the paper: V-only mIoU rises from points to box to mask).
+in the prompt image (the paper: V-only mIoU rises from points to box to mask). Mind the kind of
+class: the paper's box result is on objects (iSAID); most synthetic classes are *stuff* (fields,
+forest, water), whose bounding box covers much of the image and so mostly pools other classes,
+while a few clicks stay on the class.
 """)
 
 code("""
@@ -431,6 +434,9 @@ md("""
 * The three modes come from **one** model: V and T branches never see each other (check the
   masks above; `tests/test_vita.py` verifies that perturbing the visual prompt leaves T outputs
   bit-identical), and the fused branch reads both.
+* Text prompts and the fused branch start from the same tokens (`P_F` is a projection of `P_T`);
+  with a short budget the fused branch mostly follows the text branch. The paper's gain of
+  fused over text comes from visual prompts that carry what text cannot (intra-class appearance).
 * Read the ablation table against the reference *at the same budget*. On a budget of a few
   hundred CPU steps the differences are small and noisy; the paper's effects (naive fusion
   below the best unimodal mode, unimodal collapse without decoupling, SGA above fine-only and
