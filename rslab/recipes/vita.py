@@ -5,6 +5,9 @@ Loss (paper Sec. "Loss & Training"): for every mode k in {V, T, F} the Hungarian
 of Mask2Former at the SGA level l (pixels supervised with their ancestor at l), summed over the
 three modes; with ``train_modes=("F",)`` only the fused branch is trained (the "w/o decoupled"
 ablation). Deep supervision adds the same loss on every decoder layer's prediction.
+
+Entry points: :func:`train` (Trainer wrapper), :func:`evaluate` (held-out mIoU per mode),
+:func:`predict` (one episode), :func:`segment` (any images with given prompts, e.g. real data).
 """
 
 from __future__ import annotations
