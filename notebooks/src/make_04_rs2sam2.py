@@ -70,7 +70,7 @@ train_hiera = True         # no SAM2 weights offline: train Hiera instead of fre
 sam2_checkpoint = None     # path or file name of an official SAM2 checkpoint (full profile)
 allow_download = False     # let rslab.weights fetch the checkpoint when it is not on disk
 ablation_rows = "all"      # "all" or a comma-separated subset of baseline,tbl,tbl_mpg,tbl_bhfm,full
-num_threads = 2            # CPU threads for torch
+num_threads = 1            # CPU threads for torch (1 is faster on a busy machine; try 2 on an idle one)
 """, tags=["parameters"])
 
 code("""

@@ -320,11 +320,12 @@ the joint fit stays close to the prior or follows the wrong clusters. Context-on
 *below* the prior here: these small self-supervised features do not cluster by leaf class on
 their own, and the prior's part in the joint fit is what keeps the refinement on track.
 
-When we ran the smoke profile with notebook 01/02 artifacts (notebook-01 smoke encoders, a
-barely trained notebook-02 backbone), the text prior scored about 12.5 mIoU and the joint
-(reference) fit with the backbone context added roughly 4-5 points; on another set of 16 scenes
-1-3 points. With a text prior trained here on the fallback budget (60 + 60 steps) the prior is
-weaker (~9 mIoU) and ConInfer does not help it. Your numbers are printed above.
+When we ran the smoke profile with notebook-01 smoke encoders and a barely trained (ci)
+notebook-02 backbone, the text prior scored 12.5 mIoU and the joint (reference) fit with the
+optical + SAR backbone context 16.5 (+4.0; +3.4 on a second set of 16 scenes; +5.3 on the
+tiled large scene of section 5). With a text prior trained here on the fallback budget
+(60 + 60 steps) the prior is weaker (~9.4 mIoU) and ConInfer adds almost nothing. Your numbers
+are printed above.
 """)
 
 md("""

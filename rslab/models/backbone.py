@@ -41,7 +41,6 @@ Choices the paper leaves open, made here and stated:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from functools import partial
 
