@@ -36,12 +36,13 @@ tutorial: install
 notebooks: install
 	$(VENV)/bin/rslab notebooks run --profile $(PROFILE)
 
+# one thread per xdist worker (and per notebook kernel): see tests/conftest.py
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # unit tests only: no notebook runs, no multi-process training tests
 test-fast: install
-	$(PY) -m pytest $(PYTEST_ARGS) -m "not notebook and not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS) -m "not notebook and not slow"
 
 bench: install
 	$(PY) -m benchmarks
