@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install tutorial notebooks test test-fast bench book clean strip
+.PHONY: install tutorial notebooks notebooks-gen test test-fast bench book clean strip
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ bench: install
 
 book: install
 	$(VENV)/bin/rslab book build
+
+# regenerate every notebook from its generator script (outputs empty, stable cell ids)
+notebooks-gen: install
+	for f in notebooks/src/make_*.py; do $(PY) $$f || exit 1; done
 
 strip: install
 	$(VENV)/bin/nbstripout notebooks/*.ipynb

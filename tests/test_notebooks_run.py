@@ -43,6 +43,20 @@ def test_notebook_is_stripped_with_one_parameters_cell(notebook: Path):
     assert not dirty, f"{notebook.name}: cells {dirty} have outputs; run `.venv/bin/nbstripout {notebook}`"
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter(notebook: Path):
+    """papermill skips (with only a log warning) assignments it cannot parse, e.g. a comment
+    holding '=': such a parameter silently ignores its profile value. Every one must parse."""
+    import ast
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    missing = assigned - nbs.declared_parameters(notebook)
+    assert not missing, f"{notebook.name}: papermill cannot parse the assignment of {sorted(missing)}; simplify its comment"
+
+
 @pytest.mark.parametrize("profile", nbs.PROFILES)
 def test_profiles_have_a_section_per_notebook_naming_declared_parameters(profile: str):
     sections = nbs.load_profile(ROOT, profile)

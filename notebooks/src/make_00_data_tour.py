@@ -7,25 +7,14 @@ Edit this file, not the notebook: the notebook is generated.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).parent))
+from nbgen import Notebook  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "00_data_tour.ipynb"
-
-cells: list = []
-
-
-def md(text: str) -> None:
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    cells.append(cell)
+nb = Notebook("00_data_tour")
+md, code = nb.md, nb.code
 
 
 md("""
@@ -408,12 +397,6 @@ md("""
 Next: **01 · SAR alignment**: teaching a SAR encoder to speak the optical encoder's language.
 """)
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
 
 if __name__ == "__main__":
-    nbformat.validate(nb)
-    nbformat.write(nb, OUT)
-    print(f"wrote {OUT}")
+    nb.write()

@@ -7,25 +7,14 @@ Edit this file, not the notebook: the notebook is generated.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).parent))
+from nbgen import Notebook  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "02_qsacl_pretraining.ipynb"
-
-cells: list = []
-
-
-def md(text: str) -> None:
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    cells.append(cell)
+nb = Notebook("02_qsacl_pretraining")
+md, code = nb.md, nb.code
 
 
 md("""
@@ -56,7 +45,7 @@ The pre-trained backbone is saved to `artifacts/02_qsacl_pretraining/` for later
 code("""
 profile = "smoke"        # ci | smoke | full (papermill overrides these from notebooks/profiles/*.yaml)
 seed = 0
-backbone_preset = "tiny" # tiny | small | base (base = the paper structure, GPU only)
+backbone_preset = "tiny"  # tiny | small | base (base follows the paper; GPU only)
 scene_size = 128         # scene side in pixels (synthetic world, 1 m GSD)
 n_pretrain = 128         # unlabelled scenes for pre-training
 n_probe_train = 48       # labelled scenes for the linear probe
@@ -442,9 +431,6 @@ md("""
   `intensity_jitter=0.2` (colour invariance hurts when colour is the main cue), `steps=1000`.
 """)
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"},
-})
-nbformat.write(nb, OUT)
-print("wrote", OUT)
+
+if __name__ == "__main__":
+    nb.write()

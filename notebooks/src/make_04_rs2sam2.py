@@ -7,25 +7,14 @@ Edit this file, not the notebook: the notebook is generated.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).parent))
+from nbgen import Notebook  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "04_rs2sam2.ipynb"
-
-cells: list = []
-
-
-def md(text: str) -> None:
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    cells.append(cell)
+nb = Notebook("04_rs2sam2")
+md, code = nb.md, nb.code
 
 
 md("""
@@ -49,7 +38,7 @@ paper's **component ablation** (five rows, same budget each), score them with **
 at the original resolution**, look at predictions, and type your own expressions.
 
 All logic lives in `rslab`: `rslab.models.rs2sam2` (the model), `rslab.losses.boundary` (L_tbl),
-`rslab.data.referring` (the datasets), `rslab.models.rs2sam2_train` (training, evaluation, ablation).
+`rslab.data.referring` (the datasets), `rslab.recipes.rs2sam2` (training, evaluation, ablation).
 """)
 
 code("""
@@ -87,7 +76,7 @@ import torch
 from rslab import viz
 from rslab.data.referring import ReferringDataset, ReferringFilter, split_scene_indices
 from rslab.models.rs2sam2 import MiniLMTokenEncoder, RS2SAM2, RS2SAM2Config, load_sam2_checkpoint
-from rslab.models import rs2sam2_train as rt
+from rslab.recipes import rs2sam2 as rt
 from rslab.notebooks import start_run
 
 torch.set_num_threads(num_threads)
@@ -447,8 +436,6 @@ Run the `full` profile on a GPU with RRSIS-D or RefSegRS under `data_root` and t
 checkpoint to get the paper's setting: `rslab notebooks run --profile full --only 04`.
 """)
 
-nb = new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-nbformat.write(nb, OUT)
-print(f"wrote {OUT}")
+
+if __name__ == "__main__":
+    nb.write()

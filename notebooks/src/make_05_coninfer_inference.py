@@ -7,25 +7,14 @@ Edit this file, not the notebook: the notebook is generated.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+sys.path.insert(0, str(Path(__file__).parent))
+from nbgen import Notebook  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "05_coninfer_inference.ipynb"
-
-cells: list = []
-
-
-def md(text: str) -> None:
-    cells.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = tags
-    cells.append(cell)
+nb = Notebook("05_coninfer_inference")
+md, code = nb.md, nb.code
 
 
 md("""
@@ -61,8 +50,8 @@ code("""
 profile = "smoke"        # ci | smoke | full (papermill overrides from notebooks/profiles/*.yaml)
 seed = 0
 size = 256               # synthetic scene side (px)
-patch = 8                # patch side (px) of the default-profile branches (= the notebook-01 encoder token size)
-level = 3                # tree level evaluated: 3 = the 12 leaf classes, 1 = 5 coarse classes
+patch = 8                # patch side (px) of the default-profile branches: the notebook-01 encoder token size
+level = 3                # tree level evaluated: 3 for the 12 leaf classes, 1 for the 5 coarse ones
 n_prior_scenes = 6       # style-0 scenes the stand-in (weak) prior is trained on
 n_context_scenes = 32    # scenes (all styles) the stand-in context encoder is trained on
 n_test_scenes = 16       # held-out scenes
@@ -73,8 +62,8 @@ tile = 256               # tile side for tiled inference
 use_real = True          # run on ../shared/real_samples when present
 prior_source = "text"            # "text" (notebook-01 encoders) | "weak" (stand-in) | "maskclip_star" (full: OpenAI CLIP)
 context_source = "backbone"      # "backbone" (notebook-02) | "standin" | a timm DINOv2 model name (full)
-encoders_dir = ""        # notebook 01's saved optical / SAR encoders ("" = <artifacts>/01_sar_alignment)
-backbone_dir = ""        # notebook 02's saved backbone ("" = <artifacts>/02_qsacl_pretraining)
+encoders_dir = ""        # saved optical / SAR encoders of notebook 01; empty: <artifacts>/01_sar_alignment
+backbone_dir = ""        # saved backbone of notebook 02; empty: <artifacts>/02_qsacl_pretraining
 train_missing = True     # artifacts missing: train them here on a small budget (False: use the stand-ins)
 lit_steps = 60           # ... locked-text tuning steps of the optical encoder (notebook 01: 150)
 align_steps = 60         # ... SAR alignment steps (notebook 01: 300)
@@ -585,12 +574,6 @@ md("""
 - Large scenes: one mixture over all tiles (`ci.refine_scene`), memory bounded by chunking.
 """)
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
 
 if __name__ == "__main__":
-    nbformat.validate(nb)
-    nbformat.write(nb, OUT)
-    print(f"wrote {OUT}")
+    nb.write()

@@ -31,6 +31,8 @@ class Notebook:
         self.cells.append(cell)
 
     def write(self) -> Path:
+        for i, cell in enumerate(self.cells):
+            cell.id = str(i)  # stable ids (as nbstripout writes them): regenerating gives no spurious diff
         nb = new_notebook(cells=self.cells, metadata={
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"},
