@@ -27,14 +27,6 @@ from rslab.models.coninfer import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is fastest and never oversubscribes a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def clusters(n=2000, d=512, k=5, noise=3.0, prior_boost=1.0, seed=0):
     """Unit-norm Gaussian clusters and a noisy prior (correct class boosted by prior_boost)."""

@@ -16,13 +16,6 @@ from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_o
 from rslab.recipes import coninfer as rc
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_encoder(in_chans: int = 4, out_dim: int = 16, seed: int = 0) -> ImageEncoder:
     torch.manual_seed(seed)

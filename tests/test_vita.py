@@ -5,14 +5,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: on a shared 2-core machine OpenMP oversubscription makes these 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 from rslab.losses.set_prediction import SetCriterion
 from rslab.models.vita import (
     VITA,
