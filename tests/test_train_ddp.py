@@ -9,8 +9,6 @@ themselves must agree exactly (they apply the same all-reduced gradient).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,21 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-SCRIPT = Path(__file__).parent / "train_scripts" / "tiny_run.py"
+from _tiny_run import ENV, SCRIPT, run_in_process  # noqa: E402
+
 # 96 samples = 6 full global batches of 16: with an incomplete last batch, accelerate (even_batches)
 # completes it with samples from the epoch's start on several processes, unlike one process.
 ARGS = ["--samples", "96", "--steps", "12", "--dropout", "0", "--batch", "16", "--accum", "1",
         "--checkpoint-every", "0"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
-
-def run_in_process(out_dir: Path, *args: str) -> dict[str, torch.Tensor]:
-    """The same script in this process (saves a Python start-up); returns the final weights."""
-    spec = importlib.util.spec_from_file_location("tiny_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.train(module.parse_args([str(out_dir), *args]))
-    return load_file(out_dir / "final_rank0.safetensors")
 
 
 def _run(cmd: list[str]) -> None:
