@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from rslab.data.augment import SARViewAugment
 from rslab.losses.contrastive import ImageAlignmentLoss
+from rslab.recipes.alignment import train_locked_text, train_sar_alignment
 from rslab.models.alignment import (
     AlignmentConfig,
     OpticalTextModel,
@@ -19,8 +20,6 @@ from rslab.models.alignment import (
     pca_2d,
     retrieval_scores,
     save_encoder,
-    train_locked_text,
-    train_sar_alignment,
     zero_shot_accuracy,
 )
 from rslab.models.encoders import ImageEncoder, ImageEncoderConfig

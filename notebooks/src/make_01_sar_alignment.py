@@ -92,9 +92,9 @@ from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.losses.contrastive import ImageAlignmentLoss
 from rslab.models.alignment import (
     OpticalTextModel, SARAlignmentModel, balanced_scenes, dominant_class, embed_optical, embed_sar,
-    pairs_to_tensors, pca_2d, retrieval_scores, save_encoder, tile_pairs, train_locked_text,
-    train_sar_alignment, zero_shot_accuracy,
+    pairs_to_tensors, pca_2d, retrieval_scores, save_encoder, tile_pairs, zero_shot_accuracy,
 )
+from rslab.recipes.alignment import train_locked_text, train_sar_alignment
 from rslab.models.encoders import DEFAULT_TEMPLATES, ImageEncoderConfig, MiniLMTextEncoder, count_parameters
 from rslab.notebooks import start_run
 from rslab.train import TrainConfig

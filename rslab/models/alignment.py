@@ -18,7 +18,7 @@ Pieces:
 - :class:`AlignmentConfig` -- encoder sizes and loss weights (tiny/small/base presets).
 - :class:`OpticalTextModel` -- optical encoder + learnable temperature for locked-text tuning.
 - :class:`SARAlignmentModel` -- frozen E_opt + trainable E_SAR; forward gives f_opt, f^a_SAR, f^b_SAR.
-- :func:`train_locked_text`, :func:`train_sar_alignment` -- the two short training runs.
+- the two short training runs live in :mod:`rslab.recipes.alignment` (models never import the trainer).
 - :func:`embed_optical`, :func:`embed_sar`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
   :func:`pca_2d` -- evaluation.
 - :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`tile_pairs` -- data.
@@ -32,14 +32,13 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rslab.data.augment import SARViewAugment, paired_dihedral, paired_random_crop
 from rslab.models.encoders import (
     EncoderOutput,
     ImageEncoder,
@@ -49,13 +48,6 @@ from rslab.models.encoders import (
     preprocess_sar,
 )
 
-if TYPE_CHECKING:
-    from rslab.losses.contrastive import ImageAlignmentLoss
-    from rslab.train import TrainConfig
-
-# The two training recipes below import rslab.losses and rslab.train inside the functions: the
-# model and evaluation code of this module stays importable without them (data -> models ->
-# losses -> train), and accelerate is only loaded when something is trained.
 
 # --------------------------------------------------------------------------------------------
 # Config and models
@@ -271,117 +263,6 @@ def tile_pairs(sample, tile: int, optical_bands: Sequence[int] | None = None) ->
     result = {k: torch.from_numpy(np.stack(v)) for k, v in out.items() if v}
     result["optical"], result["sar"] = result["optical"].float(), result["sar"].float()
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Training loops
-# --------------------------------------------------------------------------------------------
-
-
-def _loader(n: int, batch_size: int, seed: int):
-    """Shuffled batches of sample indices (the tensors stay in memory; augmentation is batched)."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {batch_size}")
-    if n < batch_size:
-        raise ValueError(f"need at least batch_size={batch_size} training pairs, got {n}")
-    return DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size, shuffle=True, drop_last=True,
-                      generator=torch.Generator().manual_seed(seed))
-
-
-def train_locked_text(
-    model: OpticalTextModel,
-    optical: torch.Tensor,
-    text_embeddings: Sequence[torch.Tensor] | torch.Tensor,
-    config: "TrainConfig",
-    texts: Sequence[Sequence[str]] | None = None,
-    batch_size: int = 64,
-    crop: int | None = 48,
-) -> list[dict]:
-    """Locked-text tuning (LiT): pull each optical image towards the frozen embedding of one of its texts.
-
-    Runs :class:`rslab.train.Trainer` on :func:`~rslab.losses.contrastive.locked_text_loss`.
-
-    Args:
-        optical: (N, C, H, W) images in [0, 1].
-        text_embeddings: per image, a (T_i, D) tensor of its candidate texts' embeddings (caption,
-            class prompts...); one is drawn at random each time the image is used. A single (N, D)
-            tensor means one text per image.
-        config: the :class:`~rslab.train.TrainConfig` (steps, lr, out_dir for checkpoints...).
-        texts: the strings behind ``text_embeddings`` (same nesting); identical strings in a batch
-            are then positives of each other rather than negatives.
-        crop: random crop size (then random flips/rotations), or None.
-    Returns the training history.
-    """
-    from rslab.losses.contrastive import locked_text_loss
-    from rslab.train import Trainer
-
-    if optical.ndim != 4 or not torch.isfinite(optical).all():
-        raise ValueError(f"optical must be a finite (N, C, H, W) tensor, got shape {tuple(optical.shape)}")
-    if isinstance(text_embeddings, torch.Tensor):
-        text_embeddings = [t[None] for t in text_embeddings]
-        texts = None if texts is None else [[t] for t in texts]
-    if len(text_embeddings) != optical.shape[0]:
-        raise ValueError(f"need one text set per image: {len(text_embeddings)} sets for {optical.shape[0]} images")
-    if texts is not None and [len(t) for t in texts] != [len(e) for e in text_embeddings]:
-        raise ValueError("texts and text_embeddings must have the same nesting (one string per embedding row).")
-
-    def loss_fn(m: OpticalTextModel, batch) -> tuple[torch.Tensor, dict]:
-        device = next(m.parameters()).device  # the Trainer may have moved the model to a GPU
-        idx = batch[0].tolist()
-        picks = [int(torch.randint(len(text_embeddings[i]), ())) for i in idx]
-        f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx, picks)]).to(device)
-        batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx, picks)]
-        x = optical[idx].to(device)
-        if crop is not None:
-            (x,) = paired_random_crop(x, size=crop)
-        (x,) = paired_dihedral(x)
-        f_img, temperature = m(x)
-        loss = locked_text_loss(f_img, f_text, temperature, batch_texts)
-        return loss, {"temperature": temperature.detach()}
-
-    trainer = Trainer(model, loss_fn, _loader(optical.shape[0], batch_size, config.seed), config)
-    history = trainer.fit()
-    model.eval()
-    return history
-
-
-def train_sar_alignment(
-    model: SARAlignmentModel,
-    optical: torch.Tensor,
-    sar_db: torch.Tensor,
-    loss_fn: "ImageAlignmentLoss",
-    config: "TrainConfig",
-    batch_size: int = 64,
-    augment: SARViewAugment | None = None,
-) -> list[dict]:
-    """Stage-1 alignment: train E_SAR only, minimising L_img on (x_opt, x^a_SAR, x^b_SAR) triplets.
-
-    Pairs whose SAR is mostly nodata are dropped (see :func:`check_pairs`); the remaining NaNs are
-    masked out of the pooling. Runs :class:`rslab.train.Trainer`; returns the history.
-    """
-    from rslab.train import Trainer
-
-    augment = augment or SARViewAugment()
-    keep = check_pairs(optical, sar_db)
-    optical, sar_db = optical[keep], sar_db[keep]
-    if any(p.requires_grad for p in model.optical.parameters()):
-        raise ValueError("the optical encoder must be frozen for indirect alignment; build it via SARAlignmentModel.")
-    need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
-
-    def step(m: SARAlignmentModel, batch) -> tuple[torch.Tensor, dict]:
-        idx = batch[0].cpu()
-        device = next(m.parameters()).device
-        opt_a, sar_a, sar_b = augment(optical[idx].to(device), sar_db[idx].to(device))
-        out = m(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
-        loss = loss_fn(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
-        return loss, {k: v for k, v in loss_fn.last.items() if k != "loss"}
-
-    trainer = Trainer(model, step, _loader(optical.shape[0], batch_size, config.seed), config)
-    history = trainer.fit()
-    model.eval()
-    return history
 
 
 # --------------------------------------------------------------------------------------------

@@ -180,8 +180,8 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
     from rslab.data.augment import SARViewAugment
     from rslab.losses.contrastive import ImageAlignmentLoss
-    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, dominant_class, pairs_to_tensors,
-                                        train_locked_text, train_sar_alignment)
+    from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, dominant_class, pairs_to_tensors
+    from rslab.recipes.alignment import train_locked_text, train_sar_alignment
     from rslab.models.encoders import DEFAULT_TEMPLATES, MiniLMTextEncoder
     from rslab.train import TrainConfig
 

@@ -1,0 +1,118 @@
+"""Training recipes of SkySense-VITA stage 1 (notebook 01): locked-text tuning of the optical
+encoder, then image-level SAR alignment with L_img (paper Sec. "Image-level Alignment Pre-training").
+
+The models, data helpers and evaluation live in :mod:`rslab.models.alignment`; this module adds the
+loss (:mod:`rslab.losses.contrastive`) and the :class:`~rslab.train.Trainer`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from rslab.data.augment import SARViewAugment, paired_dihedral, paired_random_crop
+from rslab.losses.contrastive import ImageAlignmentLoss, locked_text_loss
+from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs
+from rslab.train import Trainer, TrainConfig
+
+
+
+def _loader(n: int, batch_size: int, seed: int):
+    """Shuffled batches of sample indices (the tensors stay in memory; augmentation is batched)."""
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {batch_size}")
+    if n < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} training pairs, got {n}")
+    return DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size, shuffle=True, drop_last=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def train_locked_text(
+    model: OpticalTextModel,
+    optical: torch.Tensor,
+    text_embeddings: Sequence[torch.Tensor] | torch.Tensor,
+    config: TrainConfig,
+    texts: Sequence[Sequence[str]] | None = None,
+    batch_size: int = 64,
+    crop: int | None = 48,
+) -> list[dict]:
+    """Locked-text tuning (LiT): pull each optical image towards the frozen embedding of one of its texts.
+
+    Runs :class:`rslab.train.Trainer` on :func:`~rslab.losses.contrastive.locked_text_loss`.
+
+    Args:
+        optical: (N, C, H, W) images in [0, 1].
+        text_embeddings: per image, a (T_i, D) tensor of its candidate texts' embeddings (caption,
+            class prompts...); one is drawn at random each time the image is used. A single (N, D)
+            tensor means one text per image.
+        config: the :class:`~rslab.train.TrainConfig` (steps, lr, out_dir for checkpoints...).
+        texts: the strings behind ``text_embeddings`` (same nesting); identical strings in a batch
+            are then positives of each other rather than negatives.
+        crop: random crop size (then random flips/rotations), or None.
+    Returns the training history.
+    """
+    if optical.ndim != 4 or not torch.isfinite(optical).all():
+        raise ValueError(f"optical must be a finite (N, C, H, W) tensor, got shape {tuple(optical.shape)}")
+    if isinstance(text_embeddings, torch.Tensor):
+        text_embeddings = [t[None] for t in text_embeddings]
+        texts = None if texts is None else [[t] for t in texts]
+    if len(text_embeddings) != optical.shape[0]:
+        raise ValueError(f"need one text set per image: {len(text_embeddings)} sets for {optical.shape[0]} images")
+    if texts is not None and [len(t) for t in texts] != [len(e) for e in text_embeddings]:
+        raise ValueError("texts and text_embeddings must have the same nesting (one string per embedding row).")
+
+    def loss_fn(m: OpticalTextModel, batch) -> tuple[torch.Tensor, dict]:
+        device = next(m.parameters()).device  # the Trainer may have moved the model to a GPU
+        idx = batch[0].tolist()
+        picks = [int(torch.randint(len(text_embeddings[i]), ())) for i in idx]
+        f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx, picks)]).to(device)
+        batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx, picks)]
+        x = optical[idx].to(device)
+        if crop is not None:
+            (x,) = paired_random_crop(x, size=crop)
+        (x,) = paired_dihedral(x)
+        f_img, temperature = m(x)
+        loss = locked_text_loss(f_img, f_text, temperature, batch_texts)
+        return loss, {"temperature": temperature.detach()}
+
+    trainer = Trainer(model, loss_fn, _loader(optical.shape[0], batch_size, config.seed), config)
+    history = trainer.fit()
+    model.eval()
+    return history
+
+
+def train_sar_alignment(
+    model: SARAlignmentModel,
+    optical: torch.Tensor,
+    sar_db: torch.Tensor,
+    loss_fn: ImageAlignmentLoss,
+    config: TrainConfig,
+    batch_size: int = 64,
+    augment: SARViewAugment | None = None,
+) -> list[dict]:
+    """Stage-1 alignment: train E_SAR only, minimising L_img on (x_opt, x^a_SAR, x^b_SAR) triplets.
+
+    Pairs whose SAR is mostly nodata are dropped (see :func:`check_pairs`); the remaining NaNs are
+    masked out of the pooling. Runs :class:`rslab.train.Trainer`; returns the history.
+    """
+    augment = augment or SARViewAugment()
+    keep = check_pairs(optical, sar_db)
+    optical, sar_db = optical[keep], sar_db[keep]
+    if any(p.requires_grad for p in model.optical.parameters()):
+        raise ValueError("the optical encoder must be frozen for indirect alignment; build it via SARAlignmentModel.")
+    need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
+
+    def step(m: SARAlignmentModel, batch) -> tuple[torch.Tensor, dict]:
+        idx = batch[0].cpu()
+        device = next(m.parameters()).device
+        opt_a, sar_a, sar_b = augment(optical[idx].to(device), sar_db[idx].to(device))
+        out = m(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
+        loss = loss_fn(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
+        return loss, {k: v for k, v in loss_fn.last.items() if k != "loss"}
+
+    trainer = Trainer(model, step, _loader(optical.shape[0], batch_size, config.seed), config)
+    history = trainer.fit()
+    model.eval()
+    return history
