@@ -60,14 +60,17 @@ profile = "smoke"       # ci | smoke | full (papermill overrides these from note
 seed = 0
 image_size = 64         # synthetic scene side (px)
 n_train = 512           # step 2: optical images + captions for locked-text tuning (scenes 0..n_train-1)
-n_align = 2048          # step 3: optical/SAR pairs for alignment (scenes 0..n_align-1; no text needed)
+n_align = 1024          # step 3: optical/SAR pairs for alignment (scenes 0..n_align-1; no text needed)
 eval_per_class = 20     # held-out evaluation pairs per dominant class (5 classes)
 encoder = "tiny"        # ImageEncoderConfig preset: tiny | small | base
 embed_dim = 64          # overrides of the preset (None keeps the preset's value)
 depth = 2
 num_heads = 2
 lit_steps = 150         # step 1: locked-text tuning of the optical encoder
+lit_view_weight = 1.0   # weight of the image-image term of step 1 (0 gives plain LiT)
+lit_colour = 0.1        # colour-jitter strength of the step-1 views
 align_steps = 150       # step 3: SAR alignment (and each ablation run)
+sar_init_from_optical = False  # start E_SAR from a copy of the optical blocks (the paper does not say)
 batch_size = 64
 crop = 48               # random crop size of the augmentations (px)
 lr = 3e-3
@@ -152,6 +155,17 @@ is drawn per step. The image tower is a small `ImageEncoder` (a conv tokenizer f
 RGB+NIR input, timm transformer blocks, GAP, a linear projection into the 384-d text space),
 trained with the CLIP loss against the fixed text embeddings. **This replaces the paper's
 pretrained CLIP**, for lack of one on disk; afterwards it is frozen and never changes again.
+
+A pretrained CLIP tower does more than name the classes in a scene: it tells *scenes* apart, and
+a recoloured scene stays the same scene to it. Captions alone cannot teach a small encoder that in
+a minute: with the text term only, its embedding of a scene re-rendered in another regional style
+(other roof and crop colours) finds the original among the held-out scenes about as rarely as
+SAR later does (measured below), i.e. the embedding is dominated by colour, which SAR cannot see.
+So the stand-in gets a second, image-image InfoNCE term (weight `lit_view_weight`): two views of
+each training scene, the second cut from **the same ground rendered in another regional style**
+(like a second acquisition from another season) with a small colour jitter. This is our addition
+to make the *teacher* behave more like a pretrained one; the paper's stage 1 (step 3) is
+unchanged.
 """)
 
 code("""
@@ -169,9 +183,13 @@ train_text_emb = [text_encoder.encode(texts) for texts in train_texts]
 print("example texts of scene 0:", train_texts[0][:3])
 
 t0 = time.perf_counter()
+# the same training ground in another regional style: the second view of the image-image term
+restyled = [world.scene(s.meta["index"], style=(s.meta["style"] + 1 + i % (world.config.n_styles - 1)) % world.config.n_styles)
+            for i, s in enumerate(train_samples[:n_train])]
 optical_model = OpticalTextModel(preset(4))
 lit_history = train_locked_text(
     optical_model, pairs_to_tensors(train_samples[:n_train])[0], train_text_emb, texts=train_texts, batch_size=batch_size, crop=crop,
+    colour=lit_colour, view_weight=lit_view_weight, optical_other=pairs_to_tensors(restyled)[0],
     config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25, progress=False),
 )
 optical_encoder = optical_model.encoder.eval()
@@ -203,6 +221,21 @@ for name, emb in class_emb.items():
 """)
 
 md("""
+How much does the frozen teacher's embedding say about the *ground* rather than its colours?
+Re-render every held-out scene in another regional style (same layout, other colours) and
+retrieve the original among all held-out optical images. SAR shares the ground but none of the
+colours, so this number is a rough guide to what SAR → optical retrieval can reach with this
+teacher.
+""")
+
+code("""
+restyled_eval = [world.scene(s.meta["index"], style=(s.meta["style"] + 1) % world.config.n_styles) for s in eval_samples]
+r = retrieval_scores(embed_optical(optical_encoder, pairs_to_tensors(restyled_eval)[0]), f_opt_eval, ks=(1, 5))
+metrics["optical_restyled_r1"], metrics["optical_restyled_r5"] = r[1], r[5]
+print(f"optical (other style) -> optical: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} (chance {1 / len(eval_samples):.3f})")
+""")
+
+md("""
 ## 3 · SAR alignment: train $E_{SAR}$ only, with $\\mathcal{L}_{img}$
 
 `SARAlignmentModel` holds the frozen optical encoder and a new SAR encoder of the same shape but
@@ -222,7 +255,7 @@ augment = SARViewAugment(crop=crop, looks=(3.0, 12.0), speckle_window=3, max_off
 
 def align(lam_cl: float, lam_cma: float) -> tuple[SARAlignmentModel, list, float]:
     torch.manual_seed(seed + 1)  # the same initial SAR encoder for every variant
-    model = SARAlignmentModel(optical_encoder, preset(2))
+    model = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical)
     t0 = time.perf_counter()
     history = train_sar_alignment(
         model, opt_train, sar_train, ImageAlignmentLoss(lam_cl, lam_cma, temperature), batch_size=batch_size,
@@ -232,7 +265,7 @@ def align(lam_cl: float, lam_cma: float) -> tuple[SARAlignmentModel, list, float
     return model, history, time.perf_counter() - t0
 
 torch.manual_seed(seed + 1)
-unaligned_sar = SARAlignmentModel(optical_encoder, preset(2)).sar  # the "before" encoder: same init, untrained
+unaligned_sar = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical).sar  # the "before" encoder: same init, untrained
 model, history, metrics["align_s"] = align(lambda_cl, lambda_cma)
 sar_encoder = model.sar
 print(f"SAR encoder: {count_parameters(sar_encoder) / 1e6:.2f} M parameters, trained in {metrics['align_s']:.0f} s")
@@ -308,11 +341,15 @@ md("""
 was never shown a word, yet after alignment it is classified by text prompts nearly as well as the
 optical teacher it copies (compare with the optical accuracies of step 2), including with the
 held-out class names. Retrieval improves by a large factor over chance, but on the smoke profile
-R@1 stays far below R@5: global average pooling keeps *what* is in a scene more than *where*, the
-optical embedding also carries colour and regional style that SAR cannot see, and a 0.2 M-parameter
-SAR encoder trained for a minute on CPU confuses scenes of similar composition. Four times the
-steps raises R@1 only modestly; larger encoders and far more data (the full profile) are the levers
-to try.
+R@1 stays well below R@5 and **below the suite's target of 0.8**. Two limits, both measured:
+(1) the teacher: the recoloured-optical retrieval of step 2 bounds what any other rendering of the
+same ground can reach, and SAR is a much more different rendering (speckle, crops and grass 1 dB
+apart); plain locked-text tuning gave a teacher whose own recoloured R@1 was about 0.16 and SAR R@1
+about 0.2, the image-image term raised both; (2) the SAR encoder's budget: R@1 keeps rising with
+steps (about +0.05 per extra 150 steps in our runs) while training and held-out retrieval stay
+equal, so it underfits rather than overfits. A larger SAR encoder, or starting it from the optical
+blocks (`sar_init_from_optical`), did not help within this budget. The full profile (larger
+encoders, many more steps, a pretrained teacher) is the setting where the paper's numbers live.
 """)
 
 md("""

@@ -15,6 +15,10 @@ Radiometric:
   fully-developed speckle model. Lower L = noisier.
 - :func:`jitter_db_offset`: add a per-image calibration offset in dB.
 
+Optical:
+- :func:`colour_jitter`: a random gain and offset per image and band, as between two regions or
+  two acquisition dates (the synthetic world's regional styles differ like this).
+
 Geometric (applied identically to every co-registered tensor of a sample):
 - :func:`paired_dihedral`: random flips and 90-degree rotations.
 - :func:`paired_random_crop`: one random window per sample, shared across modalities.
@@ -149,6 +153,21 @@ def paired_random_crop(*tensors: torch.Tensor, size: int) -> list[torch.Tensor]:
         torch.stack([t[i, ..., y : y + size, x : x + size] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))])
         for t in tensors
     ]
+
+
+def colour_jitter(optical: torch.Tensor, strength: float = 0.3) -> torch.Tensor:
+    """Per image and band: ``x * gain + offset``, gain in [1 - s, 1 + s], offset in [-s/4, s/4],
+    clipped to [0, 1]. Optical ``(B, C, H, W)`` in [0, 1]; ``strength`` s in [0, 1)."""
+    if optical.ndim != 4:
+        raise ValueError(f"optical must be (B, C, H, W), got shape {tuple(optical.shape)}")
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"strength must be in [0, 1), got {strength}")
+    if strength == 0:
+        return optical
+    b, c = optical.shape[:2]
+    gain = 1.0 + strength * (2 * torch.rand(b, c, 1, 1, device=optical.device) - 1)
+    offset = 0.25 * strength * (2 * torch.rand(b, c, 1, 1, device=optical.device) - 1)
+    return (optical * gain + offset).clamp(0.0, 1.0)
 
 
 @dataclass

@@ -115,12 +115,14 @@ class OpticalTextModel(nn.Module):
 class SARAlignmentModel(nn.Module):
     """Frozen optical encoder E_opt + trainable SAR encoder E_SAR (its own conv tokenizer).
 
+    ``init_from_optical`` starts E_SAR as a copy of E_opt's blocks (see :meth:`_copy_optical_weights`).
     ``forward(optical_a, sar_a, sar_b=None)`` returns the GAP features
     ``{"f_opt", "f_sar_a", "f_sar_b"}`` that :class:`~rslab.losses.contrastive.ImageAlignmentLoss`
     consumes. SAR nodata (NaN) is masked out of the pooling, never fed to the network.
     """
 
-    def __init__(self, optical_encoder: ImageEncoder, sar_cfg: ImageEncoderConfig | None = None):
+    def __init__(self, optical_encoder: ImageEncoder, sar_cfg: ImageEncoderConfig | None = None,
+                 init_from_optical: bool = False):
         super().__init__()
         if not isinstance(optical_encoder, ImageEncoder):
             raise ValueError(f"optical_encoder must be an ImageEncoder, got {type(optical_encoder).__name__}")
@@ -132,6 +134,22 @@ class SARAlignmentModel(nn.Module):
             )
         self.optical = freeze(optical_encoder)
         self.sar = ImageEncoder(sar_cfg)
+        if init_from_optical:
+            self._copy_optical_weights()
+
+    def _copy_optical_weights(self) -> None:
+        """Start E_SAR from E_opt's weights except the tokenizer (a copy, trained on; E_opt stays frozen).
+
+        The paper does not say how E_SAR is initialised. Starting from the optical encoder means SAR
+        only has to learn a tokenizer and adapt the blocks, instead of a whole encoder from scratch.
+        """
+        if self.sar.cfg.embed_dim != self.optical.cfg.embed_dim or self.sar.cfg.depth != self.optical.cfg.depth:
+            raise ValueError("init_from_optical needs the SAR encoder to have the optical encoder's embed_dim and depth, "
+                             f"got {self.sar.cfg.embed_dim}/{self.sar.cfg.depth} vs "
+                             f"{self.optical.cfg.embed_dim}/{self.optical.cfg.depth}")
+        state = {k: v for k, v in self.optical.state_dict().items() if not k.startswith("tokenizer.")}
+        missing, unexpected = self.sar.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("tokenizer.") for k in missing), (missing, unexpected)
 
     def train(self, mode: bool = True) -> "SARAlignmentModel":
         super().train(mode)

@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rslab.data.augment import SARViewAugment, paired_dihedral, paired_random_crop
-from rslab.losses.contrastive import ImageAlignmentLoss, locked_text_loss
+from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
+from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
 from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs
 from rslab.train import Trainer, TrainConfig
 
@@ -37,10 +37,20 @@ def train_locked_text(
     texts: Sequence[Sequence[str]] | None = None,
     batch_size: int = 64,
     crop: int | None = 48,
+    colour: float = 0.0,
+    view_weight: float = 0.0,
+    view_temperature: float = 0.1,
+    optical_other: torch.Tensor | None = None,
 ) -> list[dict]:
     """Locked-text tuning (LiT): pull each optical image towards the frozen embedding of one of its texts.
 
-    Runs :class:`rslab.train.Trainer` on :func:`~rslab.losses.contrastive.locked_text_loss`.
+    Runs :class:`rslab.train.Trainer` on :func:`~rslab.losses.contrastive.locked_text_loss`, plus,
+    when ``view_weight > 0``, ``view_weight`` x an image-image InfoNCE between two augmented views of
+    each image (SimCLR). Why the second term: a pretrained CLIP tower -- what the paper freezes --
+    tells *scenes* apart, not only their caption; LiT on a few hundred synthetic captions alone
+    gives an embedding that knows the composition but is dominated by colour (regional style),
+    which SAR cannot see. The view term with colour jitter makes it content-discriminative and
+    style-invariant, as a pretrained encoder would be.
 
     Args:
         optical: (N, C, H, W) images in [0, 1].
@@ -51,8 +61,16 @@ def train_locked_text(
         texts: the strings behind ``text_embeddings`` (same nesting); identical strings in a batch
             are then positives of each other rather than negatives.
         crop: random crop size (then random flips/rotations), or None.
+        colour: strength of :func:`~rslab.data.augment.colour_jitter` on every view (0: none).
+        view_weight / view_temperature: weight and temperature of the image-image term (0: LiT only).
+        optical_other: optional (N, C, H, W) second acquisition of the same ground (another date or
+            regional style); the second view is then cut from it instead of from ``optical``.
     Returns the training history.
     """
+    if view_weight < 0 or view_temperature <= 0:
+        raise ValueError(f"need view_weight >= 0 and view_temperature > 0, got {view_weight}, {view_temperature}")
+    if optical_other is not None and optical_other.shape != optical.shape:
+        raise ValueError(f"optical_other must match optical's shape {tuple(optical.shape)}, got {tuple(optical_other.shape)}")
     if optical.ndim != 4 or not torch.isfinite(optical).all():
         raise ValueError(f"optical must be a finite (N, C, H, W) tensor, got shape {tuple(optical.shape)}")
     if isinstance(text_embeddings, torch.Tensor):
@@ -69,13 +87,27 @@ def train_locked_text(
         picks = [int(torch.randint(len(text_embeddings[i]), ())) for i in idx]
         f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx, picks)]).to(device)
         batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx, picks)]
-        x = optical[idx].to(device)
-        if crop is not None:
-            (x,) = paired_random_crop(x, size=crop)
-        (x,) = paired_dihedral(x)
-        f_img, temperature = m(x)
-        loss = locked_text_loss(f_img, f_text, temperature, batch_texts)
-        return loss, {"temperature": temperature.detach()}
+        images = optical[idx].to(device)
+        others = images if optical_other is None else optical_other[idx].to(device)
+
+        def view(x: torch.Tensor) -> torch.Tensor:
+            if crop is not None:
+                (x,) = paired_random_crop(x, size=crop)
+            (x,) = paired_dihedral(x)
+            return colour_jitter(x, colour)
+
+        if view_weight > 0:  # both views in one forward pass
+            f_both, temperature = m(torch.cat([view(images), view(others)]))
+            f_img, f_img_b = f_both.chunk(2)
+        else:
+            f_img, temperature = m(view(images))
+        loss_text = locked_text_loss(f_img, f_text, temperature, batch_texts)
+        logs = {"temperature": temperature.detach(), "loss_text": loss_text.detach()}
+        if view_weight == 0:
+            return loss_text, logs
+        loss_view = info_nce(f_img, f_img_b, view_temperature)
+        logs["loss_view"] = loss_view.detach()
+        return loss_text + view_weight * loss_view, logs
 
     trainer = Trainer(model, loss_fn, _loader(optical.shape[0], batch_size, config.seed), config)
     history = trainer.fit()
