@@ -152,3 +152,43 @@ def test_from_world_heldout_split():
         np.testing.assert_array_equal(item["image"].numpy(), scene.optical[:3])
     with pytest.raises(ValueError):
         split_scene_indices(0, 2)
+
+
+def test_expression_kinds():
+    from rslab.data.referring import expression_kind
+
+    assert expression_kind("the river") == "class only"
+    assert expression_kind("the largest crop field") == "size"
+    assert expression_kind("the leftmost warehouse") == "extreme position"
+    assert expression_kind("the lake in the top left corner") == "grid position"
+    assert expression_kind("the crop field nearest the river") == "relation"
+    assert expression_kind("the warehouse with a red roof") == "colour"
+    assert expression_kind("the pale yellow crop field") == "class only"  # colour words not given
+    assert expression_kind("the pale yellow crop field", ["pale yellow"]) == "colour"
+    data = ReferringDataset(_samples(), index=[(0, 0), (0, 1)])
+    assert data.kind_counts() == {"class only": 1, "grid position": 1}
+    with pytest.raises(ValueError, match="non-empty"):
+        expression_kind("  ")
+
+
+def test_class_oracle_scores_on_synthetic_scenes():
+    """The class-union oracle is exact for a class that occurs once and never above 1."""
+    from rslab.data.referring import class_oracle_scores, expression_kind
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+
+    world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)
+    filt = ReferringFilter(min_area_frac=0.05)
+    out = class_oracle_scores(world, range(6), filt)
+    assert set(out) == {"class_union", "largest_of_class"}
+    n = sum(filt.keep(e) for i in range(6) for e in world.scene(i).referring)
+    for m in out.values():
+        assert m["n"] == n and 0.0 < m["miou"] <= 1.0
+    # expressions of a class that occurs once ("the river") are solved exactly by both oracles
+    single = [(i, e) for i in range(6) for e in world.scene(i).referring
+              if filt.keep(e) and expression_kind(e.text) == "class only"]
+    if single:
+        i, e = single[0]
+        one = class_oracle_scores(world, [i], ReferringFilter(min_area_frac=0.05, classes=(e.target_class,)))
+        assert one["class_union"]["pr50"] > 0
+    with pytest.raises(ValueError, match="no expressions"):
+        class_oracle_scores(world, range(2), ReferringFilter(classes=("no such class",)))

@@ -100,6 +100,41 @@ def test_evaluate_scores_at_original_resolution():
     assert out["oiou"] == pytest.approx((256 + 128) / (256 + 384))
     assert out["pr50"] == 0.5 and out["pr90"] == 0.5
     assert out["by_class"]["x"]["miou"] == pytest.approx(1.0)
+    assert out["empty"] == 0.0
+    assert out["area_ratio"] == pytest.approx((256 + 256) / (256 + 256))  # 256 predicted px per expression
+
+
+def test_evaluate_reports_empty_predictions():
+    class EmptyModel(QuadrantModel):
+        def forward(self, images, states, pad):
+            return {"masks": torch.full((images.shape[0], 1, 16, 16), -10.0)}
+
+    img = np.zeros((3, 32, 32), np.float32)
+    data = ReferringDataset([Sample(optical=img, referring=[ReferringExpression("a", _square(32, 0, 0, 16), "x")])])
+    out = rt.evaluate_referring(EmptyModel(), data, FakeTokens())
+    assert out["empty"] == 1.0 and out["area_ratio"] == 0.0 and out["miou"] == 0.0
+
+
+def test_make_optimizer_matches_default_groups():
+    from rslab.train.engine import default_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    model[1].weight.requires_grad_(False)
+    opt, ref = rt.make_optimizer(model, 1e-3, 0.05), default_optimizer(model, 1e-3, 0.05)
+    assert [len(g["params"]) for g in opt.param_groups] == [len(g["params"]) for g in ref.param_groups]
+    assert [g["weight_decay"] for g in opt.param_groups] == [g["weight_decay"] for g in ref.param_groups]
+    x = torch.randn(5, 3)
+    # one step of each on copies gives the same parameters (same AdamW update, fused or not)
+    import copy
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    oa, ob = rt.make_optimizer(a, 1e-2, 0.05), default_optimizer(b, 1e-2, 0.05)
+    for m, o in ((a, oa), (b, ob)):
+        m(x).pow(2).sum().backward()
+        o.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+    with pytest.raises(ValueError, match="no trainable"):
+        rt.make_optimizer(torch.nn.Linear(2, 2).requires_grad_(False), 1e-3, 0.0)
 
 
 @pytest.fixture(scope="module")

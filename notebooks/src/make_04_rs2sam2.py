@@ -53,7 +53,7 @@ n_train_scenes = 300       # held-out evaluation uses the next n_eval_scenes sce
 n_eval_scenes = 40
 min_area_frac = 0.05       # keep expressions whose target covers at least 5 % of the image
 steps = 400                # optimiser steps per ablation row (the same for every row)
-batch_size = 4
+batch_size = 8             # expressions per step (8 learns more per CPU second than 4 on this model)
 lr = 2e-3
 train_hiera = True         # no SAM2 weights offline: train Hiera instead of freezing random weights
 sam2_checkpoint = None     # path or file name of an official SAM2 checkpoint (full profile)
@@ -128,6 +128,33 @@ print(f"train: {len(train_data)} expressions on {train_data.num_images} images; 
       f"held-out: {len(eval_data)} on {eval_data.num_images} images  ({time.perf_counter() - t0:.1f} s)")
 if dataset == "synthetic":
     print("targets by class (train):", train_data.class_counts())
+""")
+
+md("""
+### How hard is the task? Expression kinds and class-only oracles
+
+A referring expression can name a class that occurs once in the scene (*"the river"*), or pick one
+object among several of a class by **size**, **position** (extreme or in a 3 x 3 grid), **colour**
+or a **relation**. Below: how the expressions split into these kinds (judged from their words), and
+what two oracles that know the referred **class** but nothing else would score on the held-out set:
+predicting *every* object of that class, or its *largest* object. A model that recognises classes
+but cannot tell objects of one class apart scores about this much; everything above needs the
+spatial, size and colour words to be understood.
+""")
+
+code("""
+if dataset == "synthetic":
+    from rslab.data.referring import class_oracle_scores
+
+    colour_words = sorted({c for s in train_data.samples for c in s.meta.get("instance_colour", []) if c})
+    kinds = eval_data.kind_counts(colour_words)
+    n_class_only = kinds.get("class only", 0)
+    print("held-out expressions by kind:", kinds)
+    print(f"needing more than the class name: {1 - n_class_only / len(eval_data):.0%} of held-out, "
+          f"{1 - train_data.kind_counts(colour_words).get('class only', 0) / len(train_data):.0%} of training expressions")
+    oracle = class_oracle_scores(world, eval_idx, filt)
+    for name, m in oracle.items():
+        print(f"oracle {name:17s} mIoU {m['miou']:.3f}  oIoU {m['oiou']:.3f}  Pr@0.5 {m['pr50']:.3f}")
 """)
 
 code("""
@@ -261,7 +288,10 @@ steps with the same batch, learning rate and schedule (AdamW, warm-up + cosine, 
 
 Metrics on the held-out expressions at the original resolution: **Pr@X** (share of expressions with
 IoU above X), **oIoU** (total intersection / total union: large objects weigh more) and **mIoU**
-(mean IoU per expression). The paper reports, on RefSegRS, mIoU 36.6 -> 38.6 -> 60.2 -> 68.7 -> 73.9
+(mean IoU per expression). One diagnostic column is ours, not the paper's: **empty masks**, the share
+of expressions for which the model predicts no foreground at all. A row that has not yet left the
+"everything is background" start of training (the constant prediction that minimises the
+cross-entropy before the model can localise anything) shows up there, and its mIoU is then 0. The paper reports, on RefSegRS, mIoU 36.6 -> 38.6 -> 60.2 -> 68.7 -> 73.9
 with a pretrained Hiera-L and BEiT-3-L, 60 epochs on 8 GPUs; the rows below are a few minutes on a
 CPU, from scratch.
 """)
@@ -271,10 +301,10 @@ encoder = MiniLMTokenEncoder(max_tokens=base_cfg.max_text_tokens)
 wanted = set(rt.ABLATION_ROWS) if ablation_rows == "all" else {r.strip() for r in ablation_rows.split(",")}
 rows = [r for r in rt.ABLATION_ROWS if r in wanted | {"baseline", "full"}]  # results.json needs both ends
 tcfg = rt.RS2SAM2TrainConfig(steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=seed, progress=False)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 ablation = rt.run_ablation(base_cfg, train_data, eval_data, encoder, tcfg, rows=rows, sam2_checkpoint=checkpoint_path)
-ablation_s = time.perf_counter() - t0
-print(f"ablation: {len(rows)} rows x {steps} steps in {ablation_s:.0f} s")
+ablation_s, ablation_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+print(f"ablation: {len(rows)} rows x {steps} steps in {ablation_s:.0f} s wall, {ablation_cpu_s:.0f} s CPU")
 """)
 
 code("""
@@ -301,14 +331,35 @@ code("""
 gain = ablation.metrics["full"]["miou"] - ablation.metrics["baseline"]["miou"]
 print(f"this run: full RS2-SAM2 mIoU {ablation.metrics['full']['miou']:.3f} vs baseline "
       f"{ablation.metrics['baseline']['miou']:.3f} ({gain:+.3f}); paper (RefSegRS): 0.739 vs 0.366")
+target = 0.5
+verdict = "meets" if ablation.metrics["full"]["miou"] >= target and gain > 0 else "does NOT meet"
+print(f"the smoke target (full mIoU >= {target} and above the baseline): this run {verdict} it")
+for row, m in ablation.metrics.items():
+    print(f"{rt.ABLATION_LABELS[row]:34s} empty masks {m['empty']:.0%}  predicted / true foreground {m['area_ratio']:.2f}")
+if dataset == "synthetic":
+    print(f"for scale: class-only oracles {oracle['class_union']['miou']:.3f} (all objects of the class), "
+          f"{oracle['largest_of_class']['miou']:.3f} (its largest object)")
 """)
 
 md("""
 Reading the table: compare each row with the one above it; the *baseline* gets the text only as one
 sparse token in SAM2's decoder, *MPG* adds a pixel-level prompt, *BHFM* puts text inside the image
 encoder. Note that the L_tbl rows also log a boundary term in their loss, so their loss curves sit a
-little higher by construction. With a budget this small the differences between rows are noisy; the
-per-class breakdown below shows where the full model succeeds and fails.
+little higher by construction.
+
+**What limits these numbers is the training budget, not the metric.** Everything here starts from
+random weights (no SAM2 or BEiT-3 checkpoint offline) and sees each training expression only a
+couple of times. The loss curves show the typical from-scratch pattern: a long plateau near the
+"all background" solution, then a slow descent. Rows that are still on the plateau when the budget
+ends predict empty masks (the *empty masks* column) and score an mIoU near 0; that is the state of
+that row after this many steps, not a failure of the evaluation. Compare the rows' mIoU with the two
+class-only oracles printed above: a model must first learn to recognise classes from pixels (the
+river, lakes and industrial roofs are learnt first, see the per-class breakdown below) before it can
+learn to tell one crop parcel from its neighbours by position, size or colour, which most of the
+expressions ask for. More training samples raise every row: the `steps` parameter, or `batch_size`
+(each step has a fixed cost, many small kernels and an AdamW update over hundreds of small tensors,
+so on a CPU a batch of 8 buys more samples per second than a batch of 4). The paper's setting starts
+from pretrained SAM2 and BEiT-3, where the decoder can localise from the first step.
 """)
 
 code("""
@@ -415,8 +466,13 @@ metrics = {
     "pr50_full": full["pr50"], "pr70_full": full["pr70"], "pr90_full": full["pr90"],
     **ablation.flat(),
     "train_s_per_row": float(np.mean(list(ablation.train_s.values()))),
+    "ablation_s": ablation_s, "ablation_cpu_s": ablation_cpu_s,
     "n_eval_expressions": full["n"],
 }
+if dataset == "synthetic":
+    metrics["oracle_class_union_miou"] = oracle["class_union"]["miou"]
+    metrics["oracle_largest_of_class_miou"] = oracle["largest_of_class"]["miou"]
+    metrics["eval_share_class_only"] = n_class_only / len(eval_data)
 path = run.save_results(metrics, steps=int(steps), image_size=image_size, rows=rows)
 print(path)
 print({k: round(v, 3) for k, v in metrics.items() if k.endswith(("_full", "_baseline"))})
@@ -427,8 +483,10 @@ md("""
 
 - **Weights**: no SAM2 or BEiT-3 weights offline; Hiera and the union encoder train from scratch in
   minutes. The paper's numbers rest on SAM2-Hiera-L (SA-1B/SA-V pre-training) and BEiT-3-L.
-- **Scale**: 64 px inputs instead of 1024 (SAM2) / 224 (BEiT-3); a few hundred steps instead of
-  40-60 epochs; targets of at least `min_area_frac` of the image only.
+- **Scale**: 64 px inputs instead of 1024 (SAM2) / 224 (BEiT-3); a few hundred steps (a couple of
+  epochs) instead of 40-60 epochs; targets of at least `min_area_frac` of the image only. At this
+  budget the from-scratch model is still early in training: the rows above are a comparison at equal
+  (small) budget, not converged results.
 - **Union encoder**: a small joint transformer over MiniLM token states stands in for BEiT-3 (see 2.).
 - **Boundary loss**: soft edges and a bounded text weight, deliberately (see 3.).
 

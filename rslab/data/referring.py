@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 
 from rslab.data.sample import ReferringExpression, Sample
 
-__all__ = ["ReferringDataset", "ReferringFilter", "split_scene_indices", "collate_referring", "rgb_image", "resize_rgb"]
+__all__ = ["ReferringDataset", "ReferringFilter", "split_scene_indices", "collate_referring", "rgb_image", "resize_rgb",
+           "EXPRESSION_KINDS", "expression_kind", "class_oracle_scores"]
 
 
 def rgb_image(optical: np.ndarray | None, rgb_bands: tuple[int, int, int] = (0, 1, 2)) -> np.ndarray:
@@ -89,6 +90,67 @@ class ReferringFilter:
         if self.classes is not None and expr.target_class not in self.classes:
             return False
         return self.max_words is None or len(expr.text.split()) <= self.max_words
+
+
+# What an expression needs beyond the class name, judged from its words (synthetic-world phrasing).
+EXPRESSION_KINDS: dict[str, tuple[str, ...]] = {
+    "size": ("largest", "smallest"),
+    "extreme position": ("leftmost", "rightmost", "topmost", "bottommost"),
+    "grid position": (" in the ", " on the ", " at the "),
+    "relation": ("nearest",),
+    "colour": ("roof",),
+}
+
+
+def expression_kind(text: str, colour_words: Sequence[str] = ()) -> str:
+    """``"class only"`` or the first of :data:`EXPRESSION_KINDS` whose words occur in ``text``.
+
+    ``colour_words``: colour names to recognise as attributes (``"the yellow crop field"``).
+    Only "class only" expressions can be resolved from the class name alone (the class is then
+    unique in the scene); every other kind needs size, spatial or colour reasoning.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"expression must be a non-empty string, got {text!r}")
+    t = f" {text.lower().strip()} "
+    for kind, words in EXPRESSION_KINDS.items():
+        if any(w in t for w in words):
+            return kind
+    if any(f" {c.lower()} " in t for c in colour_words):
+        return "colour"
+    return "class only"
+
+
+def class_oracle_scores(world, indices: Sequence[int], filter: "ReferringFilter | None" = None) -> dict[str, dict]:
+    """How far knowing only the referred *class* gets: two oracles on the world's scenes.
+
+    - ``class_union``: predict every object of the referred class (semantic segmentation);
+    - ``largest_of_class``: predict the largest object of the referred class.
+    Both are scored with :class:`rslab.metrics.ReferringMeter` on the expressions ``filter``
+    keeps. A model that recognises classes but cannot tell objects of one class apart scores
+    about as much as these; the gap to 1 is what spatial, size and colour words are needed for.
+    """
+    from rslab.metrics import ReferringMeter
+
+    filter = filter or ReferringFilter()
+    meters = {"class_union": ReferringMeter(), "largest_of_class": ReferringMeter()}
+    for i in indices:
+        s = world.scene(int(i))
+        inst_class = np.asarray(s.meta.get("instance_class", ()))
+        if s.instances is None or not len(inst_class):
+            raise ValueError("class_oracle_scores needs scenes with instances and meta['instance_class'] (a SyntheticWorld)")
+        inst = np.asarray(s.instances)
+        for e in s.referring:
+            if not filter.keep(e):
+                continue
+            ids = np.flatnonzero(inst_class == inst_class[e.instance_id])
+            ids = ids[np.isin(ids, np.unique(inst))]
+            areas = np.array([(inst == k).sum() for k in ids])
+            gt = np.asarray(e.mask, dtype=bool)
+            meters["class_union"].update(np.isin(inst, ids), gt)
+            meters["largest_of_class"].update(inst == ids[int(np.argmax(areas))], gt)
+    if not meters["class_union"].ious:
+        raise ValueError("no expressions kept in these scenes; widen the filter")
+    return {k: m.compute() for k, m in meters.items()}
 
 
 def split_scene_indices(n_train: int, n_eval: int, start: int = 0) -> tuple[range, range]:
@@ -202,6 +264,14 @@ class ReferringDataset(Dataset):
     @property
     def num_images(self) -> int:
         return len({i for i, _ in self.index})
+
+    def kind_counts(self, colour_words: Sequence[str] = ()) -> dict[str, int]:
+        """How many expressions of each :func:`expression_kind` (most frequent first)."""
+        counts: dict[str, int] = {}
+        for text in self.texts:
+            k = expression_kind(text, colour_words)
+            counts[k] = counts.get(k, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def class_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
