@@ -151,3 +151,16 @@ def test_train_alignment_encoders_gives_text_space_encoders():
     assert p.shape == (1, 2, 8, 8) and torch.allclose(p.sum(1), torch.ones(1, 8, 8), atol=1e-5)
     with pytest.raises(ValueError, match="n_train"):
         rc.train_alignment_encoders(world, n_train=2, batch_size=4, text_encoder=text)
+
+
+def test_backbone_stage_maps_give_every_stage_from_one_pass():
+    torch.manual_seed(0)
+    bb = UnifiedBackbone(BackboneConfig.tiny(depths=(1, 1, 1, 1))).eval()
+    x = torch.rand(3, 4, 64, 64)
+    maps = rc.backbone_stage_maps(bb, x, "optical", (8, 8), gsd=1.0, batch_size=2)
+    assert len(maps) == 4 and all(m.shape[0] == 3 and m.shape[2:] == (8, 8) for m in maps)
+    both = rc.backbone_context_maps(bb, x, "optical", (8, 8), stages=(0, 2), gsd=1.0)
+    assert torch.allclose(both, torch.cat([maps[0], maps[2]], 1), atol=1e-5)
+    assert bb.training is False
+    with pytest.raises(ValueError, match="batch_size"):
+        rc.backbone_stage_maps(bb, x, "optical", (8, 8), batch_size=0)

@@ -16,11 +16,11 @@ from rslab.models.qsacl import (
     MeanAggregator,
     QSACLConfig,
     QueryAggregator,
-    fit_linear_probe,
     multi_crop,
     pretraining_loss,
     query_attention_maps,
 )
+from rslab.recipes.qsacl import fit_linear_probe
 from rslab.train.ema import EMA
 
 
@@ -206,3 +206,43 @@ def test_config_validation():
         ContrastiveSSL(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="divisible"):
         QueryAggregator(dim=10, num_queries=2, num_heads=4)
+    with pytest.raises(ValueError, match="init_std"):
+        QueryAggregator(dim=8, num_queries=2, num_heads=2, init_std=0.0)
+    agg = QueryAggregator(dim=64, num_queries=32, num_heads=2, init_std=1.0)
+    assert 0.7 < agg.queries.std().item() < 1.2
+
+
+def test_feature_diagnostics_detects_collapse():
+    from rslab.models.qsacl import feature_diagnostics
+
+    torch.manual_seed(0)
+    healthy = feature_diagnostics(torch.randn(4, 16, 8, 8))
+    assert healthy["effective_rank"] > 14 and healthy["within_image_var"] > 0.5
+    # every channel a copy of one map (plus an offset and scale per channel): rank 1
+    one = torch.randn(4, 1, 8, 8)
+    copies = one * torch.linspace(0.5, 2, 16).view(1, 16, 1, 1) + torch.arange(16.0).view(1, 16, 1, 1)
+    assert feature_diagnostics(copies)["effective_rank"] == pytest.approx(1.0, abs=1e-3)
+    # the same token everywhere: no variance inside or across images
+    const = feature_diagnostics(torch.ones(3, 8, 4, 4))
+    assert const["within_image_var"] == 0 and const["between_image_var"] == 0
+    with pytest.raises(ValueError, match="N >= 2"):
+        feature_diagnostics(torch.randn(1, 8, 4, 4))
+
+
+def test_pretrain_runs_and_validates(tiny_backbone_cfg):
+    from rslab.recipes.qsacl import pretrain
+
+    torch.manual_seed(0)
+    student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg),
+                             QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=32, local_size=32))
+    scenes = {"optical": torch.rand(4, 4, 64, 64), "sar": torch.rand(4, 2, 64, 64) * 2 - 1}
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    trainer = pretrain(student, scenes, steps=2, batch_size=4, seed=0)
+    assert trainer.ema_model is not None and len([r for r in trainer.history if "contrastive" in r]) >= 1
+    changed = [k for k, v in student.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert any(k.startswith("backbone.tokenizers.optical") for k in changed)
+    assert any(k.startswith("backbone.tokenizers.sar") for k in changed)  # the batches alternate modalities
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        pretrain(student, scenes, steps=2, batch_size=1)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        pretrain(student, {"lidar": torch.rand(4, 1, 64, 64)}, steps=1)

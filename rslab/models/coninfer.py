@@ -42,6 +42,13 @@ products ``||x||^2_w - 2 x (w*mu)^T + ||mu||^2_w`` evaluated in chunks of patche
 memory is O(chunk * K) beyond the inputs. ``straightforward_reference`` keeps the public
 code's broadcasting ``(x - mu)^2`` form as the test oracle and benchmark baseline.
 
+Choosing the settings (``fit_temperature``, ``grid_search``, ``best_by_mode``): the prior's
+softmax temperature is calibrated by NLL on labelled validation patches, and the consensus
+temperature ``T`` is chosen on validation scenes. ``T`` must follow the feature dimension D
+(the log-likelihood sums over D dimensions): the public ``T = 50`` is set for D = 1024 DINOv3
+tokens and is far too soft for 64-d features. Neither choice is the paper's (it fixes both);
+notebook 05 says so.
+
 Large scenes (Sec. 3, Fig. 2; Sec. 3.6): ``tile_scene`` cuts a scene into tiles,
 ``refine_scene`` pools every tile's patches into one mixture, and ``stitch_tiles`` maps the
 per-patch result back to its tile and upsamples it to full resolution.
@@ -750,3 +757,91 @@ def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int 
                          align_corners=False).argmax(1).numpy()
     ious = iou_per_class(pred, lab, num_classes, ignore_index)
     return (float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan")), ious
+
+
+# --------------------------------------------------------------------------------------------
+# choosing the settings on labelled validation scenes (never on the test scenes)
+# --------------------------------------------------------------------------------------------
+def fit_temperature(scores, labels, grid: Sequence[float] = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5),
+                    ignore_index: int = 255) -> tuple[float, dict[float, float]]:
+    """Calibrate a prior ``softmax(scores / T)`` (Eq. 4 with ``1 / T`` as the logit scale).
+
+    Picks, from ``grid``, the ``T`` that minimises the mean negative log-likelihood of the true
+    class over labelled validation patches (temperature scaling, Guo et al. 2017). ConInfer
+    multiplies the prior into the consensus (Eq. 12), so an over-confident prior (T too small)
+    leaves the context no room, and an under-confident one lets poor clusters overrule it.
+
+    Args:
+        scores: (N, K) per-patch class scores (cosines), or (B, K, h, w) maps.
+        labels: (N,) class indices, or (B, h, w) patch labels; ``ignore_index`` is skipped.
+    Returns ``(best T, {T: mean NLL})``.
+    """
+    s = _as_tensor(scores, "scores").float()
+    y = _as_tensor(labels, "labels").long()
+    if s.ndim == 4:
+        if y.ndim != 3 or y.shape != (s.shape[0], *s.shape[2:]):
+            raise ValueError(f"labels must be (B, h, w) = {(s.shape[0], *s.shape[2:])} for (B, K, h, w) scores, "
+                             f"got {tuple(y.shape)}")
+        s, y = s.permute(0, 2, 3, 1).reshape(-1, s.shape[1]), y.reshape(-1)
+    if s.ndim != 2 or y.shape != (s.shape[0],):
+        raise ValueError(f"need scores (N, K) and labels (N,), got {tuple(s.shape)} and {tuple(y.shape)}")
+    if not len(grid) or any(not t > 0 for t in grid):
+        raise ValueError(f"grid must be a non-empty list of temperatures > 0, got {list(grid)}")
+    keep = y != ignore_index
+    if not keep.any():
+        raise ValueError("no labelled patch to calibrate on (all ignore_index)")
+    s, y = s[keep], y[keep]
+    if (y < 0).any() or (y >= s.shape[1]).any():
+        raise ValueError(f"labels must be in [0, {s.shape[1]}) or {ignore_index}")
+    nll = {float(t): float(F.cross_entropy(s / t, y)) for t in grid}
+    return min(nll, key=nll.get), nll
+
+
+def grid_search(prior_maps: torch.Tensor, feature_sets: dict[str, torch.Tensor], labels, num_classes: int,
+                modes: Sequence[str] = ("reference", "paper"), temperatures: Sequence[float] = (2, 5, 10, 20, 50),
+                n_iter: int = 10, pool_images: int = 16, standardize: bool = True,
+                top_k_init: int = 8) -> list[dict]:
+    """Score every (context features, mode, consensus temperature T) on labelled scenes.
+
+    Meant for **validation** scenes: pick the settings here, then run them once on the test
+    scenes. The posterior sharpness of Eq. 11 grows with the feature dimension D (the
+    log-likelihood is a sum over D dimensions), so the public code's T = 50 (DINOv3 ViT-L,
+    D = 1024) is far too soft for 64-d features; T has to be chosen for the features at hand.
+
+    Args:
+        prior_maps: (B, K, h, w) prior probabilities of the validation scenes.
+        feature_sets: name -> (B, D, h, w) candidate context features of the same scenes.
+        labels: (B, H, W) pixel labels (``pixel_miou``).
+    Returns one dict per setting: features, mode, temperature, miou, prior_miou, gain.
+    """
+    if not feature_sets:
+        raise ValueError("feature_sets is empty: pass at least one name -> (B, D, h, w) map")
+    for name, f in feature_sets.items():
+        if f.ndim != 4 or f.shape[0] != prior_maps.shape[0] or f.shape[2:] != prior_maps.shape[2:]:
+            raise ValueError(f"feature set {name!r} {tuple(f.shape)} must share batch and grid with the prior "
+                             f"{tuple(prior_maps.shape)}")
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
+    base = pixel_miou(prior_maps, labels, num_classes)[0]
+    rows = []
+    for name, f in feature_sets.items():
+        for mode in modes:
+            for t in temperatures:
+                cfg = ConInferConfig(mode=mode, n_iter=n_iter, temperature=float(t), top_k_init=top_k_init)
+                z, _ = refine_maps(prior_maps, f, cfg, pool_images=pool_images, standardize=standardize)
+                m = pixel_miou(z, labels, num_classes)[0]
+                rows.append(dict(features=name, mode=mode, temperature=float(t), miou=m, prior_miou=base,
+                                 gain=m - base))
+    return rows
+
+
+def best_by_mode(rows: list[dict]) -> dict[str, dict]:
+    """The highest-mIoU row of :func:`grid_search` for each mode (first one on ties)."""
+    if not rows:
+        raise ValueError("no rows: run grid_search first")
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["mode"] not in best or r["miou"] > best[r["mode"]]["miou"]:
+            best[r["mode"]] = r
+    return best

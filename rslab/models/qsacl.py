@@ -20,8 +20,11 @@ Pieces:
   intensity jitter), batched with ``torchvision.ops.roi_align``.
 - :func:`pretraining_loss`: one step's loss for a batch of scenes (QSACL or baseline, by the
   student's aggregator), plus the MoE load-balancing term when the backbone has MoE.
-- Evaluation: :func:`extract_features`, :func:`fit_linear_probe`, :func:`linear_probe_miou`
-  (frozen features + 1x1 conv), :func:`query_attention_maps`.
+- Evaluation pieces: :func:`extract_features`, :class:`LinearProbe` (frozen features + 1x1
+  conv), :func:`query_attention_maps`, :func:`query_class_affinity`.
+
+The training runs (pre-training with the Trainer + EMA teacher, fitting the probe) are in
+:mod:`rslab.recipes.qsacl` (``pretrain``, ``fit_linear_probe``, ``linear_probe_miou``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
@@ -46,10 +48,9 @@ __all__ = [
     "ContrastiveSSL",
     "multi_crop",
     "pretraining_loss",
-    "pretrain",
     "extract_features",
-    "fit_linear_probe",
-    "linear_probe_miou",
+    "LinearProbe",
+    "feature_diagnostics",
     "query_attention_maps",
     "query_class_affinity",
 ]
@@ -61,6 +62,7 @@ class QSACLConfig:
 
     num_queries: int = 8  # m
     num_heads: int = 4  # cross-attention heads (must divide the feature dim)
+    query_init_std: float = 0.02  # std of the learnable queries at init
     proj_dim: int = 128
     hidden_dim: int = 512
     temperature: float = 0.2
@@ -113,12 +115,14 @@ class QueryAggregator(nn.Module):
     aggregation" of Sec. 3.2). Returns ``z`` (B, m, C) and the head-averaged attention
     (B, m, H, W), each query's weights summing to 1 over the map."""
 
-    def __init__(self, dim: int, num_queries: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_queries: int, num_heads: int, init_std: float = 0.02) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"feature dim {dim} is not divisible by num_heads={num_heads}")
+        if not init_std > 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
         self.queries = nn.Parameter(torch.zeros(num_queries, dim))
-        trunc_normal_(self.queries, std=0.02)
+        trunc_normal_(self.queries, std=init_std)
         self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +179,7 @@ class ContrastiveSSL(nn.Module):
         self.backbone = backbone
         dim = backbone.out_channels[cfg.feature_stage]
         if cfg.aggregation == "query":
-            self.aggregator: nn.Module = QueryAggregator(dim, cfg.num_queries, cfg.num_heads)
+            self.aggregator: nn.Module = QueryAggregator(dim, cfg.num_queries, cfg.num_heads, cfg.query_init_std)
         else:
             self.aggregator = MeanAggregator()
         m = self.num_queries
@@ -273,48 +277,6 @@ def pretraining_loss(student: ContrastiveSSL, teacher: ContrastiveSSL, images: t
     return {"loss": contrastive + cfg.moe_aux_weight * aux, "contrastive": contrastive.detach(), "moe_aux": aux.detach()}
 
 
-def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: int, batch_size: int = 16,
-             lr: float = 1e-3, warmup_steps: int = 10, gsd: float | None = None, seed: int = 0,
-             out_dir=None, progress: bool = False, device: str = "cpu"):
-    """Pre-train ``student`` (QSACL or the image-level baseline) with :class:`rslab.train.Trainer`.
-
-    ``scenes`` maps modality -> (N, C, H, W) normalised scenes; steps cycle through the modalities
-    (one modality per batch, so one shared backbone learns all of them, as in SkySense V2). The
-    EMA teacher follows ``student.cfg.momentum`` (cosine). Views are drawn from a generator
-    seeded by (seed, step), so a run is reproducible and resumes exactly. Returns the trainer
-    (``trainer.model`` = student, ``trainer.ema_model`` = teacher, ``trainer.history``).
-    ``device="cpu"`` forces the CPU; ``"auto"`` lets the trainer use a GPU when there is one.
-    """
-    from rslab.train import EMA, Trainer, TrainConfig
-
-    if not scenes:
-        raise ValueError("scenes must map at least one modality to a (N, C, H, W) tensor")
-    for name, x in scenes.items():
-        student.backbone._check_modality(name)
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] < 2:
-            raise ValueError(f"scenes[{name!r}] must be a (N >= 2, C, H, W) tensor, got {getattr(x, 'shape', None)}")
-    modalities = list(scenes)
-    ema = EMA(student, momentum=student.cfg.momentum, total_steps=steps)
-
-    def batches(epoch: int):
-        g = torch.Generator().manual_seed(seed * 7919 + epoch)
-        for i in range(steps):  # one "epoch" = the whole run; the trainer stops at max_steps
-            modality = modalities[i % len(modalities)]
-            data = scenes[modality]
-            idx = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=g)
-            yield {"images": data[idx], "modality": modality, "view_seed": seed * 1_000_003 + epoch * steps + i}
-
-    def loss_fn(model: ContrastiveSSL, batch: dict) -> dict:
-        g = torch.Generator().manual_seed(int(batch["view_seed"]))
-        return pretraining_loss(model, ema.model, batch["images"], batch["modality"], gsd, g)
-
-    config = TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(warmup_steps, steps), seed=seed,
-                         log_every=max(1, steps // 20), out_dir=out_dir, progress=progress, cpu=device == "cpu")
-    trainer = Trainer(student, loss_fn, batches, config, ema=ema)
-    trainer.fit(resume=False)
-    return trainer
-
-
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def extract_features(backbone: UnifiedBackbone, images: torch.Tensor, modality: str, gsd: float | None = None,
@@ -350,53 +312,31 @@ class LinearProbe(nn.Module):
         return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
 
 
-def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 300,
-                     lr: float = 0.05, weight_decay: float = 1e-4, ignore_index: int = 255,
-                     label_stride: int = 4, seed: int = 0) -> LinearProbe:
-    """Train a 1x1-conv probe on frozen ``features`` (N, C, h, w) against ``labels`` (N, H, W):
-    logits are upsampled (bilinear) to the label grid subsampled every ``label_stride`` pixels
-    (a 16x cheaper loss at stride 4, still finer than the features) and trained with
-    cross-entropy, full batch, Adam. Evaluate at full resolution with ``probe(f, (H, W))``."""
-    if features.ndim != 4 or labels.ndim != 3 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"features (N, C, h, w) and labels (N, H, W) must share N, got {tuple(features.shape)}, {tuple(labels.shape)}")
-    if label_stride < 1:
-        raise ValueError(f"label_stride must be >= 1, got {label_stride}")
-    if labels[labels != ignore_index].numel() and int(labels[labels != ignore_index].max()) >= num_classes:
-        raise ValueError(f"labels contain class {int(labels[labels != ignore_index].max())} >= num_classes={num_classes}")
-    torch.manual_seed(seed)
-    mean = features.mean(dim=(0, 2, 3))
-    std = features.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    probe = LinearProbe(mean, std, num_classes).to(features.device)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    # one label per stride x stride cell (its centre pixel); logits interpolated to that grid
-    off = label_stride // 2
-    labels = labels[:, off::label_stride, off::label_stride].long()
-    for _ in range(steps):
-        loss = F.cross_entropy(probe(features, labels.shape[-2:]), labels, ignore_index=ignore_index)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return probe.eval()
+@torch.no_grad()
+def feature_diagnostics(features: torch.Tensor, max_tokens: int = 20_000) -> dict[str, float]:
+    """Is a frozen feature map collapsed? For ``features`` (N, C, h, w) returns
 
+    - ``effective_rank``: exp of the entropy of the normalised singular values (Roy & Vetterli
+      2007) of the per-channel standardised tokens, i.e. of the channel correlation spectrum:
+      1 = every channel says the same thing, C = all channels independent. Standardising first
+      makes it blind to a constant offset or per-channel scale (which the probe removes too).
+    - ``within_image_var`` / ``between_image_var``: mean over channels of the raw variance of
+      the tokens inside an image, and of the image means across images. Both near 0 = every
+      token is (nearly) the same vector; within near 0 alone = no spatial information left.
 
-def linear_probe_miou(backbone: UnifiedBackbone, train_images: torch.Tensor, train_labels: torch.Tensor,
-                      test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int, modality: str,
-                      gsd: float | None = None, stages: tuple[int, ...] = (3,), steps: int = 300,
-                      ignore_index: int = 255) -> dict:
-    """Frozen-feature linear segmentation probe: fit on train scenes, mIoU on held-out ones.
-
-    Returns ``{"miou", "iou_per_class" (NaN where a class is absent), "pred" (N, H, W)}``.
+    At most ``max_tokens`` tokens (evenly strided) enter the SVD.
     """
-    from rslab.metrics import iou_per_class
-
-    device = next(backbone.parameters()).device  # images and labels follow the backbone
-    train_f = extract_features(backbone, train_images.to(device), modality, gsd, stages)
-    test_f = extract_features(backbone, test_images.to(device), modality, gsd, stages)
-    probe = fit_linear_probe(train_f, train_labels.to(device), num_classes, steps=steps, ignore_index=ignore_index)
-    with torch.no_grad():
-        pred = probe(test_f, test_labels.shape[-2:]).argmax(dim=1).cpu()
-    ious = iou_per_class(pred.numpy(), test_labels.cpu().numpy(), num_classes, ignore_index=ignore_index)
-    return {"miou": float(np.nanmean(ious)), "iou_per_class": ious, "pred": pred}
+    if not isinstance(features, torch.Tensor) or features.ndim != 4 or features.shape[0] < 2:
+        raise ValueError(f"features must be a (N >= 2, C, h, w) tensor, got {getattr(features, 'shape', None)}")
+    f = features.float()
+    tokens = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
+    tokens = tokens[:: max(1, tokens.shape[0] // max_tokens)]
+    z = (tokens - tokens.mean(0)) / tokens.std(0).clamp_min(1e-8)
+    sv = torch.linalg.svdvals(z)
+    p = sv / sv.sum().clamp_min(1e-12)
+    erank = float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+    return {"effective_rank": erank, "within_image_var": float(f.var(dim=(2, 3)).mean()),
+            "between_image_var": float(f.mean(dim=(2, 3)).var(dim=0).mean())}
 
 
 @torch.no_grad()

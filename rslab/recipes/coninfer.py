@@ -11,8 +11,9 @@ default profile uses what the earlier notebooks train:
   (cosine), and ``softmax(cos / T)`` gives the per-patch prior (the dense reading of Eq. 4, as
   MaskCLIP reads CLIP's patch tokens). The aligned notebook-01 SAR encoder gives a SAR prior the
   same way: SAR classified by text it never saw.
-* **context features** (:func:`backbone_context_maps`): one stage of the notebook-02 unified
-  backbone (QSACL pre-trained), average-pooled onto the prior's patch grid.
+* **context features** (:func:`backbone_context_maps`): chosen stages of the notebook-02 unified
+  backbone (QSACL pre-trained), average-pooled onto the prior's patch grid; notebook 05 picks
+  the stages on validation scenes (:func:`backbone_stage_maps` gives all four from one pass).
 
 Loading (:func:`load_alignment_encoders`, :func:`load_backbone`) reads the files notebooks 01 and
 02 save under ``artifacts/``; :func:`train_alignment_encoders` and :func:`pretrain_backbone`
@@ -34,6 +35,7 @@ from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_o
 __all__ = [
     "text_prior_maps",
     "backbone_context_maps",
+    "backbone_stage_maps",
     "load_alignment_encoders",
     "load_backbone",
     "train_alignment_encoders",
@@ -91,8 +93,42 @@ def text_prior_maps(encoder: ImageEncoder, images: torch.Tensor, class_embedding
 
 
 @torch.no_grad()
+def backbone_stage_maps(backbone: UnifiedBackbone, images: torch.Tensor, modality: str,
+                        grid: tuple[int, int], gsd: float | None = None, batch_size: int = 8
+                        ) -> list[torch.Tensor]:
+    """All four stage maps of the backbone, each resized onto ``grid``, from one forward pass.
+
+    Each stage map is adaptive-average-pooled to ``grid`` (or, if coarser, bilinearly
+    upsampled). Returns ``[(B, C_0, h, w), ..., (B, C_3, h, w)]`` float32 on the CPU, so a caller
+    can compare stages (e.g. on validation scenes) without running the backbone once per stage.
+    """
+    _check_images(images)
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (h, w) with h, w >= 1, got {grid}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    out: list[list[torch.Tensor]] = []
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            feats = backbone(images[i:i + batch_size].to(device), modality=modality, gsd=gsd)
+            parts = []
+            for f in feats:
+                if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]:
+                    f = F.adaptive_avg_pool2d(f, grid)
+                else:
+                    f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+                parts.append(f.float().cpu())
+            out.append(parts)
+    finally:
+        backbone.train(was_training)
+    return [torch.cat([chunk[s] for chunk in out]) for s in range(len(out[0]))]
+
+
 def backbone_context_maps(backbone: UnifiedBackbone, images: torch.Tensor, modality: str,
-                          grid: tuple[int, int], stages: Sequence[int] = (3,), gsd: float | None = None,
+                          grid: tuple[int, int], stages: Sequence[int] = (0,), gsd: float | None = None,
                           batch_size: int = 8) -> torch.Tensor:
     """Context features: the chosen stages' feature maps, average-pooled onto ``grid``.
 
@@ -102,31 +138,16 @@ def backbone_context_maps(backbone: UnifiedBackbone, images: torch.Tensor, modal
             :func:`rslab.data.sar.normalize_sar`).
         grid: (h, w) patch grid of the prior; each stage map is adaptive-average-pooled (or, if
             coarser, bilinearly upsampled) to it.
-        stages: stage indices 0..3, concatenated along channels.
+        stages: stage indices 0..3, concatenated along channels. Default stage 0: on validation
+            scenes the deeper stages of the smoke-trained backbone did not cluster by class
+            (notebook 05 picks the stages on validation scenes).
     Returns (B, sum C_s, h, w) float32.
     """
     _check_images(images)
     if not stages or any(not 0 <= s <= 3 for s in stages):
         raise ValueError(f"stages must be a non-empty sequence of stage indices 0..3, got {stages}")
-    if len(grid) != 2 or min(grid) < 1:
-        raise ValueError(f"grid must be (h, w) with h, w >= 1, got {grid}")
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
-    out = []
-    for i in range(0, images.shape[0], batch_size):
-        feats = backbone(images[i:i + batch_size].to(device), modality=modality, gsd=gsd)
-        parts = []
-        for s in stages:
-            f = feats[s]
-            if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]:
-                f = F.adaptive_avg_pool2d(f, grid)
-            else:
-                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-            parts.append(f)
-        out.append(torch.cat(parts, dim=1).float().cpu())
-    backbone.train(was_training)
-    return torch.cat(out)
+    maps = backbone_stage_maps(backbone, images, modality, grid, gsd=gsd, batch_size=batch_size)
+    return torch.cat([maps[s] for s in stages], dim=1)
 
 
 def load_alignment_encoders(directory: str | Path) -> dict[str, ImageEncoder]:
@@ -216,14 +237,15 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
 
 def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = "tiny", batch_size: int = 16,
-                      lr: float = 2e-3, seed: int = 0) -> UnifiedBackbone:
+                      lr: float = 2e-4, seed: int = 0) -> UnifiedBackbone:
     """Notebook 02's recipe on a small budget: QSACL pre-training of the unified backbone on
     unlabelled optical and SAR scenes (batches alternate); returns the EMA teacher's backbone."""
     import numpy as np
 
     from rslab.data.sar import normalize_sar
     from rslab.models.backbone import build_backbone
-    from rslab.models.qsacl import ContrastiveSSL, QSACLConfig, pretrain
+    from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
+    from rslab.recipes.qsacl import pretrain
 
     if steps < 1 or n_scenes < 2:
         raise ValueError(f"need steps >= 1 and n_scenes >= 2, got {steps}, {n_scenes}")
