@@ -164,3 +164,23 @@ def test_backbone_stage_maps_give_every_stage_from_one_pass():
     assert bb.training is False
     with pytest.raises(ValueError, match="batch_size"):
         rc.backbone_stage_maps(bb, x, "optical", (8, 8), batch_size=0)
+
+
+def test_context_helpers_shapes_keys_and_errors():
+    from rslab.models.backbone import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny")
+    optical, sar = torch.rand(2, 4, 64, 64), torch.rand(2, 2, 64, 64) * 2 - 1
+    sets = rc.backbone_context_sets(backbone, {"optical": optical, "sar": sar}, (8, 8), [[0], [0, 3]],
+                                    ["optical", "sar"], gsd=1.0)
+    assert set(sets) == {"backbone[0]", "sar_backbone[0]", "backbone[0,3]", "sar_backbone[0,3]"}
+    c0 = sets["sar_backbone[0]"].shape[1]
+    assert sets["backbone[0]"].shape == (2, 2 * c0, 8, 8)
+    assert torch.equal(sets["backbone[0]"][:, c0:], sets["sar_backbone[0]"])  # optical first, then SAR
+    with pytest.raises(ValueError, match="no input images"):
+        rc.backbone_context_sets(backbone, {"optical": optical}, (8, 8), [[0]], ["optical", "sar"])
+    with pytest.raises(ValueError, match="stage indices"):
+        rc.backbone_context_sets(backbone, {"optical": optical}, (8, 8), [[4]], ["optical"])
+    resized = rc.to_grid({"a": torch.rand(1, 3, 4, 4), "b": torch.rand(1, 2, 8, 8)}, (8, 8))
+    assert resized["a"].shape == (1, 3, 8, 8) and resized["b"].shape == (1, 2, 8, 8)

@@ -86,14 +86,13 @@ code("""
 import time
 import numpy as np
 import torch
-import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
 from rslab.notebooks import start_run
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.sar import normalize_sar
 from rslab.models import coninfer as ci
-from rslab.models.encoders import MiniLMTextEncoder, preprocess_optical
+from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import coninfer as rc
 
 cpu0 = time.process_time()
@@ -234,42 +233,24 @@ if context_source not in ("backbone", "standin"):   # a timm DINOv2 model name (
     dino = timm.create_model(context_source, pretrained=True, num_classes=0, dynamic_img_size=True,
                              pretrained_cfg_overlay=dict(file=dino_weights)).eval()
 
-def stage_key(stages):
-    return "backbone[" + ",".join(map(str, stages)) + "]"
-
 def branch_maps(scenes, optical, sar_db):
     # every available prior as log-probabilities at T 1 (scores for the calibration), and every context
-    scores, ctx = {}, {}
-    scores["weak"] = prior_model.map(torch.stack([colour(s) for s in scenes])).clamp_min(1e-12).log()
-    ctx["standin"] = context_model.map(torch.stack([describe(s) for s in scenes]), what="features")
+    scores = {"weak": prior_model.map(torch.stack([colour(s) for s in scenes])).clamp_min(1e-12).log()}
+    ctx = {"standin": context_model.map(torch.stack([describe(s) for s in scenes]), what="features")}
     if encoders is not None:
         for name, m, x in (("text", "optical", optical), ("text_sar", "sar", sar_db)):
             scores[name] = rc.text_prior_maps(encoders[m], x, class_emb, m, temperature=1.0).clamp_min(1e-12).log()
-        with torch.no_grad():   # the prior model's own patch tokens, as another context candidate
-            tokens, hw = encoders["optical"].forward_tokens(preprocess_optical(optical))
-        ctx["text_tokens"] = tokens.reshape(len(scenes), *hw, -1).permute(0, 3, 1, 2)
+        ctx["text_tokens"] = rc.encoder_token_maps(encoders["optical"], optical)
     if backbone is not None:   # all four stages of both sensors from one pass each
-        inputs = {"optical": optical, "sar": normalize_sar(sar_db)}
-        stage_maps = {m: rc.backbone_stage_maps(backbone, inputs[m], m, grid, gsd=world.config.gsd_m)
-                      for m in ("optical", "sar")}
-        for stages in context_stage_options:
-            ctx[stage_key(stages)] = torch.cat([stage_maps[m][st] for m in context_modalities for st in stages], 1)
-            ctx["sar_" + stage_key(stages)] = torch.cat([stage_maps["sar"][st] for st in stages], 1)
+        ctx.update(rc.backbone_context_sets(backbone, {"optical": optical, "sar": normalize_sar(sar_db)}, grid,
+                                            context_stage_options, context_modalities, gsd=world.config.gsd_m))
     if prior_source == "maskclip_star":
         names = [", ".join([n] + world.tree.synonyms(n)) for n in class_names]
-        rgb = optical[:, :3]
-        scores["maskclip_star"] = torch.cat([seg.class_probs(rgb[i:i + 8], names)
-                                             for i in range(0, len(rgb), 8)]).clamp_min(1e-12).log()
+        scores["maskclip_star"] = torch.cat([seg.class_probs(optical[i:i + 8, :3], names)
+                                             for i in range(0, len(optical), 8)]).clamp_min(1e-12).log()
     if context_source not in ("backbone", "standin"):
-        g = 448 // dino.patch_embed.patch_size[0]
-        with torch.no_grad():
-            tok = dino.forward_features(F.interpolate(optical[:, :3], size=448, mode="bilinear"))
-        ctx[context_source] = tok[:, tok.shape[1] - g * g:].transpose(1, 2).reshape(len(tok), -1, g, g)
-    for d in (scores, ctx):       # every prior and context on one patch grid
-        for name, f in d.items():
-            if f.shape[2:] != grid:
-                d[name] = F.interpolate(f, size=grid, mode="bilinear")
-    return scores, ctx
+        ctx[context_source] = rc.vit_token_maps(dino, optical[:, :3])
+    return rc.to_grid(scores, grid), rc.to_grid(ctx, grid)
 
 val_scores, val_contexts = branch_maps(val_scenes, val_optical, val_sar_db)
 test_scores, test_contexts = branch_maps(test_scenes, test_optical, test_sar_db)
@@ -303,7 +284,7 @@ prior_T = {name: float(prior_temperature) if prior_temperature else ci.fit_tempe
 def as_prior(scores, name):
     return torch.softmax(scores[name] / prior_T[name], dim=1)
 if context_source == "backbone":
-    candidates = {stage_key(st): val_contexts[stage_key(st)] for st in context_stage_options}
+    candidates = {rc.stage_key(st): val_contexts[rc.stage_key(st)] for st in context_stage_options}
 else:
     candidates = {context_source: val_contexts[context_source]}
 val_rows = ci.grid_search(as_prior(val_scores, prior_source), candidates, val_labels, K,
@@ -312,7 +293,7 @@ pick = [r for r in val_rows if joint_mode == "auto" or r["mode"] == joint_mode]
 best_row = max(pick, key=lambda r: r["miou"])
 joint_mode, context_key = best_row["mode"], best_row["features"]
 tau = {m: r["temperature"] for m, r in ci.best_by_mode([r for r in val_rows if r["features"] == context_key]).items()}
-context_stages = next((st for st in context_stage_options if stage_key(st) == context_key), None)
+context_stages = next((st for st in context_stage_options if rc.stage_key(st) == context_key), None)
 print("prior temperatures (validation NLL):", prior_T)
 print(f"validation mIoU of the prior {prior_source!r}: {100 * val_rows[0]['prior_miou']:.1f}")
 print(f"{'context':>16} {'mode':>10} " + " ".join(f"{'T ' + str(t):>7}" for t in consensus_temperatures))

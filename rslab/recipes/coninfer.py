@@ -36,6 +36,11 @@ __all__ = [
     "text_prior_maps",
     "backbone_context_maps",
     "backbone_stage_maps",
+    "stage_key",
+    "backbone_context_sets",
+    "encoder_token_maps",
+    "vit_token_maps",
+    "to_grid",
     "load_alignment_encoders",
     "load_backbone",
     "train_alignment_encoders",
@@ -148,6 +153,66 @@ def backbone_context_maps(backbone: UnifiedBackbone, images: torch.Tensor, modal
         raise ValueError(f"stages must be a non-empty sequence of stage indices 0..3, got {stages}")
     maps = backbone_stage_maps(backbone, images, modality, grid, gsd=gsd, batch_size=batch_size)
     return torch.cat([maps[s] for s in stages], dim=1)
+
+
+def stage_key(stages: Sequence[int]) -> str:
+    """Name of a context built from backbone ``stages``, e.g. ``"backbone[0,3]"``."""
+    return "backbone[" + ",".join(map(str, stages)) + "]"
+
+
+def backbone_context_sets(backbone: UnifiedBackbone, inputs: dict[str, torch.Tensor], grid: tuple[int, int],
+                          stage_options: Sequence[Sequence[int]], modalities: Sequence[str],
+                          gsd: float | None = None) -> dict[str, torch.Tensor]:
+    """Candidate context features from the backbone, one backbone pass per sensor.
+
+    ``inputs`` maps a modality to its model-ready images (co-registered). For every entry of
+    ``stage_options`` two contexts are returned: ``stage_key(stages)`` concatenates the stages of
+    every modality in ``modalities``; ``"sar_" + stage_key(stages)`` uses SAR alone (when given).
+    """
+    if not stage_options or not modalities:
+        raise ValueError("stage_options and modalities must be non-empty")
+    missing = [m for m in modalities if m not in inputs]
+    if missing:
+        raise ValueError(f"no input images for modalities {missing}; got {sorted(inputs)}")
+    maps = {m: backbone_stage_maps(backbone, x, m, grid, gsd=gsd) for m, x in inputs.items()}
+    out = {}
+    for stages in stage_options:
+        if not stages or any(not 0 <= st <= 3 for st in stages):
+            raise ValueError(f"each stage option must list stage indices 0..3, got {stages}")
+        out[stage_key(stages)] = torch.cat([maps[m][st] for m in modalities for st in stages], 1)
+        if "sar" in maps:
+            out["sar_" + stage_key(stages)] = torch.cat([maps["sar"][st] for st in stages], 1)
+    return out
+
+
+@torch.no_grad()
+def encoder_token_maps(encoder: ImageEncoder, optical: torch.Tensor) -> torch.Tensor:
+    """The notebook-01 optical encoder's patch tokens as a (B, D, h, w) map (a context candidate)."""
+    _check_images(optical, "optical")
+    encoder.eval()
+    tokens, hw = encoder.forward_tokens(preprocess_optical(optical))
+    return tokens.reshape(optical.shape[0], *hw, -1).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def vit_token_maps(vit, rgb: torch.Tensor, size: int = 448) -> torch.Tensor:
+    """Patch tokens of a timm ViT (e.g. DINOv2, full profile) at ``size`` px as a (B, D, g, g) map.
+
+    ``rgb`` (B, 3, H, W) in [0, 1] is resized to ``size``; prefix tokens (CLS, registers) are dropped.
+    """
+    _check_images(rgb, "rgb")
+    if rgb.shape[1] != 3:
+        raise ValueError(f"rgb must have 3 channels, got {rgb.shape[1]}")
+    g = size // vit.patch_embed.patch_size[0]
+    tokens = vit.forward_features(F.interpolate(rgb, size=size, mode="bilinear", align_corners=False))
+    return tokens[:, tokens.shape[1] - g * g:].transpose(1, 2).reshape(len(tokens), -1, g, g)
+
+
+def to_grid(maps: dict[str, torch.Tensor], grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Bilinearly resize every (B, C, h, w) map that is not on ``grid`` (priors and contexts must share one grid)."""
+    return {k: v if tuple(v.shape[2:]) == tuple(grid) else F.interpolate(v, size=grid, mode="bilinear",
+                                                                          align_corners=False)
+            for k, v in maps.items()}
 
 
 def load_alignment_encoders(directory: str | Path) -> dict[str, ImageEncoder]:
