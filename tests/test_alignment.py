@@ -279,3 +279,23 @@ def test_sar_encoder_can_start_from_the_optical_blocks():
     with pytest.raises(ValueError, match="embed_dim"):
         SARAlignmentModel(optical, ImageEncoderConfig(in_chans=2, **{**TINY, "embed_dim": TINY["embed_dim"] * 2}),
                           init_from_optical=True)
+
+
+def test_restyled_scenes_keep_the_ground_and_change_the_colours():
+    import numpy as np
+
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.models.alignment import restyled_scenes
+
+    world = SyntheticWorld(WorldConfig(size=64), seed=0)
+    samples = [world.scene(i) for i in range(4)]
+    other = restyled_scenes(world, samples)
+    for a, b in zip(samples, other):
+        assert np.array_equal(a.labels, b.labels) and a.meta["style"] != b.meta["style"]
+        assert not np.allclose(a.optical, b.optical)
+    assert [b.meta["style"] for b in restyled_scenes(world, samples, offset=1)] == [
+        (a.meta["style"] + 1) % world.config.n_styles for a in samples]
+    with pytest.raises(ValueError, match="every style to itself"):
+        restyled_scenes(world, samples, offset=world.config.n_styles)
+    with pytest.raises(ValueError, match="at least 2 styles"):
+        restyled_scenes(SyntheticWorld(WorldConfig(size=64, n_styles=1), seed=0), samples)

@@ -95,7 +95,7 @@ from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.losses.contrastive import ImageAlignmentLoss
 from rslab.models.alignment import (
     OpticalTextModel, SARAlignmentModel, balanced_scenes, dominant_class, embed_optical, embed_sar,
-    pairs_to_tensors, pca_2d, retrieval_scores, save_encoder, tile_pairs, zero_shot_accuracy,
+    pairs_to_tensors, pca_2d, restyled_scenes, retrieval_scores, save_encoder, tile_pairs, zero_shot_accuracy,
 )
 from rslab.recipes.alignment import train_locked_text, train_sar_alignment
 from rslab.models.encoders import DEFAULT_TEMPLATES, ImageEncoderConfig, MiniLMTextEncoder, count_parameters
@@ -184,8 +184,7 @@ print("example texts of scene 0:", train_texts[0][:3])
 
 t0 = time.perf_counter()
 # the same training ground in another regional style: the second view of the image-image term
-restyled = [world.scene(s.meta["index"], style=(s.meta["style"] + 1 + i % (world.config.n_styles - 1)) % world.config.n_styles)
-            for i, s in enumerate(train_samples[:n_train])]
+restyled = restyled_scenes(world, train_samples[:n_train])
 optical_model = OpticalTextModel(preset(4))
 lit_history = train_locked_text(
     optical_model, pairs_to_tensors(train_samples[:n_train])[0], train_text_emb, texts=train_texts, batch_size=batch_size, crop=crop,
@@ -229,7 +228,7 @@ teacher.
 """)
 
 code("""
-restyled_eval = [world.scene(s.meta["index"], style=(s.meta["style"] + 1) % world.config.n_styles) for s in eval_samples]
+restyled_eval = restyled_scenes(world, eval_samples, offset=1)
 r = retrieval_scores(embed_optical(optical_encoder, pairs_to_tensors(restyled_eval)[0]), f_opt_eval, ks=(1, 5))
 metrics["optical_restyled_r1"], metrics["optical_restyled_r5"] = r[1], r[5]
 print(f"optical (other style) -> optical: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} (chance {1 / len(eval_samples):.3f})")

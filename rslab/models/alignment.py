@@ -21,7 +21,8 @@ Pieces:
 - the two short training runs live in :mod:`rslab.recipes.alignment` (models never import the trainer).
 - :func:`embed_optical`, :func:`embed_sar`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
   :func:`pca_2d` -- evaluation.
-- :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`tile_pairs` -- data.
+- :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`restyled_scenes`,
+  :func:`tile_pairs` -- data.
 - :func:`save_encoder`, :func:`load_encoder` -- safetensors + JSON config, for later notebooks.
 """
 
@@ -255,6 +256,27 @@ def balanced_scenes(world, class_names: Sequence[str], per_class: int, level: in
     samples = [s for c in ids for s in buckets[c]]
     targets = torch.tensor([k for k, c in enumerate(ids) for _ in buckets[c]])
     return samples, targets
+
+
+def restyled_scenes(world, samples: Sequence, offset: int | None = None) -> list:
+    """The same ground in another regional style: each sample re-rendered by ``world`` (same
+    layout and labels, other colours and SAR moisture shift), e.g. as a second acquisition.
+
+    ``offset`` shifts the style index by a fixed amount (mod the number of styles); by default it
+    cycles through 1 .. n_styles - 1 so every other style is used. Needs ``n_styles >= 2``.
+    """
+    n = world.config.n_styles
+    if n < 2:
+        raise ValueError(f"restyling needs a world with at least 2 styles, got n_styles={n}")
+    if offset is not None and offset % n == 0:
+        raise ValueError(f"offset {offset} maps every style to itself (n_styles={n})")
+    out = []
+    for i, s in enumerate(samples):
+        if "index" not in s.meta or "style" not in s.meta:
+            raise ValueError("samples must come from a SyntheticWorld (meta needs 'index' and 'style')")
+        shift = offset if offset is not None else 1 + i % (n - 1)
+        out.append(world.scene(s.meta["index"], style=(s.meta["style"] + shift) % n, size=s.labels.shape[-1]))
+    return out
 
 
 def tile_pairs(sample, tile: int, optical_bands: Sequence[int] | None = None) -> dict[str, torch.Tensor]:

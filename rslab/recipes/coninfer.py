@@ -248,7 +248,7 @@ def load_backbone(directory: str | Path) -> UnifiedBackbone:
 def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, align_steps: int = 60,
                              encoder_config: ImageEncoderConfig | None = None, text_encoder=None,
                              batch_size: int = 64, crop: int = 48, lr: float = 2e-3, seed: int = 0,
-                             level: int = 2) -> dict[str, ImageEncoder]:
+                             level: int = 2, view_weight: float = 1.0) -> dict[str, ImageEncoder]:
     """Notebook 01's recipe on a small budget: locked-text tuning of an optical encoder against
     frozen MiniLM (captions + class prompts), then indirect SAR alignment (L_CL + L_CMA).
 
@@ -260,13 +260,15 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
             default: notebook 01's smoke size (tiny preset, 64-d, 2 blocks).
         text_encoder: a :class:`~rslab.models.encoders.MiniLMTextEncoder` (built if None).
         level: tree level of the class prompts paired with each scene.
+        view_weight: weight of notebook 01's image-image term (second view: the scene restyled).
     Returns ``{"optical": E_opt, "sar": E_SAR}`` in eval mode.
     """
     from dataclasses import replace
 
     from rslab.data.augment import SARViewAugment
     from rslab.losses.contrastive import ImageAlignmentLoss
-    from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, dominant_class, pairs_to_tensors
+    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, dominant_class, pairs_to_tensors,
+                                        restyled_scenes)
     from rslab.recipes.alignment import train_locked_text, train_sar_alignment
     from rslab.models.encoders import DEFAULT_TEMPLATES, MiniLMTextEncoder
     from rslab.train import TrainConfig
@@ -291,8 +293,9 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
     torch.manual_seed(seed)
     optical_model = OpticalTextModel(cfg)
+    other = pairs_to_tensors(restyled_scenes(world, scenes))[0] if view_weight > 0 else None
     train_locked_text(optical_model, optical, embeddings, config(lit_steps), texts=texts, batch_size=batch_size,
-                      crop=min(crop, size))
+                      crop=min(crop, size), colour=0.1, view_weight=view_weight, optical_other=other)
     optical_encoder = optical_model.encoder.eval()
     torch.manual_seed(seed + 1)
     model = SARAlignmentModel(optical_encoder, replace(cfg, in_chans=2))
