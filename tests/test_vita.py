@@ -319,3 +319,68 @@ def test_backbone_adapter_gives_strides_4_8_16():
         feats = adapter(torch.rand(1, c, 64, 64), modality)
         assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4)]
         assert [f.shape[1] for f in feats] == adapter.out_channels
+
+
+class _TemplateText(_HashText):
+    """Fake encoder that also honours templates (one vector per formatted sentence, averaged)."""
+
+    def prompt_embeddings(self, names, templates=("a {}",)):
+        rows = [super(_TemplateText, self).prompt_embeddings([t.format(n) for t in templates]).mean(0) for n in names]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+def test_training_text_prompts_sample_templates_and_noise():
+    from rslab.recipes.vita import TRAIN_TEMPLATES, VITALoss, VITARecipe
+
+    names = ["water", "forest", "road"]
+    avg = VITALoss(_TemplateText(), VITARecipe()).text_embeddings(names)
+    assert torch.allclose(avg, _TemplateText().prompt_embeddings(names))  # default: as at inference
+    loss = VITALoss(_TemplateText(), VITARecipe(text_templates="sample"))
+    draws = [loss.text_embeddings(names) for _ in range(6)]
+    assert all(torch.allclose(d.norm(dim=-1), torch.ones(3)) for d in draws)
+    assert any(not torch.allclose(draws[0], d) for d in draws[1:])  # templates vary between steps
+    singles = {tuple(_TemplateText().prompt_embeddings([names[0]], [t])[0].tolist()) for t in TRAIN_TEMPLATES}
+    assert all(tuple(d[0].tolist()) in singles for d in draws)  # each row is one training template
+    noisy = VITALoss(_TemplateText(), VITARecipe(text_noise=0.05)).text_embeddings(names)
+    cos = (noisy * avg).sum(-1)
+    assert torch.allclose(noisy.norm(dim=-1), torch.ones(3)) and (cos < 0.9999).all() and (cos > 0.5).all()
+    with pytest.raises(ValueError, match="text_templates"):
+        VITARecipe(text_templates="mean")
+    with pytest.raises(ValueError, match="text_noise"):
+        VITARecipe(text_noise=-0.1)
+
+
+def test_heldout_name_neighbours_flags_names_closer_to_another_class():
+    from rslab.data.tree import load_tree
+    from rslab.recipes.vita import heldout_name_neighbours
+
+    tree = load_tree("synthetic")
+
+    class _Lookup:  # every name of a class maps to the class's axis, except one planted confusion
+        def prompt_embeddings(self, entries):
+            rows = []
+            for entry in entries:
+                name = entry if isinstance(entry, str) else entry[0]
+                c = tree.names(1).index(tree.find(name).name if name != "developed land" else "bare land")
+                rows.append(torch.nn.functional.one_hot(torch.tensor(c), 5).float())
+            return torch.stack(rows)
+
+    rows = heldout_name_neighbours(tree, _Lookup(), 1)
+    assert len(rows) == sum(len(tree.synonyms(n, "heldout")) for n in tree.names(1))
+    wrong = [r for r in rows if r["nearest"] != r["true"]]
+    assert [(r["name"], r["true"], r["nearest"]) for r in wrong] == [("developed land", "built-up", "bare land")]
+    assert all(r["sim_true"] == 1.0 for r in rows if r not in wrong)
+    with pytest.raises(ValueError, match="level"):
+        heldout_name_neighbours(tree, _Lookup(), 4)
+
+
+def test_evaluate_per_class_matches_miou(small_pool):
+    from rslab.recipes.vita import evaluate
+
+    torch.manual_seed(0)
+    model = VITA(_cfg())
+    kw = dict(level=1, batch_size=4, other_style=False)
+    miou = evaluate(model, small_pool, small_pool, _HashText(), **kw)
+    per = evaluate(model, small_pool, small_pool, _HashText(), per_class=True, **kw)
+    assert set(per) == set("VTF") and all(v.shape == (small_pool.tree.num_classes(1),) for v in per.values())
+    assert all(abs(float(np.nanmean(per[m])) - miou[m]) < 1e-9 for m in "VTF")

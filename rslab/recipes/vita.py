@@ -39,6 +39,12 @@ class VITARecipe:
         annotation: prompt annotation in training (``"mask"``, ``"box"``, ``"point"``).
         aux_loss: deep supervision on every decoder layer.
         num_points: sampled points of the mask losses.
+        text_templates: training text prompts per class: ``"average"`` over the text encoder's
+            default templates (as at inference) or ``"sample"`` one of :data:`TRAIN_TEMPLATES`.
+        text_noise: std (per dimension) of Gaussian noise added to the unit-norm training text
+            embeddings before re-normalising (0.03 ~ cosine 0.86 to the clean vector for 384-d).
+            Not in the paper: a regulariser so the text branch covers a neighbourhood of each
+            class in the text encoder's space (for synonyms never seen in training).
         seed: episode sampling seed.
     """
 
@@ -53,6 +59,8 @@ class VITARecipe:
     annotation: str = "mask"
     aux_loss: bool = True
     num_points: int = 512
+    text_templates: str = "average"
+    text_noise: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -62,6 +70,10 @@ class VITARecipe:
             raise ValueError(f"train_modes must be a non-empty subset of {MODES}, got {self.train_modes}")
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.text_templates not in ("average", "sample"):
+            raise ValueError(f"text_templates must be 'average' or 'sample', got {self.text_templates!r}")
+        if self.text_noise < 0:
+            raise ValueError(f"text_noise must be >= 0, got {self.text_noise}")
 
 
 def episode_factory(pool: ScenePool, recipe: VITARecipe, steps_per_epoch: int | None = None):
@@ -82,15 +94,39 @@ def episode_factory(pool: ScenePool, recipe: VITARecipe, steps_per_epoch: int | 
     return batches
 
 
+#: Templates sampled per class in training with ``text_templates="sample"`` (inference averages
+#: the text encoder's default templates, CLIP's prompt ensembling).
+TRAIN_TEMPLATES: tuple[str, ...] = (
+    "a satellite image of {}.", "an aerial view of {}.", "a remote sensing image showing {}.", "{}",
+    "an overhead photo of {}.", "{} seen from above.", "a top-down image with {}.", "a map region of {}.",
+)
+
+
 class VITALoss:
     """``loss_fn(model, episode)`` for the Trainer: set loss summed over the trained modes."""
 
     def __init__(self, text_encoder, recipe: VITARecipe):
         self.text_encoder, self.recipe = text_encoder, recipe
         self.criterion = SetCriterion(num_points=recipe.num_points)
+        self.rng = np.random.default_rng((recipe.seed, 13))
+        self.gen = torch.Generator().manual_seed(recipe.seed + 13)
+
+    def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """Training text prompts ``(K, text_dim)``: template-averaged (as at inference) or one
+        template sampled per class from :data:`TRAIN_TEMPLATES`; optional Gaussian noise on the
+        unit sphere (``text_noise``, per-dimension std before re-normalisation)."""
+        r = self.recipe
+        if r.text_templates == "sample":
+            picks = self.rng.integers(len(TRAIN_TEMPLATES), size=len(names))
+            emb = torch.cat([self.text_encoder.prompt_embeddings([n], [TRAIN_TEMPLATES[i]]) for n, i in zip(names, picks)])
+        else:
+            emb = self.text_encoder.prompt_embeddings(list(names))
+        if r.text_noise > 0:
+            emb = torch.nn.functional.normalize(emb + r.text_noise * torch.randn(emb.shape, generator=self.gen), dim=-1)
+        return emb
 
     def __call__(self, model: VITA, ep: Episode):
-        text = self.text_encoder.prompt_embeddings(ep.class_names).to(ep.target.device)
+        text = self.text_embeddings(ep.class_names).to(ep.target.device)
         out = model(ep.target, ep.modality, ep.prompt_images, ep.prompt_masks, ep.modality, text,
                     modes=MODES, ctx_valid=ep.ctx_valid)
         targets = [{k: v.to(ep.target.device) for k, v in t.items()} for t in ep.set_targets()]
@@ -124,14 +160,15 @@ def predict(model: VITA, ep: Episode, text_encoder, mode: str) -> torch.Tensor:
 def evaluate(model: VITA, targets: ScenePool, prompts: ScenePool, text_encoder, *, modality: str = "optical",
              modes: Sequence[str] = MODES, level: int | None = None, names: str = "canonical",
              annotation: str = "mask", shots: int = 1, batch_size: int = 16, seed: int = 0,
-             other_style: bool = True) -> dict[str, float]:
+             other_style: bool = True, per_class: bool = False) -> dict:
     """mIoU per mode on held-out ``targets`` with prompts from held-out ``prompts`` scenes.
 
     ``other_style``: draw each prompt from a scene of another regional style than the targets
     (the default, and the harder cross-region setting); ``False`` allows any style.
 
     Every class of the level is prompted; classes absent from the prompt pool are excluded.
-    Returns ``{mode: miou}``; the same episodes (same prompts) are used for every mode.
+    Returns ``{mode: miou}`` (with ``per_class``: ``{mode: (K,) IoU array}``, NaN for classes
+    never present nor predicted); the same episodes (same prompts) are used for every mode.
     """
     was_training = model.training
     model.eval()
@@ -150,6 +187,8 @@ def evaluate(model: VITA, targets: ScenePool, prompts: ScenePool, text_encoder, 
             labels[(labels < k) & unprompted[labels.clamp_max(k - 1)]] = 255
             meters[mode].update(pred, labels)
     model.train(was_training)
+    if per_class:
+        return {m: np.asarray(meters[m].compute()["iou"], dtype=float) for m in modes}
     return {m: float(meters[m].compute()["miou"]) for m in modes}
 
 
@@ -206,3 +245,31 @@ def level_to_leaf(tree, level: int) -> np.ndarray:
     :func:`rslab.viz.show_prediction`, which colours leaf-id maps at a chosen level)."""
     lut = tree.level_lut(level)
     return np.array([int(np.nonzero(lut[: len(tree.leaves)] == c)[0][0]) for c in range(tree.num_classes(level))])
+
+
+@torch.no_grad()
+def heldout_name_neighbours(tree, text_encoder, level: int) -> list[dict]:
+    """How far the frozen text encoder alone carries held-out synonyms at ``level``.
+
+    For every held-out synonym of every class, the cosine similarity (template-averaged
+    embeddings) to each class's *training* names (canonical name + training synonyms, averaged
+    into one class vector). Returns one row per held-out name: ``name``, ``true`` class,
+    ``nearest`` class, ``sim_true`` and ``sim_nearest``. A row with ``nearest != true`` is a
+    name the text encoder places closer to another class: a text branch that only inherits the
+    encoder's neighbourhood cannot get it right, so this bounds the unseen-synonym metric.
+    """
+    if not 1 <= level <= tree.depth:
+        raise ValueError(f"level must be in 1..{tree.depth}, got {level}")
+    names = tree.names(level)
+    protos = text_encoder.prompt_embeddings([tree.synonyms(n, "train") for n in names])
+    rows = []
+    for c, name in enumerate(names):
+        held = tree.synonyms(name, "heldout")
+        if not held:
+            continue
+        sims = text_encoder.prompt_embeddings(held) @ protos.T  # (H, K)
+        for h, s in zip(held, sims):
+            j = int(s.argmax())
+            rows.append({"name": h, "true": name, "nearest": names[j], "sim_true": float(s[c]),
+                         "sim_nearest": float(s[j])})
+    return rows
