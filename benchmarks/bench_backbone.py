@@ -20,37 +20,24 @@ import torch
 
 
 def main() -> dict:
-    from rslab.models.backbone import BackboneConfig, UnifiedBackbone, count_parameters, profile_variants
+    from rslab.models.backbone import BackboneConfig, UnifiedBackbone, option_variants, preset_sizes, profile_variants
     from rslab.models.qsacl import ContrastiveSSL, QSACLConfig, pretraining_loss
     from rslab.train import EMA
 
     torch.set_num_threads(1)
     results: dict = {}
-    with torch.device("meta"):
-        base = UnifiedBackbone(BackboneConfig.base())
-        small = UnifiedBackbone(BackboneConfig.small())
-    results["base_params_active_M"] = count_parameters(base, active_experts=1) / 1e6
-    results["base_params_all_experts_M"] = count_parameters(base) / 1e6
-    results["small_params_M"] = count_parameters(small) / 1e6
+    results.update(preset_sizes())
     print(f"base : {results['base_params_active_M']:.1f} M active (paper: 665 M), "
           f"{results['base_params_all_experts_M']:.1f} M with all experts; small: {results['small_params_M']:.1f} M")
 
-    tiny = BackboneConfig.tiny
-    variants = {
-        "tiny": tiny(),
-        "no_apm": tiny(apm=False),
-        "no_prompts": tiny(num_prompts=0),
-        "moe_last2": tiny(moe_blocks=2),
-        "moe_last4": tiny(moe_blocks=4),
-    }
-    for row in profile_variants(variants, image_size=128, batch_size=8, gsd=1.0, repeats=5):
+    for row in profile_variants(option_variants(), image_size=128, batch_size=8, gsd=1.0, repeats=5):
         print(f"{row['name']:12s} params {row['params_M']:.3f} M (active {row['active_params_M']:.3f} M) "
               f"forward {row['forward_ms']:.1f} ms  grids {row['stage_sizes']}")
         results[f"forward_ms_{row['name']}"] = row["forward_ms"]
         results[f"params_M_{row['name']}"] = row["params_M"]
 
     torch.manual_seed(0)
-    student = ContrastiveSSL(UnifiedBackbone(tiny()), QSACLConfig(num_local=1))
+    student = ContrastiveSSL(UnifiedBackbone(BackboneConfig.tiny()), QSACLConfig(num_local=1))
     ema = EMA(student, momentum=(0.9, 0.99), total_steps=10)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
     images = torch.rand(16, 4, 128, 128)

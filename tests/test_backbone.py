@@ -208,3 +208,18 @@ def test_moe_backbone_reports_aux_loss_and_trains():
     (feats[-1].mean() + aux).backward()
     assert model.stages[3][1].mlp.router.weight.grad.abs().sum() > 0
     assert UnifiedBackbone(BackboneConfig.tiny()).moe_aux_loss().item() == 0.0
+
+
+def test_option_variants_change_one_option_and_preset_sizes_match_a_direct_count():
+    from rslab.models.backbone import count_parameters, option_variants, preset_sizes
+
+    variants = option_variants()
+    ref = variants["tiny"]
+    assert variants["no_apm"].apm is False and variants["no_prompts"].num_prompts == 0
+    assert variants["prompts_16"].num_prompts == 16 and variants["moe_last4"].moe_blocks == 4
+    assert all(v.embed_dim == ref.embed_dim and v.depths == ref.depths for v in variants.values())
+    sizes = preset_sizes()
+    with torch.device("meta"):
+        small = UnifiedBackbone(BackboneConfig.small())
+    assert sizes["small_params_M"] == count_parameters(small) / 1e6
+    assert sizes["base_params_all_experts_M"] > sizes["base_params_active_M"] > 600  # paper: 665 M active

@@ -184,3 +184,18 @@ def test_context_helpers_shapes_keys_and_errors():
         rc.backbone_context_sets(backbone, {"optical": optical}, (8, 8), [[4]], ["optical"])
     resized = rc.to_grid({"a": torch.rand(1, 3, 4, 4), "b": torch.rand(1, 2, 8, 8)}, (8, 8))
     assert resized["a"].shape == (1, 3, 8, 8) and resized["b"].shape == (1, 2, 8, 8)
+
+
+def test_load_or_train_prefers_files_then_training_then_stand_in(tmp_path, capsys):
+    def load(directory):
+        if not (directory / "weights").exists():
+            raise FileNotFoundError(f"{directory / 'weights'} not found")
+        return "loaded"
+
+    assert rc.load_or_train(load, tmp_path, "01") == (None, "stand-in")
+    assert "notebook 01 artifacts" in capsys.readouterr().out  # the missing file is reported
+    assert rc.load_or_train(load, tmp_path, "01", train=lambda: "trained", trained_note="3 steps") == (
+        "trained", "trained here (3 steps)")
+    (tmp_path / "weights").touch()
+    model, origin = rc.load_or_train(load, tmp_path, "01", train=lambda: "trained")
+    assert model == "loaded" and origin.startswith(f"loaded from {tmp_path} (notebook 01")

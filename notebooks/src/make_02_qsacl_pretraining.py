@@ -78,7 +78,8 @@ import torch
 from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
-from rslab.models.backbone import BackboneConfig, UnifiedBackbone, build_backbone, count_parameters, profile_variants
+from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants,
+                                  preset_sizes, profile_variants)
 from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, extract_features, feature_diagnostics, multi_crop,
                                 query_attention_maps, query_class_affinity)
 from rslab.recipes.qsacl import linear_probe_miou, pretrain
@@ -182,24 +183,12 @@ Then the options, measured on the tiny preset (CPU, forward, no grad).
 """)
 
 code("""
-with torch.device("meta"):
-    base = UnifiedBackbone(BackboneConfig.base())
-    small = UnifiedBackbone(BackboneConfig.small())
-print(f"small: {count_parameters(small) / 1e6:.1f} M")
-print(f"base : {count_parameters(base, active_experts=1) / 1e6:.1f} M active per token (paper: 665 M), "
-      f"{count_parameters(base) / 1e9:.2f} B with all 8 experts of the 6 MoE blocks")
-del base, small
+sizes = preset_sizes()
+print(f"small: {sizes['small_params_M']:.1f} M")
+print(f"base : {sizes['base_params_active_M']:.1f} M active per token (paper: 665 M), "
+      f"{sizes['base_params_all_experts_M'] / 1e3:.2f} B with all 8 experts of the 6 MoE blocks")
 
-tiny = BackboneConfig.tiny
-variants = {
-    "tiny (APM, 4 prompts)": tiny(),
-    "no APM (always merge)": tiny(apm=False),
-    "no prompts": tiny(num_prompts=0),
-    "16 prompts": tiny(num_prompts=16),
-    "MoE in last 2 blocks": tiny(moe_blocks=2),
-    "MoE in last 4 blocks": tiny(moe_blocks=4),
-}
-rows = profile_variants(variants, image_size=scene_size, batch_size=8, modality="optical", gsd=gsd, repeats=bench_repeats)
+rows = profile_variants(option_variants(), image_size=scene_size, batch_size=8, modality="optical", gsd=gsd, repeats=bench_repeats)
 print(f"{'variant':24s} {'params (M)':>10s} {'active (M)':>10s} {'fwd ms (B=8)':>12s}  stage grids")
 for r in rows:
     print(f"{r['name']:24s} {r['params_M']:10.3f} {r['active_params_M']:10.3f} {r['forward_ms']:12.1f}  {r['stage_sizes']}")

@@ -174,28 +174,21 @@ backbone_dir = backbone_dir or str(run.artifacts.parent / "02_qsacl_pretraining"
 prior_origin = context_origin = "stand-in"
 if prior_source == "text":
     text_encoder = MiniLMTextEncoder()
-    try:
-        encoders = rc.load_alignment_encoders(encoders_dir)
-        prior_origin = f"loaded from {encoders_dir} (notebook 01, profile {rc.artifact_profile(encoders_dir)})"
-    except FileNotFoundError as err:
-        print("notebook 01 artifacts:", err)
-        if train_missing:
-            encoders = rc.train_alignment_encoders(SyntheticWorld(WorldConfig(size=64), seed=seed),
-                                                   n_train=n_align_scenes, lit_steps=lit_steps,
-                                                   align_steps=align_steps, text_encoder=text_encoder, seed=seed)
-            prior_origin = f"trained here ({lit_steps} LiT + {align_steps} alignment steps, {n_align_scenes} scenes)"
+    encoders, prior_origin = rc.load_or_train(
+        rc.load_alignment_encoders, encoders_dir, "01",
+        train=(lambda: rc.train_alignment_encoders(
+            SyntheticWorld(WorldConfig(size=64), seed=seed), n_train=n_align_scenes, lit_steps=lit_steps,
+            align_steps=align_steps, text_encoder=text_encoder, seed=seed)) if train_missing else None,
+        trained_note=f"{lit_steps} LiT + {align_steps} alignment steps, {n_align_scenes} scenes")
     if encoders is None:
         prior_source = "weak"
 if context_source == "backbone":
-    try:
-        backbone = rc.load_backbone(backbone_dir)
-        context_origin = f"loaded from {backbone_dir} (notebook 02, profile {rc.artifact_profile(backbone_dir)})"
-    except FileNotFoundError as err:
-        print("notebook 02 artifacts:", err)
-        if train_missing:
-            backbone = rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=128), seed=seed),
-                                            n_scenes=n_backbone_scenes, steps=backbone_steps, seed=seed)
-            context_origin = f"trained here ({backbone_steps} QSACL steps)"
+    backbone, context_origin = rc.load_or_train(
+        rc.load_backbone, backbone_dir, "02",
+        train=(lambda: rc.pretrain_backbone(
+            SyntheticWorld(WorldConfig(size=128), seed=seed), n_scenes=n_backbone_scenes,
+            steps=backbone_steps, seed=seed)) if train_missing else None,
+        trained_note=f"{backbone_steps} QSACL steps")
     if backbone is None:
         context_source = "standin"
 print(f"prior: {prior_source} ({prior_origin})\\ncontext: {context_source} ({context_origin})  "

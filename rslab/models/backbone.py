@@ -63,6 +63,8 @@ __all__ = [
     "build_backbone",
     "count_parameters",
     "profile_variants",
+    "option_variants",
+    "preset_sizes",
 ]
 
 
@@ -411,6 +413,34 @@ def count_parameters(module: nn.Module, active_experts: int | None = None) -> in
             per_expert = sum(p.numel() for p in m.experts[0].parameters())
             total -= per_expert * (m.num_experts - active_experts)
     return total
+
+
+def option_variants() -> dict[str, BackboneConfig]:
+    """The tiny preset and one option changed at a time (APM, prompt tokens, MoE): the variants
+    whose cost notebook 02 and ``benchmarks/bench_backbone.py`` compare with :func:`profile_variants`."""
+    tiny = BackboneConfig.tiny
+    return {
+        "tiny": tiny(),                    # APM, 4 prompt tokens, dense FFNs
+        "no_apm": tiny(apm=False),         # always merge 2x2
+        "no_prompts": tiny(num_prompts=0),
+        "prompts_16": tiny(num_prompts=16),
+        "moe_last2": tiny(moe_blocks=2),   # MoE FFN in the last 2 blocks
+        "moe_last4": tiny(moe_blocks=4),
+    }
+
+
+def preset_sizes() -> dict[str, float]:
+    """Parameters (millions) of the small and base presets, built on the meta device (no memory):
+    ``small_params_M``, ``base_params_active_M`` (one expert per MoE layer: what a token uses; the
+    paper's 665 M) and ``base_params_all_experts_M``."""
+    with torch.device("meta"):
+        base = UnifiedBackbone(BackboneConfig.base())
+        small = UnifiedBackbone(BackboneConfig.small())
+    return {
+        "small_params_M": count_parameters(small) / 1e6,
+        "base_params_active_M": count_parameters(base, active_experts=1) / 1e6,
+        "base_params_all_experts_M": count_parameters(base) / 1e6,
+    }
 
 
 def profile_variants(variants: dict[str, BackboneConfig], image_size: int = 128, batch_size: int = 8,

@@ -46,6 +46,7 @@ __all__ = [
     "train_alignment_encoders",
     "pretrain_backbone",
     "artifact_profile",
+    "load_or_train",
 ]
 
 
@@ -329,6 +330,20 @@ def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = 
     trainer = pretrain(student, {"optical": optical, "sar": sar}, steps=steps, batch_size=batch_size, lr=lr,
                        gsd=world.config.gsd_m, seed=seed)
     return trainer.ema_model.backbone.eval()
+
+
+def load_or_train(load, directory: str | Path, notebook: str, train=None, trained_note: str = ""):
+    """``(model, origin)``: ``load(directory)`` when the earlier notebook's files are there, else
+    ``train()`` (when given), else ``(None, "stand-in")``; ``origin`` says which, for the reader and
+    results.json. A missing file is reported, never silently replaced."""
+    try:
+        model = load(directory)
+        return model, f"loaded from {directory} (notebook {notebook}, profile {artifact_profile(directory)})"
+    except FileNotFoundError as err:
+        print(f"notebook {notebook} artifacts:", err)
+    if train is None:
+        return None, "stand-in"
+    return train(), f"trained here ({trained_note})" if trained_note else "trained here"
 
 
 def artifact_profile(directory: str | Path) -> str | None:
