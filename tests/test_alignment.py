@@ -299,3 +299,16 @@ def test_restyled_scenes_keep_the_ground_and_change_the_colours():
         restyled_scenes(world, samples, offset=world.config.n_styles)
     with pytest.raises(ValueError, match="at least 2 styles"):
         restyled_scenes(SyntheticWorld(WorldConfig(size=64, n_styles=1), seed=0), samples)
+
+
+def test_scene_texts_caption_then_every_template_and_synonym():
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.models.alignment import dominant_class, scene_texts
+    from rslab.models.encoders import DEFAULT_TEMPLATES
+
+    world = SyntheticWorld(WorldConfig(size=64), seed=0)
+    sample = world.scene(0)
+    (texts,) = scene_texts([sample], world.tree, level=2)
+    names = world.tree.synonyms(world.tree.nodes(2)[dominant_class(sample.labels, world.tree, 2)], "train")
+    assert texts[0] == sample.caption and len(texts) == 1 + len(names) * len(DEFAULT_TEMPLATES)
+    assert texts[1] == DEFAULT_TEMPLATES[0].format(names[0])

@@ -94,11 +94,12 @@ from rslab.data.augment import SARViewAugment
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.losses.contrastive import ImageAlignmentLoss
 from rslab.models.alignment import (
-    OpticalTextModel, SARAlignmentModel, balanced_scenes, dominant_class, embed_optical, embed_sar,
-    pairs_to_tensors, pca_2d, restyled_scenes, retrieval_scores, save_encoder, tile_pairs, zero_shot_accuracy,
+    OpticalTextModel, SARAlignmentModel, balanced_scenes, embed_optical, embed_sar,
+    pairs_to_tensors, pca_2d, restyled_scenes, retrieval_scores, save_encoder, scene_texts, tile_pairs,
+    zero_shot_accuracy,
 )
 from rslab.recipes.alignment import train_locked_text, train_sar_alignment
-from rslab.models.encoders import DEFAULT_TEMPLATES, ImageEncoderConfig, MiniLMTextEncoder, count_parameters
+from rslab.models.encoders import ImageEncoderConfig, MiniLMTextEncoder, count_parameters
 from rslab.notebooks import start_run
 from rslab.train import TrainConfig
 from rslab.viz import optical_to_display, sar_to_display
@@ -174,11 +175,7 @@ def preset(in_chans: int) -> ImageEncoderConfig:
     return getattr(ImageEncoderConfig, encoder)(in_chans, img_size=image_size, out_dim=384, **overrides)
 
 text_encoder = MiniLMTextEncoder()
-train_texts = [
-    [s.caption] + [t.format(n) for n in tree.synonyms(tree.nodes(LEVEL)[dominant_class(s.labels, tree, LEVEL)], "train")
-                   for t in DEFAULT_TEMPLATES]
-    for s in train_samples[:n_train]
-]
+train_texts = scene_texts(train_samples[:n_train], tree, LEVEL)
 train_text_emb = [text_encoder.encode(texts) for texts in train_texts]
 print("example texts of scene 0:", train_texts[0][:3])
 

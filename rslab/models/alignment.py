@@ -21,7 +21,7 @@ Pieces:
 - the two short training runs live in :mod:`rslab.recipes.alignment` (models never import the trainer).
 - :func:`embed_optical`, :func:`embed_sar`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
   :func:`pca_2d` -- evaluation.
-- :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`restyled_scenes`,
+- :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`scene_texts`, :func:`restyled_scenes`,
   :func:`tile_pairs` -- data.
 - :func:`save_encoder`, :func:`load_encoder` -- safetensors + JSON config, for later notebooks.
 """
@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rslab.models.encoders import (
+    DEFAULT_TEMPLATES,
     EncoderOutput,
     ImageEncoder,
     ImageEncoderConfig,
@@ -231,6 +232,17 @@ def dominant_class(labels: np.ndarray, tree, level: int) -> int:
     if mapped.size == 0:
         raise ValueError("label map has no labelled pixel")
     return int(np.bincount(mapped, minlength=tree.num_classes(level)).argmax())
+
+
+def scene_texts(samples: Sequence, tree, level: int = 2, split: str = "train") -> list[list[str]]:
+    """Per scene, its texts for locked-text tuning: the caption, then every prompt template
+    (:data:`~rslab.models.encoders.DEFAULT_TEMPLATES`) filled with every ``split`` synonym of the
+    scene's dominant class at ``level``."""
+    out = []
+    for s in samples:
+        names = tree.synonyms(tree.nodes(level)[dominant_class(s.labels, tree, level)], split)
+        out.append([s.caption] + [t.format(n) for n in names for t in DEFAULT_TEMPLATES])
+    return out
 
 
 def balanced_scenes(world, class_names: Sequence[str], per_class: int, level: int = 2, start: int = 100_000,

@@ -268,10 +268,10 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
     from rslab.data.augment import SARViewAugment
     from rslab.losses.contrastive import ImageAlignmentLoss
-    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, dominant_class, pairs_to_tensors,
-                                        restyled_scenes)
+    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, pairs_to_tensors, restyled_scenes,
+                                        scene_texts)
     from rslab.recipes.alignment import train_locked_text, train_sar_alignment
-    from rslab.models.encoders import DEFAULT_TEMPLATES, MiniLMTextEncoder
+    from rslab.models.encoders import MiniLMTextEncoder
     from rslab.train import TrainConfig
 
     if n_train < batch_size:
@@ -281,11 +281,9 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
     size = world.config.size
     cfg = encoder_config or ImageEncoderConfig.tiny(4, img_size=size, out_dim=384, embed_dim=64, depth=2, num_heads=2)
     text_encoder = text_encoder or MiniLMTextEncoder()
-    tree = world.tree
     scenes = [world.scene(i) for i in range(n_train)]
     optical, sar = pairs_to_tensors(scenes)
-    texts = [[s.caption] + [t.format(n) for n in tree.synonyms(tree.nodes(level)[dominant_class(s.labels, tree, level)], "train")
-                            for t in DEFAULT_TEMPLATES] for s in scenes]
+    texts = scene_texts(scenes, world.tree, level)
     embeddings = [text_encoder.encode(t) for t in texts]
 
     def config(steps: int) -> TrainConfig:
