@@ -267,13 +267,11 @@ class ImageEncoderConfig:
 
 class EncoderOutput(NamedTuple):
     """``embedding``: (B, out_dim) projected GAP feature (not normalised); ``tokens``: (B, N, D)
-    patch tokens after the final norm; ``grid``: (h, w) token grid, N = h * w; ``pooled``:
-    (B, D) the GAP feature itself, before the projection ``head``."""
+    patch tokens after the final norm; ``grid``: (h, w) token grid, N = h * w."""
 
     embedding: torch.Tensor
     tokens: torch.Tensor
     grid: tuple[int, int]
-    pooled: torch.Tensor
 
 
 class ConvTokenizer(nn.Module):
@@ -366,7 +364,7 @@ class ImageEncoder(nn.Module):
                 bad = (weights.sum(1) == 0).nonzero().flatten().tolist()
                 raise ValueError(f"samples {bad} have no valid pixel (all nodata); drop them before encoding.")
             pooled = (tokens * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
-        return EncoderOutput(self.head(pooled), tokens, grid, pooled)
+        return EncoderOutput(self.head(pooled), tokens, grid)
 
 
 def patch_valid_fraction(valid: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
