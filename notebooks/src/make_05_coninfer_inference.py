@@ -321,14 +321,17 @@ pooled `pool_images` scenes at a time. ConInfer has two readings of its joint st
 """)
 
 code("""
-settings = {"context_only": ci.ConInferConfig(mode="context_only", n_iter=n_iter, temperature=tau["reference"]),
-            "decoupled": ci.ConInferConfig(mode="decoupled", n_iter=n_iter, temperature=tau["reference"]),
-            "joint_reference": ci.ConInferConfig(mode="reference", n_iter=n_iter, temperature=tau["reference"]),
-            "joint_paper": ci.ConInferConfig(mode="paper", n_iter=n_iter, temperature=tau["paper"])}
+def setting(mode, temperature):   # features z-scored + unit-normalised per pool, as in the validation grid
+    return ci.ConInferConfig(mode=mode, n_iter=n_iter, temperature=temperature, standardize=True)
+
+settings = {"context_only": setting("context_only", tau["reference"]),
+            "decoupled": setting("decoupled", tau["reference"]),
+            "joint_reference": setting("reference", tau["reference"]),
+            "joint_paper": setting("paper", tau["paper"])}
 joint_key = f"joint_{joint_mode}"
 
-def refine_pools(prior_maps, feat_maps, config):   # features z-scored + unit-normalised per pool
-    return ci.refine_maps(prior_maps, feat_maps, config, pool_images=pool_images, standardize=True)
+def refine_pools(prior_maps, feat_maps, config):
+    return ci.refine_maps(prior_maps, feat_maps, config, pool_images=pool_images)
 
 t0 = time.perf_counter()
 probs = {"prior": test_prior}
@@ -430,7 +433,7 @@ for pname, pmaps in priors.items():
     for cname, fmaps in contexts.items():
         row = {"prior": base}
         for mode in ("reference", "paper"):
-            z, _ = refine_pools(pmaps, fmaps, ci.ConInferConfig(mode=mode, n_iter=n_iter, temperature=tau[mode]))
+            z, _ = refine_pools(pmaps, fmaps, setting(mode, tau[mode]))
             row[mode] = ci.pixel_miou(z, test_labels, K)[0]
         combos[f"{pname}+{cname}"] = row
 print(f"{'prior + context':>28} {'prior':>7} {'ref.':>7} {'paper':>7}   gain ref. / paper (points)")
@@ -557,7 +560,7 @@ def big_feature_fn(tiles):
                                                      ci.patch_statistics(t[n_opt:], patch)]) for t in tiles]),
                              what="features")
 tiled_ok = prior_source in ("text", "weak") and context_source in ("backbone", "standin")
-scene = ci.refine_scene(big_prior_fn, big_feature_fn, big_image, tile=tile, standardize=True,
+scene = ci.refine_scene(big_prior_fn, big_feature_fn, big_image, tile=tile,
                         config=settings[joint_key], batch_tiles=4) if tiled_ok else None
 if scene is not None:
     miou_large_prior = ci.pixel_miou(scene.prior_probs[None], big_labels, K)[0]
@@ -596,7 +599,7 @@ if root is None:
     print("real samples not used (absent or use_real=False)")
 else:
     rpatch = 16
-    cfg = ci.ConInferConfig(n_iter=n_iter)
+    cfg = ci.ConInferConfig(n_iter=n_iter, standardize=True)
     # LoveDA: 3 crops of 1024 px
     crops = list(MMSegFolder(root / "loveda", split=None, encoding="loveda")) if (root / "loveda").is_dir() else []
     if len(crops) >= 2:
@@ -605,7 +608,7 @@ else:
         pm = ci.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(), kl, seed=seed)
         pr = pm.map(torch.stack([col(s) for s in crops[1:]]))
         fe = torch.stack([ci.patch_statistics(s.optical[:3], rpatch) for s in crops[1:]])
-        zz, _ = ci.refine_maps(pr, fe, cfg, standardize=True)
+        zz, _ = ci.refine_maps(pr, fe, cfg)
         lab = np.stack([s.labels for s in crops[1:]])
         real["loveda_prior"] = ci.pixel_miou(pr, lab, kl)[0]
         real["loveda_joint"] = ci.pixel_miou(zz, lab, kl)[0]
@@ -620,7 +623,7 @@ else:
                                      ci.patch_labels(s.labels[:q, :q], rpatch, kd).flatten(), kd, seed=seed)
         sc = ci.refine_scene(lambda t: pm.map(torch.stack([col(x) for x in t])),
                              lambda t: torch.stack([ci.patch_statistics(x, rpatch) for x in t]),
-                             img, tile=512, config=cfg, batch_tiles=4, standardize=True)
+                             img, tile=512, config=cfg, batch_tiles=4)
         held = s.labels.copy(); held[:q, :q] = 255  # evaluate outside the training quarter
         real["deepglobe_prior"] = ci.pixel_miou(sc.prior_probs[None], held, kd)[0]
         real["deepglobe_joint"] = ci.pixel_miou(sc.probs[None], held, kd)[0]

@@ -56,17 +56,16 @@ per-patch result back to its tile and upsamples it to full resolution.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-MODES = ("reference", "paper", "decoupled", "context_only")
+from rslab.metrics import SegmentationMeter
 
-ArrayLike = "np.ndarray | torch.Tensor"
+MODES = ("reference", "paper", "decoupled", "context_only")
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +87,8 @@ class ConInferConfig:
         prior_floor: prior probabilities are clamped to at least this before taking logs.
         chunk_size: patches per chunk in the distance computations (bounds peak memory).
         device: run on this device; ``None`` = the features' device.
+        standardize: z-score every feature dimension over the pool, then unit-normalise every
+            patch (:func:`standardize_features`) before the EM; one pool = one ``coninfer`` call.
     """
 
     mode: str = "reference"
@@ -99,6 +100,7 @@ class ConInferConfig:
     prior_floor: float = 1e-12
     chunk_size: int = 4096
     device: str | None = None
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -229,9 +231,8 @@ def validate_inputs(prior, features, top_k_init: int = 1) -> tuple[torch.Tensor,
     if (sums <= 0).any():
         raise ValueError(f"prior has {int((sums <= 0).sum())} all-zero rows (first: row "
                          f"{int((sums <= 0).nonzero()[0])}); a patch needs some prior mass")
-    # chunked: torch.isfinite on the whole (N, D) array would briefly double its memory
-    bad = torch.cat([~torch.isfinite(features[i:i + 4096]).all(dim=1)
-                     for i in range(0, n, 4096)])
+    # amax/amin propagate NaN and keep +-inf: O(N) extra memory, not an (N, D) mask
+    bad = ~(torch.isfinite(features.amax(dim=1)) & torch.isfinite(features.amin(dim=1)))
     if bad.any():
         raise ValueError(f"features have {int(bad.sum())} rows with NaN/inf; fix them first")
     return prior / sums[:, None], features
@@ -368,6 +369,8 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
     """
     cfg = config or ConInferConfig()
     prior, x = validate_inputs(prior, features, cfg.top_k_init)
+    if cfg.standardize:
+        x = standardize_features(x)
     device = torch.device(cfg.device) if cfg.device else x.device
     prior, x = prior.to(device), x.to(device)
     n, k = prior.shape
@@ -484,11 +487,10 @@ def flatten_maps(prob_maps: torch.Tensor, feature_maps: torch.Tensor
 
 
 def refine_maps(prob_maps: torch.Tensor, feature_maps: torch.Tensor,
-                config: ConInferConfig | None = None, pool_images: int = 50,
-                standardize: bool = False) -> tuple[torch.Tensor, list[ConInferResult]]:
+                config: ConInferConfig | None = None, pool_images: int = 50
+                ) -> tuple[torch.Tensor, list[ConInferResult]]:
     """Run ConInfer on pools of ``pool_images`` images (Sec. 4.2: every 50 images).
 
-    ``standardize``: pass each pool's features through :func:`standardize_features` first.
     Returns refined (B, K, h, w) probabilities and the per-pool results.
     """
     if pool_images < 1:
@@ -498,7 +500,7 @@ def refine_maps(prob_maps: torch.Tensor, feature_maps: torch.Tensor,
     for start in range(0, b, pool_images):
         p, f = flatten_maps(prob_maps[start:start + pool_images],
                             feature_maps[start:start + pool_images])
-        res = coninfer(p, standardize_features(f) if standardize else f, config)
+        res = coninfer(p, f, config)
         results.append(res)
         out.append(res.z.reshape(-1, h, w, k).permute(0, 3, 1, 2).to(prob_maps.device))
     return torch.cat(out), results
@@ -582,8 +584,7 @@ class SceneResult:
 def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
                  feature_fn: Callable[[torch.Tensor], torch.Tensor],
                  image: torch.Tensor, tile: int = 448, stride: int | None = None,
-                 config: ConInferConfig | None = None, batch_tiles: int = 8,
-                 standardize: bool = False) -> SceneResult:
+                 config: ConInferConfig | None = None, batch_tiles: int = 8) -> SceneResult:
     """Tiled large-scene inference (Fig. 2): tile, run both branches, one mixture, stitch.
 
     Args:
@@ -594,7 +595,6 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
         tile, stride: tiling (stride defaults to tile: non-overlapping, as in the paper).
         config: :class:`ConInferConfig`.
         batch_tiles: tiles per forward pass of the two branches (bounds peak memory).
-        standardize: z-score + unit-normalise the pooled features (:func:`standardize_features`).
 
     All patches of all tiles form ONE pool, so the mixture sees the whole scene's context.
     """
@@ -614,17 +614,12 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
     prior_maps, feature_maps = torch.cat(priors), torch.cat(feats)
     t, k, h, w = prior_maps.shape
     p_flat, f_flat = flatten_maps(prior_maps, feature_maps)
-    res = coninfer(p_flat, standardize_features(f_flat) if standardize else f_flat, config)
+    res = coninfer(p_flat, f_flat, config)
     z_maps = res.z.cpu().reshape(t, h, w, k).permute(0, 3, 1, 2)
     hw = tuple(image.shape[1:])
     return SceneResult(probs=stitch_tiles(z_maps, positions, hw, tile),
                        prior_probs=stitch_tiles(prior_maps, positions, hw, tile),
                        result=res, positions=positions)
-
-
-def with_mode(config: ConInferConfig | None, mode: str) -> ConInferConfig:
-    """A copy of ``config`` (or the default) with another mode, for ablations."""
-    return replace(config or ConInferConfig(), mode=mode)
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,15 +690,15 @@ class PatchClassifier(torch.nn.Module):
         return self.head(self.features(x))
 
     @torch.no_grad()
-    def probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        return torch.softmax(self(x) / temperature, dim=-1)
-
-    @torch.no_grad()
     def map(self, descriptors: torch.Tensor, what: str = "probs") -> torch.Tensor:
         """(B, F, h, w) descriptors -> (B, K, h, w) probabilities or (B, D, h, w) features."""
+        if what not in ("probs", "features"):
+            raise ValueError(f"what must be 'probs' or 'features', got {what!r}")
+        if descriptors.ndim != 4:
+            raise ValueError(f"descriptors must be (B, F, h, w), got shape {tuple(descriptors.shape)}")
         b, f, h, w = descriptors.shape
         flat = descriptors.permute(0, 2, 3, 1).reshape(-1, f)
-        out = self.probs(flat) if what == "probs" else self.features(flat)
+        out = torch.softmax(self(flat), dim=-1) if what == "probs" else self.features(flat)
         return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -744,9 +739,7 @@ def standardize_features(features: torch.Tensor) -> torch.Tensor:
 def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int = 255
                ) -> tuple[float, np.ndarray]:
     """Upsample (B, K, h, w) patch probabilities bilinearly to the (B, H, W) labels' size, take
-    the argmax, and return (mIoU, per-class IoU) via :mod:`rslab.metrics`."""
-    from rslab.metrics import iou_per_class
-
+    the argmax, and return (mIoU, per-class IoU) via :class:`rslab.metrics.SegmentationMeter`."""
     lab = np.asarray(labels)
     if lab.ndim == 2:
         lab = lab[None]
@@ -754,9 +747,11 @@ def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int 
         raise ValueError(f"probs (B, K, h, w) {tuple(probs.shape)} and labels (B, H, W) "
                          f"{lab.shape} must share B")
     pred = F.interpolate(probs.float(), size=lab.shape[1:], mode="bilinear",
-                         align_corners=False).argmax(1).numpy()
-    ious = iou_per_class(pred, lab, num_classes, ignore_index)
-    return (float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan")), ious
+                         align_corners=False).argmax(1).cpu().numpy()
+    meter = SegmentationMeter(num_classes, ignore_index)
+    meter.update(pred, lab)
+    scores = meter.compute()
+    return scores["miou"], scores["iou"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -828,8 +823,9 @@ def grid_search(prior_maps: torch.Tensor, feature_sets: dict[str, torch.Tensor],
     for name, f in feature_sets.items():
         for mode in modes:
             for t in temperatures:
-                cfg = ConInferConfig(mode=mode, n_iter=n_iter, temperature=float(t), top_k_init=top_k_init)
-                z, _ = refine_maps(prior_maps, f, cfg, pool_images=pool_images, standardize=standardize)
+                cfg = ConInferConfig(mode=mode, n_iter=n_iter, temperature=float(t), top_k_init=top_k_init,
+                                     standardize=standardize)
+                z, _ = refine_maps(prior_maps, f, cfg, pool_images=pool_images)
                 m = pixel_miou(z, labels, num_classes)[0]
                 rows.append(dict(features=name, mode=mode, temperature=float(t), miou=m, prior_miou=base,
                                  gain=m - base))
