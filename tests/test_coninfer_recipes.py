@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
@@ -94,12 +93,12 @@ def test_backbone_context_maps_pool_the_chosen_stages():
 
 
 def test_loading_notebook_artifacts_round_trips(tmp_path):
-    from safetensors.torch import save_file
+    from rslab.models.backbone import load_backbone, save_backbone
 
     with pytest.raises(FileNotFoundError, match="01_sar_alignment"):
         rc.load_alignment_encoders(tmp_path)
     with pytest.raises(FileNotFoundError, match="02_qsacl_pretraining"):
-        rc.load_backbone(tmp_path)
+        load_backbone(tmp_path)
     assert rc.artifact_profile(tmp_path) is None
 
     opt, sar = tiny_encoder(), tiny_encoder(in_chans=2, seed=1)
@@ -112,12 +111,11 @@ def test_loading_notebook_artifacts_round_trips(tmp_path):
     torch.manual_seed(0)
     cfg = BackboneConfig.tiny(depths=(1, 1, 1, 1))
     bb = UnifiedBackbone(cfg).eval()
-    save_file({k: v.contiguous() for k, v in bb.state_dict().items()}, str(tmp_path / "backbone_qsacl.safetensors"))
-    d = asdict(cfg)
-    d["modalities"] = {k: asdict(v) for k, v in cfg.modalities.items()}
-    (tmp_path / "backbone_config.json").write_text(json.dumps(d))
+    save_backbone(bb, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("backbone")) == [
+        "backbone_config.json", "backbone_qsacl.safetensors"]  # no temporary file left behind
     (tmp_path / "results.json").write_text(json.dumps({"profile": "smoke", "metrics": {}}))
-    again = rc.load_backbone(tmp_path)
+    again = load_backbone(tmp_path)
     y = torch.rand(1, 4, 64, 64)
     with torch.no_grad():
         assert torch.equal(again(y, "optical")[3], bb(y, "optical")[3])

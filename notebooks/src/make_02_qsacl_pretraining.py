@@ -78,8 +78,8 @@ import torch
 from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
-from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants,
-                                  preset_sizes, profile_variants)
+from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes,
+                                  profile_variants, save_backbone)
 from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, extract_features, feature_diagnostics, multi_crop,
                                 query_attention_maps, query_class_affinity)
 from rslab.recipes.qsacl import linear_probe_miou, pretrain
@@ -400,20 +400,11 @@ md("""
 ## 6 · Save the pre-trained backbone, and the results
 
 The QSACL teacher's backbone (safetensors) and its config go to `artifacts/02_qsacl_pretraining/`;
-load it with `UnifiedBackbone(BackboneConfig(**config))` + `safetensors.torch.load_file`.
+load it with `rslab.models.backbone.load_backbone`.
 """)
 
 code("""
-from dataclasses import asdict
-
-from safetensors.torch import save_file
-
-weights_path = run.artifacts / "backbone_qsacl.safetensors"
-state = {k: v.contiguous() for k, v in qsacl_backbone.state_dict().items()}
-save_file(state, str(weights_path))
-cfg_dict = asdict(backbone_cfg)
-cfg_dict["modalities"] = {k: asdict(v) for k, v in backbone_cfg.modalities.items()}
-(run.artifacts / "backbone_config.json").write_text(json.dumps(cfg_dict, indent=2))
+save_backbone(qsacl_backbone, run.artifacts)  # backbone_config.json + backbone_qsacl.safetensors
 
 metrics = {
     "probe_miou_random": probes["random"]["miou"],

@@ -83,7 +83,7 @@ from rslab.data.episodes import ScenePool, make_episode
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.models import vita as V
 from rslab.recipes import vita as R
-from rslab.curriculum import LevelSchedule, sga_level_probs, sga_mu
+from rslab.curriculum import sga_level_probs, sga_mu
 
 torch.set_num_threads(num_threads)
 torch.manual_seed(seed)
@@ -147,10 +147,10 @@ The notebook trains the `tiny` preset on the CPU.
 """)
 
 code("""
-for name in ("tiny", "base"):
-    parts = V.parameter_breakdown(V.VITA(getattr(V.VITAConfig, name)()))
-    print(f"{name:5s}", {k: f"{v / 1e6:.2f}M" for k, v in parts.items()})
-base_parts = V.parameter_breakdown(V.VITA(V.VITAConfig.base()))
+parts = {name: V.parameter_breakdown(V.VITA(getattr(V.VITAConfig, name)())) for name in ("tiny", "base")}
+for name, p in parts.items():
+    print(f"{name:5s}", {k: f"{v / 1e6:.2f}M" for k, v in p.items()})
+base_parts = parts["base"]
 """)
 
 md("""
@@ -187,6 +187,7 @@ here trains SAR end-to-end instead, so it is only reported when present.
 
 code("""
 from rslab.notebooks import artifacts_root
+from rslab.models.backbone import load_backbone
 qsacl_dir = artifacts_root() / "02_qsacl_pretraining"
 sar_dir = artifacts_root() / "01_sar_alignment"
 print("notebook 02 backbone:", "found" if (qsacl_dir / "backbone_qsacl.safetensors").is_file() else "absent", f"({qsacl_dir})")
@@ -201,7 +202,7 @@ def build_model(**overrides):
     if source == "auto":
         source = "qsacl" if (qsacl_dir / "backbone_qsacl.safetensors").is_file() else "conv"
     if source == "qsacl":
-        encoder = V.BackboneAdapter(V.load_qsacl_backbone(qsacl_dir))
+        encoder = V.BackboneAdapter(load_backbone(qsacl_dir))
     elif source != "conv":
         raise ValueError(f"encoder_source must be 'conv', 'qsacl' or 'auto', got {encoder_source!r}")
     return V.VITA(cfg, encoder=encoder)
@@ -341,9 +342,10 @@ All runs share the seed, data and step budget; mIoU is optical, on the held-out 
 """)
 
 code("""
+import dataclasses
+
 def short_run(model_overrides=None, **recipe_overrides):
-    rec = R.VITARecipe(steps=ablation_steps, batch_size=batch_size, sar_fraction=sar_fraction, tau_sga=tau_sga,
-                       seed=seed, text_templates=text_templates, text_noise=text_noise, **recipe_overrides)
+    rec = dataclasses.replace(recipe, steps=ablation_steps, **recipe_overrides)   # the main recipe, shorter
     m = build_model(**(model_overrides or {}))
     R.train(m, train_pool, text_encoder, rec, progress=False, log_every=max(1, ablation_steps // 5))
     return {level: R.evaluate(m, eval_targets, eval_prompts, text_encoder, modality="optical", level=level, seed=seed)
@@ -375,7 +377,7 @@ world). Text prompts use LoveDA's class names.
 code("""
 from rslab.data.readers import real_samples_dir, MMSegFolder
 from rslab.data.tree import load_tree
-from rslab.metrics import SegmentationMeter
+from rslab.metrics import mean_iou
 real = {}
 root = real_samples_dir() if use_real else None
 if root is None or not (root / "loveda").is_dir():
@@ -393,16 +395,13 @@ else:
     prompt_x, prompt_lab = prep(loveda[0])
     k = ltree.num_classes(ltree.depth)
     prompt_masks = torch.stack([prompt_lab == c for c in range(k)])[None]
+    prompted = prompt_masks[0].flatten(1).any(1)  # classes absent from the prompt are not scored
     for i in range(1, len(loveda)):
         tx, tlab = prep(loveda[i])
+        lab = R.ignore_unprompted(tlab, prompted)[None]
         for mode in ("V", "T", "F"):
             pred = R.segment(model, text_encoder, tx, "optical", prompt_x, prompt_masks, ltree.names(), mode)
-            meter = SegmentationMeter(k)
-            lab = tlab.clone()
-            missing = ~prompt_masks[0].flatten(1).any(1)  # classes absent from the prompt are not scored
-            lab[(lab < k) & missing[lab.clamp_max(k - 1)]] = 255
-            meter.update(pred[None] if pred.ndim == 2 else pred, lab[None])
-            real.setdefault(mode, []).append(float(meter.compute()["miou"]))
+            real.setdefault(mode, []).append(mean_iou(pred, lab, k))
     real = {m: float(np.mean(v)) for m, v in real.items()}
     print(f"LoveDA one-shot (prompt image 0 -> images 1..{len(loveda) - 1}) mIoU:", {m: round(v, 3) for m, v in real.items()})
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
@@ -418,10 +417,11 @@ md("## 7 · Save the model and the results")
 code("""
 from safetensors.torch import save_file
 import json
+import dataclasses
 out = run.artifacts
 save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / f"vita_{preset}.safetensors"))
 (out / "vita_config.json").write_text(json.dumps({"preset": preset, "encoder_source": encoder_source,
-                                                   **V.dataclasses_asdict(model.cfg)}, indent=2))
+                                                   **dataclasses.asdict(model.cfg)}, indent=2))
 metrics = {
     "headline_level": headline_level,
     "miou_visual": head["V"], "miou_text": head["T"], "miou_fused": head["F"],

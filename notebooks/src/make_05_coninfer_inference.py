@@ -92,6 +92,7 @@ from rslab.notebooks import start_run
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.sar import normalize_sar
 from rslab.models import coninfer as ci
+from rslab.models.backbone import load_backbone
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import coninfer as rc
 
@@ -184,7 +185,7 @@ if prior_source == "text":
         prior_source = "weak"
 if context_source == "backbone":
     backbone, context_origin = rc.load_or_train(
-        rc.load_backbone, backbone_dir, "02",
+        load_backbone, backbone_dir, "02",
         train=(lambda: rc.pretrain_backbone(
             SyntheticWorld(WorldConfig(size=128), seed=seed), n_scenes=n_backbone_scenes,
             steps=backbone_steps, seed=seed)) if train_missing else None,

@@ -41,8 +41,9 @@ Choices the paper leaves open, made here and stated:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,8 @@ __all__ = [
     "build_backbone",
     "count_parameters",
     "profile_variants",
+    "save_backbone",
+    "load_backbone",
     "option_variants",
     "preset_sizes",
 ]
@@ -478,3 +481,49 @@ def profile_variants(variants: dict[str, BackboneConfig], image_size: int = 128,
             "stage_sizes": [f"{h}x{w}" for h, w in model.feature_sizes((image_size, image_size), modality, gsd)],
         })
     return rows
+
+
+BACKBONE_CONFIG_FILE, BACKBONE_WEIGHTS_FILE = "backbone_config.json", "backbone_qsacl.safetensors"
+
+
+def save_backbone(backbone: UnifiedBackbone, directory) -> Path:
+    """Write ``backbone_config.json`` + ``backbone_qsacl.safetensors`` into ``directory`` (each
+    file written under a temporary name, then renamed, so a crash never leaves a half file)."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    if not isinstance(backbone, UnifiedBackbone):
+        raise ValueError(f"backbone must be a UnifiedBackbone, got {type(backbone).__name__}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = asdict(backbone.cfg)
+    cfg["modalities"] = {k: asdict(v) for k, v in backbone.cfg.modalities.items()}
+    weights, config = directory / BACKBONE_WEIGHTS_FILE, directory / BACKBONE_CONFIG_FILE
+    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}, str(weights) + ".tmp")
+    os.replace(str(weights) + ".tmp", weights)
+    config.with_suffix(".json.tmp").write_text(json.dumps(cfg, indent=2))
+    os.replace(config.with_suffix(".json.tmp"), config)
+    return directory
+
+
+def load_backbone(directory) -> UnifiedBackbone:
+    """The backbone :func:`save_backbone` wrote (notebook 02 saves its QSACL backbone this way), in eval mode."""
+    import json
+
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config, weights = directory / BACKBONE_CONFIG_FILE, directory / BACKBONE_WEIGHTS_FILE
+    for f in (config, weights):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found; run notebooks/02_qsacl_pretraining.ipynb (it saves the "
+                                    "pre-trained backbone to artifacts/02_qsacl_pretraining/) or pass the right folder.")
+    cfg = json.loads(config.read_text())
+    cfg["modalities"] = {k: ModalitySpec(**v) for k, v in cfg["modalities"].items()}
+    for key in ("depths", "num_heads"):
+        cfg[key] = tuple(cfg[key])
+    backbone = UnifiedBackbone(BackboneConfig(**cfg))
+    backbone.load_state_dict(load_file(str(weights)))
+    return backbone.eval()

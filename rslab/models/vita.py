@@ -551,32 +551,3 @@ class BackboneAdapter(nn.Module):
         return [f if f.shape[-2:] == (h // s, w // s) else
                 F.interpolate(f, size=(h // s, w // s), mode="bilinear", align_corners=False)
                 for f, s in zip(feats, (4, 8, 16))]
-
-
-def load_qsacl_backbone(folder) -> nn.Module:
-    """Notebook 02's pretrained backbone (``backbone_config.json`` + ``backbone_qsacl.safetensors``)."""
-    import json
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    from rslab.models.backbone import BackboneConfig, ModalitySpec, UnifiedBackbone
-
-    folder = Path(folder)
-    cfg_path, w_path = folder / "backbone_config.json", folder / "backbone_qsacl.safetensors"
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise FileNotFoundError(f"no {cfg_path.name} / {w_path.name} in {folder}; run notebook 02 first.")
-    raw = json.loads(cfg_path.read_text())
-    raw["modalities"] = {k: ModalitySpec(**v) for k, v in raw["modalities"].items()}
-    for key in ("depths", "num_heads"):
-        raw[key] = tuple(raw[key])
-    net = UnifiedBackbone(BackboneConfig(**raw))
-    net.load_state_dict(load_file(str(w_path)))
-    return net
-
-
-def dataclasses_asdict(cfg: VITAConfig) -> dict:
-    """The config as a JSON-friendly dict (saved next to the weights)."""
-    from dataclasses import asdict
-
-    return asdict(cfg)

@@ -15,7 +15,7 @@ default profile uses what the earlier notebooks train:
   backbone (QSACL pre-trained), average-pooled onto the prior's patch grid; notebook 05 picks
   the stages on validation scenes (:func:`backbone_stage_maps` gives all four from one pass).
 
-Loading (:func:`load_alignment_encoders`, :func:`load_backbone`) reads the files notebooks 01 and
+Loading (:func:`load_alignment_encoders`; :func:`rslab.models.backbone.load_backbone`) reads the files notebooks 01 and
 02 save under ``artifacts/``; :func:`train_alignment_encoders` and :func:`pretrain_backbone`
 re-run those notebooks' recipes on a small budget when the files are missing.
 """
@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from rslab.models.backbone import BackboneConfig, ModalitySpec, UnifiedBackbone
+from rslab.models.backbone import UnifiedBackbone
 from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_optical, preprocess_sar
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "vit_token_maps",
     "to_grid",
     "load_alignment_encoders",
-    "load_backbone",
     "train_alignment_encoders",
     "pretrain_backbone",
     "artifact_profile",
@@ -225,25 +224,6 @@ def load_alignment_encoders(directory: str | Path) -> dict[str, ImageEncoder]:
 
     directory = Path(directory)
     return {"optical": load_encoder(directory / "optical_encoder"), "sar": load_encoder(directory / "sar_encoder")}
-
-
-def load_backbone(directory: str | Path) -> UnifiedBackbone:
-    """Notebook 02's saved QSACL backbone (``backbone_config.json`` + ``backbone_qsacl.safetensors``)."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    config, weights = directory / "backbone_config.json", directory / "backbone_qsacl.safetensors"
-    for f in (config, weights):
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} not found; run notebooks/02_qsacl_pretraining.ipynb (it saves the "
-                                    "pre-trained backbone to artifacts/02_qsacl_pretraining/) or pass the right folder.")
-    cfg = json.loads(config.read_text())
-    cfg["modalities"] = {k: ModalitySpec(**v) for k, v in cfg["modalities"].items()}
-    for key in ("depths", "num_heads"):
-        cfg[key] = tuple(cfg[key])
-    backbone = UnifiedBackbone(BackboneConfig(**cfg))
-    backbone.load_state_dict(load_file(str(weights)))
-    return backbone.eval()
 
 
 def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, align_steps: int = 60,

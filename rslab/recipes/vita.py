@@ -20,6 +20,7 @@ import torch
 
 from rslab.curriculum import LevelSchedule
 from rslab.data.episodes import Episode, ScenePool, make_episode
+from rslab.data.sample import IGNORE_INDEX
 from rslab.losses.set_prediction import SetCriterion
 from rslab.metrics import SegmentationMeter
 from rslab.models.vita import MODES, VITA, semantic_inference
@@ -147,13 +148,30 @@ def predict(model: VITA, ep: Episode, text_encoder, mode: str) -> torch.Tensor:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     text = text_encoder.prompt_embeddings(ep.class_names) if mode in ("T", "F") else None
-    prompts = (ep.prompt_images, ep.prompt_masks) if mode in ("V", "F") else (None, None)
-    out = model(ep.target, ep.modality, prompts[0], prompts[1], ep.modality, text, modes=(mode,),
-                ctx_valid=ep.ctx_valid)["final"][mode]
+    return _class_map(model, ep.target, ep.modality, ep.prompt_images, ep.prompt_masks, text, mode, ep.ctx_valid)
+
+
+def _class_map(model: VITA, target, modality, prompt_images, prompt_masks, text, mode: str,
+               valid: torch.Tensor) -> torch.Tensor:
+    """One mode's class ids ``(B, H, W)`` at target size (Mask2Former semantic inference); a class
+    with ``valid (B, K)`` False is never chosen. Prompts / text a mode does not use are dropped."""
+    use_prompts = mode in ("V", "F")
+    out = model(target, modality, prompt_images if use_prompts else None, prompt_masks if use_prompts else None,
+                modality, text, modes=(mode,), ctx_valid=valid)["final"][mode]
     scores = semantic_inference(out["class_logits"], out["mask_logits"])
-    scores = torch.nn.functional.interpolate(scores, size=ep.target.shape[-2:], mode="bilinear", align_corners=False)
-    scores = scores.masked_fill(~ep.ctx_valid[:, :, None, None], -1.0)
-    return scores.argmax(1)
+    scores = torch.nn.functional.interpolate(scores, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return scores.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)
+
+
+def ignore_unprompted(labels: torch.Tensor, prompted: torch.Tensor) -> torch.Tensor:
+    """A copy of class-id ``labels`` where pixels of classes with ``prompted (K,)`` False are set
+    to ``IGNORE_INDEX`` (255): a class nobody prompted is neither predicted nor scored."""
+    if prompted.ndim != 1 or prompted.dtype != torch.bool:
+        raise ValueError(f"prompted must be a (K,) bool tensor, got {prompted.dtype} {tuple(prompted.shape)}")
+    k = prompted.shape[0]
+    labels = labels.clone()
+    labels[(labels < k) & ~prompted[labels.clamp_max(k - 1)]] = IGNORE_INDEX
+    return labels
 
 
 @torch.no_grad()
@@ -180,12 +198,9 @@ def evaluate(model: VITA, targets: ScenePool, prompts: ScenePool, text_encoder, 
         ids = list(range(start, min(start + batch_size, len(targets))))
         ep = make_episode(targets, ids, prompts, level, modality, rng, annotation=annotation, shots=shots, names=names,
                           other_style=other_style)
+        labels = ignore_unprompted(ep.target_labels, ep.ctx_valid[0])  # classes with no prompt scene
         for mode in modes:
-            pred = predict(model, ep, text_encoder, mode)
-            labels = ep.target_labels.clone()
-            unprompted = ~ep.ctx_valid[0]  # classes with no prompt scene are not scored
-            labels[(labels < k) & unprompted[labels.clamp_max(k - 1)]] = 255
-            meters[mode].update(pred, labels)
+            meters[mode].update(predict(model, ep, text_encoder, mode), labels)
     model.train(was_training)
     if per_class:
         return {m: np.asarray(meters[m].compute()["iou"], dtype=float) for m in modes}
@@ -231,20 +246,15 @@ def segment(model: VITA, text_encoder, target: torch.Tensor, modality: str, prom
             raise ValueError("every prompt mask is empty; annotate at least one class in the prompt image")
         valid &= has[None]
     text = text_encoder.prompt_embeddings(list(class_names)).to(target.device) if mode in ("T", "F") else None
-    use_prompts = mode in ("V", "F")
-    out = model(target, modality, prompt_images if use_prompts else None, prompt_masks if use_prompts else None,
-                modality, text, modes=(mode,), ctx_valid=valid)["final"][mode]
-    scores = semantic_inference(out["class_logits"], out["mask_logits"])
-    scores = torch.nn.functional.interpolate(scores, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    pred = _class_map(model, target, modality, prompt_images, prompt_masks, text, mode, valid)
     model.train(was_training)
-    return scores.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)
+    return pred
 
 
 def level_to_leaf(tree, level: int) -> np.ndarray:
     """``(K,)`` a representative leaf id per class of ``level`` (to draw level predictions with
     :func:`rslab.viz.show_prediction`, which colours leaf-id maps at a chosen level)."""
-    lut = tree.level_lut(level)
-    return np.array([int(np.nonzero(lut[: len(tree.leaves)] == c)[0][0]) for c in range(tree.num_classes(level))])
+    return np.array([min(tree.leaf_ids(node)) for node in tree.nodes(level)])
 
 
 @torch.no_grad()
