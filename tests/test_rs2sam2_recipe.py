@@ -115,26 +115,40 @@ def test_evaluate_reports_empty_predictions():
     assert out["empty"] == 1.0 and out["area_ratio"] == 0.0 and out["miou"] == 0.0
 
 
-def test_make_optimizer_matches_default_groups():
+
+def test_stream_batches_match_stacked_tensors():
+    data = _dataset(3)
+    st = data.stacked(32)
+    epoch = list(rt.stream_batches(data, FakeTokens(), batch_size=2, image_size=32, seed=1)(0))
+    assert len(epoch) == 3 and all(b["images"].shape == (2, 3, 32, 32) and b["targets"].shape == (2, 32, 32)
+                                   for b in epoch)
+    key = lambda img, tgt: (round(float(img.sum()), 3), float(tgt.sum()))  # noqa: E731
+    streamed = sorted(key(i, t) for b in epoch for i, t in zip(b["images"], b["targets"]))
+    assert streamed == sorted(key(i, t) for i, t in zip(st["images"], st["targets"]))
+    with pytest.raises(ValueError, match="only 6"):
+        rt.stream_batches(data, FakeTokens(), batch_size=8, image_size=32)
+
+def test_fused_default_optimizer_matches_the_unfused_one():
     from rslab.train.engine import default_optimizer
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
     model[1].weight.requires_grad_(False)
-    opt, ref = rt.make_optimizer(model, 1e-3, 0.05), default_optimizer(model, 1e-3, 0.05)
+    opt, ref = default_optimizer(model, 1e-3, 0.05, fused=True), default_optimizer(model, 1e-3, 0.05)
     assert [len(g["params"]) for g in opt.param_groups] == [len(g["params"]) for g in ref.param_groups]
     assert [g["weight_decay"] for g in opt.param_groups] == [g["weight_decay"] for g in ref.param_groups]
+    assert opt.defaults["fused"] and not ref.defaults["fused"]
     x = torch.randn(5, 3)
     # one step of each on copies gives the same parameters (same AdamW update, fused or not)
     import copy
     a, b = copy.deepcopy(model), copy.deepcopy(model)
-    oa, ob = rt.make_optimizer(a, 1e-2, 0.05), default_optimizer(b, 1e-2, 0.05)
+    oa, ob = default_optimizer(a, 1e-2, 0.05, fused=True), default_optimizer(b, 1e-2, 0.05)
     for m, o in ((a, oa), (b, ob)):
         m(x).pow(2).sum().backward()
         o.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
     with pytest.raises(ValueError, match="no trainable"):
-        rt.make_optimizer(torch.nn.Linear(2, 2).requires_grad_(False), 1e-3, 0.0)
+        default_optimizer(torch.nn.Linear(2, 2).requires_grad_(False), 1e-3, 0.0, fused=True)
 
 
 @pytest.fixture(scope="module")

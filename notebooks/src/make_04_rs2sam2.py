@@ -263,7 +263,7 @@ Ours differs from the public reference code in two documented ways (`rslab/losse
 code("""
 from rslab.losses.boundary import boundary_map
 
-mask = torch.from_numpy(item["mask"].numpy().astype(np.float32))[None, None]
+mask = item["mask"].float()[None, None]
 vertical, horizontal = boundary_map(mask)
 edges = torch.zeros_like(mask)
 edges[..., 1:, :] += vertical

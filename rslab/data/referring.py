@@ -16,6 +16,7 @@ Held-out evaluation: build the training and evaluation sets from disjoint scene 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from torch.utils.data import Dataset
 from rslab.data.sample import ReferringExpression, Sample
 
 __all__ = ["ReferringDataset", "ReferringFilter", "split_scene_indices", "collate_referring", "rgb_image", "resize_rgb",
-           "EXPRESSION_KINDS", "expression_kind", "class_oracle_scores"]
+           "resize_mask", "EXPRESSION_KINDS", "expression_kind", "class_oracle_scores"]
 
 
 def rgb_image(optical: np.ndarray | None, rgb_bands: tuple[int, int, int] = (0, 1, 2)) -> np.ndarray:
@@ -139,9 +140,7 @@ def class_oracle_scores(world, indices: Sequence[int], filter: "ReferringFilter 
         if s.instances is None or not len(inst_class):
             raise ValueError("class_oracle_scores needs scenes with instances and meta['instance_class'] (a SyntheticWorld)")
         inst = np.asarray(s.instances)
-        for e in s.referring:
-            if not filter.keep(e):
-                continue
+        for e in [e for e in s.referring if filter.keep(e)][: filter.max_per_scene]:  # as from_world
             ids = np.flatnonzero(inst_class == inst_class[e.instance_id])
             ids = ids[np.isin(ids, np.unique(inst))]
             areas = np.array([(inst == k).sum() for k in ids])
@@ -267,18 +266,11 @@ class ReferringDataset(Dataset):
 
     def kind_counts(self, colour_words: Sequence[str] = ()) -> dict[str, int]:
         """How many expressions of each :func:`expression_kind` (most frequent first)."""
-        counts: dict[str, int] = {}
-        for text in self.texts:
-            k = expression_kind(text, colour_words)
-            counts[k] = counts.get(k, 0) + 1
-        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+        return dict(Counter(expression_kind(text, colour_words) for text in self.texts).most_common())
 
     def class_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for k in range(len(self)):
-            c = self.expression(k)[1].target_class or "?"
-            counts[c] = counts.get(c, 0) + 1
-        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+        """How many expressions refer to each target class (most frequent first; "?" when none)."""
+        return dict(Counter(self.expression(k)[1].target_class or "?" for k in range(len(self))).most_common())
 
     def stacked(self, size: int) -> dict:
         """All items at ``size`` x ``size`` in memory, for fast training loops.
@@ -297,8 +289,7 @@ class ReferringDataset(Dataset):
             if i not in resized:
                 resized[i] = resize_rgb(torch.from_numpy(rgb_image(s.optical, self.rgb_bands))[None], size)[0]
             images.append(resized[i])
-            m = torch.from_numpy(np.asarray(e.mask, dtype=np.float32))[None, None]
-            targets.append(F.interpolate(m, size=(size, size), mode="nearest")[0, 0])
+            targets.append(resize_mask(e.mask, size))
             texts.append(e.text)
         return {"images": torch.stack(images), "targets": torch.stack(targets), "texts": texts}
 
@@ -314,6 +305,15 @@ def resize_rgb(images: torch.Tensor, size: int) -> torch.Tensor:
     if tuple(images.shape[-2:]) == (size, size):
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_mask(mask: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """``(H, W)`` mask -> ``(size, size)`` float32 in {0, 1} (nearest): the training target of
+    :meth:`ReferringDataset.stacked` (metrics keep the original-resolution mask instead)."""
+    m = torch.as_tensor(np.asarray(mask), dtype=torch.float32)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {tuple(m.shape)}")
+    return F.interpolate(m[None, None], size=(size, size), mode="nearest")[0, 0]
 
 
 def collate_referring(items: list[dict]) -> dict:

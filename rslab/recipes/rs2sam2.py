@@ -2,7 +2,7 @@
 
 - :func:`train_rs2sam2` fine-tunes one :class:`~rslab.models.rs2sam2.RS2SAM2` with the paper's loss
   (``1.0 CE + 0.1 Dice + 0.2 L_tbl``) using :class:`rslab.train.Trainer` (AdamW, warm-up + cosine;
-  the fused AdamW kernel of :func:`make_optimizer`, the same update in fewer CPU kernel calls).
+  the fused AdamW kernel of :func:`rslab.train.default_optimizer` with ``fused=True``, the same update in fewer CPU kernel calls).
 - :func:`evaluate_referring` predicts every expression of a :class:`~rslab.data.referring.ReferringDataset`
   and scores it at the *original* mask resolution with :class:`rslab.metrics.ReferringMeter`
   (mIoU, oIoU, Pr@0.5..0.9), as the RRSIS benchmarks do.
@@ -14,9 +14,6 @@
 Text: the MiniLM token states of each distinct expression are computed once
 (:class:`~rslab.models.rs2sam2.MiniLMTokenEncoder` caches them), since MiniLM is frozen and a
 training run repeats each expression many times.
-
-Layering note: this module drives :mod:`rslab.train` (imported inside the functions), so it sits a
-step above the model definitions it lives beside.
 """
 
 from __future__ import annotations
@@ -32,12 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rslab.data.referring import ReferringDataset, resize_rgb, rgb_image
+from rslab.data.referring import ReferringDataset, resize_mask, resize_rgb, rgb_image
 from rslab.models.rs2sam2 import MiniLMTokenEncoder, RS2SAM2, RS2SAM2Config
 
 __all__ = [
     "ABLATION_ROWS", "ABLATION_LABELS", "RS2SAM2TrainConfig", "TrainedRS2SAM2", "AblationResult",
-    "make_batches", "stream_batches", "make_optimizer", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
+    "make_batches", "stream_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
     "save_rs2sam2", "load_rs2sam2",
 ]
 
@@ -128,6 +125,11 @@ class AblationResult:
 # Batches
 
 
+def _fits_in_memory(data: ReferringDataset, image_size: int) -> bool:
+    """Whether ``data.stacked(image_size)`` stays under ~2 GB (else :func:`stream_batches` reads on the fly)."""
+    return len(data) * image_size ** 2 * 16 <= 2 ** 31
+
+
 def make_batches(stacked: dict, encoder: MiniLMTokenEncoder, batch_size: int, seed: int = 0,
                  drop_last: bool = True) -> Callable[[int], Iterator[dict]]:
     """``epoch -> iterator of batches`` over :meth:`ReferringDataset.stacked` tensors.
@@ -166,17 +168,13 @@ def stream_batches(data: ReferringDataset, encoder: MiniLMTokenEncoder, batch_si
     """
     from torch.utils.data import DataLoader
 
-    from rslab.data.referring import collate_referring
-
     if len(data) < batch_size:
         raise ValueError(f"only {len(data)} training expressions for a batch of {batch_size}")
 
-    def to_batch(items: list[dict]) -> dict:
-        b = collate_referring(items)
-        images = torch.stack([resize_rgb(im[None], image_size)[0] for im in b["images"]])
-        targets = torch.stack([torch.nn.functional.interpolate(m[None, None].float(), size=(image_size, image_size),
-                                                               mode="nearest")[0, 0] for m in b["masks"]])
-        return {"images": images, "targets": targets, "texts": b["texts"]}
+    def to_batch(items: list[dict]) -> dict:  # the per-item resize of ReferringDataset.stacked
+        return {"images": torch.stack([resize_rgb(it["image"][None], image_size)[0] for it in items]),
+                "targets": torch.stack([resize_mask(it["mask"], image_size) for it in items]),
+                "texts": [it["text"] for it in items]}
 
     def batches(epoch: int) -> Iterator[dict]:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -187,22 +185,6 @@ def stream_batches(data: ReferringDataset, encoder: MiniLMTokenEncoder, batch_si
             yield {**b, "text_states": states, "text_pad": pad}
 
     return batches
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW as :func:`rslab.train.engine.default_optimizer` (decay on matrices only), fused.
-
-    The fused kernel updates all parameters in one call; this model has ~400 small tensors, for
-    which the per-tensor loop of the default implementation costs about a fifth of a CPU step.
-    The update is the same AdamW.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters (all requires_grad=False)")
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    fused = all(p.dtype == torch.float32 for p in params)  # the kernel exists for CPU and CUDA
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused)
 
 
 def _loss_fn(model: torch.nn.Module, batch: dict):
@@ -228,13 +210,13 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     its missing/unexpected keys are returned in ``load_report``. Returns the model in eval mode.
     """
     from rslab.models.rs2sam2 import load_sam2_checkpoint
-    from rslab.train import TrainConfig, Trainer
+    from rslab.train import TrainConfig, Trainer, default_optimizer
 
     tcfg = tcfg or RS2SAM2TrainConfig()
     if not isinstance(cfg, RS2SAM2Config):
         raise ValueError(f"cfg must be an RS2SAM2Config, got {type(cfg).__name__}")
-    stream = isinstance(train, ReferringDataset) and len(train) * cfg.image_size ** 2 * 16 > 2 ** 31
-    if stream:  # more than ~2 GB as tensors (a real dataset at 1024 px): read it on the fly
+    if isinstance(train, ReferringDataset) and not _fits_in_memory(train, cfg.image_size):
+        # more than ~2 GB as tensors (a real dataset at 1024 px): read it on the fly
         batches = stream_batches(train, encoder, tcfg.batch_size, cfg.image_size, tcfg.seed)
     else:
         stacked = train.stacked(cfg.image_size) if isinstance(train, ReferringDataset) else train
@@ -252,7 +234,7 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
                          warmup_steps=tcfg.warmup_steps, clip_grad_norm=tcfg.clip_grad_norm,
                          log_every=max(1, min(10, tcfg.steps // 10)), seed=tcfg.seed, out_dir=out_dir,
                          progress=tcfg.progress)
-    optimizer = make_optimizer(model, tcfg.lr, tcfg.weight_decay)
+    optimizer = default_optimizer(model, tcfg.lr, tcfg.weight_decay, fused=True)
     trainer = Trainer(model, _loss_fn, batches, config, optimizer=optimizer, eval_fn=eval_fn)
     start = time.perf_counter()
     history = trainer.fit(resume=False)
@@ -327,7 +309,8 @@ def evaluate_referring(model: RS2SAM2, data: ReferringDataset, encoder: MiniLMTo
     out["empty"] = n_empty / max(1, out["n"])
     out["area_ratio"] = pred_px / max(1, gt_px)
     if by_class:
-        out["by_class"] = {c: {"miou": m.compute()["miou"], "n": m.compute()["n"]} for c, m in sorted(per_class.items())}
+        out["by_class"] = {c: {k: v for k, v in m.compute().items() if k in ("miou", "n")}
+                           for c, m in sorted(per_class.items())}
     return out
 
 
@@ -368,8 +351,8 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
     if unknown:
         raise ValueError(f"unknown ablation rows {unknown}; choose from {list(ABLATION_ROWS)}")
     tcfg = tcfg or RS2SAM2TrainConfig()
-    small = len(train) * base_cfg.image_size ** 2 * 16 <= 2 ** 31
-    stacked = train.stacked(base_cfg.image_size) if small else train  # build the tensors once for all rows
+    # build the tensors once for all rows (train_rs2sam2 streams a dataset too large for memory)
+    stacked = train.stacked(base_cfg.image_size) if _fits_in_memory(train, base_cfg.image_size) else train
     result = AblationResult(metrics={})
     for row in rows:
         cfg = dataclasses.replace(base_cfg, **ABLATION_ROWS[row])

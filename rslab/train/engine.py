@@ -125,15 +125,20 @@ class NonFiniteLossError(FloatingPointError):
             "longer warmup_steps, clip_grad_norm=1.0, or mixed_precision='no' to rule out fp16 overflow.")
 
 
-def default_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def default_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices/kernels only (not on biases, norms, embeddings of dim 1),
-    the usual ViT / nanoGPT recipe. Frozen parameters are left out."""
+    the usual ViT / nanoGPT recipe. Frozen parameters are left out.
+
+    ``fused``: use torch's fused AdamW kernel (CPU and CUDA, float32 parameters only; otherwise the
+    default implementation is kept). The same update in one call instead of a loop over tensors,
+    which matters for models with hundreds of small tensors (RS2-SAM2: about a fifth of a CPU step)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    fused = fused and all(p.dtype == torch.float32 for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=fused or None)
 
 
 # --------------------------------------------------------------------------------------------
