@@ -312,3 +312,59 @@ def test_scene_texts_caption_then_every_template_and_synonym():
     names = world.tree.synonyms(world.tree.nodes(2)[dominant_class(sample.labels, world.tree, 2)], "train")
     assert texts[0] == sample.caption and len(texts) == 1 + len(names) * len(DEFAULT_TEMPLATES)
     assert texts[1] == DEFAULT_TEMPLATES[0].format(names[0])
+
+
+def test_layout_captions_state_shares_and_places():
+    import numpy as np
+
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.data.synthetic_text import make_layout_caption
+    from rslab.models.alignment import scene_texts
+
+    tree = SyntheticWorld(WorldConfig(size=64), seed=0).tree
+    river, crop = tree.find("river").leaf_id, tree.find("cropland").leaf_id
+    labels = np.full((30, 30), crop)
+    labels[:10, :10] = river  # the north-west ninth
+    rng = np.random.default_rng(0)
+    text = make_layout_caption(labels, tree, rng)
+    crop_names = [n.replace(" parcel", "") for n in tree.synonyms("cropland")]
+    river_names = tree.synonyms("river")
+    first, places = text.split(". ", 1)
+    assert first.startswith("About 90 percent ") and "about 10 percent" in first
+    assert any(f"{n} in the north-west." in places for n in river_names), text
+    assert any(f"{n} in the north, north-east, west, centre, east, south-west, south and south-east" in places.lower()
+               for n in crop_names), text
+    held = make_layout_caption(labels, tree, rng, split="heldout")
+    assert not any(n in held for n in river_names) and any(n in held for n in tree.synonyms("river", "heldout"))
+    labels[:] = crop
+    assert "throughout" in make_layout_caption(labels, tree, rng)
+    with pytest.raises(ValueError, match="leaf ids"):
+        make_layout_caption(np.full((9, 9), 99), tree, rng)
+    with pytest.raises(ValueError, match="2-D"):
+        make_layout_caption(np.zeros(9, dtype=int), tree, rng)
+    sample = SyntheticWorld(WorldConfig(size=64), seed=0).scene(0)
+    base = scene_texts([sample], tree)[0]
+    (texts,) = scene_texts([sample], tree, layout_captions=3)
+    assert texts[: len(base)] == base and len(texts) == len(base) + 3
+    assert all("percent" in t for t in texts[len(base):])
+
+
+def test_optical_bank_alignment_trains_sar_only_and_retrieves():
+    torch.manual_seed(0)
+    optical, sar, labels = toy_pairs(128, seed=1)
+    opt_enc = ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY))
+    before_opt = {k: v.clone() for k, v in opt_enc.state_dict().items()}
+    model = SARAlignmentModel(opt_enc, ImageEncoderConfig(in_chans=2, **TINY))
+    test_opt, test_sar, _ = toy_pairs(32, seed=2)
+    f_opt = embed_optical(model.optical, test_opt)
+    r5_before = retrieval_scores(embed_sar(model.sar, test_sar), f_opt)[5]
+    history = train_sar_alignment(
+        model, optical, sar, ImageAlignmentLoss(lambda_cl=0.25, lambda_cma=1.0),
+        TrainConfig(max_steps=40, lr=3e-3, warmup_steps=5, progress=False, log_every=10),
+        batch_size=32, augment=SARViewAugment(crop=8, looks=(8.0, 16.0), max_offset_db=0.5), optical_bank=True,
+    )
+    r5_after = retrieval_scores(embed_sar(model.sar, test_sar), f_opt)[5]
+    assert {"loss_cl", "loss_cma"} <= set(history[-1]) and history[-1]["loss"] < history[0]["loss"]
+    assert r5_after > r5_before + 0.1, (r5_before, r5_after)
+    for k, v in model.optical.state_dict().items():
+        assert torch.equal(v, before_opt[k]), f"frozen optical weight {k} changed"

@@ -352,3 +352,55 @@ def test_grid_search_scores_every_setting_and_picks_the_best_per_mode():
         grid_search(prior, {}, labels, k)
     with pytest.raises(ValueError, match="no rows"):
         best_by_mode([])
+
+
+# ---------------------------------------------------------------- options: Eq. 5 weights, Eq. 9 over all patches
+def imbalanced(n=3000, d=64, noise=2.0, seed=0):
+    """Clusters with class shares 70 / 10 / 10 / 10 % and a noisy prior."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(4, d, generator=g)
+    y = torch.multinomial(torch.tensor([0.7, 0.1, 0.1, 0.1]), n, replacement=True, generator=g)
+    x = F.normalize(centers[y] + noise * torch.randn(n, d, generator=g), dim=1)
+    logits = torch.randn(n, 4, generator=g)
+    logits[torch.arange(n), y] += 1.0
+    return torch.softmax(2.0 * logits, dim=1), x, y
+
+
+def test_mixture_log_weights_by_hand_and_uniform_default_unchanged():
+    from rslab.models.coninfer import mixture_log_weights, tempered_log_posterior
+
+    r = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    pi = mixture_log_weights(r, floor=1e-2).exp()
+    expect = torch.tensor([0.625, 0.375, 0.01]) / 1.01
+    assert torch.allclose(pi, expect, atol=1e-6)
+    ll = torch.randn(4, 3)
+    assert torch.allclose(tempered_log_posterior(ll, 2.0), torch.log_softmax(ll / 2.0, 1))
+    assert torch.allclose(tempered_log_posterior(ll, 2.0, pi.log()), torch.log_softmax(ll / 2.0 + pi.log(), 1))
+    prior, x, _ = imbalanced(n=600)
+    a = coninfer(prior, x, ConInferConfig())
+    b = coninfer(prior, x, ConInferConfig(mixture_weights="uniform", init="top_k"))
+    assert torch.equal(a.z, b.z)
+
+
+def test_estimated_weights_follow_an_imbalanced_pool():
+    prior, x, y = imbalanced(seed=1)
+    uni = coninfer(prior, x, ConInferConfig(temperature=5.0, standardize=True))
+    est = coninfer(prior, x, ConInferConfig(temperature=5.0, standardize=True, mixture_weights="estimated"))
+    share = lambda z: float((z.argmax(1) == 0).float().mean())
+    truth = float((y == 0).float().mean())
+    # uniform weights pull the dominant class's share down; estimated ones keep it closer to the truth
+    assert abs(share(est.z) - truth) < abs(share(uni.z) - truth)
+    assert accuracy(est.z, y) > accuracy(uni.z, y)
+
+
+def test_init_from_all_patches_is_the_prior_weighted_mean():
+    prior, x, _ = imbalanced(n=400)
+    res = coninfer(prior, x, ConInferConfig(mode="paper", n_iter=0, init="prior"))
+    expect = (prior.T @ x) / prior.sum(0)[:, None]
+    assert torch.allclose(res.means, expect, atol=1e-5)
+    ref = coninfer(prior, x, ConInferConfig(n_iter=0, init="prior"))
+    assert torch.allclose(ref.means, F.normalize(expect, dim=1), atol=1e-5)
+    with pytest.raises(ValueError, match="mixture_weights"):
+        ConInferConfig(mixture_weights="learned")
+    with pytest.raises(ValueError, match="init"):
+        ConInferConfig(init="kmeans")

@@ -197,3 +197,65 @@ def test_load_or_train_prefers_files_then_training_then_stand_in(tmp_path, capsy
     (tmp_path / "weights").touch()
     model, origin = rc.load_or_train(load, tmp_path, "01", train=lambda: "trained")
     assert model == "loaded" and origin.startswith(f"loaded from {tmp_path} (notebook 01")
+
+
+def _tiny_vita():
+    from rslab.models import vita as V
+
+    torch.manual_seed(0)
+    return V.VITA(V.VITAConfig.tiny(dim=32, heads=2, ffn_dim=32, encoder_widths=(8, 16, 16))).eval()
+
+
+def test_vita_round_trip_and_context_maps(tmp_path):
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    model = _tiny_vita()
+    with pytest.raises(FileNotFoundError, match="03_vita_sga"):
+        rc.load_vita(tmp_path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "vita_tiny.safetensors"))
+    (tmp_path / "vita_config.json").write_text(json.dumps({"preset": "tiny", "encoder_source": "conv",
+                                                           **dataclasses.asdict(model.cfg)}))
+    loaded = rc.load_vita(tmp_path)
+    x = torch.rand(3, 4, 64, 64)
+    a = rc.vita_context_maps(model, x, "optical", (8, 8), batch_size=2)
+    b = rc.vita_context_maps(loaded, x, "optical", (8, 8))
+    assert a.shape == (3, 32, 8, 8) and torch.allclose(a, b, atol=1e-5)
+    _, mask_features = model.features(x, "optical")           # stride 4: 16 x 16, pooled 2 x 2 onto 8 x 8
+    assert torch.allclose(a, F.avg_pool2d(mask_features, 2), atol=1e-5)
+    f4 = rc.vita_context_maps(model, x, "optical", (8, 8), level=0)
+    assert torch.allclose(f4, F.avg_pool2d(model.encoder(x, "optical")[0], 2), atol=1e-5)
+    assert rc.vita_context_maps(model, x, "optical", (8, 8), level=2).shape == (3, 16, 8, 8)  # 4 x 4 upsampled
+    with pytest.raises(ValueError, match="grid"):
+        rc.vita_context_maps(model, x, "optical", (0, 8))
+    with pytest.raises(ValueError, match="level"):
+        rc.vita_context_maps(model, x, "optical", (8, 8), level=3)
+
+
+def test_build_contexts_joins_parts_once_and_checks_models():
+    from rslab.models.backbone import build_backbone
+
+    torch.manual_seed(0)
+    backbone, vita, enc = build_backbone("tiny"), _tiny_vita(), tiny_encoder(out_dim=16)
+    enc_inputs = {"optical": torch.rand(2, 4, 64, 64), "sar": torch.rand(2, 2, 64, 64) * 2 - 1}
+    out = rc.build_contexts(["backbone[0]", "vita", "vita+backbone[0]", "text_tokens+backbone[0]"], enc_inputs,
+                            (8, 8), backbone=backbone, encoder=enc, vita=vita, gsd=1.0)
+    c0 = backbone.out_channels[0]
+    assert out["backbone[0]"].shape == (2, 2 * c0, 8, 8)
+    assert out["vita"].shape == (2, 2 * 32, 8, 8)
+    assert torch.equal(out["vita+backbone[0]"], torch.cat([out["vita"], out["backbone[0]"]], 1))
+    early = rc.build_contexts(["vita_encoder[0]+backbone[0]"], enc_inputs, (8, 8), backbone=backbone, vita=vita,
+                              gsd=1.0)["vita_encoder[0]+backbone[0]"]
+    assert early.shape == (2, 2 * 8 + 2 * c0, 8, 8)                # encoder width 8 per sensor, then the backbone
+    assert out["text_tokens+backbone[0]"].shape == (2, enc.cfg.embed_dim + 2 * c0, 8, 8)
+    sar_only = rc.build_contexts(["text_tokens+backbone[0]"], enc_inputs, (8, 8), backbone=backbone, encoder=enc,
+                                 modalities=["sar"], gsd=1.0)["text_tokens+backbone[0]"]
+    assert torch.equal(sar_only, out["backbone[0]"][:, c0:])      # optical-only tokens drop out for SAR
+    with pytest.raises(ValueError, match="needs notebook 03"):
+        rc.build_contexts(["vita"], enc_inputs, (8, 8))
+    with pytest.raises(ValueError, match="unknown context part"):
+        rc.build_contexts(["dino"], enc_inputs, (8, 8), backbone=backbone)
+    with pytest.raises(ValueError, match="no input images"):
+        rc.build_contexts(["backbone[0]"], {"optical": enc_inputs["optical"]}, (8, 8), backbone=backbone,
+                          modalities=["sar"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rslab.data.episodes import ScenePool, annotation_from_mask, class_names_for, make_episode
+from rslab.data.episodes import ScenePool, annotation_from_mask, class_names_for, make_episode, region_names
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 
 
@@ -86,6 +86,26 @@ def test_heldout_names_are_never_training_names(pool):
     assert class_names_for(tree, 1, "canonical", np.random.default_rng(0)) == tree.names(1)
     with pytest.raises(ValueError, match="names split"):
         class_names_for(tree, 1, "test", np.random.default_rng(0))
+
+
+def test_region_names_join_nodes_with_the_same_pixels_and_never_heldout(pool):
+    tree = pool.tree
+    # built-up has a single child (building): both name the same pixels; road is a plain leaf
+    own = tree.synonyms("built-up", "train")  # canonical name first, then the training synonyms
+    assert region_names(tree, "built-up")[: len(own)] == own
+    assert set(region_names(tree, "built-up")) == {*own, *tree.synonyms("building", "train")}
+    assert set(region_names(tree, "bare soil")) == set(region_names(tree, "bare land"))
+    assert region_names(tree, "road") == tree.synonyms("road", "train")
+    assert "residential building" not in region_names(tree, "building")  # a child with fewer pixels
+    held = {h.lower() for node in (m for r in tree.roots for m in r.walk()) for h in node.heldout}
+    rng = np.random.default_rng(0)
+    for level in (1, 2, 3):
+        for _ in range(20):
+            names = class_names_for(tree, level, "region", rng)
+            assert not {n.lower() for n in names} & held
+            assert [set(tree.leaf_ids(tree.find(n))) for n in names] == [set(tree.leaf_ids(c)) for c in tree.nodes(level)]
+    with pytest.raises(ValueError, match="no class or synonym"):
+        region_names(tree, "volcano")
 
 
 def test_episode_is_deterministic_and_validated(pool):

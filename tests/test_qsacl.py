@@ -12,6 +12,7 @@ from rslab.losses.contrastive import info_nce
 from rslab.losses.qsacl import per_query_info_nce, qsacl_loss
 from rslab.models.backbone import BackboneConfig, UnifiedBackbone
 from rslab.models.qsacl import (
+    CompetitiveQueryAggregator,
     ContrastiveSSL,
     MeanAggregator,
     QSACLConfig,
@@ -99,6 +100,56 @@ def test_query_aggregator_is_attention_weighted_mean():
     expected = (a @ v) @ agg.attn.out_proj.weight.T + agg.attn.out_proj.bias
     torch.testing.assert_close(z, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(attn.flatten(2), a, atol=1e-6, rtol=1e-5)
+
+
+def test_competitive_aggregator_by_hand():
+    torch.manual_seed(0)
+    agg = CompetitiveQueryAggregator(dim=8, num_queries=3, init_std=1.0)
+    feats = torch.randn(2, 8, 4, 5)
+    z, w = agg(feats)
+    assert z.shape == (2, 3, 8) and w.shape == (2, 3, 4, 5)
+    torch.testing.assert_close(w.sum(dim=(-2, -1)), torch.ones(2, 3))
+    x = agg.norm(feats.flatten(2).transpose(1, 2))
+    logits = (agg.to_q(agg.queries) @ agg.to_k(x).transpose(1, 2)) / math.sqrt(8)  # (B, m, N)
+    a = logits.softmax(dim=1) + agg.eps  # softmax over the queries, not the tokens
+    expected_w = a / a.sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(w.flatten(2), expected_w, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(z, expected_w @ agg.to_v(x), atol=1e-5, rtol=1e-5)
+    # identical queries split every token evenly, so each takes the plain mean of the values
+    with torch.no_grad():
+        agg.queries.copy_(agg.queries[:1].expand(3, -1))
+    z, w = agg(feats)
+    torch.testing.assert_close(w.flatten(2), torch.full((2, 3, 20), 1 / 20), atol=1e-6, rtol=0)
+    torch.testing.assert_close(z, agg.to_v(x).mean(dim=1, keepdim=True).expand(-1, 3, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_competitive_aggregator_instance_keys_ignore_a_common_vector():
+    # with instance-normalised keys, adding the same vector to every token of a view changes
+    # the values but not where the queries look
+    torch.manual_seed(0)
+    agg = CompetitiveQueryAggregator(dim=8, num_queries=4, init_std=1.0, key_norm="instance")
+    agg.norm = torch.nn.Identity()  # isolate the key normalisation
+    feats = torch.randn(2, 8, 4, 4)
+    _, w1 = agg(feats)
+    _, w2 = agg(feats + 5 * torch.randn(1, 8, 1, 1))
+    torch.testing.assert_close(w1, w2, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="key_norm"):
+        CompetitiveQueryAggregator(dim=8, num_queries=2, key_norm="batch")
+    with pytest.raises(ValueError, match="attention"):
+        QSACLConfig(attention="sparse")
+    model = ContrastiveSSL(UnifiedBackbone(BackboneConfig.tiny()), QSACLConfig(attention="compete", num_queries=3))
+    assert isinstance(model.aggregator, CompetitiveQueryAggregator)
+
+
+def test_view_overlap():
+    from rslab.models.qsacl import view_overlap
+
+    full = view_overlap(QSACLConfig(global_scale=(1.0, 1.0), local_scale=(0.05, 0.1)), 128, n=500)
+    assert full["mean"] > 0.95 and full["disjoint"] == 0  # global ~ the whole scene (aspect jitter aside)
+    small = view_overlap(QSACLConfig(global_scale=(0.05, 0.1), local_scale=(0.05, 0.1)), 128, n=2000)
+    assert small["mean"] < 0.5 and small["disjoint"] > 0.3
+    with pytest.raises(ValueError, match="QSACLConfig"):
+        view_overlap({"global_scale": (0.4, 1.0)}, 128)  # type: ignore[arg-type]
 
 
 def test_mean_aggregator_is_global_average_pool():

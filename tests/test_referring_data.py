@@ -192,3 +192,45 @@ def test_class_oracle_scores_on_synthetic_scenes():
         assert one["class_union"]["pr50"] > 0
     with pytest.raises(ValueError, match="no expressions"):
         class_oracle_scores(world, range(2), ReferringFilter(classes=("no such class",)))
+
+
+def test_segment_masks_instances_and_stuff_components():
+    from rslab.data.referring import segment_masks
+
+    inst = np.zeros((8, 8), np.int64)
+    inst[0:3, 0:3] = 1   # an instance of 9 px
+    inst[7, 7] = 2       # an instance of 1 px (dropped by min_area_frac)
+    labels = np.zeros((8, 8), np.int64)
+    labels[:, 5:] = 4    # a stuff class in two pieces: rows 0-3 and rows 5-7 of columns 5-7
+    labels[4, 5:] = 0
+    segs = segment_masks(inst, labels, min_area_frac=0.05)
+    # instance 1 (9 px); label 0 outside the instances; label 4 in two 4-connected pieces (rows 0-3: 12 px,
+    # rows 5-7: 9 px less the 1 px instance 2 at (7, 7) = 8 px)
+    assert any(m.sum() == 9 and m[:3, :3].all() for m in segs)
+    assert not any(m[7, 7] and m.sum() == 1 for m in segs)
+    stuff4 = [m for m in segs if m[:, 5:].any() and not m[:, :5].any()]
+    assert len(stuff4) == 2 and sorted(int(m.sum()) for m in stuff4) == [8, 12]  # 4-connected pieces, no instance px
+    covered = np.zeros((8, 8), int)
+    for m in segs:
+        covered += m
+    assert covered.max() == 1  # class-agnostic segments do not overlap
+    with pytest.raises(ValueError, match="same|one size"):
+        segment_masks(inst, labels[:4])
+    with pytest.raises(ValueError, match="min_area_frac"):
+        segment_masks(inst, labels, 1.0)
+
+
+def test_promptable_segments_from_world():
+    from rslab.data.referring import promptable_segments
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+
+    world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)
+    segs = promptable_segments(world, [1, 2], size=32, min_area_frac=0.02)
+    n_img = segs["images"].shape[0]
+    assert segs["images"].shape[1:] == (3, 32, 32) and 1 <= n_img <= 2
+    assert segs["masks"].shape[1:] == (32, 32) and segs["masks"].shape[0] == segs["image_index"].shape[0] > 2
+    assert int(segs["image_index"].min()) == 0 and int(segs["image_index"].max()) == n_img - 1
+    assert bool((segs["masks"].flatten(1).sum(1) > 0).all()) and set(segs["masks"].unique().tolist()) <= {0.0, 1.0}
+    assert segs["scene_indices"] == [1, 2]
+    with pytest.raises(ValueError, match="no scene"):
+        promptable_segments(world, [], size=32)

@@ -226,3 +226,82 @@ def test_train_config_validation():
     with pytest.raises(ValueError, match="batch_size"):
         rt.RS2SAM2TrainConfig(batch_size=0)
     assert rt.RS2SAM2TrainConfig(steps=5, warmup_steps=50).warmup_steps == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# The stand-in for SAM2's pre-training
+
+
+def test_sample_prompts_point_box_and_mask():
+    masks = torch.zeros(3, 32, 32)
+    masks[:, 4:12, 18:30] = 1.0  # rows 4..11, columns 18..29
+    g = torch.Generator().manual_seed(0)
+    pts = rt.sample_prompts(masks, rt.StandinPretrainConfig(p_point=1.0, p_box=0.0), 8, g)
+    assert (pts["labels"][:, 0] == 1).all() and not pts["has_mask"].any()
+    x, y = pts["coords"][:, 0, 0].long(), pts["coords"][:, 0, 1].long()
+    assert bool((masks[torch.arange(3), y, x] == 1).all())  # (x, y) pixel inside the segment
+    neg = pts["labels"][:, 1] == 0
+    if neg.any():
+        xn, yn = pts["coords"][neg, 1, 0].long(), pts["coords"][neg, 1, 1].long()
+        assert bool((masks[neg.nonzero().flatten(), yn, xn] == 0).all())
+    box = rt.sample_prompts(masks, rt.StandinPretrainConfig(p_point=0.0, p_box=1.0, box_jitter=0.0), 8, g)
+    assert (box["labels"][:, :2] == torch.tensor([2, 3])).all() and (box["labels"][:, 2] == -1).all()
+    assert torch.allclose(box["coords"][0, :2], torch.tensor([[18.0, 4.0], [29.0, 11.0]]))
+    dense = rt.sample_prompts(masks, rt.StandinPretrainConfig(p_point=0.0, p_box=0.0), 8, g)
+    assert dense["has_mask"].all() and (dense["labels"] == -1).all() and dense["mask_inputs"].shape == (3, 1, 8, 8)
+    assert dense["mask_inputs"][0, 0, 1:3, 5:7].mean() > 2 and dense["mask_inputs"][0, 0, 5:, :3].mean() < -2
+    with pytest.raises(ValueError, match="foreground"):
+        rt.sample_prompts(torch.zeros(2, 8, 8), rt.StandinPretrainConfig(), 4, g)
+
+
+def test_standin_checkpoint_made_reused_and_loadable(tmp_path):
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.models.rs2sam2 import load_sam2_checkpoint
+
+    world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)
+    cfg = RS2SAM2Config.tiny(image_size=32, union_image_size=32, union_dim=32, union_heads=2)
+    pcfg = rt.StandinPretrainConfig(steps=2, images_per_step=2, prompts_per_image=2, min_area_frac=0.02)
+    path = tmp_path / "standin" / "sam2_standin.pt"
+    made = rt.standin_checkpoint(path, cfg, world, range(1, 5), pcfg, eval_indices=range(5, 7))
+    assert not made.reused and path.is_file() and path.with_name(path.name + ".json").is_file()
+    assert not list(path.parent.glob("*.tmp*"))  # written atomically: no temporary file left
+    prov = made.provenance
+    assert prov["key"]["scene_indices"] == [1, 4, 4] and "not Meta" in prov["not"] and prov["pretrain_s"] > 0
+    stamp = path.stat().st_mtime_ns
+    again = rt.standin_checkpoint(path, cfg, world, range(1, 5), pcfg)
+    assert again.reused and path.stat().st_mtime_ns == stamp
+    other = rt.standin_checkpoint(path, cfg, world, range(1, 5), dataclasses_replace(pcfg, steps=3))
+    assert not other.reused and other.provenance["key"]["pretrain"]["steps"] == 3
+    # it loads like an official SAM2 checkpoint: only the RS2-SAM2 adapters are missing
+    torch.manual_seed(1)
+    model = rt.RS2SAM2(cfg)
+    report = load_sam2_checkpoint(model, path)
+    assert report["missing"] and all(".bhfm." in k for k in report["missing"]) and not report["unexpected"]
+    saved = torch.load(path, weights_only=True)["model"]
+    key = "image_encoder.trunk.blocks.0.attn.qkv.weight"
+    assert torch.equal(model.sam.state_dict()[key], saved[key])
+    with pytest.raises(ValueError, match="held-out"):
+        rt.standin_checkpoint(tmp_path / "x.pt", cfg, world, range(1, 5), pcfg, eval_indices=[4, 5])
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+def test_new_parts_get_their_own_learning_rate():
+    torch.manual_seed(0)
+    model = rt.RS2SAM2(CFG)
+    assert rt.is_new_part("union.blocks.0.attn.qkv.weight") and rt.is_new_part("sam.image_encoder.trunk.blocks.1.bhfm.down.weight")
+    assert not rt.is_new_part("sam.sam_mask_decoder.iou_token.weight")
+    opt = rt._rs2sam2_optimizer(model, rt.RS2SAM2TrainConfig(lr=1e-3, new_lr_mult=4.0, weight_decay=0.1))
+    by_id = {id(p): g for g in opt.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert by_id[id(names["union.text_in.weight"])]["lr"] == pytest.approx(4e-3)
+    assert by_id[id(names["sam.sam_mask_decoder.iou_token.weight"])]["lr"] == pytest.approx(1e-3)
+    assert by_id[id(names["union.text_in.bias"])]["weight_decay"] == 0.0
+    assert by_id[id(names["union.text_in.weight"])]["weight_decay"] == pytest.approx(0.1)
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="new_lr_mult"):
+        rt.RS2SAM2TrainConfig(new_lr_mult=0)

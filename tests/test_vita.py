@@ -270,6 +270,12 @@ def test_episode_factory_is_deterministic_and_follows_the_schedule(small_pool):
     assert all(torch.equal(x.target, y.target) and x.modality == y.modality for x, y in zip(a, b))
     with pytest.raises(ValueError, match="train_modes"):
         VITARecipe(train_modes=("X",))
+    from rslab.data.episodes import region_names
+
+    tree = small_pool.tree
+    region = list(episode_factory(small_pool, VITARecipe(steps=6, batch_size=2, train_names="region"))(0))
+    assert [e.level for e in region] == [e.level for e in list(episode_factory(small_pool, VITARecipe(steps=6, batch_size=2))(0))]
+    assert all(n in region_names(tree, c) for e in region for n, c in zip(e.class_names, tree.names(e.level)))
 
 
 def test_loss_sums_trained_modes_and_backpropagates(small_pool):
@@ -348,6 +354,8 @@ def test_training_text_prompts_sample_templates_and_noise():
         VITARecipe(text_templates="mean")
     with pytest.raises(ValueError, match="text_noise"):
         VITARecipe(text_noise=-0.1)
+    with pytest.raises(ValueError, match="train_names"):
+        VITARecipe(train_names="heldout")  # held-out synonyms are never training names
 
 
 def test_heldout_name_neighbours_flags_names_closer_to_another_class():
@@ -372,6 +380,10 @@ def test_heldout_name_neighbours_flags_names_closer_to_another_class():
     assert all(r["sim_true"] == 1.0 for r in rows if r not in wrong)
     with pytest.raises(ValueError, match="level"):
         heldout_name_neighbours(tree, _Lookup(), 4)
+    region = heldout_name_neighbours(tree, _Lookup(), 1, train_names="region")  # prototypes incl. same-pixel nodes
+    assert [(r["name"], r["nearest"]) for r in region] == [(r["name"], r["nearest"]) for r in rows]
+    with pytest.raises(ValueError, match="train_names"):
+        heldout_name_neighbours(tree, _Lookup(), 1, train_names="heldout")
 
 
 def test_evaluate_per_class_matches_miou(small_pool):
@@ -384,3 +396,23 @@ def test_evaluate_per_class_matches_miou(small_pool):
     per = evaluate(model, small_pool, small_pool, _HashText(), per_class=True, **kw)
     assert set(per) == set("VTF") and all(v.shape == (small_pool.tree.num_classes(1),) for v in per.values())
     assert all(abs(float(np.nanmean(per[m])) - miou[m]) < 1e-9 for m in "VTF")
+
+
+def test_text_name_transfer_reports_ratio_and_lost_classes(small_pool):
+    from rslab.recipes.vita import evaluate, text_name_transfer
+
+    torch.manual_seed(0)
+    model = VITA(_cfg())
+    out = text_name_transfer(model, small_pool, small_pool, _HashText(), level=1)
+    k = small_pool.tree.num_classes(1)
+    assert len(out["seen_per_class"]) == len(out["unseen_per_class"]) == k
+    seen = evaluate(model, small_pool, small_pool, _HashText(), level=1, modes=("T",), names="canonical")["T"]
+    assert abs(out["seen"] - seen) < 1e-9 and abs(out["ratio"] - out["unseen"] / max(seen, 1e-9)) < 1e-9
+    for name, a, b in zip(small_pool.tree.names(1), out["seen_per_class"], out["unseen_per_class"]):
+        expected = np.isfinite(a) and a >= 0.2 and not (np.nan_to_num(b) >= 0.5 * a)
+        assert (name in out["lost"]) == expected
+    # with every threshold at its loosest, any class seen at all and not matched is lost
+    strict = text_name_transfer(model, small_pool, small_pool, _HashText(), level=1, lost_fraction=1.0, min_seen_iou=0.0)
+    assert set(out["lost"]) <= set(strict["lost"])
+    with pytest.raises(ValueError, match="lost_fraction"):
+        text_name_transfer(model, small_pool, small_pool, _HashText(), level=1, lost_fraction=0.0)

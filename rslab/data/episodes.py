@@ -117,18 +117,50 @@ class Episode:
         return out
 
 
+NAME_SPLITS = ("canonical", "train", "region", "heldout")
+
+
+def region_names(tree: SemanticTree, name: str) -> list[str]:
+    """Training names of a class *and of every node that covers exactly the same leaves*.
+
+    In a tree a node with a single child names the same pixels as that child (synthetic tree:
+    ``built-up`` = ``building``, ``bare land`` = ``bare soil``); SGA supervises those pixels under
+    either node depending on the sampled level, so the training names of both are valid names of
+    the region. Held-out synonyms are never included. The class's own canonical name comes first,
+    then its training synonyms, then the other nodes' names (coarse to fine).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"region_names needs a class name, got {name!r}")
+    node = tree.find(name)
+    leaves = set(tree.leaf_ids(node))
+    out = [node.name, *node.synonyms]
+    for other in (m for root in tree.roots for m in root.walk()):
+        if other is not node and set(tree.leaf_ids(other)) == leaves:
+            out += [other.name, *other.synonyms]
+    return list(dict.fromkeys(out))
+
+
 def class_names_for(tree: SemanticTree, level: int, split: str, rng: np.random.Generator) -> list[str]:
-    """One name per class at ``level``: ``"canonical"`` names, or a random synonym of a split."""
-    if split not in ("canonical", "train", "heldout"):
-        raise ValueError(f"names split must be 'canonical', 'train' or 'heldout', got {split!r}")
+    """One name per class at ``level``.
+
+    ``split``: ``"canonical"`` names; ``"train"`` a random one of the canonical name and its
+    training synonyms; ``"region"`` a random one of :func:`region_names` (training names of the
+    class and of the nodes covering the same pixels); ``"heldout"`` a random held-out synonym
+    (the canonical name where a class has none).
+    """
+    if split not in NAME_SPLITS:
+        raise ValueError(f"names split must be one of {NAME_SPLITS}, got {split!r}")
     names = tree.names(level)
     if split == "canonical":
         return list(names)
     out = []
     for name in names:
-        options = tree.synonyms(name, split)
-        if split == "train":
-            options = [name, *options]
+        if split == "region":
+            options = region_names(tree, name)
+        else:
+            options = tree.synonyms(name, split)
+            if split == "train":
+                options = [name, *options]
         out.append(options[int(rng.integers(len(options)))] if options else name)
     return out
 

@@ -28,7 +28,8 @@ from torch.utils.data import Dataset
 from rslab.data.sample import ReferringExpression, Sample
 
 __all__ = ["ReferringDataset", "ReferringFilter", "split_scene_indices", "collate_referring", "rgb_image", "resize_rgb",
-           "resize_mask", "EXPRESSION_KINDS", "expression_kind", "class_oracle_scores"]
+           "resize_mask", "EXPRESSION_KINDS", "expression_kind", "class_oracle_scores", "segment_masks",
+           "promptable_segments"]
 
 
 def rgb_image(optical: np.ndarray | None, rgb_bands: tuple[int, int, int] = (0, 1, 2)) -> np.ndarray:
@@ -150,6 +151,69 @@ def class_oracle_scores(world, indices: Sequence[int], filter: "ReferringFilter 
     if not meters["class_union"].ious:
         raise ValueError("no expressions kept in these scenes; widen the filter")
     return {k: m.compute() for k, m in meters.items()}
+
+
+def segment_masks(instances: np.ndarray, labels: np.ndarray, min_area_frac: float = 0.01) -> list[np.ndarray]:
+    """Class-agnostic segments of one scene, as SA-1B-style "whole things and stuff" masks.
+
+    Every instance (``instances > 0``) is one segment; the rest of the image (``instances == 0``) is
+    split by semantic label into connected regions (4-connectivity), each one segment. Segments
+    smaller than ``min_area_frac`` of the image are dropped. The class names are never returned:
+    these masks train SAM's promptable, class-agnostic task (a point or box in, a mask out).
+    """
+    from scipy import ndimage
+
+    inst, lab = np.asarray(instances), np.asarray(labels)
+    if inst.ndim != 2 or inst.shape != lab.shape:
+        raise ValueError(f"instances and labels must be (H, W) maps of one size, got {inst.shape} and {lab.shape}")
+    if not 0.0 <= min_area_frac < 1.0:
+        raise ValueError(f"min_area_frac must be in [0, 1), got {min_area_frac}")
+    min_px = max(1, int(np.ceil(min_area_frac * inst.size)))
+    out: list[np.ndarray] = []
+    for k in np.unique(inst):
+        if k > 0 and (inst == k).sum() >= min_px:
+            out.append(inst == k)
+    stuff = inst == 0
+    for c in np.unique(lab[stuff]):
+        comps, n = ndimage.label(stuff & (lab == c))
+        for j in range(1, n + 1):
+            m = comps == j
+            if m.sum() >= min_px:
+                out.append(m)
+    return out
+
+
+def promptable_segments(world, indices: Sequence[int], size: int, min_area_frac: float = 0.01) -> dict:
+    """Images and class-agnostic segments of the world's scenes ``indices``, at ``size`` px.
+
+    The training set of the SAM2 stand-in pre-training (:func:`rslab.recipes.rs2sam2.pretrain_sam2_standin`):
+    pass TRAINING scene indices only, never held-out ones. Returns ``images (N, 3, size, size)`` in
+    [0, 1] (:func:`resize_rgb`), ``masks (M, size, size)`` float in {0, 1} (:func:`resize_mask`),
+    ``image_index (M,)`` (the image of each segment) and ``scene_indices`` (the world indices used).
+    """
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive int (pixels), got {size!r}")
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError("no scene indices given")
+    images, masks, owner = [], [], []
+    for i in indices:
+        s = world.scene(i)
+        if s.instances is None or s.labels is None:
+            raise ValueError("promptable_segments needs scenes with instance and label maps (a SyntheticWorld)")
+        segs = segment_masks(s.instances, s.labels, min_area_frac)
+        if not segs:
+            continue
+        images.append(resize_rgb(torch.from_numpy(rgb_image(s.optical))[None], size)[0])
+        for m in segs:
+            r = resize_mask(m, size)
+            if r.any():
+                masks.append(r)
+                owner.append(len(images) - 1)
+    if not masks:
+        raise ValueError("no segments found in these scenes; lower min_area_frac")
+    return {"images": torch.stack(images), "masks": torch.stack(masks),
+            "image_index": torch.tensor(owner, dtype=torch.long), "scene_indices": indices}
 
 
 def split_scene_indices(n_train: int, n_eval: int, start: int = 0) -> tuple[range, range]:

@@ -231,3 +231,78 @@ def make_referring(layout: Layout, app: Appearance, tree: SemanticTree, rng: np.
             seen_obj.add(i)
     return [ReferringExpression(text=t, mask=layout.instances == i, target_class=tree.leaves[int(cls_of[i])].name, instance_id=i)
             for t, i in chosen]
+
+
+# Layout captions ------------------------------------------------------------------------------
+
+_COMPASS = [["north-west", "north", "north-east"], ["west", "centre", "east"], ["south-west", "south", "south-east"]]
+
+
+def _percent(f: float) -> str:
+    p = int(round(f * 10)) * 10
+    return "under 10 percent" if p == 0 else f"about {p} percent"
+
+
+def make_layout_caption(labels: np.ndarray, tree: SemanticTree, rng: np.random.Generator, split: str = "train",
+                        grid: int = 3, min_fraction: float = 0.05, max_classes: int = 4) -> str:
+    """A caption that states *what fraction* of the scene each class covers and *where* it lies.
+
+    E.g. "About 60 percent farmland, about 30 percent meadow and about 10 percent stream. Farmland
+    in the north-west, north and centre; meadow in the south and south-east; stream in the east."
+    Made from the leaf-label map alone (``IGNORE`` = 255 pixels skipped): the classes covering at least
+    ``min_fraction`` of the labelled pixels (at most ``max_classes``, largest first) with their share
+    rounded to 10 %, then, per class, the cells of a ``grid`` x ``grid`` partition (compass names
+    for grid=3, north up) where it is the most frequent class. Synonyms are drawn with ``rng`` from
+    ``split`` ("train" or "heldout") so repeated calls give paraphrases of the same content.
+
+    Why: the plain scene caption names the classes only, so many scenes share it; a caption that
+    pins down proportions and layout differs from scene to scene, and an image encoder aligned to
+    it has to encode the layout (which SAR can see) rather than colours (which it cannot).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[0] < grid or labels.shape[1] < grid:
+        raise ValueError(f"labels must be a 2-D leaf-label map of at least {grid}x{grid} pixels, got shape {labels.shape}")
+    if grid != 3:
+        raise ValueError(f"only grid=3 (compass cells) is supported, got {grid}")
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    n_leaves = len(tree.leaves)
+    valid = labels != 255
+    if not valid.any():
+        raise ValueError("label map has no labelled pixel")
+    if labels[valid].min() < 0 or labels[valid].max() >= n_leaves:
+        raise ValueError(f"labels must be leaf ids in 0..{n_leaves - 1} (or 255), got range "
+                         f"{labels[valid].min()}..{labels[valid].max()}")
+    name = _Namer(tree, rng, split)
+    frac = np.bincount(labels[valid].ravel(), minlength=n_leaves) / float(valid.sum())
+    top = [int(c) for c in np.argsort(-frac, kind="stable") if frac[c] >= min_fraction][:max_classes]
+    if not top:
+        top = [int(frac.argmax())]
+    names = {c: name(c).replace(" parcel", "") for c in top}
+    shares = [f"{_percent(frac[c])} {names[c]}" for c in top]
+    first = shares[0] if len(shares) == 1 else ", ".join(shares[:-1]) + " and " + shares[-1]
+    H, W = labels.shape
+    ys, xs = np.linspace(0, H, grid + 1).astype(int), np.linspace(0, W, grid + 1).astype(int)
+    where: dict[int, list[str]] = {c: [] for c in top}
+    for i in range(grid):
+        for j in range(grid):
+            cell = labels[ys[i] : ys[i + 1], xs[j] : xs[j + 1]]
+            cell = cell[cell != 255]
+            if cell.size == 0:
+                continue
+            c = int(np.bincount(cell.ravel(), minlength=n_leaves).argmax())
+            if c in where:
+                where[c].append(_COMPASS[i][j])
+    places = []
+    for c in top:
+        if where[c]:
+            cells = where[c]
+            if len(cells) == grid * grid:
+                places.append(f"{names[c]} throughout")
+                continue
+            cells_text = cells[0] if len(cells) == 1 else ", ".join(cells[:-1]) + " and " + cells[-1]
+            places.append(f"{names[c]} in the {cells_text}")
+    text = first[0].upper() + first[1:] + "."
+    if places:
+        text += " " + places[0][0].upper() + places[0][1:] + ("; " + "; ".join(places[1:]) if len(places) > 1 else "") + "."
+    return text

@@ -92,6 +92,53 @@ def cross_modal_alignment_loss(f_sar: torch.Tensor, f_opt: torch.Tensor, tempera
     return info_nce(f_sar, f_opt.detach(), temperature)
 
 
+def bank_info_nce(
+    query: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, temperature: float | torch.Tensor = 0.1,
+    symmetric: bool = True,
+) -> torch.Tensor:
+    """InfoNCE of ``query`` (B, D) against a whole *bank* of keys (M, D): row i's positive is
+    ``bank[index[i]]``, every other bank row a negative (M - 1 negatives instead of B - 1).
+
+    ``symmetric`` adds the key->query direction over the batch (keys ``bank[index]``, as in
+    :func:`info_nce`). Rows of ``index`` must be distinct (one positive per query). Both sides are
+    L2-normalised here.
+    """
+    if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
+        raise ValueError(f"need (B, D) queries and an (M, D) bank of the same D, got {tuple(query.shape)}, {tuple(bank.shape)}")
+    index = torch.as_tensor(index, device=query.device).long()
+    if index.shape != (query.shape[0],):
+        raise ValueError(f"index must be ({query.shape[0]},): one bank row per query, got {tuple(index.shape)}")
+    if len(index) and (index.min() < 0 or index.max() >= bank.shape[0]):
+        raise ValueError(f"index values must lie in [0, {bank.shape[0]}), got {int(index.min())}..{int(index.max())}")
+    if index.unique().numel() != index.numel():
+        raise ValueError("index rows must be distinct: each query has exactly one positive in the bank")
+    if query.shape[0] < 1 or bank.shape[0] < 2:
+        raise ValueError(f"need at least 1 query and 2 bank rows (a positive and a negative), got {query.shape[0]}, {bank.shape[0]}")
+    if not (torch.isfinite(query).all() and torch.isfinite(bank).all()):
+        raise ValueError("query or bank contains NaN/inf; check the inputs for nodata.")
+    if isinstance(temperature, (int, float)) and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    q, k = F.normalize(query, dim=-1), F.normalize(bank, dim=-1)
+    loss = F.cross_entropy(q @ k.T / temperature, index)
+    if not symmetric:
+        return loss
+    loss_kq = F.cross_entropy(k[index] @ q.T / temperature, torch.arange(len(index), device=query.device))
+    return 0.5 * (loss + loss_kq)
+
+
+def cross_modal_alignment_bank_loss(
+    f_sar: torch.Tensor, optical_bank: torch.Tensor, index: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """L_CMA with every training optical feature as a negative, not only the batch's.
+
+    Possible only because E_opt is frozen: its features of the training images never change, so
+    they are computed once (``optical_bank``, (N, D)) and the SAR feature of pair ``index[i]`` must
+    pick out ``optical_bank[index[i]]`` among all N (a full-softmax InfoNCE; MoCo-like, but with no
+    stale keys). The bank is detached: only the SAR side moves.
+    """
+    return bank_info_nce(f_sar, optical_bank.detach(), index, temperature)
+
+
 def locked_text_loss(
     f_img: torch.Tensor, f_text: torch.Tensor, temperature: float | torch.Tensor = 0.07, texts: list[str] | None = None
 ) -> torch.Tensor:
@@ -124,7 +171,12 @@ class ImageAlignmentLoss(nn.Module):
         self.lambda_cl, self.lambda_cma, self.temperature = lambda_cl, lambda_cma, temperature
         self.last: dict[str, float] = {}
 
-    def forward(self, f_sar_a: torch.Tensor, f_sar_b: torch.Tensor | None, f_opt: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, f_sar_a: torch.Tensor, f_sar_b: torch.Tensor | None, f_opt: torch.Tensor | None,
+                optical_bank: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``optical_bank`` (N, D) + ``index`` (B,) instead of ``f_opt``: L_CMA against the cached
+        features of all N training optical images (:func:`cross_modal_alignment_bank_loss`)."""
+        if (optical_bank is None) != (index is None):
+            raise ValueError("pass optical_bank and index together (or neither).")
         total = f_sar_a.new_zeros(())
         self.last = {}
         if self.lambda_cl > 0:
@@ -134,9 +186,12 @@ class ImageAlignmentLoss(nn.Module):
             total = total + self.lambda_cl * l_cl
             self.last["loss_cl"] = float(l_cl.detach())
         if self.lambda_cma > 0:
-            if f_opt is None:
-                raise ValueError("lambda_cma > 0 needs the frozen optical feature f_opt.")
-            l_cma = cross_modal_alignment_loss(f_sar_a, f_opt, self.temperature)
+            if optical_bank is not None:
+                l_cma = cross_modal_alignment_bank_loss(f_sar_a, optical_bank, index, self.temperature)
+            elif f_opt is None:
+                raise ValueError("lambda_cma > 0 needs the frozen optical feature f_opt (or optical_bank and index).")
+            else:
+                l_cma = cross_modal_alignment_loss(f_sar_a, f_opt, self.temperature)
             total = total + self.lambda_cma * l_cma
             self.last["loss_cma"] = float(l_cma.detach())
         self.last["loss"] = float(total.detach())

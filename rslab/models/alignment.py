@@ -234,14 +234,26 @@ def dominant_class(labels: np.ndarray, tree, level: int) -> int:
     return int(np.bincount(mapped, minlength=tree.num_classes(level)).argmax())
 
 
-def scene_texts(samples: Sequence, tree, level: int = 2, split: str = "train") -> list[list[str]]:
+def scene_texts(samples: Sequence, tree, level: int = 2, split: str = "train", layout_captions: int = 0,
+                seed: int = 0, layout_repeat: int = 1) -> list[list[str]]:
     """Per scene, its texts for locked-text tuning: the caption, then every prompt template
     (:data:`~rslab.models.encoders.DEFAULT_TEMPLATES`) filled with every ``split`` synonym of the
-    scene's dominant class at ``level``."""
+    scene's dominant class at ``level``, then ``layout_captions`` paraphrases of its layout caption
+    (:func:`~rslab.data.synthetic_text.make_layout_caption`: class shares and where each class lies;
+    synonyms drawn with a generator seeded by ``seed``), each listed ``layout_repeat`` times: the
+    layout then weighs more in the random draw of one text per step at no extra text-encoding cost
+    (the text encoder caches by string)."""
+    from rslab.data.synthetic_text import make_layout_caption
+
+    if layout_captions < 0 or layout_repeat < 1:
+        raise ValueError(f"need layout_captions >= 0 and layout_repeat >= 1, got {layout_captions}, {layout_repeat}")
+    rng = np.random.default_rng(seed)
     out = []
     for s in samples:
         names = tree.synonyms(tree.nodes(level)[dominant_class(s.labels, tree, level)], split)
-        out.append([s.caption] + [t.format(n) for n in names for t in DEFAULT_TEMPLATES])
+        texts = [s.caption] + [t.format(n) for n in names for t in DEFAULT_TEMPLATES]
+        texts += [make_layout_caption(s.labels, tree, rng, split) for _ in range(layout_captions)] * layout_repeat
+        out.append(texts)
     return out
 
 

@@ -36,6 +36,11 @@ Modes (``ConInferConfig.mode``):
 * ``"context_only"``: the same prior-initialised mixture fitted by ordinary EM; the output is
   the mixture posterior ``q`` itself (context alone, the prior only names the clusters).
 
+Options in every mode (defaults = the public code): ``mixture_weights="estimated"`` re-estimates
+Eq. 5's weights instead of fixing them uniform (a deviation from the paper's footnote);
+``init="prior"`` initialises the means from all patches weighted by the prior (Eq. 9 read
+literally) instead of the top-8 patches per class.
+
 Everything runs in torch float32 on the features' device (CPU or GPU), in log space, with a
 variance floor, and with no Python loop over patches: squared distances come from matrix
 products ``||x||^2_w - 2 x (w*mu)^T + ||mu||^2_w`` evaluated in chunks of patches, so peak
@@ -89,6 +94,13 @@ class ConInferConfig:
         device: run on this device; ``None`` = the features' device.
         standardize: z-score every feature dimension over the pool, then unit-normalise every
             patch (:func:`standardize_features`) before the EM; one pool = one ``coninfer`` call.
+        mixture_weights: ``"uniform"`` (the paper's footnote to Eq. 8 and the public code: pi_k =
+            1/K, fixed) or ``"estimated"`` (a deviation: Eq. 5's pi_k initialised from the mean
+            prior and re-estimated as the mean of the responsibilities in every M-step). Uniform
+            weights split a class that covers most of the pool (notebook 05, level 1).
+        init: ``"top_k"`` (public code: each mean from the ``top_k_init`` highest-prior
+            patches, :func:`init_means`) or ``"prior"`` (Eq. 9 with the prior as the initial
+            responsibilities of *all* patches: the prior-weighted mean).
     """
 
     mode: str = "reference"
@@ -101,6 +113,8 @@ class ConInferConfig:
     chunk_size: int = 4096
     device: str | None = None
     standardize: bool = False
+    mixture_weights: str = "uniform"
+    init: str = "top_k"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -115,6 +129,10 @@ class ConInferConfig:
             raise ValueError(f"var_floor must be > 0, got {self.var_floor}")
         if self.init_var is not None and not self.init_var > 0:
             raise ValueError(f"init_var must be > 0 or None, got {self.init_var}")
+        if self.mixture_weights not in ("uniform", "estimated"):
+            raise ValueError(f"mixture_weights must be 'uniform' or 'estimated', got {self.mixture_weights!r}")
+        if self.init not in ("top_k", "prior"):
+            raise ValueError(f"init must be 'top_k' or 'prior', got {self.init!r}")
         if int(self.chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
 
@@ -329,9 +347,21 @@ def init_means(x: torch.Tensor, prior: torch.Tensor, top_k: int, normalize: bool
     return weighted / top_p.sum(dim=0).clamp_min(1e-12)[:, None]
 
 
-def tempered_log_posterior(loglik: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Eq. 11 with uniform weights and temperature: ``log q = log softmax(loglik / T)``."""
-    return torch.log_softmax(loglik / temperature, dim=1)
+def tempered_log_posterior(loglik: torch.Tensor, temperature: float,
+                           log_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 11 with temperature: ``log q = log softmax(loglik / T + log pi)``; uniform weights
+    (the paper's footnote, the public code) when ``log_weights`` is None."""
+    s = loglik / temperature
+    if log_weights is not None:
+        s = s + log_weights[None, :]
+    return torch.log_softmax(s, dim=1)
+
+
+def mixture_log_weights(resp: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
+    """Eq. 5's mixture weights re-estimated from responsibilities: ``log pi_k = log mean_i r_ik``
+    (floored, renormalised). The paper fixes pi uniform (footnote to Eq. 8); this is an option."""
+    pi = resp.mean(dim=0).clamp_min(floor)
+    return (pi / pi.sum()).log()
 
 
 def consensus(log_prior: torch.Tensor, log_q: torch.Tensor, rule: str) -> torch.Tensor:
@@ -379,7 +409,10 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
     rule = "geometric" if cfg.mode == "paper" else "product"
 
     with torch.no_grad():
-        means = init_means(x, prior, cfg.top_k_init, cfg.normalize_means)        # Eq. 9
+        if cfg.init == "prior":                                                  # Eq. 9 over all patches
+            means, _ = m_step(x, prior, True, cfg.normalize_means, cfg.var_floor, cfg.chunk_size)
+        else:                                                                    # public code: top-k
+            means = init_means(x, prior, cfg.top_k_init, cfg.normalize_means)
         if cfg.shared_variance:
             var0 = cfg.init_var if cfg.init_var is not None else 1.0 / d
             variances = torch.full((d,), float(var0), device=device)
@@ -392,12 +425,13 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
             # keep the Eq. 9 means; only the variances come from the prior responsibilities
         variances = variances.clamp_min(cfg.var_floor)
 
+        log_weights = mixture_log_weights(prior) if cfg.mixture_weights == "estimated" else None
         result = ConInferResult(z=prior, posterior=prior, means=means, variances=variances)
         previous = prior.argmax(dim=1)
         for it in range(int(cfg.n_iter) + 1):
             loglik = gaussian_loglik(x, means, variances, cfg.chunk_size,
                                      include_logdet=not cfg.shared_variance)     # Eq. 11
-            log_q = tempered_log_posterior(loglik, cfg.tau)
+            log_q = tempered_log_posterior(loglik, cfg.tau, log_weights)
             q = log_q.exp()
             if cfg.mode == "context_only":
                 z = q
@@ -415,6 +449,8 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
             resp = z if cfg.joint else q                                          # Eqs. 13-14
             means, variances = m_step(x, resp, cfg.shared_variance, cfg.normalize_means,
                                       cfg.var_floor, cfg.chunk_size)
+            if log_weights is not None:                                           # Eq. 5's pi_k
+                log_weights = mixture_log_weights(resp)
         result.z, result.posterior, result.means, result.variances = z, q, means, variances
     return result
 

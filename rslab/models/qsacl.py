@@ -11,6 +11,10 @@ Pieces:
 
 - :class:`QueryAggregator`: the ``m`` queries + multi-head cross-attention over a view's
   last-stage tokens (also returns the attention maps, for "what does each query look at").
+- :class:`CompetitiveQueryAggregator`: a deviation (``QSACLConfig.attention="compete"``): the
+  softmax runs over the queries for every token (slot attention), keys optionally standardised
+  per view, so the queries split the map instead of all attending alike.
+- :func:`view_overlap`: how much of a local crop lies inside a global crop (a data check).
 - :class:`MeanAggregator`: global average pooling, ``m = 1``: the image-level contrastive
   baseline with the same backbone, heads, loss and budget.
 - :class:`ContrastiveSSL`: the student (backbone -> aggregator -> projector -> predictor).
@@ -44,9 +48,11 @@ from rslab.models.backbone import UnifiedBackbone
 __all__ = [
     "QSACLConfig",
     "QueryAggregator",
+    "CompetitiveQueryAggregator",
     "MeanAggregator",
     "ContrastiveSSL",
     "multi_crop",
+    "view_overlap",
     "pretraining_loss",
     "extract_features",
     "LinearProbe",
@@ -67,6 +73,12 @@ class QSACLConfig:
     hidden_dim: int = 512
     temperature: float = 0.2
     aggregation: str = "query"  # "query" (QSACL) | "mean" (image-level contrastive baseline)
+    # "paper": each query's softmax runs over the tokens (standard cross-attention, Sec. 3.2);
+    # "compete": softmax over the queries for every token (slot-attention style), a deviation
+    attention: str = "paper"
+    # keys of the "compete" aggregator: "layer" (LayerNorm per token) or "instance" (each channel
+    # standardised over the view's tokens, so attention sees within-image differences only)
+    key_norm: str = "layer"
     feature_stage: int = 3  # which backbone stage the queries read (0-based; 3 = last)
     global_size: int = 64
     local_size: int = 32
@@ -81,6 +93,11 @@ class QSACLConfig:
     def __post_init__(self) -> None:
         if self.aggregation not in ("query", "mean"):
             raise ValueError(f"aggregation must be 'query' (QSACL) or 'mean' (image-level baseline), got {self.aggregation!r}")
+        if self.attention not in ("paper", "compete"):
+            raise ValueError(f"attention must be 'paper' (softmax over tokens) or 'compete' (softmax over queries), "
+                             f"got {self.attention!r}")
+        if self.key_norm not in ("layer", "instance"):
+            raise ValueError(f"key_norm must be 'layer' or 'instance', got {self.key_norm!r}")
         if self.num_queries < 1:
             raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
         if self.num_global < 1 or self.num_local < 1:
@@ -133,6 +150,49 @@ class QueryAggregator(nn.Module):
         return z, attn.reshape(B, -1, H, W)
 
 
+class CompetitiveQueryAggregator(nn.Module):
+    """Queries that *compete* for tokens (slot attention, Locatello et al. 2020, one iteration):
+    ``a = softmax_over_queries(q_i . k_j / sqrt(d))``, then each query takes the weighted mean of
+    the values of the tokens it won, ``z_i = sum_j a_ij v_j / sum_j a_ij``. Keys, queries and
+    values are linear maps of the LayerNorm-ed tokens. **A deviation from SkySense V2**, whose
+    queries use standard cross-attention (softmax over tokens, :class:`QueryAggregator`): with
+    that, nothing stops every query from attending alike, and in our CPU runs they all did
+    (attention lift ~1 for every class), which turns QSACL into ``m`` copies of mean pooling.
+    Returns ``z`` (B, m, C) and the normalised weights (B, m, H, W), each query's summing to 1."""
+
+    def __init__(self, dim: int, num_queries: int, init_std: float = 1.0, key_norm: str = "layer",
+                 eps: float = 1e-8) -> None:
+        super().__init__()
+        if not init_std > 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
+        if key_norm not in ("layer", "instance"):
+            raise ValueError(f"key_norm must be 'layer' or 'instance', got {key_norm!r}")
+        self.key_norm = key_norm
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * init_std)
+        self.norm = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        for lin in (self.to_q, self.to_k, self.to_v):
+            nn.init.xavier_uniform_(lin.weight)
+        self.scale = dim ** -0.5
+        self.eps = eps
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, C, H, W = feats.shape
+        x = self.norm(feats.flatten(2).transpose(1, 2))  # (B, HW, C)
+        if self.key_norm == "instance":  # standardise each channel over this view's tokens
+            kx = (x - x.mean(dim=1, keepdim=True)) / x.std(dim=1, keepdim=True).clamp_min(1e-5)
+        else:
+            kx = x
+        k, v = self.to_k(kx), self.to_v(x)
+        q = self.to_q(self.queries)  # (m, C)
+        logits = torch.einsum("mc,bnc->bmn", q, k) * self.scale
+        a = logits.softmax(dim=1) + self.eps  # competition: each token's weights sum to 1 over queries
+        w = a / a.sum(dim=-1, keepdim=True)  # then a weighted mean per query
+        return torch.bmm(w, v), w.reshape(B, -1, H, W)
+
+
 class MeanAggregator(nn.Module):
     """Global average pooling as a single "query": the image-level contrastive baseline."""
 
@@ -178,8 +238,10 @@ class ContrastiveSSL(nn.Module):
         self.cfg = cfg = cfg or QSACLConfig()
         self.backbone = backbone
         dim = backbone.out_channels[cfg.feature_stage]
-        if cfg.aggregation == "query":
-            self.aggregator: nn.Module = QueryAggregator(dim, cfg.num_queries, cfg.num_heads, cfg.query_init_std)
+        if cfg.aggregation == "query" and cfg.attention == "compete":
+            self.aggregator: nn.Module = CompetitiveQueryAggregator(dim, cfg.num_queries, cfg.query_init_std, cfg.key_norm)
+        elif cfg.aggregation == "query":
+            self.aggregator = QueryAggregator(dim, cfg.num_queries, cfg.num_heads, cfg.query_init_std)
         else:
             self.aggregator = MeanAggregator()
         m = self.num_queries
@@ -255,6 +317,29 @@ def multi_crop(images: torch.Tensor, cfg: QSACLConfig, generator: torch.Generato
     locals_ = [_one_view(images, cfg.local_size, cfg.local_scale, cfg.intensity_jitter, per_channel, generator)
                for _ in range(cfg.num_local)]
     return globals_, locals_
+
+
+@torch.no_grad()
+def view_overlap(cfg: QSACLConfig, scene_size: int, n: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """How much of a local crop lies inside a global crop of the same scene, for the crop boxes
+    :func:`multi_crop` draws with ``cfg`` on ``scene_size`` px scenes (``n`` random pairs).
+
+    QSACL's motivation is views that show *different* content; when the local crop is almost
+    always inside the global one, the two views share their semantics and image-level
+    contrast is already aligned. Returns ``mean``, ``median``, ``below_half`` (share of pairs
+    with less than half of the local crop inside the global one) and ``disjoint`` (no overlap)."""
+    if not isinstance(cfg, QSACLConfig):
+        raise ValueError(f"cfg must be a QSACLConfig, got {type(cfg).__name__}")
+    if scene_size < 2 or n < 1:
+        raise ValueError(f"need scene_size >= 2 and n >= 1, got {scene_size}, {n}")
+    g = torch.Generator().manual_seed(seed)
+    glob = _random_boxes(n, scene_size, scene_size, cfg.global_scale, g)
+    loc = _random_boxes(n, scene_size, scene_size, cfg.local_scale, g)
+    ix = (torch.minimum(glob[:, 2], loc[:, 2]) - torch.maximum(glob[:, 0], loc[:, 0])).clamp_min(0)
+    iy = (torch.minimum(glob[:, 3], loc[:, 3]) - torch.maximum(glob[:, 1], loc[:, 1])).clamp_min(0)
+    frac = ix * iy / ((loc[:, 2] - loc[:, 0]) * (loc[:, 3] - loc[:, 1]))
+    return {"mean": float(frac.mean()), "median": float(frac.median()),
+            "below_half": float((frac < 0.5).float().mean()), "disjoint": float((frac == 0).float().mean())}
 
 
 def pretraining_loss(student: ContrastiveSSL, teacher: ContrastiveSSL, images: torch.Tensor, modality: str,

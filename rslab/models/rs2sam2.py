@@ -24,9 +24,12 @@ Read top to bottom, the model is four parts around the ``sam2`` package's SAM2:
    ablation ("SAM2 + Union Encoder", no MPG, no BHFM) still receives the text.
 
 Frozen/trained split (paper): Hiera frozen except the BHFM adapters; prompt encoder, mask decoder,
-union encoder and MPG trained. With no SAM2 checkpoint (the offline default profile) a frozen Hiera
-would be random features, so :class:`RS2SAM2Config` has ``train_hiera`` -- the notebook turns it on
-and says so; the full profile loads the official checkpoint and keeps the paper's split.
+union encoder and MPG trained. Offline there is no SAM2 checkpoint: the default profile starts from
+a *stand-in* checkpoint (SAM's promptable task on the synthetic training scenes,
+:func:`rslab.recipes.rs2sam2.standin_checkpoint`, loaded by :func:`load_sam2_checkpoint` like the
+official file), and :class:`RS2SAM2Config` has ``train_hiera`` because that stand-in is too weak to be
+frozen at the smoke budget -- the notebook turns it on and says so; the full profile loads the
+official checkpoint and keeps the paper's split.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ def train_locked_text(
     view_weight: float = 0.0,
     view_temperature: float = 0.1,
     optical_other: torch.Tensor | None = None,
+    dihedral: bool = True,
 ) -> list[dict]:
     """Locked-text tuning (LiT): pull each optical image towards the frozen embedding of one of its texts.
 
@@ -65,6 +66,8 @@ def train_locked_text(
         view_weight / view_temperature: weight and temperature of the image-image term (0: LiT only).
         optical_other: optional (N, C, H, W) second acquisition of the same ground (another date or
             regional style); the second view is then cut from it instead of from ``optical``.
+        dihedral: random flips / 90-degree rotations of every view. Turn off when the texts say
+            where things are (layout captions: "a river in the north-west"), which a flip would falsify.
     Returns the training history.
     """
     if view_weight < 0 or view_temperature <= 0:
@@ -93,7 +96,8 @@ def train_locked_text(
         def view(x: torch.Tensor) -> torch.Tensor:
             if crop is not None:
                 (x,) = paired_random_crop(x, size=crop)
-            (x,) = paired_dihedral(x)
+            if dihedral:
+                (x,) = paired_dihedral(x)
             return colour_jitter(x, colour)
 
         if view_weight > 0:  # both views in one forward pass
@@ -123,11 +127,19 @@ def train_sar_alignment(
     config: TrainConfig,
     batch_size: int = 64,
     augment: SARViewAugment | None = None,
+    optical_bank: bool = False,
 ) -> list[dict]:
     """Stage-1 alignment: train E_SAR only, minimising L_img on (x_opt, x^a_SAR, x^b_SAR) triplets.
 
     Pairs whose SAR is mostly nodata are dropped (see :func:`check_pairs`); the remaining NaNs are
     masked out of the pooling. Runs :class:`rslab.train.Trainer`; returns the history.
+
+    ``optical_bank=True``: the frozen optical features of all (whole, un-augmented) training images
+    are computed once before training, and L_CMA contrasts each SAR view a against all of them
+    (:func:`~rslab.losses.contrastive.cross_modal_alignment_bank_loss`: N - 1 negatives instead of
+    B - 1, and no optical forward pass per step). View a then gets only the radiometric SAR
+    augmentation (speckle, dB offset), no crop or flip, so that it stays co-registered with its
+    cached optical feature; view b keeps the full augmentation.
     """
     augment = augment or SARViewAugment()
     keep = check_pairs(optical, sar_db)
@@ -135,10 +147,23 @@ def train_sar_alignment(
     if any(p.requires_grad for p in model.optical.parameters()):
         raise ValueError("the optical encoder must be frozen for indirect alignment; build it via SARAlignmentModel.")
     need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
+    bank = None
+    if optical_bank and need_opt:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            bank = torch.cat([model.encode_optical(optical[i : i + 256].to(device)).embedding
+                              for i in range(0, len(optical), 256)])
 
     def step(m: SARAlignmentModel, batch) -> tuple[torch.Tensor, dict]:
         idx = batch[0].cpu()
         device = next(m.parameters()).device
+        if bank is not None:
+            sar = sar_db[idx].to(device)
+            sar_a = augment.radiometric(sar)
+            sar_b = augment.radiometric(augment.geometric(sar)[0]) if need_b else None
+            out = m(None, sar_a, sar_b)
+            loss = loss_fn(out["f_sar_a"], out["f_sar_b"], None, optical_bank=bank, index=idx.to(device))
+            return loss, {k: v for k, v in loss_fn.last.items() if k != "loss"}
         opt_a, sar_a, sar_b = augment(optical[idx].to(device), sar_db[idx].to(device))
         out = m(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
         loss = loss_fn(out["f_sar_a"], out["f_sar_b"], out["f_opt"])

@@ -14,6 +14,9 @@ default profile uses what the earlier notebooks train:
 * **context features** (:func:`backbone_context_maps`): chosen stages of the notebook-02 unified
   backbone (QSACL pre-trained), average-pooled onto the prior's patch grid; notebook 05 picks
   the stages on validation scenes (:func:`backbone_stage_maps` gives all four from one pass).
+  Other candidates (:func:`build_contexts`): the notebook-01 optical encoder's own tokens and the
+  per-pixel embedding of notebook 03's VITA (:func:`load_vita`, :func:`vita_context_maps`), which,
+  unlike the other two, was trained with pixel labels of its (other) training scenes.
 
 Loading (:func:`load_alignment_encoders`; :func:`rslab.models.backbone.load_backbone`) reads the files notebooks 01 and
 02 save under ``artifacts/``; :func:`train_alignment_encoders` and :func:`pretrain_backbone`
@@ -42,6 +45,9 @@ __all__ = [
     "vit_token_maps",
     "to_grid",
     "load_alignment_encoders",
+    "load_vita",
+    "vita_context_maps",
+    "build_contexts",
     "train_alignment_encoders",
     "pretrain_backbone",
     "artifact_profile",
@@ -224,6 +230,139 @@ def load_alignment_encoders(directory: str | Path) -> dict[str, ImageEncoder]:
 
     directory = Path(directory)
     return {"optical": load_encoder(directory / "optical_encoder"), "sar": load_encoder(directory / "sar_encoder")}
+
+
+def load_vita(directory: str | Path, backbone_dir: str | Path | None = None):
+    """Notebook 03's saved VITA (``vita_config.json`` + ``vita_<preset>.safetensors``), eval mode, CPU.
+
+    A VITA whose encoder was notebook 02's backbone (``encoder_source`` "qsacl" or "auto" that
+    picked it) is rebuilt around :func:`rslab.models.backbone.load_backbone` of ``backbone_dir``
+    (its weights are then overwritten by the saved fine-tuned ones). Raises ``FileNotFoundError``
+    (naming the notebook to run) when the files are missing.
+    """
+    from dataclasses import fields
+
+    from safetensors.torch import load_file
+
+    from rslab.models import vita as V
+    from rslab.models.backbone import load_backbone
+
+    directory = Path(directory)
+    config = directory / "vita_config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found; run notebooks/03_vita_sga.ipynb (it saves its model to "
+                                "artifacts/03_vita_sga/) or pass the right folder.")
+    raw = json.loads(config.read_text())
+    weights = directory / f"vita_{raw.get('preset', 'tiny')}.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found; run notebooks/03_vita_sga.ipynb")
+    names = {f.name for f in fields(V.VITAConfig)}
+    kw = {k: v for k, v in raw.items() if k in names}
+    if "encoder_widths" in kw:
+        kw["encoder_widths"] = tuple(kw["encoder_widths"])
+    if "in_chans" in kw:
+        kw["in_chans"] = tuple((m, int(c)) for m, c in kw["in_chans"])
+    state = load_file(str(weights))
+    encoder = None
+    if any(k.startswith("encoder.backbone.") for k in state):
+        if backbone_dir is None:
+            raise FileNotFoundError("this VITA was built on notebook 02's backbone; pass backbone_dir")
+        encoder = V.BackboneAdapter(load_backbone(backbone_dir))
+    model = V.VITA(V.VITAConfig(**kw), encoder=encoder)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@torch.no_grad()
+def vita_context_maps(model, images: torch.Tensor, modality: str, grid: tuple[int, int],
+                      batch_size: int = 8, level: int | None = None) -> torch.Tensor:
+    """Features of notebook 03's VITA average-pooled (or, if coarser, bilinearly upsampled) onto
+    ``grid``: (B, D, h, w) float32 on the CPU.
+
+    ``level=None``: the per-pixel embedding (the pixel decoder's stride-4 mask features,
+    D = ``cfg.dim``); ``level=0, 1, 2``: that level of VITA's image encoder (strides 4, 8, 16).
+    ``images``: model-ready input of ``modality`` (optical reflectance in [0, 1]; SAR through
+    :func:`rslab.data.sar.normalize_sar`), sides a multiple of 16.
+    """
+    _check_images(images)
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (h, w) with h, w >= 1, got {grid}")
+    if level is not None and level not in (0, 1, 2):
+        raise ValueError(f"level must be None (mask features) or 0, 1, 2, got {level}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i:i + batch_size].to(device)
+            f = model.features(x, modality)[1] if level is None else model.encoder(x, modality)[level]
+            if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]:
+                f = F.adaptive_avg_pool2d(f, grid)
+            else:
+                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            out.append(f.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def build_contexts(keys: Sequence[str], inputs: dict[str, torch.Tensor], grid: tuple[int, int], *,
+                   backbone: UnifiedBackbone | None = None, encoder: ImageEncoder | None = None, vita=None,
+                   modalities: Sequence[str] = ("optical", "sar"), gsd: float | None = None
+                   ) -> dict[str, torch.Tensor]:
+    """Context feature maps named by ``keys``; each key joins parts with ``"+"``:
+
+    * ``"backbone[0,1]"``: those notebook-02 backbone stages of every modality in ``modalities``;
+    * ``"text_tokens"``: the notebook-01 optical encoder's patch tokens (optical only; skipped
+      when ``"optical"`` is not in ``modalities``);
+    * ``"vita"``: notebook 03's VITA per-pixel embedding of every modality in ``modalities``;
+    * ``"vita_encoder[0]"``: that level (0-2) of VITA's image encoder, every modality.
+
+    ``inputs`` maps a modality to model-ready images (optical in [0, 1], SAR normalised); every
+    part is computed once and concatenated along channels, on ``grid``. Returns ``{key: (B, D, h, w)}``.
+    """
+    if not keys:
+        raise ValueError("keys must be non-empty")
+    mods = [m for m in modalities if m in inputs]
+    if not mods:
+        raise ValueError(f"no input images for modalities {list(modalities)}; got {sorted(inputs)}")
+    cache: dict[str, list[torch.Tensor]] = {}
+
+    def part(name: str) -> list[torch.Tensor]:
+        if name in cache:
+            return cache[name]
+        if name.startswith("backbone["):
+            if backbone is None:
+                raise ValueError(f"context {name!r} needs the notebook-02 backbone")
+            stages = [int(t) for t in name[len("backbone["):-1].split(",")]
+            if "stages" not in cache:
+                cache["stages"] = {m: backbone_stage_maps(backbone, inputs[m], m, grid, gsd=gsd) for m in mods}
+            out = [cache["stages"][m][st] for m in mods for st in stages]
+        elif name == "text_tokens":
+            if encoder is None:
+                raise ValueError("context 'text_tokens' needs the notebook-01 optical encoder")
+            out = [to_grid({"t": encoder_token_maps(encoder, inputs["optical"])}, grid)["t"]] if "optical" in mods else []
+        elif name == "vita" or name.startswith("vita_encoder["):
+            if vita is None:
+                raise ValueError(f"context {name!r} needs notebook 03's VITA")
+            levels = [None] if name == "vita" else [int(t) for t in name[len("vita_encoder["):-1].split(",")]
+            out = [vita_context_maps(vita, inputs[m], m, grid, level=lv) for m in mods for lv in levels]
+        else:
+            raise ValueError(f"unknown context part {name!r}: use backbone[...], text_tokens, vita or "
+                             "vita_encoder[...]")
+        cache[name] = out
+        return out
+
+    result = {}
+    for key in keys:
+        maps = [m for name in key.split("+") for m in part(name)]
+        if not maps:
+            raise ValueError(f"context {key!r} has no part for modalities {mods}")
+        result[key] = torch.cat(maps, 1)
+    return result
 
 
 def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, align_steps: int = 60,

@@ -86,8 +86,11 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     # one label per stride x stride cell (its centre pixel); logits interpolated to that grid
     off = label_stride // 2
     labels = labels[:, off::label_stride, off::label_stride].long()
+    # standardise once (what probe.forward does on every call): same maths, ~2x faster on CPU
+    standardised = (features - probe.mean) / probe.std
     for _ in range(steps):
-        loss = F.cross_entropy(probe(features, labels.shape[-2:]), labels, ignore_index=ignore_index)
+        logits = F.interpolate(probe.conv(standardised), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, labels, ignore_index=ignore_index)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rslab.curriculum import LevelSchedule
-from rslab.data.episodes import Episode, ScenePool, make_episode
+from rslab.data.episodes import Episode, ScenePool, make_episode, region_names
 from rslab.data.sample import IGNORE_INDEX
 from rslab.losses.set_prediction import SetCriterion
 from rslab.metrics import SegmentationMeter
@@ -45,7 +45,14 @@ class VITARecipe:
         text_noise: std (per dimension) of Gaussian noise added to the unit-norm training text
             embeddings before re-normalising (0.03 ~ cosine 0.86 to the clean vector for 384-d).
             Not in the paper: a regulariser so the text branch covers a neighbourhood of each
-            class in the text encoder's space (for synonyms never seen in training).
+            class in the text encoder's space. Off by default: with MiniLM it pulls the branch
+            towards MiniLM's neighbourhoods, where some held-out synonyms sit nearer another
+            class; notebook 03 measured no gain from 0.03 over 0 (built-up's held-out name was lost in
+            one seed of three either way).
+        train_names: class names of training episodes: ``"train"`` a random one of the class's
+            canonical name and training synonyms; ``"region"`` also the training names of tree
+            nodes covering exactly the same pixels (:func:`rslab.data.episodes.region_names`,
+            e.g. ``bare soil`` for ``bare land``). Held-out synonyms are never used.
         seed: episode sampling seed.
     """
 
@@ -62,6 +69,7 @@ class VITARecipe:
     num_points: int = 512
     text_templates: str = "average"
     text_noise: float = 0.0
+    train_names: str = "train"
     seed: int = 0
 
     def __post_init__(self):
@@ -75,6 +83,8 @@ class VITARecipe:
             raise ValueError(f"text_templates must be 'average' or 'sample', got {self.text_templates!r}")
         if self.text_noise < 0:
             raise ValueError(f"text_noise must be >= 0, got {self.text_noise}")
+        if self.train_names not in ("train", "region"):
+            raise ValueError(f"train_names must be 'train' or 'region', got {self.train_names!r}")
 
 
 def episode_factory(pool: ScenePool, recipe: VITARecipe, steps_per_epoch: int | None = None):
@@ -90,7 +100,7 @@ def episode_factory(pool: ScenePool, recipe: VITARecipe, steps_per_epoch: int | 
             ids = rng.choice(len(pool), size=recipe.batch_size, replace=False)
             # prompts come from the same training pool but never from the episode's own targets
             yield make_episode(pool, ids, pool, schedule.level(step), modality, rng,
-                               annotation=recipe.annotation, exclude=set(ids.tolist()))
+                               annotation=recipe.annotation, exclude=set(ids.tolist()), names=recipe.train_names)
 
     return batches
 
@@ -207,6 +217,31 @@ def evaluate(model: VITA, targets: ScenePool, prompts: ScenePool, text_encoder, 
     return {m: float(meters[m].compute()["miou"]) for m in modes}
 
 
+@torch.no_grad()
+def text_name_transfer(model: VITA, targets: ScenePool, prompts: ScenePool, text_encoder, *, level: int,
+                       modality: str = "optical", seed: int = 0, lost_fraction: float = 0.5,
+                       min_seen_iou: float = 0.2) -> dict:
+    """T-mode mIoU with canonical names vs held-out synonyms (names never seen in training).
+
+    Returns ``seen`` / ``unseen`` mIoU, their ``ratio``, per-class IoU lists ``seen_per_class`` /
+    ``unseen_per_class`` (NaN: class never present nor predicted) and ``lost``: the classes the
+    model segments with their seen name (IoU >= ``min_seen_iou``) but not with the held-out one
+    (IoU below ``lost_fraction`` of the seen IoU). The mIoU ratio can hide a swap (a lost class
+    next to a class that gains); ``lost`` shows it.
+    """
+    if not 0 < lost_fraction <= 1:
+        raise ValueError(f"lost_fraction must be in (0, 1], got {lost_fraction}")
+    kw = dict(modality=modality, level=level, modes=("T",), seed=seed, per_class=True)
+    seen = evaluate(model, targets, prompts, text_encoder, names="canonical", **kw)["T"]
+    unseen = evaluate(model, targets, prompts, text_encoder, names="heldout", **kw)["T"]
+    m_seen, m_unseen = float(np.nanmean(seen)), float(np.nanmean(unseen))
+    names = targets.tree.names(level)
+    lost = [n for n, a, b in zip(names, seen, unseen)
+            if np.isfinite(a) and a >= min_seen_iou and not (np.nan_to_num(b) >= lost_fraction * a)]
+    return {"seen": m_seen, "unseen": m_unseen, "ratio": m_unseen / max(m_seen, 1e-9),
+            "seen_per_class": seen.tolist(), "unseen_per_class": unseen.tolist(), "lost": lost}
+
+
 def train(model: VITA, pool: ScenePool, text_encoder, recipe: VITARecipe, *, progress: bool = True,
           log_every: int = 10, callbacks=()) -> list[dict]:
     """Train ``model`` in place on episodes of ``pool`` with :class:`rslab.train.Trainer`; returns the history."""
@@ -258,20 +293,24 @@ def level_to_leaf(tree, level: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def heldout_name_neighbours(tree, text_encoder, level: int) -> list[dict]:
+def heldout_name_neighbours(tree, text_encoder, level: int, train_names: str = "train") -> list[dict]:
     """How far the frozen text encoder alone carries held-out synonyms at ``level``.
 
     For every held-out synonym of every class, the cosine similarity (template-averaged
     embeddings) to each class's *training* names (canonical name + training synonyms, averaged
-    into one class vector). Returns one row per held-out name: ``name``, ``true`` class,
+    into one class vector; with ``train_names="region"`` the names of :func:`region_names`, as
+    the recipe option of the same name trains with). Returns one row per held-out name: ``name``, ``true`` class,
     ``nearest`` class, ``sim_true`` and ``sim_nearest``. A row with ``nearest != true`` is a
     name the text encoder places closer to another class: a text branch that only inherits the
     encoder's neighbourhood cannot get it right, so this bounds the unseen-synonym metric.
     """
     if not 1 <= level <= tree.depth:
         raise ValueError(f"level must be in 1..{tree.depth}, got {level}")
+    if train_names not in ("train", "region"):
+        raise ValueError(f"train_names must be 'train' or 'region', got {train_names!r}")
     names = tree.names(level)
-    protos = text_encoder.prompt_embeddings([tree.synonyms(n, "train") for n in names])
+    protos = text_encoder.prompt_embeddings([tree.synonyms(n, "train") if train_names == "train" else region_names(tree, n)
+                                             for n in names])
     rows = []
     for c, name in enumerate(names):
         held = tree.synonyms(name, "heldout")
