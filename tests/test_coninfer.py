@@ -292,6 +292,22 @@ def test_fit_patch_classifier_learns_and_pixel_miou():
     assert ious.tolist() == pytest.approx([7 / 8, 8 / 9]) and miou == pytest.approx((7 / 8 + 8 / 9) / 2)
 
 
+
+def test_fit_patch_classifier_keeps_global_rng_and_handles_one_patch():
+    """Seeding the classifier's init must not reset the caller's RNG stream, and a single
+    labelled patch (std undefined in the unbiased form) must give finite outputs."""
+    from rslab.models.coninfer import fit_patch_classifier
+
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit_patch_classifier(x, torch.arange(20) % 2, 2, steps=2)
+    assert torch.equal(torch.rand(3), expected)
+    one = fit_patch_classifier(torch.ones(1, 4), torch.zeros(1, dtype=torch.long), 2, steps=5)
+    assert torch.isfinite(one(torch.ones(2, 4))).all()
+
+
 # ------------------------------------------------------------------ validation-time choices
 from rslab.models.coninfer import best_by_mode, fit_temperature, grid_search  # noqa: E402
 

@@ -750,10 +750,12 @@ def fit_patch_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hid
     if len(y) == 0:
         raise ValueError("no labelled patches to train on (all ignore_index)")
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = PatchClassifier(x.shape[1], num_classes, hidden)
+    with torch.random.fork_rng(devices=[]):   # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        model = PatchClassifier(x.shape[1], num_classes, hidden)
     model.mean.copy_(x.mean(0))
-    model.std.copy_(x.std(0).clamp_min(1e-6))
+    # population std: one labelled patch gives std 0 (-> the floor), not the NaN of the unbiased form
+    model.std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     for _ in range(steps):
         idx = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen)
