@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from rslab.io import write_text_atomically
+
 
 def artifacts_root() -> Path:
     """``$RSLAB_ARTIFACTS_DIR`` if set (the runner sets it), else ``./artifacts``."""
@@ -88,9 +90,7 @@ class NotebookRun:
             **_to_jsonable(extra),
         }
         path = self.artifacts / "results.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=False))
         return path
 
 

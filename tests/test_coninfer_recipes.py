@@ -170,16 +170,18 @@ def test_context_helpers_shapes_keys_and_errors():
     torch.manual_seed(0)
     backbone = build_backbone("tiny")
     optical, sar = torch.rand(2, 4, 64, 64), torch.rand(2, 2, 64, 64) * 2 - 1
-    sets = rc.backbone_context_sets(backbone, {"optical": optical, "sar": sar}, (8, 8), [[0], [0, 3]],
-                                    ["optical", "sar"], gsd=1.0)
+    inputs = {"optical": optical, "sar": sar}
+    sets = rc.build_contexts(["backbone[0]", "backbone[0,3]"], inputs, (8, 8), backbone=backbone, gsd=1.0)
+    sets.update({"sar_" + k: v for k, v in rc.build_contexts(["backbone[0]", "backbone[0,3]"], inputs, (8, 8),
+                                                                backbone=backbone, modalities=["sar"], gsd=1.0).items()})
     assert set(sets) == {"backbone[0]", "sar_backbone[0]", "backbone[0,3]", "sar_backbone[0,3]"}
     c0 = sets["sar_backbone[0]"].shape[1]
     assert sets["backbone[0]"].shape == (2, 2 * c0, 8, 8)
     assert torch.equal(sets["backbone[0]"][:, c0:], sets["sar_backbone[0]"])  # optical first, then SAR
     with pytest.raises(ValueError, match="no input images"):
-        rc.backbone_context_sets(backbone, {"optical": optical}, (8, 8), [[0]], ["optical", "sar"])
+        rc.build_contexts(["backbone[0]"], {"optical": optical}, (8, 8), backbone=backbone, modalities=["sar"])
     with pytest.raises(ValueError, match="stage indices"):
-        rc.backbone_context_sets(backbone, {"optical": optical}, (8, 8), [[4]], ["optical"])
+        rc.build_contexts(["backbone[4]"], {"optical": optical}, (8, 8), backbone=backbone, modalities=["optical"])
     resized = rc.to_grid({"a": torch.rand(1, 3, 4, 4), "b": torch.rand(1, 2, 8, 8)}, (8, 8))
     assert resized["a"].shape == (1, 3, 8, 8) and resized["b"].shape == (1, 2, 8, 8)
 
@@ -259,3 +261,10 @@ def test_build_contexts_joins_parts_once_and_checks_models():
     with pytest.raises(ValueError, match="no input images"):
         rc.build_contexts(["backbone[0]"], {"optical": enc_inputs["optical"]}, (8, 8), backbone=backbone,
                           modalities=["sar"])
+
+
+def test_available_contexts_keeps_keys_whose_models_are_present():
+    keys = ["backbone[0]", "text_tokens+backbone[0]", "vita_encoder[0]+backbone[0]", "vita", "dino"]
+    assert rc.available_contexts(keys, backbone=object()) == ["backbone[0]"]
+    assert rc.available_contexts(keys, backbone=object(), encoder=object(), vita=object()) == keys[:4]
+    assert rc.available_contexts(keys, vita=object()) == ["vita"]

@@ -9,8 +9,6 @@ import torch
 
 from rslab.losses.contrastive import (
     ImageAlignmentLoss,
-    bank_info_nce,
-    cross_modal_alignment_bank_loss,
     cross_modal_alignment_loss,
     info_nce,
     intra_sar_contrastive_loss,
@@ -101,37 +99,37 @@ def test_loss_input_validation():
         locked_text_loss(x, x, 0.1, texts=["a", "b", "c"])
 
 
-def test_bank_info_nce_hand_computed():
+def test_info_nce_with_bank_hand_computed():
     # 3 orthogonal bank keys, temperature 1; query 0 equals key 0: logits (1, 0, 0) over the bank
     bank = torch.eye(3)
     q = bank[[0]].clone()
     one_way = math.log(1 + 2 * math.exp(-1))  # -log(e / (e + 2))
-    assert bank_info_nce(q, bank, torch.tensor([0]), 1.0, symmetric=False).item() == pytest.approx(one_way, abs=1e-6)
+    assert info_nce(q, bank, 1.0, symmetric=False, index=torch.tensor([0])).item() == pytest.approx(one_way, abs=1e-6)
     # symmetric: key->query over a batch of one is always right (loss 0), so the mean halves
-    assert bank_info_nce(q, bank, torch.tensor([0]), 1.0).item() == pytest.approx(0.5 * one_way, abs=1e-6)
+    assert info_nce(q, bank, 1.0, index=torch.tensor([0])).item() == pytest.approx(0.5 * one_way, abs=1e-6)
     # with the bank equal to the batch it is exactly the in-batch InfoNCE
     a, b = torch.randn(5, 8), torch.randn(5, 8)
-    assert bank_info_nce(a, b, torch.arange(5), 0.3).item() == pytest.approx(info_nce(a, b, 0.3).item(), abs=1e-5)
+    assert info_nce(a, b, 0.3, index=torch.arange(5)).item() == pytest.approx(info_nce(a, b, 0.3).item(), abs=1e-5)
     # more negatives can only raise the one-way loss of the same positive
     big = torch.cat([b, torch.randn(20, 8)])
-    assert bank_info_nce(a, big, torch.arange(5), 0.3, symmetric=False) > bank_info_nce(a, b, torch.arange(5), 0.3, symmetric=False)
+    assert info_nce(a, big, 0.3, symmetric=False, index=torch.arange(5)) > info_nce(a, b, 0.3, symmetric=False, index=torch.arange(5))
 
 
 def test_bank_loss_moves_only_the_sar_side_and_validates():
     f_sar = torch.randn(4, 8, requires_grad=True)
     bank = torch.randn(10, 8, requires_grad=True)
-    cross_modal_alignment_bank_loss(f_sar, bank, torch.tensor([1, 3, 5, 7])).backward()
+    cross_modal_alignment_loss(f_sar, bank, index=torch.tensor([1, 3, 5, 7])).backward()
     assert f_sar.grad is not None and bank.grad is None
     with pytest.raises(ValueError, match="distinct"):
-        bank_info_nce(f_sar, bank, torch.tensor([1, 1, 5, 7]))
+        info_nce(f_sar, bank, index=torch.tensor([1, 1, 5, 7]))
     with pytest.raises(ValueError, match="lie in"):
-        bank_info_nce(f_sar, bank, torch.tensor([1, 2, 5, 10]))
+        info_nce(f_sar, bank, index=torch.tensor([1, 2, 5, 10]))
     with pytest.raises(ValueError, match="one bank row per query"):
-        bank_info_nce(f_sar, bank, torch.tensor([1, 2]))
+        info_nce(f_sar, bank, index=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="same D"):
-        bank_info_nce(f_sar, torch.randn(10, 6), torch.tensor([1, 2, 3, 4]))
+        info_nce(f_sar, torch.randn(10, 6), index=torch.tensor([1, 2, 3, 4]))
     loss = ImageAlignmentLoss(0.0, 1.0, temperature=0.5)
     total = loss(f_sar, None, None, optical_bank=bank, index=torch.tensor([1, 3, 5, 7]))
-    assert total.item() == pytest.approx(cross_modal_alignment_bank_loss(f_sar, bank, torch.tensor([1, 3, 5, 7]), 0.5).item())
+    assert total.item() == pytest.approx(cross_modal_alignment_loss(f_sar, bank, 0.5, index=torch.tensor([1, 3, 5, 7])).item())
     with pytest.raises(ValueError, match="together"):
         loss(f_sar, None, None, optical_bank=bank)

@@ -83,13 +83,20 @@ def test_loss_input_checks():
         qsacl_loss([], [], [], [])
 
 
+def _aggregate_checked(agg):
+    """Run a 3-query aggregator on random (2, 8, 4, 5) features; check the shapes and that each
+    query's weights sum to 1 over the map. Returns (feats, z, weights)."""
+    feats = torch.randn(2, 8, 4, 5)
+    z, w = agg(feats)
+    assert z.shape == (2, 3, 8) and w.shape == (2, 3, 4, 5)
+    torch.testing.assert_close(w.sum(dim=(-2, -1)), torch.ones(2, 3))
+    return feats, z, w
+
+
 def test_query_aggregator_is_attention_weighted_mean():
     torch.manual_seed(0)
     agg = QueryAggregator(dim=8, num_queries=3, num_heads=1)
-    feats = torch.randn(2, 8, 4, 5)
-    z, attn = agg(feats)
-    assert z.shape == (2, 3, 8) and attn.shape == (2, 3, 4, 5)
-    torch.testing.assert_close(attn.sum(dim=(-2, -1)), torch.ones(2, 3))
+    feats, z, attn = _aggregate_checked(agg)
     # by hand: softmax(q Wq (k Wk)^T / sqrt(d)) (v Wv) Wo
     Wq, Wk, Wv = agg.attn.in_proj_weight.chunk(3)
     bq, bk, bv = agg.attn.in_proj_bias.chunk(3)
@@ -105,10 +112,7 @@ def test_query_aggregator_is_attention_weighted_mean():
 def test_competitive_aggregator_by_hand():
     torch.manual_seed(0)
     agg = CompetitiveQueryAggregator(dim=8, num_queries=3, init_std=1.0)
-    feats = torch.randn(2, 8, 4, 5)
-    z, w = agg(feats)
-    assert z.shape == (2, 3, 8) and w.shape == (2, 3, 4, 5)
-    torch.testing.assert_close(w.sum(dim=(-2, -1)), torch.ones(2, 3))
+    feats, z, w = _aggregate_checked(agg)
     x = agg.norm(feats.flatten(2).transpose(1, 2))
     logits = (agg.to_q(agg.queries) @ agg.to_k(x).transpose(1, 2)) / math.sqrt(8)  # (B, m, N)
     a = logits.softmax(dim=1) + agg.eps  # softmax over the queries, not the tokens

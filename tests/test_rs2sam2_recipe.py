@@ -295,7 +295,9 @@ def test_new_parts_get_their_own_learning_rate():
     model = rt.RS2SAM2(CFG)
     assert rt.is_new_part("union.blocks.0.attn.qkv.weight") and rt.is_new_part("sam.image_encoder.trunk.blocks.1.bhfm.down.weight")
     assert not rt.is_new_part("sam.sam_mask_decoder.iou_token.weight")
-    opt = rt._rs2sam2_optimizer(model, rt.RS2SAM2TrainConfig(lr=1e-3, new_lr_mult=4.0, weight_decay=0.1))
+    from rslab.train import default_optimizer
+
+    opt = default_optimizer(model, 1e-3, 0.1, fused=True, lr_scale=rt.new_part_lr_scale(4.0))
     by_id = {id(p): g for g in opt.param_groups for p in g["params"]}
     names = dict(model.named_parameters())
     assert by_id[id(names["union.text_in.weight"])]["lr"] == pytest.approx(4e-3)

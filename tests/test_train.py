@@ -332,3 +332,22 @@ def test_history_file_load_and_plot(tmp_path):
     with pytest.raises(ValueError, match="available"):
         plot_history(history, keys=["nope"])
     json.dumps(history)                                                  # plain JSON types only
+
+
+def test_default_optimizer_groups_by_lr_scale_and_decay():
+    """Matrices decay, vectors do not; ``lr_scale`` sets each parameter's rate; the group order is
+    fixed (by scale, matrices first) so a saved optimizer state loads back; bad scales fail."""
+    from torch import nn
+
+    from rslab.train import default_optimizer
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    plain = default_optimizer(model, 1e-3, 0.1)
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in plain.param_groups] == [(1e-3, 0.1, 2), (1e-3, 0.0, 4)]
+    scaled = default_optimizer(model, 1e-3, 0.1, lr_scale=lambda n: 3.0 if n.startswith("2.") else 1.0)
+    by_id = {id(p): (g["lr"], g["weight_decay"]) for g in scaled.param_groups for p in g["params"]}
+    assert by_id[id(model[2].weight)] == (pytest.approx(3e-3), 0.1) and by_id[id(model[2].bias)] == (pytest.approx(3e-3), 0.0)
+    assert by_id[id(model[0].weight)] == (1e-3, 0.1) and by_id[id(model[1].weight)] == (1e-3, 0.0)
+    assert [g["lr"] for g in scaled.param_groups] == pytest.approx([1e-3, 1e-3, 3e-3, 3e-3])
+    with pytest.raises(ValueError, match="lr_scale"):
+        default_optimizer(model, 1e-3, 0.1, lr_scale=lambda n: 0.0)

@@ -411,6 +411,14 @@ def test_text_name_transfer_reports_ratio_and_lost_classes(small_pool):
     for name, a, b in zip(small_pool.tree.names(1), out["seen_per_class"], out["unseen_per_class"]):
         expected = np.isfinite(a) and a >= 0.2 and not (np.nan_to_num(b) >= 0.5 * a)
         assert (name in out["lost"]) == expected
+    # the notebook's path: the summary of per-class IoUs from evaluate (all modes evaluated at once) is the same
+    from rslab.recipes.vita import name_transfer_summary
+
+    seen_iou = evaluate(model, small_pool, small_pool, _HashText(), level=1, per_class=True)["T"]
+    unseen_iou = evaluate(model, small_pool, small_pool, _HashText(), level=1, modes=("T",), names="heldout",
+                          per_class=True)["T"]
+    again = name_transfer_summary(small_pool.tree.names(1), seen_iou, unseen_iou)
+    np.testing.assert_equal(again, out)
     # with every threshold at its loosest, any class seen at all and not matched is lost
     strict = text_name_transfer(model, small_pool, small_pool, _HashText(), level=1, lost_fraction=1.0, min_seen_iou=0.0)
     assert set(out["lost"]) <= set(strict["lost"])

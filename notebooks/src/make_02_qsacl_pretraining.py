@@ -83,7 +83,7 @@ from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
 from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes,
                                   profile_variants, save_backbone)
-from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, extract_features, feature_diagnostics, multi_crop,
+from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, feature_diagnostics, multi_crop,
                                 query_attention_maps, query_class_affinity, view_overlap)
 from rslab.recipes.qsacl import linear_probe_miou, pretrain
 from rslab.notebooks import start_run
@@ -365,8 +365,8 @@ last stage and a probe below random init. The paper's 2e-4 is what the parameter
 """)
 
 code("""
-diagnostics = {name: feature_diagnostics(extract_features(bb, test_opt, "optical", gsd))
-               for name, bb in [("random", random_backbone), ("contrastive", base_backbone), ("qsacl", qsacl_backbone)]}
+# the held-out optical features each probe of section 4 read (no second forward pass)
+diagnostics = {name: feature_diagnostics(probes[name]["test_features"]) for name in ["random", "contrastive", "qsacl"]}
 print(f"{'backbone':12s} {'effective rank':>15s} {'within-image var':>17s} {'between-image var':>18s}")
 for name, d in diagnostics.items():
     print(f"{name:12s} {d['effective_rank']:15.1f} {d['within_image_var']:17.2e} {d['between_image_var']:18.2e}")
@@ -383,20 +383,19 @@ much more of its attention falls on each class than that class's share of the pi
 
 code("""
 qsacl_model = qsacl_trainer.ema_model
-attn = query_attention_maps(qsacl_model, test_opt[:8], "optical", gsd)
+attn_all = query_attention_maps(qsacl_model, test_opt, "optical", gsd)  # all held-out scenes: figure + lift table
 n_show = min(num_queries, 6)
 fig, axes = plt.subplots(2, n_show + 2, figsize=(2.2 * (n_show + 2), 4.6))
 for row, b in enumerate([0, 1]):
     axes[row, 0].imshow(optical_to_display(test_opt[b].numpy())); axes[row, 0].set_title("optical")
     axes[row, 1].imshow(colorize_labels(test_lab[b].numpy(), tree)); axes[row, 1].set_title("labels")
     for q in range(n_show):
-        axes[row, q + 2].imshow(attn[b, q].numpy(), cmap="magma"); axes[row, q + 2].set_title(f"query {q}")
+        axes[row, q + 2].imshow(attn_all[b, q].numpy(), cmap="magma"); axes[row, q + 2].set_title(f"query {q}")
 for ax in axes.ravel():
     ax.axis("off")
 fig.suptitle("QSACL cross-attention of each query (teacher, held-out scenes)")
 plt.show()
 
-attn_all = query_attention_maps(qsacl_model, test_opt, "optical", gsd)
 share, lift = query_class_affinity(attn_all, test_lab, num_classes)
 fig, ax = plt.subplots(figsize=(9, 0.45 * num_queries + 1.8))
 im = ax.imshow(np.log2(lift.nan_to_num(1.0).clamp(1 / 8, 8).numpy()), cmap="coolwarm", vmin=-3, vmax=3, aspect="auto")

@@ -249,13 +249,18 @@ tree level. **Headline level**: the leaf level (12 classes, including 3-6 px car
 """)
 
 code("""
-table = {}
+table, per_class = {}, {}   # per_class[(names, level)]: optical T-mode IoU per class (kept for section 4's name transfer)
 for modality in ("optical", "sar"):
     for level in range(1, tree.depth + 1):
-        table[(modality, level)] = R.evaluate(model, eval_targets, eval_prompts, text_encoder, modality=modality,
-                                              level=level, names="canonical", seed=seed)
-unseen = {level: R.evaluate(model, eval_targets, eval_prompts, text_encoder, modality="optical", level=level,
-                            modes=("T",), names="heldout", seed=seed)["T"] for level in range(1, tree.depth + 1)}
+        ious = R.evaluate(model, eval_targets, eval_prompts, text_encoder, modality=modality, level=level,
+                          names="canonical", seed=seed, per_class=True)
+        table[(modality, level)] = {m: float(np.nanmean(v)) for m, v in ious.items()}
+        if modality == "optical":
+            per_class[("canonical", level)] = ious["T"]
+for level in range(1, tree.depth + 1):
+    per_class[("heldout", level)] = R.evaluate(model, eval_targets, eval_prompts, text_encoder, modality="optical",
+                                               level=level, modes=("T",), names="heldout", seed=seed, per_class=True)["T"]
+unseen = {level: float(np.nanmean(per_class[("heldout", level)])) for level in range(1, tree.depth + 1)}
 print(f"{'modality':9s} {'level':>5s} {'K':>3s} {'V':>6s} {'T':>6s} {'F':>6s}  T(unseen names)")
 for (modality, level), r in table.items():
     extra = f"{unseen[level]:.3f}" if modality == "optical" else ""
@@ -312,7 +317,9 @@ neighbours = R.heldout_name_neighbours(tree, text_encoder, headline_level, train
 for r in neighbours:
     flag = "" if r["nearest"] == r["true"] else "   <- closer to another class"
     print(f"{r['name']:22s} true {r['true']:12s} sim {r['sim_true']:.2f} | nearest {r['nearest']:12s} {r['sim_nearest']:.2f}{flag}")
-transfer = [R.text_name_transfer(model, eval_targets, eval_prompts, text_encoder, level=headline_level, seed=seed)]
+# the main model's per-class IoUs come from the evaluation above (same episodes); extra seeds evaluate afresh
+transfer = [R.name_transfer_summary(tree.names(headline_level), per_class[("canonical", headline_level)],
+                                    per_class[("heldout", headline_level)])]
 for extra in range(1, ratio_seeds):   # the same recipe, other training seeds: the spread of the ratio
     m = build_model(model_seed=seed + extra)
     R.train(m, train_pool, text_encoder, dataclasses.replace(recipe, seed=seed + extra), progress=False, log_every=max(1, steps // 5))
@@ -370,8 +377,6 @@ All runs share the seed, data and step budget; mIoU is optical, on the held-out 
 """)
 
 code("""
-import dataclasses
-
 def short_run(model_overrides=None, **recipe_overrides):
     rec = dataclasses.replace(recipe, steps=ablation_steps, **recipe_overrides)   # the main recipe, shorter
     m = build_model(**(model_overrides or {}))
@@ -445,7 +450,6 @@ md("## 7 · Save the model and the results")
 code("""
 from safetensors.torch import save_file
 import json
-import dataclasses
 out = run.artifacts
 save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / f"vita_{preset}.safetensors"))
 (out / "vita_config.json").write_text(json.dumps({"preset": preset, "encoder_source": encoder_source,

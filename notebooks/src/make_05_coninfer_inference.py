@@ -264,12 +264,16 @@ def branch_maps(scenes, optical, sar_db):
     # every available prior as log-probabilities at T 1 (scores for the calibration), and every context
     scores = {"weak": prior_model.map(torch.stack([colour(s) for s in scenes])).clamp_min(1e-12).log()}
     ctx = {"standin": context_model.map(torch.stack([describe(s) for s in scenes]), what="features")}
+    keys = list(context_options_here)   # the candidates built from the suite models that are present
     if encoders is not None:
         for name, m, x in (("text", "optical", optical), ("text_sar", "sar", sar_db)):
             scores[name] = rc.text_prior_maps(encoders[m], x, class_emb, m, temperature=1.0).clamp_min(1e-12).log()
-        ctx["text_tokens"] = rc.encoder_token_maps(encoders["optical"], optical)
-    if context_options_here:   # the candidates built from the suite models that are present
-        ctx.update(rc.build_contexts(context_options_here, {"optical": optical, "sar": normalize_sar(sar_db)}, grid,
+        if "optical" in context_modalities:   # with the candidates: build_contexts runs the encoder once
+            keys.insert(0, "text_tokens")
+        else:
+            ctx["text_tokens"] = rc.encoder_token_maps(encoders["optical"], optical)
+    if keys:
+        ctx.update(rc.build_contexts(keys, {"optical": optical, "sar": normalize_sar(sar_db)}, grid,
                                      **suite_models, modalities=context_modalities, gsd=world.config.gsd_m))
     if prior_source == "maskclip_star":
         names = [", ".join([n] + world.tree.synonyms(n)) for n in class_names]
@@ -280,9 +284,7 @@ def branch_maps(scenes, optical, sar_db):
     return rc.to_grid(scores, grid), rc.to_grid(ctx, grid)
 
 suite_models = dict(backbone=backbone, encoder=encoders["optical"] if encoders is not None else None, vita=vita)
-needs = {"backbone": backbone, "text_tokens": suite_models["encoder"], "vita": vita, "vita_encoder": vita}
-context_options_here = [k for k in context_options
-                        if all(needs.get(part.split("[")[0]) is not None for part in k.split("+"))]
+context_options_here = rc.available_contexts(context_options, **suite_models)
 print("context candidates here:", context_options_here)
 val_scores, val_contexts = branch_maps(val_scenes, val_optical, val_sar_db)
 test_scores, test_contexts = branch_maps(test_scenes, test_optical, test_sar_db)
@@ -481,8 +483,9 @@ if encoders is not None and prior_source == "text":
         t_l = float(prior_temperature) if prior_temperature else ci.fit_temperature(sc["val"], vlab, prior_grid)[0]
         p_l = torch.softmax(sc["test"] / t_l, 1)
         lab_l = np.stack([lut_l[s.labels] for s in test_scenes])
-        row = {"classes": len(names_l), "prior_temperature": t_l, "prior": ci.pixel_miou(p_l, lab_l, len(names_l))[0]}
-        per_class = {"prior": ci.pixel_miou(p_l, lab_l, len(names_l))[1]}
+        m_p, iou_p = ci.pixel_miou(p_l, lab_l, len(names_l))
+        row = {"classes": len(names_l), "prior_temperature": t_l, "prior": m_p}
+        per_class = {"prior": iou_p}
         share = {"truth": np.bincount(lab_l[lab_l != 255].ravel(), minlength=len(names_l)) / (lab_l != 255).sum(),
                  "prior": np.bincount(p_l.argmax(1).ravel().numpy(), minlength=len(names_l)) / p_l[:, 0].numel()}
         for mode in ("reference", "paper"):
@@ -533,6 +536,9 @@ for pname, pmaps in priors.items():
     for cname, fmaps in contexts.items():
         row = {"prior": base}
         for mode in ("reference", "paper"):
+            if (pname, cname) == (prior_source, context_key):   # this run's pair: section 2 ran the same settings
+                row[mode] = scores[f"joint_{mode}"][0]
+                continue
             z, _ = refine_pools(pmaps, fmaps, setting(mode, tau_of[cname][mode]))
             row[mode] = ci.pixel_miou(z, test_labels, K)[0]
         combos[f"{pname}+{cname}"] = row

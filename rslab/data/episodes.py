@@ -129,14 +129,12 @@ def region_names(tree: SemanticTree, name: str) -> list[str]:
     the region. Held-out synonyms are never included. The class's own canonical name comes first,
     then its training synonyms, then the other nodes' names (coarse to fine).
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"region_names needs a class name, got {name!r}")
-    node = tree.find(name)
+    node = tree.find(name)  # validates the name
     leaves = set(tree.leaf_ids(node))
-    out = [node.name, *node.synonyms]
+    out = tree.synonyms(node, "train")
     for other in (m for root in tree.roots for m in root.walk()):
         if other is not node and set(tree.leaf_ids(other)) == leaves:
-            out += [other.name, *other.synonyms]
+            out += tree.synonyms(other, "train")
     return list(dict.fromkeys(out))
 
 

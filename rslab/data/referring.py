@@ -93,6 +93,10 @@ class ReferringFilter:
             return False
         return self.max_words is None or len(expr.text.split()) <= self.max_words
 
+    def select(self, exprs: Sequence[ReferringExpression]) -> list[int]:
+        """Positions of the kept expressions of one scene: those :meth:`keep` accepts, the first ``max_per_scene``."""
+        return [j for j, e in enumerate(exprs) if self.keep(e)][: self.max_per_scene]
+
 
 # What an expression needs beyond the class name, judged from its words (synthetic-world phrasing).
 EXPRESSION_KINDS: dict[str, tuple[str, ...]] = {
@@ -141,7 +145,7 @@ def class_oracle_scores(world, indices: Sequence[int], filter: "ReferringFilter 
         if s.instances is None or not len(inst_class):
             raise ValueError("class_oracle_scores needs scenes with instances and meta['instance_class'] (a SyntheticWorld)")
         inst = np.asarray(s.instances)
-        for e in [e for e in s.referring if filter.keep(e)][: filter.max_per_scene]:  # as from_world
+        for e in (s.referring[j] for j in filter.select(s.referring)):  # the expressions from_world keeps
             ids = np.flatnonzero(inst_class == inst_class[e.instance_id])
             ids = ids[np.isin(ids, np.unique(inst))]
             areas = np.array([(inst == k).sum() for k in ids])
@@ -254,8 +258,7 @@ class ReferringDataset(Dataset):
         if index is None:
             index = []
             for i in range(len(samples)):
-                kept = [j for j, e in enumerate(samples[i].referring) if self.filter.keep(e)]
-                index.extend((i, j) for j in kept[: self.filter.max_per_scene])
+                index.extend((i, j) for j in self.filter.select(samples[i].referring))
         self.index = [(int(i), int(j)) for i, j in index]
         if not self.index:
             raise ValueError(
@@ -278,7 +281,7 @@ class ReferringDataset(Dataset):
         samples: list[Sample] = []
         for i in indices:
             s = world.scene(int(i), **scene_kwargs)
-            exprs = [e for e in s.referring if filter.keep(e)][: filter.max_per_scene]
+            exprs = [s.referring[j] for j in filter.select(s.referring)]
             samples.append(_light_sample(s, exprs, (0, 1, 2)))
         index = [(i, j) for i, s in enumerate(samples) for j in range(len(s.referring))]
         return cls(samples, index=index, filter=filter)

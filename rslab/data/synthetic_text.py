@@ -244,15 +244,15 @@ def _percent(f: float) -> str:
 
 
 def make_layout_caption(labels: np.ndarray, tree: SemanticTree, rng: np.random.Generator, split: str = "train",
-                        grid: int = 3, min_fraction: float = 0.05, max_classes: int = 4) -> str:
+                        min_fraction: float = 0.05, max_classes: int = 4) -> str:
     """A caption that states *what fraction* of the scene each class covers and *where* it lies.
 
     E.g. "About 60 percent farmland, about 30 percent meadow and about 10 percent stream. Farmland
     in the north-west, north and centre; meadow in the south and south-east; stream in the east."
     Made from the leaf-label map alone (``IGNORE`` = 255 pixels skipped): the classes covering at least
     ``min_fraction`` of the labelled pixels (at most ``max_classes``, largest first) with their share
-    rounded to 10 %, then, per class, the cells of a ``grid`` x ``grid`` partition (compass names
-    for grid=3, north up) where it is the most frequent class. Synonyms are drawn with ``rng`` from
+    rounded to 10 %, then, per class, the cells of a 3 x 3 partition (compass names, north up)
+    where it is the most frequent class. Synonyms are drawn with ``rng`` from
     ``split`` ("train" or "heldout") so repeated calls give paraphrases of the same content.
 
     Why: the plain scene caption names the classes only, so many scenes share it; a caption that
@@ -260,10 +260,9 @@ def make_layout_caption(labels: np.ndarray, tree: SemanticTree, rng: np.random.G
     it has to encode the layout (which SAR can see) rather than colours (which it cannot).
     """
     labels = np.asarray(labels)
+    grid = len(_COMPASS)
     if labels.ndim != 2 or labels.shape[0] < grid or labels.shape[1] < grid:
         raise ValueError(f"labels must be a 2-D leaf-label map of at least {grid}x{grid} pixels, got shape {labels.shape}")
-    if grid != 3:
-        raise ValueError(f"only grid=3 (compass cells) is supported, got {grid}")
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     n_leaves = len(tree.leaves)

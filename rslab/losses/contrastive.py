@@ -37,12 +37,31 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> Non
         raise ValueError(f"{names[0]} or {names[1]} contains NaN/inf; check the inputs for nodata.")
 
 
+def _check_bank(query: torch.Tensor, bank: torch.Tensor, index) -> torch.Tensor:
+    """Validate a query batch against a bank of keys; return ``index`` as a long tensor."""
+    if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
+        raise ValueError(f"need (B, D) queries and an (M, D) bank of the same D, got {tuple(query.shape)}, {tuple(bank.shape)}")
+    index = torch.as_tensor(index, device=query.device).long()
+    if index.shape != (query.shape[0],):
+        raise ValueError(f"index must be ({query.shape[0]},): one bank row per query, got {tuple(index.shape)}")
+    if len(index) and (index.min() < 0 or index.max() >= bank.shape[0]):
+        raise ValueError(f"index values must lie in [0, {bank.shape[0]}), got {int(index.min())}..{int(index.max())}")
+    if index.unique().numel() != index.numel():
+        raise ValueError("index rows must be distinct: each query has exactly one positive in the bank")
+    if query.shape[0] < 1 or bank.shape[0] < 2:
+        raise ValueError(f"need at least 1 query and 2 bank rows (a positive and a negative), got {query.shape[0]}, {bank.shape[0]}")
+    if not (torch.isfinite(query).all() and torch.isfinite(bank).all()):
+        raise ValueError("query or bank contains NaN/inf; check the inputs for nodata.")
+    return index
+
+
 def info_nce(
     a: torch.Tensor,
     b: torch.Tensor,
     temperature: float | torch.Tensor = 0.1,
     symmetric: bool = True,
     positives: torch.Tensor | None = None,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE between paired rows of ``a`` and ``b`` (both ``(B, D)``, normalised here).
 
@@ -51,16 +70,28 @@ def info_nce(
     ``positives`` (optional ``(B, B)`` bool) marks extra positives, e.g. identical captions in a
     batch: row i's loss becomes ``-log sum_{j positive} softmax(logits_i)_j`` (multi-positive
     InfoNCE), so a true match is never pushed away as a negative.
+
+    ``index`` (optional ``(B,)``, distinct rows) makes ``b`` a *bank* of keys ``(M, D)``: row i's
+    positive is ``b[index[i]]`` and every other bank row a negative (M - 1 negatives instead of
+    B - 1); the b->a direction runs over the batch's keys ``b[index]``. ``index = arange(B)`` with
+    ``b`` the batch is the plain in-batch loss.
     """
-    _check_pair(a, b, ("a", "b"))
+    if index is None:
+        _check_pair(a, b, ("a", "b"))
+    else:
+        if positives is not None:
+            raise ValueError("positives is not supported together with a bank (index).")
+        index = _check_bank(a, b, index)
     if isinstance(temperature, (int, float)) and temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
     n = a.shape[0]
     if positives is None:
         target = torch.arange(n, device=a.device)
-        loss_ab = F.cross_entropy(logits, target)
-        loss_ba = F.cross_entropy(logits.T, target) if symmetric else None
+        loss_ab = F.cross_entropy(logits, target if index is None else index)
+        # b->a: the keys of this batch (columns ``index`` of the logits) against the batch's queries
+        logits_ba = logits.T if index is None else logits[:, index].T
+        loss_ba = F.cross_entropy(logits_ba, target) if symmetric else None
     else:
         if positives.shape != (n, n) or positives.dtype != torch.bool:
             raise ValueError(f"positives must be a ({n}, {n}) bool tensor, got {positives.dtype} {tuple(positives.shape)}")
@@ -81,62 +112,23 @@ def intra_sar_contrastive_loss(f_sar_a: torch.Tensor, f_sar_b: torch.Tensor, tem
     return info_nce(f_sar_a, f_sar_b, temperature)
 
 
-def cross_modal_alignment_loss(f_sar: torch.Tensor, f_opt: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def cross_modal_alignment_loss(
+    f_sar: torch.Tensor, f_opt: torch.Tensor, temperature: float = 0.1, index: torch.Tensor | None = None
+) -> torch.Tensor:
     """L_CMA(f^a_SAR, f_opt): the SAR feature must pick out its registered optical feature.
 
     ``f_opt`` comes from the frozen optical encoder; it is detached here so that, even if a caller
     forgets to freeze it, only the SAR side moves (the optical-text space stays fixed: "indirect
     alignment").
+
+    With ``index`` (B,), ``f_opt`` is a *bank* (N, D) of the cached features of every training
+    optical image and SAR row i must pick out ``f_opt[index[i]]`` among all N (see :func:`info_nce`;
+    MoCo-like, but with no stale keys). Possible only because E_opt is frozen: its features of the
+    training images never change, so they are computed once.
     """
-    _check_pair(f_sar, f_opt, ("f_sar", "f_opt"))
-    return info_nce(f_sar, f_opt.detach(), temperature)
-
-
-def bank_info_nce(
-    query: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, temperature: float | torch.Tensor = 0.1,
-    symmetric: bool = True,
-) -> torch.Tensor:
-    """InfoNCE of ``query`` (B, D) against a whole *bank* of keys (M, D): row i's positive is
-    ``bank[index[i]]``, every other bank row a negative (M - 1 negatives instead of B - 1).
-
-    ``symmetric`` adds the key->query direction over the batch (keys ``bank[index]``, as in
-    :func:`info_nce`). Rows of ``index`` must be distinct (one positive per query). Both sides are
-    L2-normalised here.
-    """
-    if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
-        raise ValueError(f"need (B, D) queries and an (M, D) bank of the same D, got {tuple(query.shape)}, {tuple(bank.shape)}")
-    index = torch.as_tensor(index, device=query.device).long()
-    if index.shape != (query.shape[0],):
-        raise ValueError(f"index must be ({query.shape[0]},): one bank row per query, got {tuple(index.shape)}")
-    if len(index) and (index.min() < 0 or index.max() >= bank.shape[0]):
-        raise ValueError(f"index values must lie in [0, {bank.shape[0]}), got {int(index.min())}..{int(index.max())}")
-    if index.unique().numel() != index.numel():
-        raise ValueError("index rows must be distinct: each query has exactly one positive in the bank")
-    if query.shape[0] < 1 or bank.shape[0] < 2:
-        raise ValueError(f"need at least 1 query and 2 bank rows (a positive and a negative), got {query.shape[0]}, {bank.shape[0]}")
-    if not (torch.isfinite(query).all() and torch.isfinite(bank).all()):
-        raise ValueError("query or bank contains NaN/inf; check the inputs for nodata.")
-    if isinstance(temperature, (int, float)) and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    q, k = F.normalize(query, dim=-1), F.normalize(bank, dim=-1)
-    loss = F.cross_entropy(q @ k.T / temperature, index)
-    if not symmetric:
-        return loss
-    loss_kq = F.cross_entropy(k[index] @ q.T / temperature, torch.arange(len(index), device=query.device))
-    return 0.5 * (loss + loss_kq)
-
-
-def cross_modal_alignment_bank_loss(
-    f_sar: torch.Tensor, optical_bank: torch.Tensor, index: torch.Tensor, temperature: float = 0.1
-) -> torch.Tensor:
-    """L_CMA with every training optical feature as a negative, not only the batch's.
-
-    Possible only because E_opt is frozen: its features of the training images never change, so
-    they are computed once (``optical_bank``, (N, D)) and the SAR feature of pair ``index[i]`` must
-    pick out ``optical_bank[index[i]]`` among all N (a full-softmax InfoNCE; MoCo-like, but with no
-    stale keys). The bank is detached: only the SAR side moves.
-    """
-    return bank_info_nce(f_sar, optical_bank.detach(), index, temperature)
+    if index is None:
+        _check_pair(f_sar, f_opt, ("f_sar", "f_opt"))
+    return info_nce(f_sar, f_opt.detach(), temperature, index=index)
 
 
 def locked_text_loss(
@@ -174,7 +166,7 @@ class ImageAlignmentLoss(nn.Module):
     def forward(self, f_sar_a: torch.Tensor, f_sar_b: torch.Tensor | None, f_opt: torch.Tensor | None,
                 optical_bank: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
         """``optical_bank`` (N, D) + ``index`` (B,) instead of ``f_opt``: L_CMA against the cached
-        features of all N training optical images (:func:`cross_modal_alignment_bank_loss`)."""
+        features of all N training optical images (:func:`cross_modal_alignment_loss` with ``index``)."""
         if (optical_bank is None) != (index is None):
             raise ValueError("pass optical_bank and index together (or neither).")
         total = f_sar_a.new_zeros(())
@@ -186,12 +178,10 @@ class ImageAlignmentLoss(nn.Module):
             total = total + self.lambda_cl * l_cl
             self.last["loss_cl"] = float(l_cl.detach())
         if self.lambda_cma > 0:
-            if optical_bank is not None:
-                l_cma = cross_modal_alignment_bank_loss(f_sar_a, optical_bank, index, self.temperature)
-            elif f_opt is None:
+            keys = f_opt if optical_bank is None else optical_bank
+            if keys is None:
                 raise ValueError("lambda_cma > 0 needs the frozen optical feature f_opt (or optical_bank and index).")
-            else:
-                l_cma = cross_modal_alignment_loss(f_sar_a, f_opt, self.temperature)
+            l_cma = cross_modal_alignment_loss(f_sar_a, keys, self.temperature, index=index)
             total = total + self.lambda_cma * l_cma
             self.last["loss_cma"] = float(l_cma.detach())
         self.last["loss"] = float(total.detach())

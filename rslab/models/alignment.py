@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rslab.io import write_atomically, write_text_atomically
 from rslab.models.encoders import (
     DEFAULT_TEMPLATES,
     EncoderOutput,
@@ -410,12 +410,9 @@ def save_encoder(encoder: ImageEncoder, path: str | Path) -> Path:
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     weights, config = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp))
-    os.replace(tmp, weights)
-    tmp = config.with_name(config.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(encoder.cfg), indent=2))
-    os.replace(tmp, config)
+    state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
+    write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    write_text_atomically(config, json.dumps(asdict(encoder.cfg), indent=2))
     return weights
 
 

@@ -41,6 +41,7 @@ Choices the paper leaves open, made here and stated:
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -52,6 +53,7 @@ from timm.models.swin_transformer_v2 import SwinTransformerV2Block
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from rslab.io import write_atomically, write_text_atomically
 from rslab.models.moe import MoEMlp
 
 __all__ = [
@@ -489,29 +491,21 @@ BACKBONE_CONFIG_FILE, BACKBONE_WEIGHTS_FILE = "backbone_config.json", "backbone_
 def save_backbone(backbone: UnifiedBackbone, directory) -> Path:
     """Write ``backbone_config.json`` + ``backbone_qsacl.safetensors`` into ``directory`` (each
     file written under a temporary name, then renamed, so a crash never leaves a half file)."""
-    import json
-    import os
-
     from safetensors.torch import save_file
 
     if not isinstance(backbone, UnifiedBackbone):
         raise ValueError(f"backbone must be a UnifiedBackbone, got {type(backbone).__name__}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    cfg = asdict(backbone.cfg)
-    cfg["modalities"] = {k: asdict(v) for k, v in backbone.cfg.modalities.items()}
     weights, config = directory / BACKBONE_WEIGHTS_FILE, directory / BACKBONE_CONFIG_FILE
-    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}, str(weights) + ".tmp")
-    os.replace(str(weights) + ".tmp", weights)
-    config.with_suffix(".json.tmp").write_text(json.dumps(cfg, indent=2))
-    os.replace(config.with_suffix(".json.tmp"), config)
+    state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    write_text_atomically(config, json.dumps(asdict(backbone.cfg), indent=2))  # asdict recurses into the ModalitySpecs
     return directory
 
 
 def load_backbone(directory) -> UnifiedBackbone:
     """The backbone :func:`save_backbone` wrote (notebook 02 saves its QSACL backbone this way), in eval mode."""
-    import json
-
     from safetensors.torch import load_file
 
     directory = Path(directory)

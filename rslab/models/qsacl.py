@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 
+KEY_NORMS = ("layer", "instance")  # keys of CompetitiveQueryAggregator (QSACLConfig.key_norm)
+
+
 @dataclass
 class QSACLConfig:
     """QSACL pre-training head and view settings. ``aggregation="mean"`` = image-level baseline."""
@@ -96,8 +99,8 @@ class QSACLConfig:
         if self.attention not in ("paper", "compete"):
             raise ValueError(f"attention must be 'paper' (softmax over tokens) or 'compete' (softmax over queries), "
                              f"got {self.attention!r}")
-        if self.key_norm not in ("layer", "instance"):
-            raise ValueError(f"key_norm must be 'layer' or 'instance', got {self.key_norm!r}")
+        if self.key_norm not in KEY_NORMS:
+            raise ValueError(f"key_norm must be one of {KEY_NORMS}, got {self.key_norm!r}")
         if self.num_queries < 1:
             raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
         if self.num_global < 1 or self.num_local < 1:
@@ -165,8 +168,8 @@ class CompetitiveQueryAggregator(nn.Module):
         super().__init__()
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std}")
-        if key_norm not in ("layer", "instance"):
-            raise ValueError(f"key_norm must be 'layer' or 'instance', got {key_norm!r}")
+        if key_norm not in KEY_NORMS:
+            raise ValueError(f"key_norm must be one of {KEY_NORMS}, got {key_norm!r}")
         self.key_norm = key_norm
         self.queries = nn.Parameter(torch.randn(num_queries, dim) * init_std)
         self.norm = nn.LayerNorm(dim)
@@ -392,9 +395,15 @@ class LinearProbe(nn.Module):
         self.register_buffer("std", std.view(1, -1, 1, 1))
         self.conv = nn.Conv2d(mean.numel(), num_classes, kernel_size=1)
 
+    def standardise(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.mean) / self.std
+
+    def classify(self, standardised: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """Logits upsampled (bilinear) to ``out_size`` from already standardised features."""
+        return F.interpolate(self.conv(standardised), size=out_size, mode="bilinear", align_corners=False)
+
     def forward(self, feats: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        logits = self.conv((feats - self.mean) / self.std)
-        return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return self.classify(self.standardise(feats), out_size)
 
 
 @torch.no_grad()

@@ -317,6 +317,30 @@ def build_sam2_model(cfg: RS2SAM2Config, device: str | torch.device = "cpu") -> 
                       hydra_overrides_extra=overrides, apply_postprocessing=False)
 
 
+def freeze_video_modules(sam: nn.Module) -> None:
+    """Freeze SAM2's video-only parts (memory attention/encoder, object pointers, memory encodings),
+    which image segmentation never uses."""
+    for name in ("memory_attention", "memory_encoder", "obj_ptr_proj", "mask_downsample"):
+        mod = getattr(sam, name, None)
+        if isinstance(mod, nn.Module):
+            mod.requires_grad_(False)
+    for p in (sam.maskmem_tpos_enc, sam.no_obj_ptr, sam.no_mem_pos_enc):
+        if isinstance(p, nn.Parameter):
+            p.requires_grad_(False)
+
+
+def sam2_decoder_image_inputs(sam: nn.Module, features: Sequence[torch.Tensor]):
+    """SAM2's image path into its mask decoder (as ``SAM2ImagePredictor``): the coarsest FPN level
+    plus ``no_mem_embed``, and the two finer levels projected by ``conv_s0`` / ``conv_s1`` (None when
+    the config uses no high-resolution features). Returns ``(image_embed, high_res)``."""
+    dec = sam.sam_mask_decoder
+    high_res = [dec.conv_s0(features[0]), dec.conv_s1(features[1])] if sam.use_high_res_features_in_sam else None
+    image_embed = features[-1]
+    if sam.directly_add_no_mem_embed:
+        image_embed = image_embed + sam.no_mem_embed.view(1, -1, 1, 1)
+    return image_embed, high_res
+
+
 class RS2SAM2(nn.Module):
     """Referring segmentation: ``forward(images, text_states, text_pad)`` -> mask logits.
 
@@ -363,14 +387,7 @@ class RS2SAM2(nn.Module):
         """
         for p in self.parameters():
             p.requires_grad_(True)
-        for name in ("memory_attention", "memory_encoder", "obj_ptr_proj", "mask_downsample"):
-            mod = getattr(self.sam, name, None)
-            if isinstance(mod, nn.Module):
-                for p in mod.parameters():
-                    p.requires_grad_(False)
-        for p in (self.sam.maskmem_tpos_enc, self.sam.no_obj_ptr, self.sam.no_mem_pos_enc):
-            if isinstance(p, nn.Parameter):
-                p.requires_grad_(False)
+        freeze_video_modules(self.sam)
         if not self.cfg.train_hiera:
             for name, p in self.sam.image_encoder.trunk.named_parameters():
                 p.requires_grad_(".bhfm." in name)
@@ -436,10 +453,7 @@ class RS2SAM2(nn.Module):
         sam_in = (images - self.pixel_mean) / self.pixel_std
         features = self.encode_image(sam_in, text, text_pad)
         dec = self.sam.sam_mask_decoder
-        high_res = [dec.conv_s0(features[0]), dec.conv_s1(features[1])] if self.sam.use_high_res_features_in_sam else None
-        image_embed = features[-1]
-        if self.sam.directly_add_no_mem_embed:
-            image_embed = image_embed + self.sam.no_mem_embed.view(1, -1, 1, 1)
+        image_embed, high_res = sam2_decoder_image_inputs(self.sam, features)
         if self.text_guidance is not None:
             image_embed = self.text_guidance(image_embed, text, text_pad)
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
 from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
-from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs
+from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs, embed_optical
 from rslab.train import Trainer, TrainConfig
 
 
@@ -91,7 +91,6 @@ def train_locked_text(
         f_text = torch.stack([text_embeddings[i][j] for i, j in zip(idx, picks)]).to(device)
         batch_texts = None if texts is None else [texts[i][j] for i, j in zip(idx, picks)]
         images = optical[idx].to(device)
-        others = images if optical_other is None else optical_other[idx].to(device)
 
         def view(x: torch.Tensor) -> torch.Tensor:
             if crop is not None:
@@ -101,6 +100,7 @@ def train_locked_text(
             return colour_jitter(x, colour)
 
         if view_weight > 0:  # both views in one forward pass
+            others = images if optical_other is None else optical_other[idx].to(device)
             f_both, temperature = m(torch.cat([view(images), view(others)]))
             f_img, f_img_b = f_both.chunk(2)
         else:
@@ -136,7 +136,7 @@ def train_sar_alignment(
 
     ``optical_bank=True``: the frozen optical features of all (whole, un-augmented) training images
     are computed once before training, and L_CMA contrasts each SAR view a against all of them
-    (:func:`~rslab.losses.contrastive.cross_modal_alignment_bank_loss`: N - 1 negatives instead of
+    (:func:`~rslab.losses.contrastive.cross_modal_alignment_loss` with ``index``: N - 1 negatives instead of
     B - 1, and no optical forward pass per step). View a then gets only the radiometric SAR
     augmentation (speckle, dB offset), no crop or flip, so that it stays co-registered with its
     cached optical feature; view b keeps the full augmentation.
@@ -149,10 +149,7 @@ def train_sar_alignment(
     need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
     bank = None
     if optical_bank and need_opt:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            bank = torch.cat([model.encode_optical(optical[i : i + 256].to(device)).embedding
-                              for i in range(0, len(optical), 256)])
+        bank = embed_optical(model.optical, optical).to(next(model.parameters()).device)
 
     def step(m: SARAlignmentModel, batch) -> tuple[torch.Tensor, dict]:
         idx = batch[0].cpu()

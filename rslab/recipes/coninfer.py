@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +40,13 @@ __all__ = [
     "backbone_context_maps",
     "backbone_stage_maps",
     "stage_key",
-    "backbone_context_sets",
     "encoder_token_maps",
     "vit_token_maps",
     "to_grid",
     "load_alignment_encoders",
     "load_vita",
     "vita_context_maps",
+    "available_contexts",
     "build_contexts",
     "train_alignment_encoders",
     "pretrain_backbone",
@@ -58,6 +58,36 @@ __all__ = [
 def _check_images(images: torch.Tensor, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+
+
+@torch.no_grad()
+def _grid_maps(model: torch.nn.Module, images: torch.Tensor, grid: tuple[int, int], batch_size: int,
+               forward: Callable[[torch.Tensor], Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    """``forward`` (a list of (b, C, h', w') maps per batch) over ``images`` in batches, ``model``
+    in eval mode (its mode restored after); each map adaptive-average-pooled onto ``grid`` (or, if
+    coarser, bilinearly upsampled). Returns one (B, C, h, w) float32 CPU tensor per map."""
+    _check_images(images)
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (h, w) with h, w >= 1, got {grid}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[list[torch.Tensor]] = []
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            parts = []
+            for f in forward(images[i:i + batch_size].to(device)):
+                if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]:
+                    f = F.adaptive_avg_pool2d(f, grid)
+                else:
+                    f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+                parts.append(f.float().cpu())
+            out.append(parts)
+    finally:
+        model.train(was_training)
+    return [torch.cat([chunk[j] for chunk in out]) for j in range(len(out[0]))]
 
 
 @torch.no_grad()
@@ -113,29 +143,8 @@ def backbone_stage_maps(backbone: UnifiedBackbone, images: torch.Tensor, modalit
     upsampled). Returns ``[(B, C_0, h, w), ..., (B, C_3, h, w)]`` float32 on the CPU, so a caller
     can compare stages (e.g. on validation scenes) without running the backbone once per stage.
     """
-    _check_images(images)
-    if len(grid) != 2 or min(grid) < 1:
-        raise ValueError(f"grid must be (h, w) with h, w >= 1, got {grid}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
-    out: list[list[torch.Tensor]] = []
-    try:
-        for i in range(0, images.shape[0], batch_size):
-            feats = backbone(images[i:i + batch_size].to(device), modality=modality, gsd=gsd)
-            parts = []
-            for f in feats:
-                if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]:
-                    f = F.adaptive_avg_pool2d(f, grid)
-                else:
-                    f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-                parts.append(f.float().cpu())
-            out.append(parts)
-    finally:
-        backbone.train(was_training)
-    return [torch.cat([chunk[s] for chunk in out]) for s in range(len(out[0]))]
+    return _grid_maps(backbone, images, grid, batch_size,
+                      lambda x: backbone(x, modality=modality, gsd=gsd))
 
 
 def backbone_context_maps(backbone: UnifiedBackbone, images: torch.Tensor, modality: str,
@@ -164,31 +173,6 @@ def backbone_context_maps(backbone: UnifiedBackbone, images: torch.Tensor, modal
 def stage_key(stages: Sequence[int]) -> str:
     """Name of a context built from backbone ``stages``, e.g. ``"backbone[0,3]"``."""
     return "backbone[" + ",".join(map(str, stages)) + "]"
-
-
-def backbone_context_sets(backbone: UnifiedBackbone, inputs: dict[str, torch.Tensor], grid: tuple[int, int],
-                          stage_options: Sequence[Sequence[int]], modalities: Sequence[str],
-                          gsd: float | None = None) -> dict[str, torch.Tensor]:
-    """Candidate context features from the backbone, one backbone pass per sensor.
-
-    ``inputs`` maps a modality to its model-ready images (co-registered). For every entry of
-    ``stage_options`` two contexts are returned: ``stage_key(stages)`` concatenates the stages of
-    every modality in ``modalities``; ``"sar_" + stage_key(stages)`` uses SAR alone (when given).
-    """
-    if not stage_options or not modalities:
-        raise ValueError("stage_options and modalities must be non-empty")
-    missing = [m for m in modalities if m not in inputs]
-    if missing:
-        raise ValueError(f"no input images for modalities {missing}; got {sorted(inputs)}")
-    maps = {m: backbone_stage_maps(backbone, x, m, grid, gsd=gsd) for m, x in inputs.items()}
-    out = {}
-    for stages in stage_options:
-        if not stages or any(not 0 <= st <= 3 for st in stages):
-            raise ValueError(f"each stage option must list stage indices 0..3, got {stages}")
-        out[stage_key(stages)] = torch.cat([maps[m][st] for m in modalities for st in stages], 1)
-        if "sar" in maps:
-            out["sar_" + stage_key(stages)] = torch.cat([maps["sar"][st] for st in stages], 1)
-    return out
 
 
 @torch.no_grad()
@@ -284,29 +268,22 @@ def vita_context_maps(model, images: torch.Tensor, modality: str, grid: tuple[in
     ``images``: model-ready input of ``modality`` (optical reflectance in [0, 1]; SAR through
     :func:`rslab.data.sar.normalize_sar`), sides a multiple of 16.
     """
-    _check_images(images)
-    if len(grid) != 2 or min(grid) < 1:
-        raise ValueError(f"grid must be (h, w) with h, w >= 1, got {grid}")
     if level is not None and level not in (0, 1, 2):
         raise ValueError(f"level must be None (mask features) or 0, 1, 2, got {level}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    try:
-        for i in range(0, images.shape[0], batch_size):
-            x = images[i:i + batch_size].to(device)
-            f = model.features(x, modality)[1] if level is None else model.encoder(x, modality)[level]
-            if f.shape[-2] >= grid[0] and f.shape[-1] >= grid[1]:
-                f = F.adaptive_avg_pool2d(f, grid)
-            else:
-                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-            out.append(f.float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    forward = ((lambda x: [model.features(x, modality)[1]]) if level is None
+               else (lambda x: [model.encoder(x, modality)[level]]))
+    return _grid_maps(model, images, grid, batch_size, forward)[0]
+
+
+_PART_MODEL = {"backbone": "backbone", "text_tokens": "encoder", "vita": "vita", "vita_encoder": "vita"}
+
+
+def available_contexts(keys: Sequence[str], *, backbone: UnifiedBackbone | None = None,
+                       encoder: ImageEncoder | None = None, vita=None) -> list[str]:
+    """The :func:`build_contexts` keys among ``keys`` whose every part has its model (not None)."""
+    models = {"backbone": backbone, "encoder": encoder, "vita": vita}
+    return [k for k in keys
+            if all(models.get(_PART_MODEL.get(part.split("[")[0], "")) is not None for part in k.split("+"))]
 
 
 def build_contexts(keys: Sequence[str], inputs: dict[str, torch.Tensor], grid: tuple[int, int], *,
@@ -338,6 +315,8 @@ def build_contexts(keys: Sequence[str], inputs: dict[str, torch.Tensor], grid: t
             if backbone is None:
                 raise ValueError(f"context {name!r} needs the notebook-02 backbone")
             stages = [int(t) for t in name[len("backbone["):-1].split(",")]
+            if any(not 0 <= st <= 3 for st in stages):
+                raise ValueError(f"context {name!r}: backbone stage indices must lie in 0..3")
             if "stages" not in cache:
                 cache["stages"] = {m: backbone_stage_maps(backbone, inputs[m], m, grid, gsd=gsd) for m in mods}
             out = [cache["stages"][m][st] for m in mods for st in stages]

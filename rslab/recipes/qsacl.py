@@ -87,10 +87,9 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     off = label_stride // 2
     labels = labels[:, off::label_stride, off::label_stride].long()
     # standardise once (what probe.forward does on every call): same maths, ~2x faster on CPU
-    standardised = (features - probe.mean) / probe.std
+    standardised = probe.standardise(features)
     for _ in range(steps):
-        logits = F.interpolate(probe.conv(standardised), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits, labels, ignore_index=ignore_index)
+        loss = F.cross_entropy(probe.classify(standardised, labels.shape[-2:]), labels, ignore_index=ignore_index)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -103,7 +102,9 @@ def linear_probe_miou(backbone: UnifiedBackbone, train_images: torch.Tensor, tra
                       ignore_index: int = 255) -> dict:
     """Frozen-feature linear segmentation probe: fit on train scenes, mIoU on held-out ones.
 
-    Returns ``{"miou", "iou_per_class" (NaN where a class is absent), "pred" (N, H, W)}``.
+    Returns ``{"miou", "iou_per_class" (NaN where a class is absent), "pred" (N, H, W),
+    "test_features"}`` (the frozen test features the probe read, on the backbone's device, for
+    diagnostics such as :func:`rslab.models.qsacl.feature_diagnostics` without a second forward pass).
     """
     device = next(backbone.parameters()).device  # images and labels follow the backbone
     train_f = extract_features(backbone, train_images.to(device), modality, gsd, stages)
@@ -112,4 +113,4 @@ def linear_probe_miou(backbone: UnifiedBackbone, train_images: torch.Tensor, tra
     with torch.no_grad():
         pred = probe(test_f, test_labels.shape[-2:]).argmax(dim=1).cpu()
     ious = iou_per_class(pred.numpy(), test_labels.cpu().numpy(), num_classes, ignore_index=ignore_index)
-    return {"miou": float(np.nanmean(ious)), "iou_per_class": ious, "pred": pred}
+    return {"miou": float(np.nanmean(ious)), "iou_per_class": ious, "pred": pred, "test_features": test_f}

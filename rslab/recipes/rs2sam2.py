@@ -30,13 +30,16 @@ import numpy as np
 import torch
 
 from rslab.data.referring import ReferringDataset, resize_mask, resize_rgb, rgb_image
-from rslab.models.rs2sam2 import MiniLMTokenEncoder, RS2SAM2, RS2SAM2Config
+from rslab.io import write_atomically, write_text_atomically
+from rslab.models.rs2sam2 import (MiniLMTokenEncoder, RS2SAM2, RS2SAM2Config, freeze_video_modules,
+                                   sam2_decoder_image_inputs)
 
 __all__ = [
     "ABLATION_ROWS", "ABLATION_LABELS", "RS2SAM2TrainConfig", "TrainedRS2SAM2", "AblationResult",
     "make_batches", "stream_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
     "save_rs2sam2", "load_rs2sam2", "StandinPretrainConfig", "PromptableSAM2", "sample_prompts",
     "pretrain_sam2_standin", "standin_checkpoint", "StandinResult", "evaluate_promptable",
+    "is_new_part", "new_part_lr_scale",
 ]
 
 # The paper's component ablation (RefSegRS), in its order. Each row only changes these switches.
@@ -81,13 +84,28 @@ class RS2SAM2TrainConfig:
     def __post_init__(self):
         if not self.new_lr_mult > 0:
             raise ValueError(f"new_lr_mult must be > 0, got {self.new_lr_mult!r}")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {self.steps!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        self.warmup_steps = min(int(self.warmup_steps), self.steps)
+        _check_run_settings(self, ("steps", "batch_size"))
+
+
+def _check_run_settings(run, int_fields: Sequence[str]) -> None:
+    """Checks shared by :class:`RS2SAM2TrainConfig` and :class:`StandinPretrainConfig`: ``int_fields``
+    are ints >= 1 and ``lr > 0``; the warm-up is clamped to ``steps`` (a CI profile with few steps)."""
+    for name in int_fields:
+        v = getattr(run, name)
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if not run.lr > 0:
+        raise ValueError(f"lr must be > 0, got {run.lr!r}")
+    run.warmup_steps = min(int(run.warmup_steps), run.steps)
+
+
+def _trainer_config(run, **extra):
+    """The :class:`rslab.train.TrainConfig` of a run config (steps, AdamW, warm-up, clip, seed, progress)."""
+    from rslab.train import TrainConfig
+
+    return TrainConfig(max_steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
+                       clip_grad_norm=run.clip_grad_norm, log_every=max(1, min(10, run.steps // 10)), seed=run.seed,
+                       progress=run.progress, **extra)
 
 
 @dataclass
@@ -217,7 +235,7 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     its missing/unexpected keys are returned in ``load_report``. Returns the model in eval mode.
     """
     from rslab.models.rs2sam2 import load_sam2_checkpoint
-    from rslab.train import TrainConfig, Trainer, default_optimizer
+    from rslab.train import Trainer, default_optimizer
 
     tcfg = tcfg or RS2SAM2TrainConfig()
     if not isinstance(cfg, RS2SAM2Config):
@@ -237,12 +255,9 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     elif model.cfg != cfg:
         raise ValueError("model.cfg differs from cfg; pass the model's own config")
     report = load_sam2_checkpoint(model, sam2_checkpoint) if sam2_checkpoint is not None else None
-    config = TrainConfig(max_steps=tcfg.steps, lr=tcfg.lr, weight_decay=tcfg.weight_decay,
-                         warmup_steps=tcfg.warmup_steps, clip_grad_norm=tcfg.clip_grad_norm,
-                         log_every=max(1, min(10, tcfg.steps // 10)), seed=tcfg.seed, out_dir=out_dir,
-                         progress=tcfg.progress)
-    optimizer = _rs2sam2_optimizer(model, tcfg) if tcfg.new_lr_mult != 1.0 else default_optimizer(
-        model, tcfg.lr, tcfg.weight_decay, fused=True)
+    config = _trainer_config(tcfg, out_dir=out_dir)
+    optimizer = default_optimizer(model, tcfg.lr, tcfg.weight_decay, fused=True,
+                                  lr_scale=new_part_lr_scale(tcfg.new_lr_mult))
     trainer = Trainer(model, _loss_fn, batches, config, optimizer=optimizer, eval_fn=eval_fn)
     start = time.perf_counter()
     history = trainer.fit(resume=False)
@@ -256,17 +271,10 @@ def is_new_part(name: str) -> bool:
     return not name.startswith("sam.") or ".bhfm." in name
 
 
-def _rs2sam2_optimizer(model: RS2SAM2, tcfg: RS2SAM2TrainConfig) -> torch.optim.AdamW:
-    """AdamW as :func:`rslab.train.default_optimizer` (decay on matrices only), with the new parts at
-    ``lr * new_lr_mult``. The Trainer's warm-up/cosine schedule scales every group alike."""
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault((is_new_part(name), p.ndim >= 2), []).append(p)
-    return torch.optim.AdamW(
-        [{"params": ps, "lr": tcfg.lr * (tcfg.new_lr_mult if new else 1.0), "weight_decay": tcfg.weight_decay if mat else 0.0}
-         for (new, mat), ps in groups.items()],
-        lr=tcfg.lr, fused=all(p.dtype == torch.float32 for ps in groups.values() for p in ps) or None)
+def new_part_lr_scale(new_lr_mult: float) -> Callable[[str], float]:
+    """``lr_scale`` for :func:`rslab.train.default_optimizer`: the parts no SAM2 checkpoint
+    provides (:func:`is_new_part`) train at ``lr * new_lr_mult``, SAM2's own parts at ``lr``."""
+    return lambda name: new_lr_mult if is_new_part(name) else 1.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -406,11 +414,9 @@ def save_rs2sam2(model: RS2SAM2, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / "model.safetensors"
-    tmp = directory / "model.safetensors.tmp"
-    save_model(model, str(tmp))
-    tmp.replace(weights)
+    write_atomically(weights, lambda tmp: save_model(model, str(tmp)))
     cfg = dataclasses.asdict(model.cfg)
-    (directory / "config.json").write_text(json.dumps(cfg, indent=2))
+    write_text_atomically(directory / "config.json", json.dumps(cfg, indent=2))
     return weights
 
 
@@ -472,15 +478,9 @@ class StandinPretrainConfig:
     progress: bool = False
 
     def __post_init__(self):
-        for name in ("steps", "images_per_step", "prompts_per_image"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        _check_run_settings(self, ("steps", "images_per_step", "prompts_per_image"))
         if not (0 <= self.p_point and 0 <= self.p_box and self.p_point + self.p_box <= 1):
             raise ValueError(f"p_point and p_box must be >= 0 with a sum <= 1, got {self.p_point}, {self.p_box}")
-        self.warmup_steps = min(int(self.warmup_steps), self.steps)
 
 
 class PromptableSAM2(torch.nn.Module):
@@ -502,13 +502,7 @@ class PromptableSAM2(torch.nn.Module):
         self.sam = sam
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        for name in ("memory_attention", "memory_encoder", "obj_ptr_proj", "mask_downsample"):
-            mod = getattr(sam, name, None)
-            if isinstance(mod, torch.nn.Module):
-                mod.requires_grad_(False)  # video-only modules, unused for images
-        for p in (sam.maskmem_tpos_enc, sam.no_obj_ptr, sam.no_mem_pos_enc):
-            if isinstance(p, torch.nn.Parameter):
-                p.requires_grad_(False)
+        freeze_video_modules(sam)  # unused for images
 
     def forward(self, images, coords, labels, mask_inputs, has_mask):
         sam = self.sam
@@ -520,11 +514,9 @@ class PromptableSAM2(torch.nn.Module):
         k = coords.shape[0] // images.shape[0]
         fpn = sam.image_encoder((images - self.pixel_mean) / self.pixel_std)["backbone_fpn"]
         dec, pe = sam.sam_mask_decoder, sam.sam_prompt_encoder
-        high_res = ([dec.conv_s0(fpn[0]).repeat_interleave(k, 0), dec.conv_s1(fpn[1]).repeat_interleave(k, 0)]
-                    if sam.use_high_res_features_in_sam else None)
-        embed = fpn[-1]
-        if sam.directly_add_no_mem_embed:
-            embed = embed + sam.no_mem_embed.view(1, -1, 1, 1)
+        embed, high_res = sam2_decoder_image_inputs(sam, fpn)
+        if high_res is not None:
+            high_res = [h.repeat_interleave(k, 0) for h in high_res]
         sparse = pe._embed_points(coords, labels, pad=True)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(coords.shape[0], -1, *pe.image_embedding_size)
         dense = torch.where(has_mask[:, None, None, None], pe._embed_masks(mask_inputs), no_mask)
@@ -622,7 +614,7 @@ def pretrain_sam2_standin(cfg: RS2SAM2Config, segments: dict, pcfg: StandinPretr
     wall seconds, CPU seconds)``.
     """
     from rslab.models.rs2sam2 import build_sam2_model
-    from rslab.train import TrainConfig, Trainer, default_optimizer
+    from rslab.train import Trainer, default_optimizer
 
     pcfg = pcfg or StandinPretrainConfig()
     if not isinstance(cfg, RS2SAM2Config):
@@ -636,10 +628,7 @@ def pretrain_sam2_standin(cfg: RS2SAM2Config, segments: dict, pcfg: StandinPretr
     model = PromptableSAM2(build_sam2_model(cfg))
     m_in = int(model.sam.sam_prompt_encoder.mask_input_size[0])
     batches = _segment_batches(segments, pcfg, m_in)
-    config = TrainConfig(max_steps=pcfg.steps, lr=pcfg.lr, weight_decay=pcfg.weight_decay, warmup_steps=pcfg.warmup_steps,
-                         clip_grad_norm=pcfg.clip_grad_norm, log_every=max(1, min(10, pcfg.steps // 10)),
-                         seed=pcfg.seed, progress=pcfg.progress)
-    trainer = Trainer(model, _pretrain_loss, batches, config,
+    trainer = Trainer(model, _pretrain_loss, batches, _trainer_config(pcfg),
                       optimizer=default_optimizer(model, pcfg.lr, pcfg.weight_decay, fused=True))
     t0, c0 = time.perf_counter(), time.process_time()
     history = trainer.fit(resume=False)
@@ -664,7 +653,6 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
     with the provenance also as ``<path>.json``. Load it with :func:`load_sam2_checkpoint`.
     """
     import datetime
-    import os
 
     pcfg = pcfg or StandinPretrainConfig()
     path = Path(path)
@@ -702,12 +690,8 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
         "torch": str(torch.__version__),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"model": model.sam.state_dict(), "provenance": prov}, tmp)
-    os.replace(tmp, path)
-    json_tmp = path.with_name(path.name + f".json.tmp{os.getpid()}")
-    json_tmp.write_text(json.dumps(prov, indent=2))
-    os.replace(json_tmp, path.with_name(path.name + ".json"))
+    write_atomically(path, lambda tmp: torch.save({"model": model.sam.state_dict(), "provenance": prov}, tmp))
+    write_text_atomically(path.with_name(path.name + ".json"), json.dumps(prov, indent=2))
     return StandinResult(path=path, provenance=prov, reused=False)
 
 

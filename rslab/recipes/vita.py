@@ -234,8 +234,18 @@ def text_name_transfer(model: VITA, targets: ScenePool, prompts: ScenePool, text
     kw = dict(modality=modality, level=level, modes=("T",), seed=seed, per_class=True)
     seen = evaluate(model, targets, prompts, text_encoder, names="canonical", **kw)["T"]
     unseen = evaluate(model, targets, prompts, text_encoder, names="heldout", **kw)["T"]
+    return name_transfer_summary(targets.tree.names(level), seen, unseen, lost_fraction=lost_fraction,
+                                 min_seen_iou=min_seen_iou)
+
+
+def name_transfer_summary(names: Sequence[str], seen, unseen, *, lost_fraction: float = 0.5,
+                          min_seen_iou: float = 0.2) -> dict:
+    """:func:`text_name_transfer`'s result from per-class T-mode IoUs already computed with
+    :func:`evaluate` (``per_class=True``, canonical and held-out names, same episodes)."""
+    if not 0 < lost_fraction <= 1:
+        raise ValueError(f"lost_fraction must be in (0, 1], got {lost_fraction}")
+    seen, unseen = np.asarray(seen, dtype=float), np.asarray(unseen, dtype=float)
     m_seen, m_unseen = float(np.nanmean(seen)), float(np.nanmean(unseen))
-    names = targets.tree.names(level)
     lost = [n for n, a, b in zip(names, seen, unseen)
             if np.isfinite(a) and a >= min_seen_iou and not (np.nan_to_num(b) >= lost_fraction * a)]
     return {"seen": m_seen, "unseen": m_unseen, "ratio": m_unseen / max(m_seen, 1e-9),

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from rslab.io import write_text_atomically
 
 __all__ = ["HistoryWriter", "load_history", "plot_history"]
 
@@ -48,9 +49,7 @@ class HistoryWriter:
         self.records = list(records)
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        os.replace(tmp, self.path)
+        write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
 
 def load_history(path: str | Path) -> list[dict[str, Any]]:
