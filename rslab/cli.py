@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a parameter (YAML value) in every notebook that declares it, "
                           "e.g. -p data_root=/data/rs")
     run.add_argument("--cell-timeout", type=float, default=None, metavar="S",
-                     help="fail a cell that runs longer than S seconds (default: no limit)")
+                     help="fail a cell that runs longer than S seconds, then run that notebook once more "
+                          "(default: 600 for ci, 900 for smoke, none for full; 0 for no limit)")
     run.add_argument("--build-dir", default=None, help="where executed notebooks and the summary go (default build/)")
     run.add_argument("--artifacts-dir", default=None, help="where notebooks write results (default artifacts/)")
     run.set_defaults(func=_cmd_notebooks_run)

@@ -256,6 +256,7 @@ class NotebookResult:
     error: str | None = None
     executed: Path | None = None
     runner_wall_s: float | None = None  # kernel start to finish, as the runner measured it
+    timed_out: bool = False  # failed because a cell ran past the runner's cell timeout
 
     @property
     def ok(self) -> bool:
@@ -412,7 +413,7 @@ def execute_notebook(
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
     }
     started = time.perf_counter()
-    error = None
+    error, timed_out = None, False
     try:
         with _environment(env):
             papermill.execute_notebook(
@@ -426,12 +427,14 @@ def execute_notebook(
             )
     except PapermillExecutionError as exc:
         error = _describe_cell_error(exc, notebook)
-    except Exception as exc:  # kernel died, timeout, unreadable notebook: still one line per notebook
+    except TimeoutError:  # nbclient's CellTimeoutError
+        error, timed_out = f"a cell ran longer than the {cell_timeout:g} s cell timeout", True
+    except Exception as exc:  # kernel died, unreadable notebook: still one line per notebook
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     runner_wall = round(time.perf_counter() - started, 2)
     if error is not None:
         return NotebookResult(stem, profile, "failed", wall_s=runner_wall, error=error, executed=out,
-                              runner_wall_s=runner_wall)
+                              runner_wall_s=runner_wall, timed_out=timed_out)
     result = read_results(artifacts_dir, stem, profile)
     result.executed, result.runner_wall_s = out, runner_wall
     if result.status == "not run":
@@ -440,6 +443,13 @@ def execute_notebook(
     if result.wall_s is None:
         result.wall_s = runner_wall
     return result
+
+
+#: Per-cell time limit (s) of each profile when the caller gives none. A cell of the smoke profile
+#: takes at most a few minutes; one that runs for 15 means a hung kernel (seen once: an idle kernel
+#: that never answered a widget cell), which would otherwise block a headless run forever.
+#: ``full`` trains for hours on a GPU: no limit.
+DEFAULT_CELL_TIMEOUT: dict[str, float | None] = {"ci": 600.0, "smoke": 900.0, "full": None}
 
 
 def run_notebooks(
@@ -452,10 +462,23 @@ def run_notebooks(
     artifacts_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     cell_timeout: float | None = None,
+    retry_timeouts: int = 1,
     log: Callable[[str], None] = print,
 ) -> list[NotebookResult]:
     """Run the selected notebooks in order on ``profile``; stop at the first failure unless
-    ``keep_going``. Writes ``<build_dir>/results_summary.{json,md}`` and returns the results."""
+    ``keep_going``. Writes ``<build_dir>/results_summary.{json,md}`` and returns the results.
+
+    ``cell_timeout``: seconds one cell may run (None: the profile's :data:`DEFAULT_CELL_TIMEOUT`;
+    0: no limit). A notebook that failed only because a cell ran past it is run again from the
+    start up to ``retry_timeouts`` times, and the log says so (a hung kernel is rare and not the
+    notebook's fault; a notebook that is merely too slow fails again and is reported)."""
+    if cell_timeout is None:
+        cell_timeout = DEFAULT_CELL_TIMEOUT.get(profile)
+    elif cell_timeout < 0:
+        raise ValueError(f"cell_timeout must be >= 0 seconds (0 for no limit), got {cell_timeout}")
+    cell_timeout = cell_timeout or None
+    if retry_timeouts < 0:
+        raise ValueError(f"retry_timeouts must be >= 0, got {retry_timeouts}")
     root = Path(root).resolve() if root else find_root()
     build_dir = Path(build_dir).resolve() if build_dir else root / "build"
     notebooks = discover_notebooks(root, only)
@@ -472,10 +495,14 @@ def run_notebooks(
         params = resolve_parameters(nb, profile, sections, overrides, warn=lambda m: log(f"warning: {m}"))
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         log(f"[{i + 1}/{len(notebooks)}] {nb.stem} ({shown})")
-        result = execute_notebook(
-            nb, profile, root=root, build_dir=build_dir, artifacts_dir=artifacts_dir,
-            parameters=params, cell_timeout=cell_timeout,
-        )
+        for attempt in range(retry_timeouts + 1):
+            result = execute_notebook(
+                nb, profile, root=root, build_dir=build_dir, artifacts_dir=artifacts_dir,
+                parameters=params, cell_timeout=cell_timeout,
+            )
+            if not result.timed_out or attempt == retry_timeouts:
+                break
+            log(f"    {result.error}; running {nb.stem} again from the start")
         results.append(result)
         wall = f"{result.runner_wall_s:.1f}s" if result.runner_wall_s is not None else "-"
         log(f"    {result.status} in {wall}" + (f": {result.error}" if result.error else ""))

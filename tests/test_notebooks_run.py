@@ -209,6 +209,30 @@ def test_runner_stops_at_first_failure_without_keep_going(fake_repo: Path):
     assert not (fake_repo / "build" / "notebooks" / "02_nores.ipynb").exists()
 
 
+def test_runner_times_out_a_hung_cell_and_retries_once(fake_repo: Path):
+    # hangs on its first run only (a marker file remembers it), like the rare idle-kernel hang
+    marker = fake_repo / "hung_once"
+    make_notebook(fake_repo / "notebooks" / "05_hang_once.ipynb", [
+        ("profile = 'smoke'\nseed = 0", ["parameters"]),
+        (f"import pathlib, time\nm = pathlib.Path({str(marker)!r})\n"
+         "if not m.exists():\n    m.touch()\n    time.sleep(60)\n", None),
+        ("from rslab.notebooks import start_run\nstart_run('05_hang_once', profile, seed).save_results({'acc': 1.0})", None),
+    ])
+    make_notebook(fake_repo / "notebooks" / "06_hang_always.ipynb", [
+        ("profile = 'smoke'", ["parameters"]), ("import time\ntime.sleep(60)", None),
+    ])
+    logs: list[str] = []
+    results = nbs.run_notebooks("ci", only=["05", "06"], root=fake_repo, keep_going=True, cell_timeout=8,
+                                log=logs.append)
+    assert [(r.name, r.status) for r in results] == [("05_hang_once", "ok"), ("06_hang_always", "failed")]
+    assert results[0].metrics == {"acc": 1.0} and not results[0].timed_out
+    assert results[1].timed_out and "8 s cell timeout" in results[1].error
+    assert sum("running 05_hang_once again" in m for m in logs) == 1
+    assert sum("running 06_hang_always again" in m for m in logs) == 1  # one retry, then reported
+    with pytest.raises(ValueError, match="cell_timeout"):
+        nbs.run_notebooks("ci", only=["05"], root=fake_repo, cell_timeout=-1, log=lambda m: None)
+
+
 def test_runner_rejects_notebook_without_parameters_cell(fake_repo: Path):
     nb = make_notebook(fake_repo / "notebooks" / "03_noparams.ipynb", [("profile = 'smoke'", None)])
     result = nbs.execute_notebook(nb, "ci", root=fake_repo, parameters={})
