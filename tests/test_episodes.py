@@ -116,3 +116,16 @@ def test_episode_is_deterministic_and_validated(pool):
         make_episode(pool, [0], pool, 1, "optical", np.random.default_rng(0), shots=0)
     moved = a.to("cpu")
     assert moved.level == a.level and torch.equal(moved.target, a.target)
+
+
+def test_train_names_draw_each_training_name_equally_often(pool):
+    tree = pool.tree
+    rng = np.random.default_rng(0)
+    options = tree.synonyms("built-up", "train")  # canonical name + training synonyms, each once
+    counts = {n: 0 for n in options}
+    draws = 2000
+    for _ in range(draws):
+        counts[class_names_for(tree, 1, "train", rng)[tree.names(1).index("built-up")]] += 1
+    assert set(counts) == set(options)
+    for n, c in counts.items():  # uniform: the canonical name is not drawn twice as often
+        assert abs(c / draws - 1 / len(options)) < 0.05, (n, c)

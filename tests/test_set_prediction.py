@@ -97,3 +97,22 @@ def test_bad_inputs_raise():
         crit(torch.zeros(2, 2, 3), torch.zeros(2, 2, 4, 4), [])
     with pytest.raises(ValueError, match="num_points"):
         SetCriterion(num_points=0)
+
+
+def test_batched_matching_handles_images_with_different_segment_counts():
+    torch.manual_seed(0)
+    seg = _two_segments()
+    masks = torch.full((3, 3, 16, 16), -10.0)
+    masks[0, 2], masks[0, 0] = seg[0] * 20 - 10, seg[1] * 20 - 10  # image 0: two segments
+    masks[2, 1] = seg[1] * 20 - 10  # image 2: one segment (the right half), drawn by query 1
+    cls = torch.zeros(3, 3, 3)
+    targets = [{"labels": torch.tensor([0, 1]), "masks": seg},
+               {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 16, 16)},  # nothing
+               {"labels": torch.tensor([1]), "masks": seg[1:]}]
+    out = SetCriterion(num_points=256).match(cls, masks, targets)
+    assert dict(zip(*[x.tolist() for x in out[0]])) == {2: 0, 0: 1}
+    assert len(out[1][0]) == 0 and len(out[1][1]) == 0
+    assert dict(zip(*[x.tolist() for x in out[2]])) == {1: 0}
+    # the same image alone gets the same assignment as inside the batch
+    alone = SetCriterion(num_points=256).match(cls[2:], masks[2:], targets[2:])[0]
+    assert dict(zip(*[x.tolist() for x in alone])) == {1: 0}

@@ -56,7 +56,7 @@ size = 64                # synthetic scene side (px); 64 keeps the CPU run in mi
 n_train = 96             # training scenes (prompts of training episodes come from these too)
 n_eval = 32              # held-out target scenes; prompts come from another n_eval held-out scenes
 preset = "tiny"          # VITAConfig preset: tiny | small | base
-steps = 600              # training steps of the main model
+steps = 1000             # training steps of the main model
 batch_size = 8           # targets per episode
 ablation_steps = 150     # steps of every ablation run (all ablations share this budget)
 ablations = True         # run the ablation study
@@ -216,8 +216,12 @@ md("""
 Every step is an **episode**: `batch_size` target scenes of one modality (optical or SAR), and for
 every class of the sampled level a prompt triplet from *another* training scene, preferably of
 another regional style (so a visual prompt has to bridge intra-class variance). Class names are
-drawn from the training synonyms. The loss sums the set loss of the V, T and F branches and of
-every decoder layer (deep supervision).
+drawn from the training names (the canonical name and its training synonyms, each equally
+likely). The loss sums the set loss of the V, T and F branches and of every decoder layer (deep
+supervision). For speed, one criterion call per mode handles all decoder layers at once (the
+layers' predictions stacked on the batch axis; the Hungarian cost matrices of a whole batch are
+computed together, one `linear_sum_assignment` per image), about 20% less CPU per step than one
+call per layer and image, with the same loss.
 """)
 
 code("""
@@ -234,7 +238,7 @@ st = [h["step"] for h in history]
 for mode in "VTF":
     ax.plot(st, [h[f"loss_{mode}"] for h in history], label=f"mode {mode}")
 ax2 = ax.twinx(); ax2.plot(st, [h["level"] for h in history], "k:", label="mean level"); ax2.set_ylabel("mean SGA level")
-ax.set_xlabel("step"); ax.set_ylabel("set loss (final layer)"); ax.legend(); ax.set_title("training loss per mode")
+ax.set_xlabel("step"); ax.set_ylabel("set loss (mean over layers)"); ax.legend(); ax.set_title("training loss per mode")
 plt.show()
 """)
 
@@ -246,6 +250,24 @@ from a held-out prompt scene of another style. mIoU per mode (V, T, F), per moda
 tree level. **Headline level**: the leaf level (12 classes, including 3-6 px cars and trucks at
 64 px) is the hardest and the short CPU budget does not reach it; the headline keys use
 `headline_level` (level 1 by default, 5 classes) and every level is reported below.
+
+**How the smoke recipe was chosen**, on a *validation* split and never on these held-out scenes
+(validation targets: scenes 300000+, their prompts: scenes 400000+, 48 each; optical, level 1;
+seed = world and training seed). The weakest mode is V: a one-shot visual prompt from a scene of
+another regional style has to bridge other reflectances, and bare land (its colour in one style
+is close to brown cropland in another) is the class it misses most. V / T / F measured:
+
+| steps | seed 0 | seed 1 |
+|---|---|---|
+| 800 | 0.503 / 0.623 / 0.622 | 0.676 / 0.663 / 0.661 |
+| 1000 | 0.551 / 0.632 / 0.651 | 0.646 / 0.649 / 0.649 |
+
+Tried at 800 steps, seed 0, none better than the plain recipe's V = 0.503: pooling the visual
+prompt over all pixel-decoder levels instead of the stride-4 embedding (V 0.455), two VITA-Former
+layers (0.465), per-band photometric jitter of the training images, strength 0.3 (0.42, and T fell
+to 0.52). What helped is more steps: a faster loss (one criterion call per mode for all decoder
+layers, batched Hungarian costs; about 20% less CPU per step) made room for 1000 steps (was 600)
+in the smoke budget.
 """)
 
 code("""
@@ -285,8 +307,8 @@ How the training text is built (`R.VITARecipe`; the paper does not describe it, 
 choices): the class name of every training episode is drawn among the canonical name and the
 training synonyms (held-out ones never); every name is embedded as the average over 3 templates
 ("a satellite image of {}." ...), CLIP's prompt ensembling, in training and at inference. What we
-measured for the unseen/seen ratio at level 1 (1 thread, 600 steps, seeds 0, 1, 2 of world and
-training; "lost" = a class IoU with its held-out name near 0 while about 0.3-0.6 with its own):
+measured for the unseen/seen ratio at level 1 in session 3 (1 thread, 600 steps, seeds 0, 1, 2 of
+world and training, before the training-name draw was made uniform; "lost" = a class IoU with its held-out name near 0 while about 0.3-0.6 with its own):
 
 * **Gaussian noise on the training text embeddings** (`text_noise = 0.03`, the previous default,
   not in the paper): ratios 0.97, 0.97, 1.00; built-up lost in seed 1 (the ratio stayed high only
@@ -297,6 +319,17 @@ training; "lost" = a class IoU with its held-out name near 0 while about 0.3-0.6
 * **More names per class** (`train_names = "region"`: also the training names of tree nodes that
   cover the same pixels, e.g. "building" for built-up, "bare ground" for bare land): built-up lost
   in 2 of 2 seeds (ratios 0.81, 0.88): it moves bare land further towards *ground/soil/land*.
+* **Randomly templated names in training** (`text_templates = "sample"`: one of 8 templates per
+  class and episode, so the text projection sees sentence variety; inference still averages the 3
+  default templates). Measured on a *validation* split, never on the held-out names: the last
+  training synonym of every class ("settlement", "transport infrastructure", "surface water",
+  "greenery", "unvegetated land" at level 1) removed from training and used as the unseen name,
+  validation scenes 300000+ with prompts from scenes 400000+, 800 steps, seed 0: validation-name
+  ratio 0.70 (built-up and bare land lost) against 0.72 with the template average (vegetation and
+  bare land lost). No better, so the default stays "average". With the default recipe at the
+  smoke budget (1000 steps) the validation-name ratio was 0.70 (seed 0: "greenery" and
+  "unvegetated land" lost) and 0.82 (seed 1: "unvegetated land" lost): the validation split shows
+  the same fragility as the held-out names.
 * **Keeping the text projection close to MiniLM's geometry** (a regulariser, weight 10, on the
   squared difference between the cosines of projected and raw MiniLM embeddings of all training
   names; measured with a one-off script, not in the library): built-up lost in 2 of 2 seeds

@@ -156,9 +156,7 @@ def class_names_for(tree: SemanticTree, level: int, split: str, rng: np.random.G
         if split == "region":
             options = region_names(tree, name)
         else:
-            options = tree.synonyms(name, split)
-            if split == "train":
-                options = [name, *options]
+            options = tree.synonyms(name, split)  # "train": the canonical name first, then the synonyms
         out.append(options[int(rng.integers(len(options)))] if options else name)
     return out
 

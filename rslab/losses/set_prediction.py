@@ -28,18 +28,18 @@ def point_sample(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 
 
 def dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Pairwise Dice loss between ``(Q, P)`` logits and ``(G, P)`` binary targets -> ``(Q, G)``."""
+    """Pairwise Dice loss between ``(..., Q, P)`` logits and ``(..., G, P)`` binary targets -> ``(..., Q, G)``."""
     prob = logits.sigmoid()
-    numerator = 2 * prob @ targets.T
-    denominator = prob.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    numerator = 2 * prob @ targets.transpose(-1, -2)
+    denominator = prob.sum(-1)[..., :, None] + targets.sum(-1)[..., None, :]
     return 1 - (numerator + 1) / (denominator + 1)
 
 
 def bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Pairwise mean BCE between ``(Q, P)`` logits and ``(G, P)`` binary targets -> ``(Q, G)``."""
+    """Pairwise mean BCE between ``(..., Q, P)`` logits and ``(..., G, P)`` binary targets -> ``(..., Q, G)``."""
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[-1]
+    return (pos @ targets.transpose(-1, -2) + neg @ (1 - targets).transpose(-1, -2)) / logits.shape[-1]
 
 
 @dataclass
@@ -73,24 +73,40 @@ class SetCriterion:
 
     @torch.no_grad()
     def match(self, class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Hungarian matching per image: ``[(query_idx, target_idx)]``.
+
+        The cost matrices of the whole batch are computed at once (ground truths padded to the
+        largest ``G``; ``num_points`` uniform points per image), then one
+        ``linear_sum_assignment`` per image on its ``(Q, G_b)`` block.
+        """
         from scipy.optimize import linear_sum_assignment
 
+        sizes = [int(t["labels"].numel()) for t in targets]
+        empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        g_max = max(sizes, default=0)
+        if g_max == 0:
+            return [empty for _ in targets]
+        b, device = len(targets), mask_logits.device
+        gt_size = next(t["masks"].shape[-2:] for t in targets if t["labels"].numel())
+        gt_masks = torch.zeros(b, g_max, *gt_size, device=device)
+        labels = torch.zeros(b, g_max, dtype=torch.long, device=device)
+        for i, (t, g) in enumerate(zip(targets, sizes)):
+            if g:
+                gt_masks[i, :g] = t["masks"].float()
+                labels[i, :g] = t["labels"]
+        coords = torch.rand(b, self.num_points, 2, device=device)
+        pred = point_sample(mask_logits.float(), coords)  # (B, Q, P)
+        gt = point_sample(gt_masks, coords)  # (B, G, P)
+        prob = class_logits.float().softmax(-1)  # (B, Q, K + 1)
+        cls_cost = -torch.gather(prob, 2, labels[:, None, :].expand(-1, prob.shape[1], -1))  # (B, Q, G)
+        cost = self.w.cls * cls_cost + self.w.mask * bce_cost(pred, gt) + self.w.dice * dice_cost(pred, gt)
+        cost = cost.cpu().numpy()
         indices = []
-        for b, tgt in enumerate(targets):
-            labels, masks = tgt["labels"], tgt["masks"]
-            if labels.numel() == 0:
-                indices.append((np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)))
+        for i, g in enumerate(sizes):
+            if g == 0:
+                indices.append(empty)
                 continue
-            coords = torch.rand(1, self.num_points, 2, device=mask_logits.device)
-            pred = point_sample(mask_logits[b : b + 1].float(), coords)[0]
-            gt = point_sample(masks[None].float(), coords)[0]
-            prob = class_logits[b].float().softmax(-1)
-            cost = (
-                -self.w.cls * prob[:, labels]
-                + self.w.mask * bce_cost(pred, gt)
-                + self.w.dice * dice_cost(pred, gt)
-            )
-            rows, cols = linear_sum_assignment(cost.cpu().numpy())
+            rows, cols = linear_sum_assignment(cost[i, :, :g])
             indices.append((rows.astype(np.int64), cols.astype(np.int64)))
         return indices
 

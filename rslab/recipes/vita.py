@@ -143,11 +143,14 @@ class VITALoss:
         targets = [{k: v.to(ep.target.device) for k, v in t.items()} for t in ep.set_targets()]
         predictions = [out["final"], *(out["aux"] if self.recipe.aux_loss else [])]
         total, logs = 0.0, {}
+        n = len(predictions)
         for mode in self.recipe.train_modes:
-            for pred in predictions:
-                loss, parts = self.criterion(pred[mode]["class_logits"], pred[mode]["mask_logits"], targets)
-                total = total + loss
-            logs[f"loss_{mode}"] = parts["loss_mask"] + parts["loss_dice"] + parts["loss_cls"]
+            # every decoder layer's prediction of this mode in one criterion call (layers stacked on the
+            # batch axis, same targets): the mean-reduced loss x n layers is the sum of per-layer losses
+            loss, parts = self.criterion(torch.cat([p[mode]["class_logits"] for p in predictions]),
+                                         torch.cat([p[mode]["mask_logits"] for p in predictions]), targets * n)
+            total = total + n * loss
+            logs[f"loss_{mode}"] = parts["loss_mask"] + parts["loss_dice"] + parts["loss_cls"]  # mean over layers
         logs["level"] = ep.level
         return total, logs
 
