@@ -301,3 +301,43 @@ def test_pretrain_runs_and_validates(tiny_backbone_cfg):
         pretrain(student, scenes, steps=2, batch_size=1)
     with pytest.raises(ValueError, match="no tokenizer"):
         pretrain(student, {"lidar": torch.rand(4, 1, 64, 64)}, steps=1)
+
+
+def test_multi_crop_alt_images_feed_the_local_views():
+    cfg = QSACLConfig(global_size=32, local_size=16, num_global=1, num_local=2, intensity_jitter=0.0)
+    images = torch.full((3, 4, 64, 64), 0.2)
+    alt = torch.full((3, 4, 64, 64), 0.7)  # "the same ground in another style"
+    g, l = multi_crop(images, cfg, torch.Generator().manual_seed(0), alt_images=alt)
+    torch.testing.assert_close(g[0], torch.full_like(g[0], 0.2))  # globals from the images
+    for view in l:
+        torch.testing.assert_close(view, torch.full_like(view, 0.7))  # locals from the other rendering
+    with pytest.raises(ValueError, match="alt_images must match"):
+        multi_crop(images, cfg, alt_images=alt[:2])
+
+
+def test_query_init_std_default_follows_the_aggregator():
+    assert QSACLConfig(attention="paper").init_std == 0.02
+    assert QSACLConfig(attention="compete").init_std == 1.0
+    assert QSACLConfig.tiny(attention="compete").init_std == 1.0  # resolved lazily, after replace()
+    assert QSACLConfig(attention="compete", query_init_std=0.3).init_std == 0.3
+    model = ContrastiveSSL(UnifiedBackbone(BackboneConfig.tiny()), QSACLConfig(attention="compete", num_queries=64))
+    assert 0.7 < float(model.aggregator.queries.detach().std()) < 1.3
+    with pytest.raises(ValueError, match="query_init_std"):
+        QSACLConfig(query_init_std=0.0)
+
+
+def test_pretrain_with_alt_scenes(tiny_backbone_cfg):
+    from rslab.recipes.qsacl import pretrain
+
+    torch.manual_seed(0)
+    cfg = QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=32, local_size=32)
+    scenes = {"optical": torch.rand(4, 4, 64, 64)}
+    alt = torch.rand(4, 2, 4, 64, 64)
+    trainer = pretrain(ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg), scenes, steps=2, batch_size=4,
+                       alt_scenes={"optical": alt})
+    assert len([r for r in trainer.history if "contrastive" in r]) >= 1
+    student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg)
+    with pytest.raises(ValueError, match="alt_scenes"):
+        pretrain(student, scenes, steps=1, batch_size=4, alt_scenes={"optical": alt[:3]})
+    with pytest.raises(ValueError, match="lacks"):
+        pretrain(student, scenes, steps=1, batch_size=4, alt_scenes={"sar": torch.rand(4, 1, 2, 64, 64)})

@@ -71,7 +71,10 @@ class QSACLConfig:
 
     num_queries: int = 8  # m
     num_heads: int = 4  # cross-attention heads (must divide the feature dim)
-    query_init_std: float = 0.02  # std of the learnable queries at init
+    # std of the learnable queries at init; None = the aggregator's own default: 0.02 (trunc-normal,
+    # as ViT tokens) for attention="paper", 1.0 for "compete" (tiny queries give every query the
+    # same ~0 logits, so none can win tokens); see ``init_std``
+    query_init_std: float | None = None
     proj_dim: int = 128
     hidden_dim: int = 512
     temperature: float = 0.2
@@ -113,6 +116,16 @@ class QSACLConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.feature_stage <= 3:
             raise ValueError(f"feature_stage must be 0..3, got {self.feature_stage}")
+        if self.query_init_std is not None and not self.query_init_std > 0:
+            raise ValueError(f"query_init_std must be > 0 (or None for the aggregator default), got {self.query_init_std}")
+
+    @property
+    def init_std(self) -> float:
+        """The query init std actually used: ``query_init_std``, or the aggregator's default
+        (0.02 for ``attention="paper"``, 1.0 for ``"compete"``) when it is None."""
+        if self.query_init_std is not None:
+            return float(self.query_init_std)
+        return 1.0 if self.attention == "compete" else 0.02
 
     @classmethod
     def tiny(cls, **overrides) -> "QSACLConfig":
@@ -242,9 +255,9 @@ class ContrastiveSSL(nn.Module):
         self.backbone = backbone
         dim = backbone.out_channels[cfg.feature_stage]
         if cfg.aggregation == "query" and cfg.attention == "compete":
-            self.aggregator: nn.Module = CompetitiveQueryAggregator(dim, cfg.num_queries, cfg.query_init_std, cfg.key_norm)
+            self.aggregator: nn.Module = CompetitiveQueryAggregator(dim, cfg.num_queries, cfg.init_std, cfg.key_norm)
         elif cfg.aggregation == "query":
-            self.aggregator = QueryAggregator(dim, cfg.num_queries, cfg.num_heads, cfg.query_init_std)
+            self.aggregator = QueryAggregator(dim, cfg.num_queries, cfg.num_heads, cfg.init_std)
         else:
             self.aggregator = MeanAggregator()
         m = self.num_queries
@@ -302,7 +315,7 @@ def _one_view(images: torch.Tensor, size: int, scale: tuple[float, float], jitte
 
 
 def multi_crop(images: torch.Tensor, cfg: QSACLConfig, generator: torch.Generator | None = None,
-               modality: str = "optical") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+               modality: str = "optical", alt_images: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Global and local views of each scene in ``images`` (B, C, H, W).
 
     Returns ``(globals, locals)``: lists of ``cfg.num_global`` tensors (B, C, G, G) and
@@ -310,14 +323,23 @@ def multi_crop(images: torch.Tensor, cfg: QSACLConfig, generator: torch.Generato
     (area fraction ``cfg.global_scale`` / ``cfg.local_scale``) with random flips and a
     multiplicative intensity jitter (per channel for optical, one gain for SAR so the VV/VH
     ratio, a physical quantity, is kept).
+
+    ``alt_images`` (optional, same shape as ``images``): another rendering of the *same ground*
+    (e.g. the same synthetic layout in another regional style, or a second acquisition); when
+    given, the local views are cropped from it and the global views from ``images``, so every
+    (global, local) pair the loss contrasts crosses the two renderings. ``None`` = the usual
+    multi-crop of one image.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got {getattr(images, 'shape', None)}")
+    if alt_images is not None and (not isinstance(alt_images, torch.Tensor) or alt_images.shape != images.shape):
+        raise ValueError(f"alt_images must match images {tuple(images.shape)}, got {getattr(alt_images, 'shape', None)}")
     generator = generator or torch.Generator().manual_seed(0)
     per_channel = modality != "sar"
+    local_source = images if alt_images is None else alt_images
     globals_ = [_one_view(images, cfg.global_size, cfg.global_scale, cfg.intensity_jitter, per_channel, generator)
                 for _ in range(cfg.num_global)]
-    locals_ = [_one_view(images, cfg.local_size, cfg.local_scale, cfg.intensity_jitter, per_channel, generator)
+    locals_ = [_one_view(local_source, cfg.local_size, cfg.local_scale, cfg.intensity_jitter, per_channel, generator)
                for _ in range(cfg.num_local)]
     return globals_, locals_
 
@@ -346,12 +368,13 @@ def view_overlap(cfg: QSACLConfig, scene_size: int, n: int = 10_000, seed: int =
 
 
 def pretraining_loss(student: ContrastiveSSL, teacher: ContrastiveSSL, images: torch.Tensor, modality: str,
-                     gsd: float | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                     gsd: float | None = None, generator: torch.Generator | None = None,
+                     alt_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss of one step on a batch of scenes: make views, embed them with the student (with
     predictor) and the teacher (without, no grad), apply Eq. 3. Returns ``{"loss", "contrastive",
-    "moe_aux"}``; ``loss`` is what to back-propagate."""
+    "moe_aux"}``; ``loss`` is what to back-propagate. ``alt_images``: see :func:`multi_crop`."""
     cfg = student.cfg
-    globals_, locals_ = multi_crop(images, cfg, generator, modality)
+    globals_, locals_ = multi_crop(images, cfg, generator, modality, alt_images)
     views = globals_ + locals_
     with torch.no_grad():
         teacher_z = [teacher.embed(v, modality, gsd, predict=False) for v in views]

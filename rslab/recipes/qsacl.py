@@ -22,7 +22,8 @@ __all__ = ["pretrain", "fit_linear_probe", "linear_probe_miou"]
 
 def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: int, batch_size: int = 16,
              lr: float = 2e-4, warmup_steps: int = 10, gsd: float | None = None, seed: int = 0,
-             out_dir=None, progress: bool = False, device: str = "cpu"):
+             out_dir=None, progress: bool = False, device: str = "cpu",
+             alt_scenes: dict[str, torch.Tensor] | None = None):
     """Pre-train ``student`` (QSACL or the image-level baseline) with :class:`rslab.train.Trainer`.
 
     ``scenes`` maps modality -> (N, C, H, W) normalised scenes; steps cycle through the modalities
@@ -34,6 +35,11 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
     seeded by (seed, step), so a run is reproducible and resumes exactly. Returns the trainer
     (``trainer.model`` = student, ``trainer.ema_model`` = teacher, ``trainer.history``).
     ``device="cpu"`` forces the CPU; ``"auto"`` lets the trainer use a GPU when there is one.
+
+    ``alt_scenes`` (optional): modality -> (N, K, C, H, W) (or (N, C, H, W), K = 1) other
+    renderings of the same N scenes (same ground, e.g. other regional styles). When a modality
+    has them, each sample's local views are cropped from one of its K renderings, drawn at
+    random per step (:func:`rslab.models.qsacl.multi_crop`); ``None`` = plain multi-crop.
     """
     if not scenes:
         raise ValueError("scenes must map at least one modality to a (N, C, H, W) tensor")
@@ -43,6 +49,17 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
         student.backbone._check_modality(name)
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] < 2:
             raise ValueError(f"scenes[{name!r}] must be a (N >= 2, C, H, W) tensor, got {getattr(x, 'shape', None)}")
+    alts: dict[str, torch.Tensor] = {}
+    for name, alt in (alt_scenes or {}).items():
+        if name not in scenes:
+            raise ValueError(f"alt_scenes has modality {name!r} that scenes lacks ({sorted(scenes)})")
+        if isinstance(alt, torch.Tensor) and alt.ndim == 4:
+            alt = alt.unsqueeze(1)
+        x = scenes[name]
+        if not isinstance(alt, torch.Tensor) or alt.ndim != 5 or alt.shape[0] != x.shape[0] or alt.shape[2:] != x.shape[1:]:
+            raise ValueError(f"alt_scenes[{name!r}] must be (N, K, C, H, W) renderings of scenes[{name!r}] "
+                             f"{tuple(x.shape)}, got {getattr(alt, 'shape', None)}")
+        alts[name] = alt
     modalities = list(scenes)
     ema = EMA(student, momentum=student.cfg.momentum, total_steps=steps)
 
@@ -52,11 +69,16 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
             modality = modalities[i % len(modalities)]
             data = scenes[modality]
             idx = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=g)
-            yield {"images": data[idx], "modality": modality, "view_seed": seed * 1_000_003 + epoch * steps + i}
+            batch = {"images": data[idx], "modality": modality, "view_seed": seed * 1_000_003 + epoch * steps + i}
+            if modality in alts:
+                alt = alts[modality]
+                k = torch.randint(0, alt.shape[1], (len(idx),), generator=g)
+                batch["alt_images"] = alt[idx, k]
+            yield batch
 
     def loss_fn(model: ContrastiveSSL, batch: dict) -> dict:
         g = torch.Generator().manual_seed(int(batch["view_seed"]))
-        return pretraining_loss(model, ema.model, batch["images"], batch["modality"], gsd, g)
+        return pretraining_loss(model, ema.model, batch["images"], batch["modality"], gsd, g, batch.get("alt_images"))
 
     config = TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(warmup_steps, steps), seed=seed,
                          log_every=max(1, steps // 20), out_dir=out_dir, progress=progress, cpu=device == "cpu")
