@@ -368,3 +368,30 @@ def test_optical_bank_alignment_trains_sar_only_and_retrieves():
     assert r5_after > r5_before + 0.1, (r5_before, r5_after)
     for k, v in model.optical.state_dict().items():
         assert torch.equal(v, before_opt[k]), f"frozen optical weight {k} changed"
+
+
+def test_bank_student_ceiling_diagnostic_learns_its_rows_and_validates():
+    from rslab.models.alignment import embed_inputs, one_hot_labels
+    from rslab.recipes.alignment import train_bank_student
+
+    torch.manual_seed(0)
+    optical, _, _ = toy_pairs(64, seed=3)
+    bank = F.normalize(torch.randn(64, TINY["out_dim"]), dim=-1)
+    student = ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY))
+    before = retrieval_scores(embed_inputs(student, optical), bank)[1]
+    history = train_bank_student(student, optical, bank, TrainConfig(max_steps=60, lr=3e-3, warmup_steps=5, progress=False,
+                                                                      log_every=10), batch_size=32)
+    after = retrieval_scores(embed_inputs(student, optical), bank)[1]
+    assert history[-1]["loss"] < history[0]["loss"] and after > before + 0.2, (before, after)
+    with pytest.raises(ValueError, match="one row per input"):
+        train_bank_student(student.train(), optical, bank[:10], TrainConfig(max_steps=1, progress=False))
+    with pytest.raises(ValueError, match="finite"):
+        train_bank_student(student, optical * float("nan"), bank, TrainConfig(max_steps=1, progress=False))
+
+    labels = torch.tensor([[[0, 2], [255, 1]]])
+    oh = one_hot_labels(labels, 3)
+    assert oh.shape == (1, 3, 2, 2) and oh[0, :, 0, 0].tolist() == [1, -1, -1] and oh[0, :, 1, 0].tolist() == [-1, -1, -1]
+    with pytest.raises(ValueError, match="lie in"):
+        one_hot_labels(labels, 2)
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        one_hot_labels(labels[0], 3)

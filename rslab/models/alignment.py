@@ -19,10 +19,10 @@ Pieces:
 - :class:`OpticalTextModel` -- optical encoder + learnable temperature for locked-text tuning.
 - :class:`SARAlignmentModel` -- frozen E_opt + trainable E_SAR; forward gives f_opt, f^a_SAR, f^b_SAR.
 - the two short training runs live in :mod:`rslab.recipes.alignment` (models never import the trainer).
-- :func:`embed_optical`, :func:`embed_sar`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
+- :func:`embed_optical`, :func:`embed_sar`, :func:`embed_inputs`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
   :func:`pca_2d` -- evaluation.
 - :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`scene_texts`, :func:`restyled_scenes`,
-  :func:`tile_pairs` -- data.
+  :func:`tile_pairs`, :func:`one_hot_labels` -- data.
 - :func:`save_encoder`, :func:`load_encoder` -- safetensors + JSON config, for later notebooks.
 """
 
@@ -354,6 +354,35 @@ def embed_sar(encoder: ImageEncoder, sar_db: torch.Tensor, batch_size: int = 256
         x, valid = preprocess_sar(sar_db[i : i + batch_size].to(device))
         out.append(encoder(x, valid=valid).embedding.cpu())
     return F.normalize(torch.cat(out), dim=-1)
+
+
+@torch.no_grad()
+def embed_inputs(encoder: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised global embeddings (N, D) of model-ready inputs (no preprocessing), e.g. the
+    one-hot label maps of :func:`one_hot_labels` fed to a ceiling-diagnostic student."""
+    if inputs.ndim != 4:
+        raise ValueError(f"inputs must be (N, C, H, W), got shape {tuple(inputs.shape)}")
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        o = encoder(inputs[i : i + batch_size].to(device))
+        out.append((o.embedding if hasattr(o, "embedding") else o).cpu())
+    return F.normalize(torch.cat(out), dim=-1)
+
+
+def one_hot_labels(labels: torch.Tensor | np.ndarray, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(N, H, W) leaf-label maps -> (N, num_classes, H, W) float in {-1, 1} (``ignore_index``
+    pixels are -1 everywhere): the exact layout as an image, for the ceiling diagnostic."""
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be (N, H, W), got shape {tuple(labels.shape)}")
+    valid = labels != ignore_index
+    if num_classes < 1 or (labels[valid] >= num_classes).any() or (labels[valid] < 0).any():
+        raise ValueError(f"label values must lie in [0, {num_classes}) or equal ignore_index={ignore_index}")
+    out = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2).float()
+    out = out * valid.unsqueeze(1)
+    return out * 2 - 1
 
 
 def retrieval_scores(query: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:

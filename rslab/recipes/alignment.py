@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
@@ -169,4 +170,45 @@ def train_sar_alignment(
     trainer = Trainer(model, step, _loader(optical.shape[0], batch_size, config.seed), config)
     history = trainer.fit()
     model.eval()
+    return history
+
+
+def train_bank_student(
+    encoder: nn.Module,
+    inputs: torch.Tensor,
+    bank: torch.Tensor,
+    config: TrainConfig,
+    batch_size: int = 64,
+    temperature: float = 0.07,
+) -> list[dict]:
+    """Ceiling diagnostic: train a fresh ``encoder`` to pick out its row of a frozen feature ``bank``.
+
+    The same L_CMA as the SAR alignment with ``optical_bank=True`` (InfoNCE of each embedding
+    against all N bank rows, :func:`~rslab.losses.contrastive.info_nce` with ``index``), but the
+    student sees ``inputs``: any model-ready ``(N, C, H, W)`` tensor co-registered with the bank's
+    images -- e.g. the one-hot label map (what a perfect SAR sensor could at most reveal: the
+    layout) or the optical image itself. Comparing such students with the SAR one tells whether
+    SAR retrieval is limited by the SAR encoder or by what the frozen teacher's embedding encodes.
+    Not part of the paper: a measurement of what the stand-in teacher allows.
+    """
+    if not isinstance(encoder, nn.Module) or not any(p.requires_grad for p in encoder.parameters()):
+        raise ValueError("encoder must be an nn.Module with trainable parameters")
+    if inputs.ndim != 4 or not torch.isfinite(inputs).all():
+        raise ValueError(f"inputs must be a finite (N, C, H, W) tensor, got shape {tuple(inputs.shape)}")
+    if bank.ndim != 2 or bank.shape[0] != inputs.shape[0]:
+        raise ValueError(f"bank must be (N, D) with one row per input ({inputs.shape[0]}), got {tuple(bank.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    bank = bank.detach()
+
+    def step(m: nn.Module, batch) -> tuple[torch.Tensor, dict]:
+        device = next(m.parameters()).device
+        idx = batch[0].to(device)
+        out = m(inputs[batch[0]].to(device))
+        f = out.embedding if hasattr(out, "embedding") else out
+        return info_nce(f, bank.to(device), temperature, index=idx), {}
+
+    trainer = Trainer(encoder, step, _loader(inputs.shape[0], batch_size, config.seed), config)
+    history = trainer.fit()
+    encoder.eval()
     return history
