@@ -115,6 +115,23 @@ def test_loss_backward_reaches_trained_parts(model):
     model.eval()
 
 
+def test_mpg_pseudo_mask_is_not_flat_at_initialisation():
+    # Unit-scale tokens (the union encoder ends in a LayerNorm): the pseudo-mask must already vary
+    # over the grid, else the dense prompt is a constant and its gradient vanishes (measured: a
+    # spatial std of ~0.004 logits without the MPG's normalisation).
+    from rslab.models.rs2sam2 import MaskPromptGenerator
+
+    torch.manual_seed(0)
+    mpg = MaskPromptGenerator(128, 4)
+    cls, visual = torch.randn(4, 128), torch.randn(4, 64, 128)
+    pseudo = mpg(cls, visual, (8, 8))
+    assert pseudo.shape == (4, 1, 8, 8)
+    assert float(pseudo.flatten(1).std(1).mean()) > 0.05  # ~0.19 here; ~0.01 without the normalisation
+    # and it depends on the text side (V_cls), not only on the image
+    other = mpg(torch.randn(4, 128), visual, (8, 8))
+    assert float((other - pseudo).abs().mean()) > 1e-3
+
+
 def test_ablation_switches():
     m = RS2SAM2(RS2SAM2Config.tiny(use_bhfm=False, use_mpg=False, boundary_weight=0.0))
     assert m.mpg is None and m.text_guidance is None

@@ -203,6 +203,10 @@ After the encoder, the original text tokens guide the final image embedding by o
 ### MPG: a dense prompt
 `V_cls` attends to the visual tokens `V`; the result times `V_cls` is projected, broadcast over the
 visual map and multiplied with it; an MLP gives a **pseudo-mask** on the union encoder's patch grid.
+One addition of ours: a LayerNorm before that MLP. The two products shrink the features to about a
+fifth of unit scale, and without it the pseudo-mask of a from-scratch union encoder started within
+~0.005 logits of a constant and was still flat (spatial std below 0.01) after a whole smoke-budget
+row, so the dense prompt carried nothing (BEiT-3's pretrained features have a larger scale).
 It is upsampled to SAM2's mask-input size and given to SAM2's prompt encoder as a **dense prompt**,
 as **logits** (SAM2 feeds back low-resolution logits there). The projected `V_cls` also enters SAM2's
 decoder as one sparse token, so the baseline row (no MPG, no BHFM) still receives the text.
@@ -303,7 +307,7 @@ The full profile loads the official SAM2.1 checkpoint and keeps exactly that spl
 `train_hiera=True` Hiera is **trained too** (hence `hiera frozen = 0` above; the frozen parameters are
 SAM2's video-memory modules, which image segmentation never uses). The reason is measured, not
 assumed: a frozen Hiera is only as good as its pre-training, and the stand-in we can afford inside
-the smoke budget is far weaker than SA-1B. In this session (same data and evaluation, full row,
+the smoke budget is far weaker than SA-1B. In development runs (session 3; same data and evaluation, full row,
 400 steps at lr 5e-4) a frozen Hiera from a 500-step stand-in reached held-out mIoU 0.04, from a
 1,200-step stand-in (about 130 s of CPU, more than the budget allows) 0.26; the same 500-step stand-in
 with Hiera trained reached 0.28, and training from random weights 0.23. Set `train_hiera=False` (and
@@ -415,20 +419,42 @@ little higher by construction.
 **What limits these numbers is the training budget, not the metric.** SAM2 starts from the
 stand-in checkpoint (a minute of promptable pre-training on 300 synthetic images, not SA-1B), the
 union encoder from random weights (no BEiT-3 offline), and each row sees each training expression
-only about four times. Two more measurements from this session (full row, 400 steps, same stand-in):
-with SAM2 at 128 px input (an 8 x 8 image embedding instead of 4 x 4) it reached mIoU 0.31 at twice
-the CPU time, and giving the new parts (union encoder, MPG, BHFM) a 4x higher learning rate did not
-help (0.26). At both sizes the crop-field expressions, half of the held-out set, stay near 0.1 (see the
-per-class breakdown): picking one parcel among its neighbours is what the budget does not reach. The loss curves show the typical from-scratch pattern: a long plateau near the
+only about four times. Development measurements (session 4), all on **validation scenes 340-439**
+(164 expressions, disjoint from the training scenes 0-299 and from the held-out scenes 300-339 used
+above), full row unless stated, 400 steps of batch 8:
+
+- **under-fitted, not over-fitted**: mIoU 0.29 on the validation scenes but 0.21 on training
+  expressions; 1,200 steps (3x the budget) reach 0.41 on validation;
+- **not a learning-rate problem**: peak lr 5e-4 / 1e-3 / 2e-3 give 0.287 / 0.271 / 0.269 with
+  near-identical loss curves; a 4x rate for the new parts did not help either (session 3);
+- **the per-step cost is compute**: one step (batch 8) is ~46 ms forward (union encoder 10, Hiera with
+  BHFM 18, prompt encoder, decoder and loss the rest), ~51 ms backward, ~8 ms AdamW; MiniLM runs once
+  per distinct expression (cached), so there is no 2-4x of overhead to remove;
+- **what the text does**: with the text of another expression the full row drops from 0.29 to 0.11,
+  so it uses the words; BHFM is what grounds the class (river 0.60 with BHFM, 0.17 without);
+- **crop parcels are the wall**: 61 % of the validation expressions refer to a crop parcel. The rows
+  score 0.11-0.17 on them, whatever the text (the fixed phrase "the largest crop field" scores the
+  same on them), while predicting every crop parcel of the scene would score 0.59. The parcels are
+  unambiguous (each phrase names one object) but hard to *see* at 64 px: flooded, straw and green
+  parcels look like water, bare soil and meadow. A plain 7-layer CNN trained for this *alone*, on the
+  dense crop labels of the same training scenes (far more supervision than one referred mask per
+  sample), reaches a per-scene crop IoU of 0.25 after the same 400 x 8 images and 0.50 after 1,200
+  x 8. Learning to perceive the class from pixels, from scratch, takes several times the per-row
+  budget; that is what SA-1B and BEiT-3 pre-training give the paper's model;
+- **other directions tried**: a 1,200-step stand-in (2.5x its cost) 0.32; a direct Dice/CE loss on
+  the MPG pseudo-mask (not in the paper) 0.30; batch 16 for 200 steps (same samples) 0.24; SAM2 from
+  random weights with the stand-in's CPU time given to the row instead (490 steps) 0.18; 128 px SAM2
+  input 0.31 at twice the cost (session 3).
+
+The loss curves show the typical from-scratch pattern: a long plateau near the
 "all background" solution, then a slow descent. Rows that are still on the plateau when the budget
 ends predict empty masks (the *empty masks* column) and score an mIoU near 0; that is the state of
 that row after this many steps, not a failure of the evaluation. Compare the rows' mIoU with the two
 class-only oracles printed above: a model must first learn to recognise classes from pixels (the
 river, lakes and industrial roofs are learnt first, see the per-class breakdown below) before it can
 learn to tell one crop parcel from its neighbours by position, size or colour, which most of the
-expressions ask for. More training samples raise every row: the `steps` parameter, or `batch_size`
-(each step has a fixed cost, many small kernels and an AdamW update over hundreds of small tensors,
-so on a CPU a batch of 8 buys more samples per second than a batch of 4). The paper's setting starts
+expressions ask for. More training samples raise every row: the `steps` parameter, or `batch_size`.
+The paper's setting starts
 from pretrained SAM2 and BEiT-3, where the decoder can localise from the first step.
 """)
 
@@ -570,6 +596,7 @@ md("""
   (small) budget, not converged results.
 - **Union encoder**: a small joint transformer over MiniLM token states stands in for BEiT-3 (see 2.).
 - **Boundary loss**: soft edges and a bounded text weight, deliberately (see 3.).
+- **MPG**: a LayerNorm before its MLP (see 2.), so that a from-scratch pseudo-mask is not a constant.
 
 Run the `full` profile on a GPU with RRSIS-D or RefSegRS under `data_root` and the official SAM2.1
 checkpoint to get the paper's setting: `rslab notebooks run --profile full --only 04`.
