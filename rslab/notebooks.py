@@ -405,6 +405,8 @@ def execute_notebook(
     stale.unlink(missing_ok=True)
     env = {
         "RSLAB_ARTIFACTS_DIR": str(artifacts_dir),
+        # no ipywidgets in headless runs: their comm messages can hang the client (rslab.viz.widgets)
+        "RSLAB_HEADLESS": "1",  # = rslab.viz.widgets.HEADLESS_ENV (not imported: it would load matplotlib)
         # Headless, but figures must still land in the executed notebook: the inline backend
         # (Agg underneath). A plain MPLBACKEND=Agg, as `make` exports, would leave no figures.
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",

@@ -127,8 +127,9 @@ def make_notebook(path: Path, cells: list[tuple[str, list[str] | None]]) -> Path
 
 PASS_SOURCE = (
     "from rslab.notebooks import start_run\n"
+    "from rslab.viz.widgets import widgets_enabled\n"
     "run = start_run('00_pass', profile, seed)\n"
-    "run.save_results({'steps_seen': steps, 'lr_seen': lr, 'tag_seen': tag, 'acc': 0.75})"
+    "run.save_results({'steps_seen': steps, 'lr_seen': lr, 'tag_seen': tag, 'widgets_seen': widgets_enabled(), 'acc': 0.75})"
 )
 
 
@@ -192,7 +193,8 @@ def test_runner_reports_failing_cell_and_missing_results(fake_repo: Path):
         ("00_pass", "ok"), ("01_fail", "failed"), ("02_nores", "no results")]
     # the ci profile's values reached the kernel: section over defaults, undeclared default not injected
     metrics = summary[0]["metrics"]
-    assert metrics == {"steps_seen": 3, "lr_seen": 0.01, "tag_seen": "x", "acc": 0.75}
+    # and the kernel knew it was headless, so no notebook builds widgets there (rslab.viz.widgets)
+    assert metrics == {"steps_seen": 3, "lr_seen": 0.01, "tag_seen": "x", "widgets_seen": False, "acc": 0.75}
     executed = nbformat.read(str(fake_repo / "build" / "notebooks" / "00_pass.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "not_declared_anywhere" not in injected[0].source
@@ -231,6 +233,19 @@ def test_runner_times_out_a_hung_cell_and_retries_once(fake_repo: Path):
     assert sum("running 06_hang_always again" in m for m in logs) == 1  # one retry, then reported
     with pytest.raises(ValueError, match="cell_timeout"):
         nbs.run_notebooks("ci", only=["05"], root=fake_repo, cell_timeout=-1, log=lambda m: None)
+
+
+def test_widgets_enabled_only_at_a_live_kernel(monkeypatch):
+    from rslab.viz.widgets import HEADLESS_ENV, widgets_enabled
+
+    monkeypatch.delenv(HEADLESS_ENV, raising=False)
+    assert widgets_enabled()  # ipywidgets is a dependency, and nothing says headless
+    for value in ("1", "true", "yes"):
+        monkeypatch.setenv(HEADLESS_ENV, value)
+        assert not widgets_enabled(), value
+    for value in ("", "0", "false"):
+        monkeypatch.setenv(HEADLESS_ENV, value)
+        assert widgets_enabled(), value
 
 
 def test_runner_rejects_notebook_without_parameters_cell(fake_repo: Path):

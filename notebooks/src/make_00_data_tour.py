@@ -336,22 +336,24 @@ kernel; the static figure below it shows what it draws at its starting values, s
 """)
 
 code("""
-import ipywidgets as widgets
-
-
 def explore(seed=seed, style=0, n_looks=4.0):
     w = SyntheticWorld(WorldConfig(size=size), seed=seed)
     s = w.scene(0, style=style, n_looks=n_looks)
     return viz.show_sample(s, tree, title=f"seed {seed}, style '{w.style_names[style]}', {n_looks:g} looks")
 
 
-explorer = widgets.interactive(
-    explore,
-    seed=widgets.IntSlider(value=seed, min=0, max=20, description="seed"),
-    style=widgets.Dropdown(options=[(name, k) for k, name in enumerate(world.style_names)], value=0, description="style"),
-    n_looks=widgets.FloatLogSlider(value=4.0, base=2, min=0, max=5, step=1, description="looks"),
-)
-display(explorer)
+if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
+    import ipywidgets as widgets
+
+    explorer = widgets.interactive(
+        explore,
+        seed=widgets.IntSlider(value=seed, min=0, max=20, description="seed"),
+        style=widgets.Dropdown(options=[(name, k) for k, name in enumerate(world.style_names)], value=0, description="style"),
+        n_looks=widgets.FloatLogSlider(value=4.0, base=2, min=0, max=5, step=1, description="looks"),
+    )
+    display(explorer)
+else:
+    print(viz.HEADLESS_NOTE)
 explore()  # static snapshot at the starting values
 """)
 

@@ -586,7 +586,7 @@ The static figure shows the first held-out pair; the slider (in a live notebook)
 """)
 
 code("""
-import ipywidgets as widgets
+from rslab import viz
 
 sim_sar_opt = f_sar_after @ f_opt_eval.T
 text_scores = f_sar_after @ class_emb["train synonyms"].T
@@ -607,17 +607,21 @@ def show_pair(i: int = 0):
 
 show_pair(0)  # the static figure
 
-# The live explorer draws only when the slider moves, so headless runs stay quick and simple.
-slider = widgets.IntSlider(0, 0, len(eval_samples) - 1, description="SAR tile")
-explorer_out = widgets.Output()
+if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
+    import ipywidgets as widgets
 
-def on_slide(change):
-    with explorer_out:
-        explorer_out.clear_output(wait=True)
-        show_pair(change["new"])
+    slider = widgets.IntSlider(0, 0, len(eval_samples) - 1, description="SAR tile")
+    explorer_out = widgets.Output()
 
-slider.observe(on_slide, names="value")
-widgets.VBox([slider, explorer_out])
+    def on_slide(change):
+        with explorer_out:
+            explorer_out.clear_output(wait=True)
+            show_pair(change["new"])
+
+    slider.observe(on_slide, names="value")
+    display(widgets.VBox([slider, explorer_out]))
+else:
+    print(viz.HEADLESS_NOTE)
 """)
 
 md("""

@@ -450,19 +450,21 @@ runs the model (a model call inside the callback once left a headless run waitin
 """)
 
 code("""
-try:
+from rslab.viz import HEADLESS_NOTE, widgets_enabled
+
+def show_query(scene=0, query=0):
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    axes[0].imshow(optical_to_display(test_opt[scene].numpy())); axes[0].axis("off")
+    axes[1].imshow(attn_all[scene, query].numpy(), cmap="magma"); axes[1].axis("off")
+    axes[1].set_title(f"query {query}")
+    plt.show()
+
+if widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
     import ipywidgets as widgets
 
-    def show_query(scene=0, query=0):
-        fig, axes = plt.subplots(1, 2, figsize=(6, 3))
-        axes[0].imshow(optical_to_display(test_opt[scene].numpy())); axes[0].axis("off")
-        axes[1].imshow(attn_all[scene, query].numpy(), cmap="magma"); axes[1].axis("off")
-        axes[1].set_title(f"query {query}")
-        plt.show()
-
     widgets.interact(show_query, scene=(0, n_probe_test - 1), query=(0, num_queries - 1))
-except ImportError:
-    print("ipywidgets is not installed; the static figures above show the same maps")
+else:
+    print(HEADLESS_NOTE)  # the static figures above show the same maps
 """)
 
 md("""

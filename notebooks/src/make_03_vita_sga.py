@@ -126,7 +126,7 @@ plt.show()
 md("Explore `tau_SGA` (small = a sharp, almost hard schedule; large = levels mixed all along):")
 
 code("""
-import ipywidgets as widgets
+from rslab.viz import HEADLESS_NOTE, widgets_enabled
 
 def _plot_tau(tau=0.5):
     p = np.stack([sga_level_probs(int(t), steps, tree.depth, tau) for t in ts])
@@ -136,7 +136,13 @@ def _plot_tau(tau=0.5):
     plt.ylim(0, 1); plt.xlabel("step"); plt.ylabel("p(l|t)"); plt.title(f"tau_SGA = {tau:.2f}"); plt.legend()
     plt.show()
 
-widgets.interact(_plot_tau, tau=widgets.FloatLogSlider(value=tau_sga, base=10, min=-1.5, max=1, step=0.05));
+if widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
+    import ipywidgets as widgets
+
+    widgets.interact(_plot_tau, tau=widgets.FloatLogSlider(value=tau_sga, base=10, min=-1.5, max=1, step=0.05))
+else:
+    print(HEADLESS_NOTE)
+    _plot_tau(0.1)  # a sharp schedule, to compare with the one above
 """)
 
 md("""

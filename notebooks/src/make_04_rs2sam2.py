@@ -489,36 +489,37 @@ a reference. Headless runs show the static figures above instead.
 """)
 
 code("""
-import ipywidgets as widgets
-from IPython.display import clear_output
+if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
+    import ipywidgets as widgets
+    from IPython.display import clear_output
 
-scene_ids = sorted({i for i, _ in eval_data.index})
-picker = widgets.Dropdown(options=[(f"held-out scene {i}", i) for i in scene_ids], description="scene")
-text_box = widgets.Text(value=eval_data.samples[scene_ids[0]].referring[0].text, description="expression",
-                        continuous_update=False, layout=widgets.Layout(width="60%"))
-out = widgets.Output()
+    scene_ids = sorted({i for i, _ in eval_data.index})
+    picker = widgets.Dropdown(options=[(f"held-out scene {i}", i) for i in scene_ids], description="scene")
+    text_box = widgets.Text(value=eval_data.samples[scene_ids[0]].referring[0].text, description="expression",
+                            continuous_update=False, layout=widgets.Layout(width="60%"))
+    out = widgets.Output()
 
+    def show(*_):
+        s = eval_data.samples[picker.value]
+        known = {e.text: e.mask for e in s.referring}
+        with out:
+            clear_output(wait=True)
+            print("this scene's expressions:", "; ".join(known))
+            try:
+                pred = rt.segment(model, encoder, s.optical, text_box.value)
+            except ValueError as err:
+                print("cannot segment:", err)
+                return
+            gt = known.get(text_box.value.strip(), np.zeros_like(pred))
+            viz.show_mask_prediction(s.optical[:3].transpose(1, 2, 0), gt, pred, text_box.value)
+            plt.show()
 
-def show(*_):
-    s = eval_data.samples[picker.value]
-    known = {e.text: e.mask for e in s.referring}
-    with out:
-        clear_output(wait=True)
-        print("this scene's expressions:", "; ".join(known))
-        try:
-            pred = rt.segment(model, encoder, s.optical, text_box.value)
-        except ValueError as err:
-            print("cannot segment:", err)
-            return
-        gt = known.get(text_box.value.strip(), np.zeros_like(pred))
-        viz.show_mask_prediction(s.optical[:3].transpose(1, 2, 0), gt, pred, text_box.value)
-        plt.show()
-
-
-picker.observe(show, names="value")
-text_box.observe(show, names="value")
-display(widgets.VBox([widgets.HBox([picker, text_box]), out]))
-show()
+    picker.observe(show, names="value")
+    text_box.observe(show, names="value")
+    display(widgets.VBox([widgets.HBox([picker, text_box]), out]))
+    show()
+else:
+    print(viz.HEADLESS_NOTE)
 """)
 
 md("""

@@ -593,12 +593,19 @@ plt.tight_layout(); plt.show()
 """)
 
 code("""
-import ipywidgets as widgets
+from rslab.viz import HEADLESS_NOTE, widgets_enabled
+
 def show_step(i=0):
     acc = float((torch.from_numpy(step_map(i)) == torch.from_numpy(gt_patch)).float().mean())
     fig, ax = plt.subplots(figsize=(3.5, 3.5))
     show_labels(ax, step_map(i), f"z-update {i}: patch accuracy {100 * acc:.1f}%"); plt.show()
-widgets.interact(show_step, i=widgets.IntSlider(min=0, max=len(hist) - 1, value=len(hist) - 1));
+
+if widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
+    import ipywidgets as widgets
+
+    widgets.interact(show_step, i=widgets.IntSlider(min=0, max=len(hist) - 1, value=len(hist) - 1))
+else:
+    print(HEADLESS_NOTE)
 """)
 
 md("""

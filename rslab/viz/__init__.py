@@ -5,6 +5,7 @@
 - :mod:`rslab.viz.figures`: ``show_sample``, ``show_levels`` and the data-tour figures; each
   returns a ``matplotlib.figure.Figure`` not registered with pyplot (nothing to close).
 - :mod:`rslab.viz.maps`: ``scene_map`` / ``save_map_html`` (leafmap, imported on first use).
+- :mod:`rslab.viz.widgets`: ``widgets_enabled`` (explorers only at a live kernel, never headless).
 
 Training curves are drawn by ``rslab.train.plot_history``.
 """
@@ -35,8 +36,11 @@ from rslab.viz.palette import (
     overlay,
 )
 from rslab.viz.sar import NODATA_COLOR, optical_to_display, sar_to_display
+from rslab.viz.widgets import HEADLESS_ENV, HEADLESS_NOTE, widgets_enabled
 
 __all__ = [
+    "HEADLESS_ENV",
+    "HEADLESS_NOTE",
     "NODATA_COLOR",
     "colorize_labels",
     "flat_tree",
@@ -64,4 +68,5 @@ __all__ = [
     "show_styles",
     "speckle_std_db",
     "to_rgba_uint8",
+    "widgets_enabled",
 ]
