@@ -82,7 +82,7 @@ import torch
 from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
-from rslab.models.alignment import restyled_scenes
+from rslab.models.alignment import pairs_to_tensors, restyled_scenes
 from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes,
                                   profile_variants, save_backbone)
 from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, feature_diagnostics, multi_crop,
@@ -115,8 +115,8 @@ gsd = world.config.gsd_m  # metres per pixel; drives Adaptive Patch Merging
 
 def to_tensors(start, n):
     scenes = [world.scene(i) for i in range(start, start + n)]
-    optical = torch.tensor(np.stack([s.optical for s in scenes]), dtype=torch.float32)
-    sar = normalize_sar(torch.tensor(np.stack([s.sar for s in scenes]), dtype=torch.float32))
+    optical, sar_db = pairs_to_tensors(scenes)
+    sar = normalize_sar(sar_db)
     labels = torch.tensor(np.stack([s.labels for s in scenes]), dtype=torch.long)
     return scenes, optical, sar, labels
 
@@ -131,9 +131,9 @@ print(f"{n_pretrain + n_probe_test} scenes in {time.perf_counter() - t0:.1f} s; 
 t0 = time.perf_counter()
 alt_opt, alt_sar = [], []
 for k in range(1, other_styles + 1):
-    alt = restyled_scenes(world, pre_scenes, offset=k)
-    alt_opt.append(torch.tensor(np.stack([a.optical for a in alt]), dtype=torch.float32))
-    alt_sar.append(normalize_sar(torch.tensor(np.stack([a.sar for a in alt]), dtype=torch.float32)))
+    optical, sar_db = pairs_to_tensors(restyled_scenes(world, pre_scenes, offset=k))
+    alt_opt.append(optical)
+    alt_sar.append(normalize_sar(sar_db))
 alt_scenes = {"optical": torch.stack(alt_opt, 1), "sar": torch.stack(alt_sar, 1)} if other_styles else None
 print(f"{other_styles} restyled copies of the pre-training scenes in {time.perf_counter() - t0:.1f} s")
 
@@ -446,7 +446,7 @@ for q in range(num_queries):
 md("""
 An interactive version: pick a scene and a query (the static figure above is what a headless run shows).
 The maps were computed once above (`attn_all`); the slider callback only draws, so moving it never
-runs the model (a model call inside the callback once left a headless run waiting on an idle kernel).
+runs the model. Headless runs (`rslab notebooks run`) build no widget at all (see `rslab.viz.widgets`).
 """)
 
 code("""

@@ -19,7 +19,7 @@ Pieces:
 - :class:`OpticalTextModel` -- optical encoder + learnable temperature for locked-text tuning.
 - :class:`SARAlignmentModel` -- frozen E_opt + trainable E_SAR; forward gives f_opt, f^a_SAR, f^b_SAR.
 - the two short training runs live in :mod:`rslab.recipes.alignment` (models never import the trainer).
-- :func:`embed_optical`, :func:`embed_sar`, :func:`embed_inputs`, :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
+- :func:`embed_optical`, :func:`embed_sar`, :func:`embed_inputs` (:func:`global_embedding`), :func:`retrieval_scores`, :func:`zero_shot_accuracy`,
   :func:`pca_2d` -- evaluation.
 - :func:`pairs_to_tensors`, :func:`balanced_scenes`, :func:`dominant_class`, :func:`scene_texts`, :func:`restyled_scenes`,
   :func:`tile_pairs`, :func:`one_hot_labels` -- data.
@@ -334,41 +334,41 @@ def tile_pairs(sample, tile: int, optical_bands: Sequence[int] | None = None) ->
 # --------------------------------------------------------------------------------------------
 
 
+def global_embedding(output) -> torch.Tensor:
+    """The global embedding of an encoder's output: ``output.embedding`` for an
+    :class:`ImageEncoder`, the output itself for a module that returns the embedding."""
+    return output.embedding if hasattr(output, "embedding") else output
+
+
 @torch.no_grad()
+def _embed_in_batches(encoder: nn.Module, images: torch.Tensor, batch_size: int, forward) -> torch.Tensor:
+    """L2-normalised ``forward(encoder, batch)`` over ``images`` in batches, on the encoder's device."""
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    out = [forward(encoder, images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    return F.normalize(torch.cat(out), dim=-1)
+
+
 def embed_optical(encoder: ImageEncoder, optical: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised global embeddings (N, D) of optical images in [0, 1]."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    out = [encoder(preprocess_optical(optical[i : i + batch_size].to(device))).embedding.cpu()
-           for i in range(0, len(optical), batch_size)]
-    return F.normalize(torch.cat(out), dim=-1)
+    return _embed_in_batches(encoder, optical, batch_size, lambda e, x: e(preprocess_optical(x)).embedding)
 
 
-@torch.no_grad()
 def embed_sar(encoder: ImageEncoder, sar_db: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised global embeddings (N, D) of SAR images in dB (nodata masked out of the pooling)."""
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    out = []
-    for i in range(0, len(sar_db), batch_size):
-        x, valid = preprocess_sar(sar_db[i : i + batch_size].to(device))
-        out.append(encoder(x, valid=valid).embedding.cpu())
-    return F.normalize(torch.cat(out), dim=-1)
+    def forward(e, x):
+        x, valid = preprocess_sar(x)
+        return e(x, valid=valid).embedding
+
+    return _embed_in_batches(encoder, sar_db, batch_size, forward)
 
 
-@torch.no_grad()
 def embed_inputs(encoder: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """L2-normalised global embeddings (N, D) of model-ready inputs (no preprocessing), e.g. the
     one-hot label maps of :func:`one_hot_labels` fed to a ceiling-diagnostic student."""
     if inputs.ndim != 4:
         raise ValueError(f"inputs must be (N, C, H, W), got shape {tuple(inputs.shape)}")
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    out = []
-    for i in range(0, len(inputs), batch_size):
-        o = encoder(inputs[i : i + batch_size].to(device))
-        out.append((o.embedding if hasattr(o, "embedding") else o).cpu())
-    return F.normalize(torch.cat(out), dim=-1)
+    return _embed_in_batches(encoder, inputs, batch_size, lambda e, x: global_embedding(e(x)))
 
 
 def one_hot_labels(labels: torch.Tensor | np.ndarray, num_classes: int, ignore_index: int = 255) -> torch.Tensor:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
 from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
-from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs, embed_optical
+from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs, embed_optical, global_embedding
 from rslab.train import Trainer, TrainConfig
 
 
@@ -28,6 +28,20 @@ def _loader(n: int, batch_size: int, seed: int):
         raise ValueError(f"need at least batch_size={batch_size} training pairs, got {n}")
     return DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size, shuffle=True, drop_last=True,
                       generator=torch.Generator().manual_seed(seed))
+
+
+def _moved_once(t: torch.Tensor):
+    """``get(device)`` -> ``t`` on ``device``, copied at most once per device. The trainer
+    (accelerate) places the model after a recipe is set up, so a frozen bank can only learn its
+    device inside the step; moving it there every step would copy it every step."""
+    copies: dict[torch.device, torch.Tensor] = {}
+
+    def get(device: torch.device) -> torch.Tensor:
+        if device not in copies:
+            copies[device] = t.to(device)
+        return copies[device]
+
+    return get
 
 
 def train_locked_text(
@@ -150,7 +164,7 @@ def train_sar_alignment(
     need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
     bank = None
     if optical_bank and need_opt:
-        bank = embed_optical(model.optical, optical).to(next(model.parameters()).device)
+        bank = _moved_once(embed_optical(model.optical, optical))
 
     def step(m: SARAlignmentModel, batch) -> tuple[torch.Tensor, dict]:
         idx = batch[0].cpu()
@@ -160,7 +174,7 @@ def train_sar_alignment(
             sar_a = augment.radiometric(sar)
             sar_b = augment.radiometric(augment.geometric(sar)[0]) if need_b else None
             out = m(None, sar_a, sar_b)
-            loss = loss_fn(out["f_sar_a"], out["f_sar_b"], None, optical_bank=bank, index=idx.to(device))
+            loss = loss_fn(out["f_sar_a"], out["f_sar_b"], None, optical_bank=bank(device), index=idx.to(device))
             return loss, {k: v for k, v in loss_fn.last.items() if k != "loss"}
         opt_a, sar_a, sar_b = augment(optical[idx].to(device), sar_db[idx].to(device))
         out = m(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
@@ -199,14 +213,12 @@ def train_bank_student(
         raise ValueError(f"bank must be (N, D) with one row per input ({inputs.shape[0]}), got {tuple(bank.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    bank = bank.detach()
+    bank_on = _moved_once(bank.detach())
 
     def step(m: nn.Module, batch) -> tuple[torch.Tensor, dict]:
         device = next(m.parameters()).device
-        idx = batch[0].to(device)
-        out = m(inputs[batch[0]].to(device))
-        f = out.embedding if hasattr(out, "embedding") else out
-        return info_nce(f, bank.to(device), temperature, index=idx), {}
+        f = global_embedding(m(inputs[batch[0]].to(device)))
+        return info_nce(f, bank_on(device), temperature, index=batch[0].to(device)), {}
 
     trainer = Trainer(encoder, step, _loader(inputs.shape[0], batch_size, config.seed), config)
     history = trainer.fit()
