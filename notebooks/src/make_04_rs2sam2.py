@@ -422,7 +422,7 @@ union encoder from random weights (no BEiT-3 offline), and each row sees each tr
 only about three times. (The smoke defaults, 260 steps per row and a 400-step stand-in, are what fits
 the four-minute budget on this 2-core CPU: measured on 2026-12-06, 360 and 500 steps took 280 s with
 mIoU 0.26 full vs 0.14 baseline, 300 and 400 took 248 s with 0.22 vs 0.10, and the defaults took
-207 s with 0.15 vs 0.06 in the README run: at this budget the rows are still leaving the
+201 s with 0.15 vs 0.06 in the README run: at this budget the rows are still leaving the
 all-background plateau, so every extra step counts; give it `-p steps=360` or more if you can wait.) Development measurements (session 4), all on **validation scenes 340-439**
 (164 expressions, disjoint from the training scenes 0-299 and from the held-out scenes 300-339 used
 above), full row unless stated, 400 steps of batch 8:
