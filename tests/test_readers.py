@@ -52,7 +52,7 @@ def test_loveda_folder_with_split(tmp_path):
     assert len(ds) == 1 and ds.num_classes == 7 and ds.class_names == LOVEDA_CLASSES
     s = ds[0]
     np.testing.assert_array_equal(s.labels, [[IGN, 0, 1, 2], [3, 4, 5, 6]])
-    assert s.labels.dtype == np.int64
+    assert s.labels.dtype == np.uint8  # smallest type holding the ids and 255
     assert s.optical.shape == (3, 2, 4) and s.optical.dtype == np.float32
     np.testing.assert_allclose(s.optical, np.moveaxis(img, -1, 0) / 255.0, atol=1e-7)
     assert LOVEDA_CLASSES[s.labels[0, 3]] == "road"  # raw 3 = road
@@ -218,12 +218,12 @@ def test_sen1floods11_without_georeference_or_optional_files(tmp_path):
 def test_sen1floods11_projected_crs_gives_no_degree_bounds(tmp_path):
     paths, *_ = _write_chip(tmp_path)
     keys = (1, 1, 0, 1, 1024, 0, 1, 1)  # GTModelTypeGeoKey = projected
-    tifffile.imwrite(paths["s1_path"], np.zeros((2, 4, 5), np.float32), photometric="minisblack",
+    tifffile.imwrite(paths["s1_path"], np.full((2, 4, 5), -12.0, np.float32), photometric="minisblack",
                      planarconfig="separate", extratags=_geotags()[:2] + [(34735, "H", len(keys), keys, True)])
     s = read_sen1floods11(paths["s1_path"])
     assert s.bounds is None and s.meta["crs_extent"][0] == pytest.approx(WEST)
     # tiepoint and scale but no GeoKeyDirectory: CRS unknown, so no degree bounds either
-    tifffile.imwrite(paths["s1_path"], np.zeros((2, 4, 5), np.float32), photometric="minisblack",
+    tifffile.imwrite(paths["s1_path"], np.full((2, 4, 5), -12.0, np.float32), photometric="minisblack",
                      planarconfig="separate", extratags=_geotags()[:2])
     assert read_sen1floods11(paths["s1_path"]).bounds is None
 

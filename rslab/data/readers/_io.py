@@ -32,19 +32,57 @@ def check_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+class _LogCapture:
+    """Collect ``tifffile``'s logged warnings during one read (it logs, not raises, some damage)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.records: list[str] = []
+        self.logger = logging.getLogger("tifffile")
+        outer = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record):
+                outer.records.append(record.getMessage())
+
+        self.handler = _Handler(level=logging.WARNING)
+
+    def __enter__(self):
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+
+
+# tifffile log messages that mean the file is damaged (the array would be incomplete or wrong)
+_TIFF_DAMAGE = ("invalid page offset", "failed to reshape", "truncat", "corrupt", "missing required tags",
+                "invalid tag", "incompatible keyframe")
+
+
 def read_tiff(path: str | Path) -> tuple[np.ndarray, dict]:
     """Read a TIFF as ``(C, H, W)`` plus its GeoTIFF georeference (may be empty).
 
     Single-band files come back as ``(1, H, W)``; pixel-interleaved (``YXS``) files
     are transposed to channels-first. The dict holds ``pixel_scale``, ``tiepoint``,
     ``geo_keys`` (GeoKeyDirectory as ``{key_id: value}``) when present.
+
+    Damaged files (truncated or corrupt deflate/LZW segments, broken page chains), files whose
+    codec is not installed, and rasters above :data:`.checks.MAX_IMAGE_PIXELS` (read those with
+    :func:`open_raster`) raise one ``ValueError`` naming the file, the problem and the fix.
     """
     import tifffile
 
+    from .checks import check_size
+
     path = check_file(path, "TIFF file")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _LogCapture() as log, tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ValueError("no image data (no series)")
             series = tif.series[0]
+            check_size(series.shape[-3:-1] if series.axes.endswith("S") else series.shape[-2:], path, "TIFF")
             arr = series.asarray()
             axes = series.axes
             tags = tif.pages[0].tags
@@ -55,8 +93,18 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict]:
                 geo["tiepoint"] = tuple(float(v) for v in tags[_TAG_MODEL_TIEPOINT].value)
             if _TAG_GEO_KEY_DIRECTORY in tags:
                 geo["geo_keys"] = _parse_geo_keys(tags[_TAG_GEO_KEY_DIRECTORY].value)
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError) as e:
-        raise ValueError(f"could not read TIFF {path}: {e}; is it a valid (Geo)TIFF?") from e
+    except MemoryError:
+        raise
+    except ValueError as e:
+        if str(e).startswith(str(path)):  # our own size check
+            raise
+        raise _tiff_error(path, e) from e
+    except Exception as e:  # zlib.error, KeyError (codec), RuntimeError, TiffFileError...
+        raise _tiff_error(path, e) from e
+    damage = [m for m in log.records if any(k in m.lower() for k in _TIFF_DAMAGE)]
+    if damage:
+        raise ValueError(f"{path}: damaged TIFF ({'; '.join(damage[:3])}); the file is truncated or corrupt, "
+                         "download or copy it again.")
     if arr.ndim == 2:
         arr = arr[None]
     elif arr.ndim == 3 and axes.endswith("S"):  # (H, W, C) pixel-interleaved
@@ -64,6 +112,18 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict]:
     elif arr.ndim != 3:
         raise ValueError(f"{path}: expected a 2-D or 3-D raster, got shape {arr.shape} (axes {axes!r}).")
     return arr, geo
+
+
+def _tiff_error(path: Path, e: Exception) -> ValueError:
+    text = f"{type(e).__name__}: {e}"
+    if "imagecodecs" in str(e):
+        fix = "install the codec package: pip install imagecodecs"
+    elif "decompress" in str(e).lower() or "truncat" in str(e).lower() or "failed to read" in str(e).lower() \
+            or "corrupt" in str(e).lower():
+        fix = "the file is truncated or corrupt; download or copy it again"
+    else:
+        fix = "is it a valid (Geo)TIFF?"
+    return ValueError(f"could not read TIFF {path}: {text}; {fix}.")
 
 
 def _parse_geo_keys(directory) -> dict[int, int]:
@@ -124,20 +184,26 @@ def native_extent(geo: dict, height: int, width: int) -> tuple[float, float, flo
     return (west, north - height * sy, west + width * sx, north)
 
 
-def read_pil(path: str | Path, palette_as_rgb: bool = False) -> np.ndarray:
+def read_pil(path: str | Path, palette_as_rgb: bool = False, with_palette: bool = False):
     """Read PNG/JPEG with Pillow: ``(H, W)`` for single-band/palette, ``(H, W, C)`` otherwise.
 
     Palette ("P") images return their palette *indices* (mmseg label PNGs are often
-    palette images) unless ``palette_as_rgb``; 16-bit greyscale keeps its values.
+    palette images) unless ``palette_as_rgb``; 16-bit greyscale keeps its values. With
+    ``with_palette`` the result is ``(array, palette)``, ``palette`` an ``(n, 3)`` uint8 array for
+    palette images and ``None`` otherwise. Truncated files and images above Pillow's
+    decompression-bomb limit raise a ``ValueError`` naming the file and the fix.
     """
     from PIL import Image, UnidentifiedImageError
 
     path = check_file(path, "image file")
+    palette = None
     try:
         with Image.open(path) as im:
             im.load()
             if im.mode == "P" and palette_as_rgb:
                 im = im.convert("RGB")
+            elif im.mode == "P":
+                palette = np.asarray(im.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
             elif im.mode == "RGBA":
                 im = im.convert("RGB")
             elif im.mode in ("LA", "PA"):
@@ -145,9 +211,18 @@ def read_pil(path: str | Path, palette_as_rgb: bool = False) -> np.ndarray:
             elif im.mode == "CMYK" or im.mode == "YCbCr":
                 im = im.convert("RGB")
             arr = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"could not read image {path}: {e}; is it a valid PNG/JPEG file?") from e
-    return arr
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"could not read image {path}: {e} If the file is trusted, raise Pillow's limit first "
+            "(PIL.Image.MAX_IMAGE_PIXELS = None, or a larger number of pixels)."
+        ) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        fix = "the file is truncated; copy or download it again" if "truncated" in str(e) else \
+            "is it a valid PNG/JPEG file?"
+        raise ValueError(f"could not read image {path}: {e}; {fix}") from e
+    if arr.ndim >= 2 and 0 in arr.shape[:2]:
+        raise ValueError(f"{path}: image is empty ({arr.shape[0]}x{arr.shape[1]} pixels).")
+    return (arr, palette) if with_palette else arr
 
 
 def read_raster(path: str | Path, palette_as_rgb: bool = False) -> np.ndarray:
@@ -173,23 +248,40 @@ def read_label_raster(path: str | Path) -> np.ndarray:
 
 
 def to_unit_float(arr: np.ndarray, path: str | Path = "") -> np.ndarray:
-    """Integer image -> float32 in [0, 1] by its dtype's range (uint8 / 255, uint16 / 65535)."""
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
-    if arr.dtype == bool:
-        return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.floating):
-        return arr.astype(np.float32)
-    raise ValueError(
-        f"{path}: cannot scale image of dtype {arr.dtype} to [0, 1]; expected 8/16-bit unsigned or float pixels."
-    )
+    """Optical pixels -> float32 in [0, 1]; see :func:`.checks.optical_to_unit` for the rules."""
+    from .checks import optical_to_unit
+
+    return optical_to_unit(arr, path)
 
 
 def read_optical(path: str | Path) -> np.ndarray:
-    """An 8/16-bit image file -> ``(C, H, W)`` float32 in [0, 1]."""
+    """An 8/16-bit (or float) image file -> ``(C, H, W)`` float32 in [0, 1] (scale checked)."""
     return to_unit_float(read_raster(path, palette_as_rgb=True), path)
+
+
+def read_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A mask file as ``(H, W)`` or ``(H, W, 3)`` plus its palette (``(n, 3)``) or ``None``.
+
+    Only the file decides the form: palette PNGs keep their indices (and hand back the palette),
+    single-band files are ``(H, W)``, 3/4-band files ``(H, W, 3)`` (a 4th alpha band dropped);
+    two bands are refused.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    palette = None
+    if suffix in TIFF_SUFFIXES:
+        arr = read_tiff(path)[0]
+        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    elif suffix in PIL_SUFFIXES:
+        arr, palette = read_pil(path, with_palette=True)
+    else:
+        raise ValueError(f"{path}: unsupported mask type {suffix!r}; expected one of {IMAGE_SUFFIXES}.")
+    if arr.ndim == 3:
+        if arr.shape[-1] == 4:
+            arr = arr[..., :3]
+        if arr.shape[-1] != 3:
+            raise ValueError(f"{path}: mask has {arr.shape[-1]} bands; expected 1 (class ids) or 3 (RGB colour code).")
+    return arr, palette
 
 
 def check_same_size(image_hw: tuple[int, int], other_hw: tuple[int, int], image_path, other_path) -> None:
@@ -200,8 +292,15 @@ def check_same_size(image_hw: tuple[int, int], other_hw: tuple[int, int], image_
         )
 
 
-def unknown_values_error(path, values, allowed: str) -> ValueError:
-    values = sorted({int(v) if np.ndim(v) == 0 else tuple(int(x) for x in v) for v in values})
-    shown = values[:20]
-    more = f" (and {len(values) - 20} more)" if len(values) > 20 else ""
-    return ValueError(f"{path}: unknown label value(s) {shown}{more}; allowed: {allowed}. Is the encoding right?")
+def unknown_values_error(path, values, allowed: str, counts=None) -> ValueError:
+    values = [int(v) if np.ndim(v) == 0 else tuple(int(x) for x in v) for v in values]
+    pairs = sorted(zip(values, counts if counts is not None else [None] * len(values)))
+    shown = [str(v) for v, _ in pairs[:20]]
+    more = f" (and {len(pairs) - 20} more)" if len(pairs) > 20 else ""
+    if counts is not None:
+        more += " with " + ", ".join(f"{c} px" for _, c in pairs[:20]) + " respectively"
+    hint = ""
+    if set(values) <= {0, 1, 255}:
+        hint = " It looks like a binary 0/255 (or 0/1) mask, not this dataset's class ids."
+    return ValueError(f"{path}: unknown label value(s) [{', '.join(shown)}]{more}; allowed: {allowed}. "
+                      f"Is the encoding right?{hint}")

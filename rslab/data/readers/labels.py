@@ -1,9 +1,12 @@
 """Label encodings of the real datasets, mapped to contiguous class ids.
 
-Every decoder returns ``(H, W)`` int64 ids in ``0 .. len(CLASSES) - 1`` with
-:data:`~rslab.data.sample.IGNORE_INDEX` (255) for unlabelled pixels, and raises a
-``ValueError`` listing any value the encoding does not define (a wrong encoding
-or a corrupt mask should fail loudly, not train on garbage).
+Every decoder returns ``(H, W)`` uint8 ids (the smallest type holding the ids and
+:data:`~rslab.data.sample.IGNORE_INDEX`, see :func:`.checks.label_dtype`; cast with
+``.astype(np.int64)`` or ``torch.from_numpy(...).long()`` for losses) in
+``0 .. len(CLASSES) - 1`` with 255 for unlabelled pixels. A decoder raises a ``ValueError``
+listing any value (or colour, with its pixel count) the encoding does not define, and when
+the whole mask decodes to ignore (a wrong encoding or a corrupt mask must fail loudly, not
+train on garbage or score an empty label).
 
 Class-name tuples are in class-id order: ``LOVEDA_CLASSES[2] == "road"``.
 """
@@ -14,6 +17,7 @@ import numpy as np
 
 from ..sample import IGNORE_INDEX
 from ._io import unknown_values_error
+from .checks import check_not_empty, check_pure_colours, describe_colour_errors, label_dtype
 
 # --- LoveDA (Wang et al., NeurIPS 2021 Datasets track) --------------------------------
 #: LoveDA classes after dropping raw value 0 (no-data): raw value v (1..7) -> id v - 1.
@@ -58,12 +62,8 @@ def decode_loveda(raw: np.ndarray, path="") -> np.ndarray:
     so ids follow :data:`LOVEDA_CLASSES`.
     """
     raw = _check_2d(raw, path)
-    bad = np.setdiff1d(np.unique(raw), np.arange(8))
-    if bad.size:
-        raise unknown_values_error(path, bad, "0 (no-data) and 1..7 (LoveDA classes)")
-    out = raw.astype(np.int64) - 1
-    out[raw == 0] = IGNORE_INDEX
-    return out
+    lut = {0: IGNORE_INDEX, **{v: v - 1 for v in range(1, 8)}}
+    return _decode_by_table(raw, lut, path, "0 (no-data) and 1..7 (LoveDA classes)", len(LOVEDA_CLASSES))
 
 
 def decode_isprs_index(raw: np.ndarray, path="") -> np.ndarray:
@@ -76,13 +76,9 @@ def decode_isprs_index(raw: np.ndarray, path="") -> np.ndarray:
     final: 0 -> 255, v -> v - 1 (1..6 -> 0..5), and 255 stays 255.
     """
     raw = _check_2d(raw, path)
-    values = np.unique(raw)
-    bad = np.setdiff1d(values, np.r_[np.arange(7), IGNORE_INDEX])
-    if bad.size:
-        raise unknown_values_error(path, bad, "0 (ignore), 1..6 (ISPRS classes, mmseg convention), 255 (ignore)")
-    out = raw.astype(np.int64) - 1
-    out[(raw == 0) | (raw == IGNORE_INDEX)] = IGNORE_INDEX
-    return out
+    lut = {0: IGNORE_INDEX, IGNORE_INDEX: IGNORE_INDEX, **{v: v - 1 for v in range(1, 7)}}
+    return _decode_by_table(raw, lut, path, "0 (ignore), 1..6 (ISPRS classes, mmseg convention), 255 (ignore)",
+                            len(ISPRS_CLASSES))
 
 
 def decode_rgb_labels(
@@ -106,6 +102,10 @@ def decode_rgb_labels(
         rgb = np.moveaxis(rgb, 0, -1)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"{path}: colour-coded mask must be RGB with 3 channels, got shape {rgb.shape}.")
+    if not np.issubdtype(rgb.dtype, np.integer) or rgb.min() < 0 or rgb.max() > 255:
+        raise ValueError(f"{path}: colour-coded mask must hold 8-bit colours (0..255 integers), got dtype "
+                         f"{rgb.dtype}" + (f" with values {rgb.min()}..{rgb.max()}." if rgb.size else "."))
+    check_pure_colours(rgb, path)
     bits = (rgb >= 128).astype(np.int64)
     code = bits[..., 0] * 4 + bits[..., 1] * 2 + bits[..., 2]  # 0..7, one per pure colour
     lut = np.full(8, -1, dtype=np.int64)
@@ -115,11 +115,9 @@ def decode_rgb_labels(
         lut[_colour_code(colour)] = IGNORE_INDEX
     out = lut[code]
     if (out < 0).any():
-        bad_codes = np.unique(code[out < 0])
-        bad = [tuple(int(b) * 255 for b in ((c >> 2) & 1, (c >> 1) & 1, c & 1)) for c in bad_codes]
         allowed = ", ".join(str(c) for c in colours) + "; ignored: " + ", ".join(str(c) for c in ignore_colours)
-        raise unknown_values_error(path, bad, f"RGB colours {allowed}")
-    return out
+        raise describe_colour_errors(rgb, out < 0, path, f"RGB colours {allowed} (channels thresholded at 128)")
+    return check_not_empty(out.astype(label_dtype(len(colours) - 1)), path)
 
 
 def decode_isprs_rgb(rgb: np.ndarray, path="") -> np.ndarray:
@@ -151,12 +149,20 @@ def decode_deepglobe(rgb: np.ndarray, path="") -> np.ndarray:
 def decode_sen1floods11(raw: np.ndarray, path="") -> np.ndarray:
     """Sen1Floods11 hand label (int16) -> ids: -1 (nodata) -> 255, 0 not water, 1 water."""
     raw = _check_2d(raw, path)
-    bad = np.setdiff1d(np.unique(raw), np.array([-1, 0, 1]))
-    if bad.size:
-        raise unknown_values_error(path, bad, "-1 (nodata), 0 (not water), 1 (water)")
-    out = raw.astype(np.int64)
-    out[raw == -1] = IGNORE_INDEX
-    return out
+    return _decode_by_table(raw, {-1: IGNORE_INDEX, 0: 0, 1: 1}, path, "-1 (nodata), 0 (not water), 1 (water)",
+                            len(SEN1FLOODS11_CLASSES))
+
+
+def _decode_by_table(raw: np.ndarray, table: dict[int, int], path, allowed: str, num_classes: int) -> np.ndarray:
+    """Map raw values through ``table``; unknown values (with pixel counts) and all-ignore results raise."""
+    values, counts = np.unique(raw, return_counts=True)
+    known = np.isin(values, np.fromiter(table, dtype=np.int64))
+    if not known.all():
+        raise unknown_values_error(path, values[~known], allowed, counts[~known])
+    out = np.empty(raw.shape, dtype=label_dtype(num_classes - 1))
+    for value in values.tolist():
+        out[raw == value] = table[int(value)]
+    return check_not_empty(out, path)
 
 
 def _colour_code(colour: tuple[int, int, int]) -> int:

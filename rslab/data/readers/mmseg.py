@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ..sample import Sample
-from ._io import IMAGE_SUFFIXES, check_same_size, read_label_raster, read_optical
-from .labels import ISPRS_CLASSES, LOVEDA_CLASSES, decode_isprs, decode_loveda
+from ._io import IMAGE_SUFFIXES, check_same_size, read_mask, read_optical
+from .checks import check_bands, mask_to_index
+from .labels import ISPRS_CLASSES, ISPRS_COLOURS, LOVEDA_CLASSES, decode_isprs, decode_loveda
 
 #: encoding name -> (class names, label decoder, ground sampling distance in m, band names)
 ENCODINGS = {
@@ -23,6 +22,38 @@ ENCODINGS = {
     # mmseg's Vaihingen tiles are the false-colour IRRG orthophotos (NIR, R, G).
     "vaihingen": (ISPRS_CLASSES, decode_isprs, 0.09, ("NIR", "R", "G")),
 }
+#: encoding name -> {band count: band names} the images may have (anything else is refused).
+#: Potsdam's 4-band tiles are the official ``4_Ortho_RGBIR`` (R, G, B, NIR).
+IMAGE_BANDS = {
+    "loveda": {3: ("R", "G", "B")},
+    "potsdam": {3: ("R", "G", "B"), 4: ("R", "G", "B", "NIR")},
+    "vaihingen": {3: ("NIR", "R", "G")},
+}
+#: encoding name -> (mask form the encoding allows, colour table for colour masks)
+MASK_FORMS = {
+    "loveda": ("index", ()),
+    "potsdam": ("either", ISPRS_COLOURS),
+    "vaihingen": ("either", ISPRS_COLOURS),
+}
+
+
+def _by_stem(folder: Path, what: str) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; two files with one stem (``a.png`` + ``a.tif``) are an error."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    out: dict[str, Path] = {}
+    dups: dict[str, list[str]] = {}
+    for path in files:
+        if path.stem in out:
+            dups.setdefault(path.stem, [out[path.stem].name]).append(path.name)
+        else:
+            out[path.stem] = path
+    if dups:
+        shown = "; ".join(f"{stem}: {', '.join(names)}" for stem, names in list(dups.items())[:5])
+        raise ValueError(
+            f"{len(dups)} {what} stem(s) in {folder} have more than one file ({shown}); pairing by stem would "
+            "depend on directory order. Keep one file per stem."
+        )
+    return out
 
 
 class MMSegFolder(Sequence):
@@ -45,8 +76,14 @@ class MMSegFolder(Sequence):
               Ids follow :data:`ISPRS_CLASSES`.
         with_labels: ``False`` for unlabelled splits (LoveDA test): ``ann_dir`` is not read.
 
-    Each Sample has ``optical`` (C, H, W) float32 in [0, 1] (8-bit / 255), ``labels``
-    (H, W) int64, and ``meta`` with ``source``, ``label_source``, ``dataset``,
+    Images must have the encoding's band count (:data:`IMAGE_BANDS`: 3, or 4 = RGB+NIR for
+    Potsdam). Masks are decoded the way the file says (:func:`.checks.mask_to_index`): palette
+    PNGs by their palette colours when these are the dataset's, by index otherwise; grey masks
+    saved as three identical channels as index masks (with a warning). Two files with one stem in
+    ``img_dir`` or ``ann_dir``, images without masks and masks without images are errors.
+
+    Each Sample has ``optical`` (C, H, W) float32 in [0, 1] (8-bit / 255, see
+    :func:`.checks.optical_to_unit` for other dtypes), ``labels`` (H, W) uint8, and ``meta`` with ``source``, ``label_source``, ``dataset``,
     ``class_names``, ``gsd_m`` and ``bands``.
     """
 
@@ -73,7 +110,8 @@ class MMSegFolder(Sequence):
             raise FileNotFoundError(
                 f"image folder not found: {img_dir}; an mmseg-style root holds img_dir/[split/] and ann_dir/[split/]."
             )
-        images = sorted(p for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        by_image_stem = _by_stem(img_dir, "image")
+        images = [by_image_stem[k] for k in sorted(by_image_stem)]
         if not images:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}.")
         self.images: list[Path] = images
@@ -83,11 +121,17 @@ class MMSegFolder(Sequence):
                 raise FileNotFoundError(
                     f"mask folder not found: {ann_dir}; pass with_labels=False for an unlabelled split."
                 )
-            by_stem = {p.stem: p for p in ann_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+            by_stem = _by_stem(ann_dir, "mask")
             missing = [p.name for p in images if p.stem not in by_stem]
             if missing:
                 raise FileNotFoundError(
                     f"{len(missing)} image(s) in {img_dir} have no mask in {ann_dir} (same file stem): {missing[:5]}"
+                )
+            orphans = sorted(by_stem[k].name for k in set(by_stem) - set(by_image_stem))
+            if orphans:
+                raise FileNotFoundError(
+                    f"{len(orphans)} mask(s) in {ann_dir} have no image in {img_dir} (same file stem): {orphans[:5]}; "
+                    "remove them or add their images."
                 )
             self.masks = [by_stem[p.stem] for p in images]
 
@@ -103,13 +147,15 @@ class MMSegFolder(Sequence):
             raise IndexError(f"index {index} out of range for {len(self)} images in {self.root}")
         image_path, mask_path = self.images[index], self.masks[index]
         optical = read_optical(image_path)
+        allowed = IMAGE_BANDS[self.encoding]
+        check_bands(optical.shape[0], sorted(allowed), image_path, f"{self.encoding} image",
+                    allowed[min(allowed)])
         labels = None
         if mask_path is not None:
-            raw = read_label_raster(mask_path)
-            raw_hw = raw.shape[-2:] if raw.ndim == 2 else raw.shape[1:]
-            check_same_size(optical.shape[1:], raw_hw, image_path, mask_path)
-            if raw.ndim == 3:
-                raw = np.moveaxis(raw, 0, -1)  # (H, W, 3) for the colour decoders
+            raw, palette = read_mask(mask_path)
+            check_same_size(optical.shape[1:], raw.shape[:2], image_path, mask_path)
+            kind, colours = MASK_FORMS[self.encoding]
+            raw, _form = mask_to_index(raw, mask_path, kind=kind, palette=palette, colours=colours)
             labels = self._decode(raw, mask_path)
         return Sample(
             optical=optical,
@@ -120,7 +166,7 @@ class MMSegFolder(Sequence):
                 "dataset": self.encoding,
                 "class_names": self.class_names,
                 "gsd_m": self.gsd_m,
-                "bands": self.bands[: optical.shape[0]],
+                "bands": allowed[optical.shape[0]],
             },
         )
 

@@ -12,11 +12,12 @@ from ._io import (
     check_file,
     check_same_size,
     native_extent,
-    read_label_raster,
+    read_mask,
     read_optical,
     read_tiff,
 )
-from .labels import DEEPGLOBE_CLASSES, SEN1FLOODS11_CLASSES, decode_deepglobe, decode_sen1floods11
+from .checks import check_bands, check_finite, mask_to_index, sar_to_db, warn
+from .labels import DEEPGLOBE_CLASSES, DEEPGLOBE_COLOURS, SEN1FLOODS11_CLASSES, decode_deepglobe, decode_sen1floods11
 
 #: Sentinel-2 L1C band order of Sen1Floods11's S2Hand chips.
 S2_BANDS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
@@ -31,20 +32,22 @@ def read_deepglobe(sat_path: str | Path, mask_path: str | Path | None = None) ->
     2448 x 2448. ``labels``: RGB colour code thresholded per channel at 128 ->
     ids in :data:`DEEPGLOBE_CLASSES` order: urban (0,255,255) 0, agriculture
     (255,255,0) 1, rangeland (255,0,255) 2, forest (0,255,0) 3, water (0,0,255) 4,
-    barren (255,255,255) 5; unknown (0,0,0) -> 255 (ignore).
+    barren (255,255,255) 5; unknown (0,0,0) -> 255 (ignore). Labels are uint8.
+
+    Refused: images that are not 3-band, single-band or grey-as-RGB masks (not a colour code),
+    palette masks with foreign colours, masks that are mostly not pure colours, colours outside
+    the table (named with their pixel counts), and masks that are all "unknown".
     """
     sat_path = check_file(sat_path, "DeepGlobe satellite image")
     optical = read_optical(sat_path)
-    if optical.shape[0] != 3:
-        raise ValueError(f"{sat_path}: expected a 3-band RGB image, got {optical.shape[0]} bands.")
+    check_bands(optical.shape[0], (3,), sat_path, "DeepGlobe satellite image (a 3-band RGB image)", ("R", "G", "B"))
     labels = None
     if mask_path is not None:
         mask_path = check_file(mask_path, "DeepGlobe mask")
-        raw = read_label_raster(mask_path)
-        if raw.ndim != 3:
-            raise ValueError(f"{mask_path}: DeepGlobe masks are RGB colour-coded; got a single-band image.")
-        check_same_size(optical.shape[1:], raw.shape[1:], sat_path, mask_path)
-        labels = decode_deepglobe(np.moveaxis(raw, 0, -1), mask_path)
+        raw, palette = read_mask(mask_path)
+        check_same_size(optical.shape[1:], raw.shape[:2], sat_path, mask_path)
+        raw, _ = mask_to_index(raw, mask_path, kind="colour", palette=palette, colours=DEEPGLOBE_COLOURS)
+        labels = decode_deepglobe(raw, mask_path)
     return Sample(
         optical=optical,
         labels=labels,
@@ -77,15 +80,17 @@ def read_sen1floods11(
       ModelPixelScale + ModelTiepoint (EPSG:4326 chips); ``meta["crs_extent"]`` holds
       the extent in the file's own units when the CRS is projected.
 
-    All given files must be co-registered at the same size.
+    All given files must be co-registered at the same size. Checks (:mod:`.checks`): S1 that
+    is linear power (all values >= 0) is converted to dB with a warning, ``-inf`` becomes NaN
+    with a warning, ``+inf``, all-NaN, integer DN and implausible dB ranges are refused; S2 must
+    have 13 bands, integer DN are / 10000, float reflectance is kept (float DN above 100 are
+    / 10000 with a warning), NaN/inf are refused; labels outside -1/0/1 (e.g. a 0/255 mask)
+    and all-nodata labels are refused.
     """
     s1_path = check_file(s1_path, "Sen1Floods11 S1Hand file")
     sar, geo = read_tiff(s1_path)
-    if sar.shape[0] != 2:
-        raise ValueError(f"{s1_path}: S1Hand must have 2 bands (VV, VH in dB), got {sar.shape[0]}.")
-    if not np.issubdtype(sar.dtype, np.floating):
-        raise ValueError(f"{s1_path}: S1Hand must be float (dB), got dtype {sar.dtype}; is this an S1 GRD dB chip?")
-    sar = sar.astype(np.float32)
+    check_bands(sar.shape[0], (2,), s1_path, "S1Hand SAR chip", ("VV", "VH in dB"))
+    sar = sar_to_db(sar, s1_path)
     hw = sar.shape[1:]
     meta: dict = {"source": str(s1_path), "dataset": "sen1floods11", "class_names": SEN1FLOODS11_CLASSES,
                   "gsd_m": 10.0, "sar_bands": ("VV", "VH")}
@@ -94,19 +99,17 @@ def read_sen1floods11(
     if s2_path is not None:
         s2_path = check_file(s2_path, "Sen1Floods11 S2Hand file")
         s2, _ = read_tiff(s2_path)
-        if s2.shape[0] != len(S2_BANDS):
-            raise ValueError(f"{s2_path}: S2Hand must have 13 bands ({', '.join(S2_BANDS)}), got {s2.shape[0]}.")
+        check_bands(s2.shape[0], (len(S2_BANDS),), s2_path, "S2Hand optical chip", S2_BANDS)
         check_same_size(hw, s2.shape[1:], s1_path, s2_path)
-        optical = s2.astype(np.float32) / S2_REFLECTANCE_SCALE
+        optical = _s2_reflectance(s2, s2_path)
         meta.update(optical_source=str(s2_path), bands=S2_BANDS)
 
     labels = None
     if label_path is not None:
         label_path = check_file(label_path, "Sen1Floods11 LabelHand file")
-        raw = read_label_raster(label_path)
-        if raw.ndim != 2:
-            raise ValueError(f"{label_path}: LabelHand must have 1 band, got {raw.shape[0]}.")
-        check_same_size(hw, raw.shape, s1_path, label_path)
+        raw, palette = read_mask(label_path)
+        check_same_size(hw, raw.shape[:2], s1_path, label_path)
+        raw, _ = mask_to_index(raw, label_path, kind="index", palette=palette)
         labels = decode_sen1floods11(raw, label_path)
         meta["label_source"] = str(label_path)
 
@@ -114,6 +117,20 @@ def read_sen1floods11(
     if extent is not None:
         meta["crs_extent"] = extent
     return Sample(optical=optical, sar=sar, labels=labels, bounds=bounds_from_geotiff(geo, *hw), meta=meta)
+
+
+def _s2_reflectance(s2: np.ndarray, path) -> np.ndarray:
+    """S2Hand pixels -> float32 TOA reflectance (int16 DN / 10000; float checked and kept)."""
+    if np.issubdtype(s2.dtype, np.integer):
+        if s2.size and s2.min() < 0:
+            raise ValueError(f"{path}: S2Hand has negative digital numbers (min {int(s2.min())}); L1C DN are >= 0.")
+        return s2.astype(np.float32) / S2_REFLECTANCE_SCALE
+    check_finite(s2, path, "S2Hand optical chip")
+    hi = float(s2.max()) if s2.size else 0.0
+    if hi > 100.0:
+        warn(f"{path}: float S2Hand values reach {hi:g}: read as digital numbers and divided by {S2_REFLECTANCE_SCALE:g}.")
+        return (s2.astype(np.float32) / S2_REFLECTANCE_SCALE).astype(np.float32)
+    return s2.astype(np.float32)
 
 
 def s2_rgb(optical: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
