@@ -68,11 +68,25 @@ def rle_decode(rle: dict) -> np.ndarray:
     """COCO RLE (compressed or uncompressed) -> ``(H, W)`` bool mask."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError(f"COCO RLE must be a dict with 'size' and 'counts', got {type(rle).__name__}.")
-    h, w = (int(v) for v in rle["size"])
+    try:
+        h, w = (int(v) for v in rle["size"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"COCO RLE 'size' must be [height, width], got {rle['size']!r}.") from e
+    if h <= 0 or w <= 0:
+        raise ValueError(f"COCO RLE size must be positive, got {h}x{w}.")
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
-        counts = rle_counts_from_string(counts)
-    counts = np.asarray(counts, dtype=np.int64)
+        try:
+            counts = rle_counts_from_string(counts)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"COCO RLE counts string is not ASCII: {e}.") from e
+    try:
+        counts = np.asarray(counts, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"COCO RLE counts must be a list of integers or a compressed string, got {counts!r:.60}.") from e
+    if counts.ndim != 1 or not np.isfinite(counts).all() or (counts != np.round(counts)).any():
+        raise ValueError(f"COCO RLE counts must be whole run lengths, got {counts[:8].tolist()}...")
+    counts = counts.astype(np.int64)
     if (counts < 0).any():
         raise ValueError(f"COCO RLE has negative run lengths: {counts[counts < 0][:5].tolist()}.")
     if counts.sum() != h * w:
@@ -119,12 +133,28 @@ def polygons_to_mask(polygons, height: int, width: int) -> np.ndarray:
     height, width = int(height), int(width)
     if height <= 0 or width <= 0:
         raise ValueError(f"mask size must be positive, got {height}x{width}.")
+    if not polygons:
+        raise ValueError("COCO polygon list is empty; an object needs at least one polygon.")
     out = np.zeros((height, width), dtype=bool)
-    for poly in polygons:
-        coords = np.asarray(poly, dtype=np.float64).reshape(-1)
+    for i, poly in enumerate(polygons):
+        try:
+            coords = np.asarray(poly, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"COCO polygon {i} is not a flat list of numbers: {poly!r:.60}.") from e
         if coords.size < 6 or coords.size % 2:
-            raise ValueError(f"COCO polygon needs an even number >= 6 of coordinates, got {coords.size}.")
-        out |= _rasterise_polygon(coords[0::2], coords[1::2], height, width)
+            raise ValueError(f"COCO polygon {i} needs an even number >= 6 of coordinates, got {coords.size}.")
+        if not np.isfinite(coords).all():
+            raise ValueError(f"COCO polygon {i} has NaN/inf coordinates: {coords[~np.isfinite(coords)][:4].tolist()} "
+                             f"(at positions {np.flatnonzero(~np.isfinite(coords))[:4].tolist()}).")
+        xs, ys = coords[0::2], coords[1::2]
+        area = 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+        if area == 0.0:
+            raise ValueError(f"COCO polygon {i} is degenerate (zero area: repeated or collinear points "
+                             f"{coords[:6].tolist()}...).")
+        if xs.max() < -0.5 or ys.max() < -0.5 or xs.min() > width + 0.5 or ys.min() > height + 0.5:
+            raise ValueError(f"COCO polygon {i} lies outside the {height}x{width} image "
+                             f"(x {xs.min():g}..{xs.max():g}, y {ys.min():g}..{ys.max():g}).")
+        out |= _rasterise_polygon(xs, ys, height, width)
     return out
 
 
@@ -163,8 +193,21 @@ def _rasterise_polygon(xs: np.ndarray, ys: np.ndarray, h: int, w: int, scale: fl
     return flat.reshape(w, h).T
 
 
-def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
-    """Any COCO ``segmentation`` field (polygons, uncompressed or compressed RLE) -> bool mask."""
+def segmentation_to_mask(segmentation, height: int, width: int, where: str = "") -> np.ndarray:
+    """Any COCO ``segmentation`` field (polygons, uncompressed or compressed RLE) -> bool mask.
+
+    ``where`` (e.g. ``"instances.json annotation 7"``) prefixes every error so a corrupt RLE or a
+    polygon with NaN / degenerate coordinates names its file and annotation.
+    """
+    if not where:
+        return _segmentation_to_mask(segmentation, height, width)
+    try:
+        return _segmentation_to_mask(segmentation, height, width)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+
+
+def _segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
     if isinstance(segmentation, list):
         return polygons_to_mask(segmentation, height, width)
     if isinstance(segmentation, dict):

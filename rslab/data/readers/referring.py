@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..sample import ReferringExpression, Sample
-from ._io import IMAGE_SUFFIXES, check_file, check_same_size, read_optical, read_raster
+from ._io import IMAGE_SUFFIXES, check_file, check_same_size, read_mask, read_optical
+from .checks import binary_mask, check_bands
 from .coco_mask import segmentation_to_mask
 
 
@@ -120,12 +121,18 @@ class RRSISD(Sequence):
         info = self.images[ref["image_id"]]
         image_path = self.image_dir / info["file_name"]
         optical = read_optical(check_file(image_path, "RRSIS-D image"))
+        check_bands(optical.shape[0], (3, 4), image_path, "RRSIS-D image", ("R", "G", "B"))
         if optical.shape[0] == 4:  # drop alpha/extra band
             optical = optical[:3]
         ann = self.annotations[ref["ann_id"]]
         h, w = int(info.get("height", optical.shape[1])), int(info.get("width", optical.shape[2]))
         check_same_size(optical.shape[1:], (h, w), image_path, f"instances.json image {info['id']}")
-        mask = segmentation_to_mask(ann["segmentation"], h, w)
+        where = f"{self.root / 'instances.json'} annotation {ref['ann_id']} (ref {ref.get('ref_id')})"
+        if "segmentation" not in ann:
+            raise ValueError(f"{where}: no 'segmentation' field.")
+        mask = segmentation_to_mask(ann["segmentation"], h, w, where)
+        if not mask.any():
+            raise ValueError(f"{where}: the segmentation decodes to an empty mask; a referred object needs pixels.")
         text = sentence.get("raw", sentence.get("sent", ""))
         category = self.categories.get(ann.get("category_id", ref.get("category_id")), "")
         expr = ReferringExpression(text=str(text).strip(), mask=mask, target_class=category,
@@ -153,7 +160,9 @@ class RefSegRS(Sequence):
 
     The first whitespace-separated token is the image id, the rest is the phrase.
     The same image id can appear on several lines (several phrases). Files with
-    ``.png``/``.jpg`` suffixes are accepted too. Items: ``optical`` (3, H, W) in [0, 1]
+    ``.png``/``.jpg`` suffixes are accepted too (two files for one id are an error). A 0/1 mask
+    is read as such with a warning (never thresholded into an empty mask); a mask with no
+    foreground is an error. Items: ``optical`` (3, H, W) in [0, 1]
     and one ``ReferringExpression(text, mask)``; ``target_class`` is left empty
     because the release has no class field.
     """
@@ -179,10 +188,13 @@ class RefSegRS(Sequence):
                 raise FileNotFoundError(f"RefSegRS folder {self.root / sub} not found.")
 
     def _find(self, sub: str, image_id: str) -> Path:
-        for suffix in IMAGE_SUFFIXES:
-            p = self.root / sub / f"{image_id}{suffix}"
-            if p.is_file():
-                return p
+        found = [self.root / sub / f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+        found = [p for p in found if p.is_file()]
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} files for id {image_id!r} in {self.root / sub}: "
+                             f"{[p.name for p in found]}; keep one so the pairing does not depend on suffix order.")
+        if found:
+            return found[0]
         raise FileNotFoundError(f"no {sub[:-1]} for id {image_id!r} in {self.root / sub} (tried {IMAGE_SUFFIXES}).")
 
     def __len__(self) -> int:
@@ -193,14 +205,18 @@ class RefSegRS(Sequence):
             raise IndexError(f"index {index} out of range for {len(self)} expressions")
         image_id, phrase = self.items[index]
         image_path, mask_path = self._find("images", image_id), self._find("masks", image_id)
-        optical = read_optical(image_path)[:3]
-        raw = read_raster(mask_path).astype(np.float32)
-        if raw.shape[0] >= 3:  # colour-saved mask: ITU-R 601 luma, as OpenCV's greyscale read
-            raw = 0.299 * raw[0] + 0.587 * raw[1] + 0.114 * raw[2]
-        else:
-            raw = raw[0]
+        optical = read_optical(image_path)
+        check_bands(optical.shape[0], (3, 4), image_path, "RefSegRS image", ("R", "G", "B"))
+        optical = optical[:3]
+        raw, _palette = read_mask(mask_path)
+        raw = raw.astype(np.float32)
+        if raw.ndim == 3:  # colour-saved mask: ITU-R 601 luma, as OpenCV's greyscale read
+            raw = 0.299 * raw[..., 0] + 0.587 * raw[..., 1] + 0.114 * raw[..., 2]
         check_same_size(optical.shape[1:], raw.shape, image_path, mask_path)
-        mask = raw > self.FOREGROUND_THRESHOLD
+        mask = binary_mask(raw, mask_path, self.FOREGROUND_THRESHOLD)
+        if not mask.any():
+            raise ValueError(f"{mask_path}: mask has no foreground pixel (values {np.unique(raw)[:6].tolist()}); "
+                             f"the phrase {phrase!r} refers to nothing. Is the mask file right?")
         return Sample(
             optical=optical,
             referring=[ReferringExpression(text=phrase, mask=mask)],
