@@ -210,6 +210,61 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
+#: Largest magnitude accepted in images and features: squares of larger float32 values overflow.
+MAX_ABS_VALUE = 1e15
+
+
+def check_image(image, name: str = "image", ndim: int = 3, allow_nan: bool = False) -> torch.Tensor:
+    """Validate a channels-first image tensor/array ((C, H, W) or (B, C, H, W)) and return it as a tensor.
+
+    Refused, with the argument named: wrong number of dimensions, channels-last layout
+    ((H, W, C) with C < 8 where H, W >= 8), empty sizes, NaN/inf and values beyond
+    :data:`MAX_ABS_VALUE`. ``allow_nan=True`` lets NaN through (for callers that document their
+    nodata handling, e.g. SAR nodata in the encoders' preprocessing); +-inf is still refused.
+    """
+    x = _as_tensor(image, name)
+    layout = "(C, H, W)" if ndim == 3 else "(B, C, H, W)"
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(x.shape)}")
+    if 0 in x.shape:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)} {layout}")
+    c, h, w = x.shape[-3:]
+    if w < 8 <= c and h >= 8:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} looks channels-last (H, W, C = {w}); pass "
+                         f"{layout} channels-first, e.g. image.permute(2, 0, 1)")
+    _check_values(x, name, allow_nan)
+    return x
+
+
+def _check_values(x: torch.Tensor, name: str, allow_nan: bool = False) -> None:
+    if allow_nan and x.is_floating_point():
+        x = torch.nan_to_num(x, nan=0.0, posinf=float("inf"), neginf=float("-inf"))
+    if x.is_floating_point() or x.is_complex():
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            n_bad = int((~finite).sum())
+            raise ValueError(f"{name} has {n_bad} NaN/inf value(s) of {x.numel()}; fill or mask them first "
+                             "(e.g. torch.nan_to_num with an explicit nodata value)")
+    if x.numel() and float(x.abs().max()) > MAX_ABS_VALUE:
+        raise ValueError(f"{name} has values up to {float(x.abs().max()):.3g}, beyond {MAX_ABS_VALUE:g}; "
+                         "rescale it (squared values would overflow float32)")
+
+
+def _check_branch_output(out, name: str, batch: int, tile: int, channels_min: int) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        raise ValueError(f"{name} must return a (B, C, h, w) tensor, got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    if out.shape[0] != batch:
+        raise ValueError(f"{name} returned {out.shape[0]} maps for a batch of {batch} tiles")
+    if out.shape[1] < channels_min:
+        what = "classes (K >= 2)" if channels_min == 2 else "feature dimensions (D >= 1)"
+        raise ValueError(f"{name} returned {out.shape[1]} channels; need {what}")
+    if 0 in out.shape[2:]:
+        raise ValueError(f"{name} returned an empty {tuple(out.shape[2:])} patch grid")
+    _check_values(out, f"{name} output")
+    return out
+
+
 def validate_inputs(prior, features, top_k_init: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Check a prior (N, K) and features (N, D); return float tensors (prior row-normalised).
 
@@ -230,6 +285,10 @@ def validate_inputs(prior, features, top_k_init: int = 1) -> tuple[torch.Tensor,
     if k < 2:
         raise ValueError(f"prior has K={k} class; ConInfer needs K >= 2 (with one class every "
                          "patch is that class; add a background class)")
+    if n == 0:
+        raise ValueError("prior and features are empty (N = 0 patches); pass at least one patch")
+    if features.shape[1] == 0:
+        raise ValueError("features have dimension D = 0; pass at least one feature per patch")
     if features.shape[0] != n:
         raise ValueError(f"prior has N={n} patches but features have N={features.shape[0]}; "
                          "both must describe the same patches in the same order")
@@ -253,6 +312,9 @@ def validate_inputs(prior, features, top_k_init: int = 1) -> tuple[torch.Tensor,
     bad = ~(torch.isfinite(features.amax(dim=1)) & torch.isfinite(features.amin(dim=1)))
     if bad.any():
         raise ValueError(f"features have {int(bad.sum())} rows with NaN/inf; fix them first")
+    if float(features.abs().max()) > MAX_ABS_VALUE:
+        raise ValueError(f"features reach {float(features.abs().max()):.3g} in magnitude, beyond "
+                         f"{MAX_ABS_VALUE:g}; rescale them (squared distances would overflow float32)")
     return prior / sums[:, None], features
 
 
@@ -452,6 +514,9 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
             if log_weights is not None:                                           # Eq. 5's pi_k
                 log_weights = mixture_log_weights(resp)
         result.z, result.posterior, result.means, result.variances = z, q, means, variances
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("ConInfer produced non-finite probabilities (features too large or degenerate); "
+                         "standardise the features (config.standardize=True) or rescale them")
     return result
 
 
@@ -531,6 +596,7 @@ def refine_maps(prob_maps: torch.Tensor, feature_maps: torch.Tensor,
     """
     if pool_images < 1:
         raise ValueError(f"pool_images must be >= 1, got {pool_images}")
+    flatten_maps(prob_maps[:1], feature_maps[:1])  # shape checks before any work
     b, k, h, w = prob_maps.shape
     out, results = [], []
     for start in range(0, b, pool_images):
@@ -560,10 +626,10 @@ def tile_scene(image: torch.Tensor, tile: int, stride: int | None = None
     than a tile are zero-padded at the bottom/right; the last row/column of tiles is shifted to
     end exactly at the border, so every pixel is covered.
     """
-    image = _as_tensor(image, "image")
-    if image.ndim != 3:
-        raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
+    image = check_image(image, "image")
     stride = tile if stride is None else stride
+    if not isinstance(tile, (int, np.integer)) or not isinstance(stride, (int, np.integer)):
+        raise ValueError(f"tile and stride must be integers, got tile={tile!r}, stride={stride!r}")
     if tile < 1 or stride < 1 or stride > tile:
         raise ValueError(f"need 1 <= stride <= tile, got tile={tile}, stride={stride}")
     _, h, w = image.shape
@@ -586,6 +652,9 @@ def stitch_tiles(tile_maps: torch.Tensor, positions: Sequence[tuple[int, int]],
     if tile_maps.ndim != 4 or tile_maps.shape[0] != len(positions):
         raise ValueError(f"tile_maps must be (T, K, h, w) with T = len(positions) = "
                          f"{len(positions)}, got {tuple(tile_maps.shape)}")
+    if len(scene_hw) != 2 or min(scene_hw) < 1 or tile < 1:
+        raise ValueError(f"scene_hw must be (H, W) >= 1 and tile >= 1, got {scene_hw} and {tile}")
+    _check_values(tile_maps, "tile_maps")
     h, w = scene_hw
     hp, wp = max(h, tile), max(w, tile)
     k = tile_maps.shape[1]
@@ -641,8 +710,12 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
     with torch.no_grad():
         for s in range(0, tiles.shape[0], batch_tiles):
             batch = tiles[s:s + batch_tiles]
-            p = prior_fn(batch)
-            f = feature_fn(batch)
+            p = _check_branch_output(prior_fn(batch), "prior_fn", batch.shape[0], tile, 2)
+            f = _check_branch_output(feature_fn(batch), "feature_fn", batch.shape[0], tile, 1)
+            if tile % p.shape[2] or tile % p.shape[3]:
+                raise ValueError(f"tile={tile} is not a multiple of the patch grid: prior_fn gave a "
+                                 f"{p.shape[2]}x{p.shape[3]} grid per tile; choose a tile that is a multiple "
+                                 "of the patch size so patches map back to whole pixels")
             if f.shape[2:] != p.shape[2:]:
                 f = F.interpolate(f, size=p.shape[2:], mode="bilinear", align_corners=False)
             priors.append(p.float().cpu())
@@ -668,12 +741,10 @@ def patch_statistics(image, patch: int = 8, scales: Sequence[int] = (1, 3, 7)) -
     neighbourhoods of patches for each ``s`` in ``scales`` beyond 1 (context at several
     ranges). Cheap inputs for the default profile's stand-in branches.
     """
-    x = _as_tensor(image, "image").float()
-    if x.ndim != 3:
-        raise ValueError(f"image must be (C, H, W), got shape {tuple(x.shape)}")
+    x = check_image(image, "image").float()
     if patch < 1 or x.shape[1] < patch or x.shape[2] < patch:
         raise ValueError(f"patch={patch} must be >= 1 and fit the image {tuple(x.shape[1:])}")
-    x = torch.nan_to_num(x)[None]
+    x = x[None]
     mean = F.avg_pool2d(x, patch)
     std = (F.avg_pool2d(x * x, patch) - mean * mean).clamp_min(0).sqrt()
     parts = [mean, std]
@@ -687,9 +758,12 @@ def patch_statistics(image, patch: int = 8, scales: Sequence[int] = (1, 3, 7)) -
 def patch_labels(labels, patch: int, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
     """Majority class of each patch of an (H, W) label map (ignored pixels do not vote; a patch
     with no valid pixel gets ``ignore_index``)."""
-    lab = _as_tensor(labels, "labels").long()
-    if lab.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got shape {tuple(lab.shape)}")
+    lab = _as_tensor(labels, "labels")
+    if lab.is_floating_point():
+        raise ValueError(f"labels must be integer class ids, got dtype {lab.dtype}")
+    lab = lab.long()
+    if lab.ndim != 2 or 0 in lab.shape:
+        raise ValueError(f"labels must be a non-empty (H, W) map, got shape {tuple(lab.shape)}")
     valid = lab != ignore_index
     if (lab[valid] >= num_classes).any() or (lab[valid] < 0).any():
         raise ValueError(f"labels must be in [0, {num_classes}) or {ignore_index}")

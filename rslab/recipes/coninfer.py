@@ -58,6 +58,9 @@ __all__ = [
 def _check_images(images: torch.Tensor, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    from rslab.models.coninfer import check_image  # layout, empty sizes, inf, huge values
+
+    check_image(images, name, ndim=4, allow_nan=True)  # NaN: SAR nodata, handled by preprocess_sar
 
 
 @torch.no_grad()
