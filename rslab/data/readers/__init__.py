@@ -12,7 +12,10 @@ RRSIS-D (referring)    ``RRSISD(root, split)``                     binary mask p
 RefSegRS (referring)   ``RefSegRS(root, split)``                   binary mask per expression
 =====================  ==========================================  ==========================
 
-Unlabelled pixels are :data:`~rslab.data.sample.IGNORE_INDEX` (255) everywhere.
+Unlabelled pixels are :data:`~rslab.data.sample.IGNORE_INDEX` (255) everywhere; labels are
+uint8. Every reader runs the same read-time checks (:mod:`.checks`): what each format accepts,
+converts with a :class:`ReadConversionWarning` and refuses is listed in the book's "Data
+formats" page. Large scenes: :func:`open_raster` reads windows.
 :func:`real_samples_dir` finds the small real samples shipped beside the project.
 """
 
@@ -41,6 +44,8 @@ from .labels import (
 )
 from .mmseg import ENCODINGS, MMSegFolder
 from .referring import RRSISD, RefSegRS
+from .windowed import WindowedRaster, open_raster
+from .checks import ReadConversionWarning
 from .scenes import S2_BANDS, find_sen1floods11_chip, read_deepglobe, read_sen1floods11, s2_rgb
 
 #: Environment variable that points at the real-samples folder (overrides the default).
@@ -67,7 +72,7 @@ def real_samples_dir() -> Path | None:
 
 __all__ = [
     "DEEPGLOBE_CLASSES", "DEEPGLOBE_COLOURS", "ENCODINGS", "ISPRS_CLASSES", "ISPRS_COLOURS", "LOVEDA_CLASSES",
-    "MMSegFolder", "POTSDAM_CLASSES", "REAL_SAMPLES_ENV", "RRSISD", "RefSegRS", "S2_BANDS", "SEN1FLOODS11_CLASSES",
+    "MMSegFolder", "POTSDAM_CLASSES", "REAL_SAMPLES_ENV", "ReadConversionWarning", "WindowedRaster", "open_raster", "RRSISD", "RefSegRS", "S2_BANDS", "SEN1FLOODS11_CLASSES",
     "VAIHINGEN_CLASSES", "decode_deepglobe", "decode_isprs", "decode_isprs_index", "decode_isprs_rgb",
     "decode_loveda", "decode_rgb_labels", "decode_sen1floods11", "find_sen1floods11_chip", "polygons_to_mask",
     "read_deepglobe", "read_sen1floods11", "real_samples_dir", "rle_decode", "rle_encode", "s2_rgb",
