@@ -334,3 +334,33 @@ def test_decoders_keep_ignore_index(tmp_path):
     # sanity: valid data decodes, with ignore where the encoding says
     sat, m = _dg(tmp_path, np.array([[[0, 0, 0], [0, 0, 255]]], np.uint8))
     np.testing.assert_array_equal(read_deepglobe(sat, m).labels, [[IGN, 4]])
+
+
+# ------------------------------------------------------------------------------ SAR conventions
+
+
+def test_normalize_sar_refuses_plus_inf_and_treats_minus_inf_as_nodata():
+    import torch
+
+    from rslab.data.sar import normalize_sar
+
+    x = np.full((2, 4, 4), -12.0, np.float32)
+    x[0, 0, 0] = -np.inf
+    for arr in (x, torch.from_numpy(x)):
+        out = np.asarray(normalize_sar(arr, nodata_value=0.0))
+        assert out[0, 0, 0] == 0.0 and np.isfinite(out).all()
+    x[1, 1, 1] = np.inf
+    raises(ValueError, lambda: normalize_sar(x), names=["sar"], problem=r"1 \+inf")
+    raises(ValueError, lambda: normalize_sar(torch.from_numpy(x)), names=["sar"], problem=r"1 \+inf")
+
+
+def test_linear_to_db_refuses_db_input():
+    import torch
+
+    from rslab.data.sar import linear_to_db
+
+    db = np.full((2, 3, 3), -15.0, np.float32)
+    raises(ValueError, lambda: linear_to_db(db), names=["intensity"], problem="already in dB")
+    raises(ValueError, lambda: linear_to_db(torch.from_numpy(db)), names=["intensity"], problem="already in dB")
+    lin = np.array([[0.0, np.nan, 0.1]], np.float32)
+    np.testing.assert_allclose(linear_to_db(lin)[0, [0, 2]], [-60.0, -10.0], rtol=1e-6)
