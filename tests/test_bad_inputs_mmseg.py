@@ -290,8 +290,7 @@ def test_images_without_masks_reported(tmp_path):
 
 
 def test_empty_image_file_refused(tmp_path):
-    p = tif(tmp_path / "img_dir/a.tif", np.zeros((3, 0, 4), np.uint8))
+    with pytest.warns(UserWarning, match="zero-size"):  # tifffile writes it, with a warning
+        p = tif(tmp_path / "img_dir/a.tif", np.zeros((3, 0, 4), np.uint8))
     png(tmp_path / "ann_dir/a.png", LOVEDA_RAW)
-    with pytest.raises(ValueError) as info:
-        MMSegFolder(tmp_path, encoding="loveda")[0]
-    assert str(p) in str(info.value)
+    raises(ValueError, lambda: MMSegFolder(tmp_path, encoding="loveda")[0], names=[p], problem="empty")
