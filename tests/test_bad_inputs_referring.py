@@ -131,3 +131,12 @@ def test_refsegrs_grey_image_refused(tmp_path):
     ds = _refsegrs(tmp_path, mask)
     tif(tmp_path / "images/5.tif", rgb(6, 6)[..., 0])
     raises(ValueError, lambda: ds[0], names=["images/5.tif"], problem="got 1")
+
+
+def test_duplicate_coco_ids_refused(tmp_path):
+    _rrsisd(tmp_path, [[0, 0, 4, 0, 4, 4]])
+    data = json.loads((tmp_path / "instances.json").read_text())
+    data["annotations"].append(dict(data["annotations"][0], segmentation=[[4, 4, 8, 4, 8, 8]]))
+    (tmp_path / "instances.json").write_text(json.dumps(data))
+    raises(ValueError, lambda: RRSISD(tmp_path, split="test"), names=["instances.json", "annotations id 7"],
+           problem="more than once")

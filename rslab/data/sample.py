@@ -6,7 +6,8 @@ Field conventions (channels-first, float32 images):
   or 13 (Sentinel-2 bands, scaled by 1/10000). ``None`` when the source has no optical image.
 - ``sar``: (2, H, W) float32 backscatter in dB, channels (VV, VH); NaN marks nodata.
   See :mod:`rslab.data.sar` for the clip range and normalisation. ``None`` when absent.
-- ``labels``: (H, W) int64 class ids in the sample's tree (leaf level for the synthetic
+- ``labels``: (H, W) integer class ids (int64 from the synthetic world, uint8 from the real-data
+  readers) in the sample's tree (leaf level for the synthetic
   world); ``ignore_index`` (255) marks pixels without a label.
 - ``instances``: (H, W) int32 instance ids, 0 = no instance. ``None`` when unknown.
 - ``caption``: one sentence describing the scene, or ``""``.

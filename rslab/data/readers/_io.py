@@ -237,16 +237,6 @@ def read_raster(path: str | Path, palette_as_rgb: bool = False) -> np.ndarray:
     raise ValueError(f"{path}: unsupported image type {suffix!r}; expected one of {IMAGE_SUFFIXES}.")
 
 
-def read_label_raster(path: str | Path) -> np.ndarray:
-    """A label image as ``(H, W)`` (single band) or ``(3, H, W)`` (RGB colour code)."""
-    arr = read_raster(path)
-    if arr.shape[0] == 1:
-        return arr[0]
-    if arr.shape[0] >= 3:
-        return arr[:3]
-    raise ValueError(f"{path}: label image has {arr.shape[0]} bands; expected 1 (class ids) or 3 (RGB colour code).")
-
-
 def to_unit_float(arr: np.ndarray, path: str | Path = "") -> np.ndarray:
     """Optical pixels -> float32 in [0, 1]; see :func:`.checks.optical_to_unit` for the rules."""
     from .checks import optical_to_unit

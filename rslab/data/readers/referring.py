@@ -43,6 +43,18 @@ def _load_refs(path: Path) -> list[dict]:
     return refs
 
 
+def _by_id(entries, key: str, path: Path) -> dict:
+    """COCO entries by ``id``; a missing or repeated id is an error (lookups would pick one silently)."""
+    out: dict = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise ValueError(f"{path}: {key}[{i}] has no 'id'.")
+        if entry["id"] in out:
+            raise ValueError(f"{path}: {key} id {entry['id']!r} appears more than once; ids must be unique.")
+        out[entry["id"]] = entry
+    return out
+
+
 class RRSISD(Sequence):
     """RRSIS-D (Liu et al., "Rotated multi-scale interaction network", CVPR 2024).
 
@@ -81,8 +93,8 @@ class RRSISD(Sequence):
         for key in ("images", "annotations"):
             if key not in instances:
                 raise ValueError(f"{instances_path}: missing COCO key {key!r}.")
-        self.images = {img["id"]: img for img in instances["images"]}
-        self.annotations = {ann["id"]: ann for ann in instances["annotations"]}
+        self.images = _by_id(instances["images"], "images", instances_path)
+        self.annotations = _by_id(instances["annotations"], "annotations", instances_path)
         self.categories = {c["id"]: c["name"] for c in instances.get("categories", [])}
 
         splits = sorted({str(r.get("split")) for r in refs})
