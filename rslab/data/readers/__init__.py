@@ -72,8 +72,9 @@ def real_samples_dir() -> Path | None:
 
 __all__ = [
     "DEEPGLOBE_CLASSES", "DEEPGLOBE_COLOURS", "ENCODINGS", "ISPRS_CLASSES", "ISPRS_COLOURS", "LOVEDA_CLASSES",
-    "MMSegFolder", "POTSDAM_CLASSES", "REAL_SAMPLES_ENV", "ReadConversionWarning", "WindowedRaster", "open_raster", "RRSISD", "RefSegRS", "S2_BANDS", "SEN1FLOODS11_CLASSES",
-    "VAIHINGEN_CLASSES", "decode_deepglobe", "decode_isprs", "decode_isprs_index", "decode_isprs_rgb",
+    "MMSegFolder", "POTSDAM_CLASSES", "REAL_SAMPLES_ENV", "RRSISD", "ReadConversionWarning", "RefSegRS", "S2_BANDS",
+    "SEN1FLOODS11_CLASSES", "VAIHINGEN_CLASSES", "WindowedRaster", "decode_deepglobe", "decode_isprs",
+    "decode_isprs_index", "decode_isprs_rgb", "open_raster",
     "decode_loveda", "decode_rgb_labels", "decode_sen1floods11", "find_sen1floods11_chip", "polygons_to_mask",
     "read_deepglobe", "read_sen1floods11", "real_samples_dir", "rle_decode", "rle_encode", "s2_rgb",
     "segmentation_to_mask",

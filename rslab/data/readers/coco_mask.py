@@ -83,7 +83,9 @@ def rle_decode(rle: dict) -> np.ndarray:
     try:
         counts = np.asarray(counts, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"COCO RLE counts must be a list of integers or a compressed string, got {counts!r:.60}.") from e
+        raise ValueError(
+            f"COCO RLE counts must be a list of integers or a compressed string, got {counts!r:.60}."
+        ) from e
     if counts.ndim != 1 or not np.isfinite(counts).all() or (counts != np.round(counts)).any():
         raise ValueError(f"COCO RLE counts must be whole run lengths, got {counts[:8].tolist()}...")
     counts = counts.astype(np.int64)

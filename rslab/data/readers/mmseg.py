@@ -83,7 +83,8 @@ class MMSegFolder(Sequence):
     ``img_dir`` or ``ann_dir``, images without masks and masks without images are errors.
 
     Each Sample has ``optical`` (C, H, W) float32 in [0, 1] (8-bit / 255, see
-    :func:`.checks.optical_to_unit` for other dtypes), ``labels`` (H, W) uint8, and ``meta`` with ``source``, ``label_source``, ``dataset``,
+    :func:`.checks.optical_to_unit` for other dtypes), ``labels`` (H, W) uint8, and ``meta``
+    with ``source``, ``label_source``, ``dataset``,
     ``class_names``, ``gsd_m`` and ``bands``.
     """
 

@@ -128,7 +128,8 @@ def _s2_reflectance(s2: np.ndarray, path) -> np.ndarray:
     check_finite(s2, path, "S2Hand optical chip")
     hi = float(s2.max()) if s2.size else 0.0
     if hi > 100.0:
-        warn(f"{path}: float S2Hand values reach {hi:g}: read as digital numbers and divided by {S2_REFLECTANCE_SCALE:g}.")
+        warn(f"{path}: float S2Hand values reach {hi:g}: read as digital numbers and divided by "
+             f"{S2_REFLECTANCE_SCALE:g}.")
         return (s2.astype(np.float32) / S2_REFLECTANCE_SCALE).astype(np.float32)
     return s2.astype(np.float32)
 
