@@ -364,3 +364,23 @@ def test_linear_to_db_refuses_db_input():
     raises(ValueError, lambda: linear_to_db(torch.from_numpy(db)), names=["intensity"], problem="already in dB")
     lin = np.array([[0.0, np.nan, 0.1]], np.float32)
     np.testing.assert_allclose(linear_to_db(lin)[0, [0, 2]], [-60.0, -10.0], rtol=1e-6)
+
+
+def test_real_samples_read_without_any_conversion_warning():
+    import warnings
+
+    from rslab.data.readers import MMSegFolder, find_sen1floods11_chip
+
+    root = real_samples_dir()
+    if root is None:
+        pytest.skip("real samples not present")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # valid real data: read as documented, nothing converted
+        if (root / "loveda").is_dir():
+            assert all(s.labels.dtype == np.uint8 for s in MMSegFolder(root / "loveda", encoding="loveda"))
+        if (root / "sen1floods11").is_dir():
+            s = read_sen1floods11(**find_sen1floods11_chip(root / "sen1floods11"))
+            assert s.sar.dtype == np.float32 and s.labels.dtype == np.uint8
+        if (root / "deepglobe_landcover").is_dir():
+            dg = root / "deepglobe_landcover"
+            assert read_deepglobe(dg / "6399_sat.jpg", dg / "6399_mask.png").labels.dtype == np.uint8
