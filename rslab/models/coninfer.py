@@ -250,7 +250,7 @@ def _check_values(x: torch.Tensor, name: str, allow_nan: bool = False) -> None:
                          "rescale it (squared values would overflow float32)")
 
 
-def _check_branch_output(out, name: str, batch: int, tile: int, channels_min: int) -> torch.Tensor:
+def _check_branch_output(out, name: str, batch: int, channels_min: int) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.ndim != 4:
         raise ValueError(f"{name} must return a (B, C, h, w) tensor, got "
                          f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
@@ -710,8 +710,8 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
     with torch.no_grad():
         for s in range(0, tiles.shape[0], batch_tiles):
             batch = tiles[s:s + batch_tiles]
-            p = _check_branch_output(prior_fn(batch), "prior_fn", batch.shape[0], tile, 2)
-            f = _check_branch_output(feature_fn(batch), "feature_fn", batch.shape[0], tile, 1)
+            p = _check_branch_output(prior_fn(batch), "prior_fn", batch.shape[0], 2)
+            f = _check_branch_output(feature_fn(batch), "feature_fn", batch.shape[0], 1)
             if tile % p.shape[2] or tile % p.shape[3]:
                 raise ValueError(f"tile={tile} is not a multiple of the patch grid: prior_fn gave a "
                                  f"{p.shape[2]}x{p.shape[3]} grid per tile; choose a tile that is a multiple "

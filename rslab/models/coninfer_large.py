@@ -135,8 +135,8 @@ def refine_large_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
             batch_pos = positions[s:s + batch_tiles]
             batch = torch.stack([_read_tile(source, y, x, tile, h, w) for y, x in batch_pos])
             _check_values(batch, f"source tiles at {batch_pos[0]}..{batch_pos[-1]}")
-            p = _check_branch_output(prior_fn(batch), "prior_fn", len(batch_pos), tile, 2)
-            f = _check_branch_output(feature_fn(batch), "feature_fn", len(batch_pos), tile, 1)
+            p = _check_branch_output(prior_fn(batch), "prior_fn", len(batch_pos), 2)
+            f = _check_branch_output(feature_fn(batch), "feature_fn", len(batch_pos), 1)
             if tile % p.shape[2] or tile % p.shape[3]:
                 raise ValueError(f"tile={tile} is not a multiple of the patch grid: prior_fn gave a "
                                  f"{p.shape[2]}x{p.shape[3]} grid per tile; choose a tile that is a multiple "
