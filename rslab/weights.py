@@ -641,10 +641,12 @@ def find(name: str, path: str | Path | None = None, allow_download: bool = False
 
 
 def require(names: Iterable[str] | str, path: str | Path | None = None,
-            allow_download: bool = False) -> dict[str, Path]:
+            allow_download: bool = False, companions: bool = False) -> dict[str, Path]:
     """``{name: path}`` for every entry, or ONE ``FileNotFoundError`` listing every missing entry
     (its accepted files, the places looked, the download URL). Unknown names are a ``ValueError``
-    listing them all before anything is searched. ``path`` is one folder searched for each."""
+    listing them all before anything is searched. ``path`` is one folder searched for each. With
+    ``companions=True`` the releases' companion files (BEiT-3's ``beit3.spm``) are required too and
+    listed in the same error when absent."""
     if isinstance(names, str):
         names = [names]
     names = list(dict.fromkeys(names))
@@ -659,12 +661,19 @@ def require(names: Iterable[str] | str, path: str | Path | None = None,
         p, report = _find_entry(WEIGHTS[n], path, allow_download)
         if p is None:
             missing.append(report)
-        else:
-            found[n] = p
+            continue
+        found[n] = p
+        for c in WEIGHTS[n].companions if companions else ():
+            try:
+                find_companion(n, c, path)
+            except FileNotFoundError as exc:
+                missing.append(f"companion of {n!r}: {exc}")
     if missing:
+        absent = [n for n in names if n not in found]
         raise FileNotFoundError(
-            f"{len(missing)} of {len(names)} required weights missing "
-            f"({', '.join(n for n in names if n not in found)}):\n\n" + "\n\n".join(missing))
+            f"{len(absent)} of {len(names)} required weights missing ({', '.join(absent) or 'none'})"
+            f"{f', {len(missing) - len(absent)} companion file(s) missing' if len(missing) > len(absent) else ''}"
+            ":\n\n" + "\n\n".join(missing))
     return found
 
 

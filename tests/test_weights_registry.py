@@ -405,3 +405,40 @@ def test_random_state_dict_is_seeded():
     x, y, z = random_state_dict(tmpl, 0), random_state_dict(tmpl, 0), random_state_dict(tmpl, 1)
     assert torch.equal(x["a"], y["a"]) and not torch.equal(x["a"], z["a"]) and x["n"].dtype == torch.long
     assert 0.005 < x["a"].std() < 0.05
+
+
+def test_beit3_tokenizer_reads_the_spm_with_xlmr_ids(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    from rslab.models.beit3 import beit3_tokenizer
+    from rslab.weights_testing import write_test_spm
+
+    path = write_test_spm(tmp_path / "beit3.spm")
+    tok = beit3_tokenizer(path)
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    text = "the building near the river"
+    ids = tok([text, "car"])["input_ids"]
+    assert ids[0] == [0] + [i + 1 for i in sp.encode(text)] + [2]  # <s> ... </s>, fairseq offset 1
+    assert tok.pad_token_id == 1 and tok.decode(ids[0]) == text
+    assert 3 in tok("§", add_special_tokens=False)["input_ids"]  # sentencepiece's <unk> is XLM-R's 3
+    assert all(i != 1 for i in ids[0])
+    bad = tmp_path / "bad.spm"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a sentencepiece model"):
+        beit3_tokenizer(bad)
+    with pytest.raises(FileNotFoundError, match="beit3.spm"):
+        beit3_tokenizer(tmp_path / "missing" / "beit3.spm")
+
+
+def test_require_with_companions_reports_the_missing_tokenizer(tmp_path, monkeypatch):
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    monkeypatch.setenv("RSLAB_WEIGHTS_DIR", str(wdir))
+    (wdir / "beit3_base_patch16_224.pth").write_bytes(b"x")  # find() does not read files
+    assert W.require(["beit3-base"]) == {"beit3-base": (wdir / "beit3_base_patch16_224.pth").resolve()}
+    with pytest.raises(FileNotFoundError) as err:
+        W.require(["beit3-base"], companions=True)
+    msg = str(err.value)
+    assert "0 of 1 required weights missing (none), 1 companion file(s) missing" in msg
+    assert str(wdir / "beit3.spm") in msg and W.KNOWN_FILES["beit3.spm"] in msg
+    (wdir / "beit3.spm").write_bytes(b"spm")
+    assert "beit3-base" in W.require(["beit3-base"], companions=True)
