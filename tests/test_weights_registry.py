@@ -442,3 +442,27 @@ def test_require_with_companions_reports_the_missing_tokenizer(tmp_path, monkeyp
     assert str(wdir / "beit3.spm") in msg and W.KNOWN_FILES["beit3.spm"] in msg
     (wdir / "beit3.spm").write_bytes(b"spm")
     assert "beit3-base" in W.require(["beit3-base"], companions=True)
+
+
+def test_download_only_when_allowed_then_found(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(name, kind):  # what the library downloaders do: fill their cache
+        calls.append((name, kind))
+        target = W.torch_checkpoints_dir() / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"x")
+
+    monkeypatch.setattr(W, "_download", fake_download)
+    with pytest.raises(FileNotFoundError, match="allow_download=True"):
+        W.find("beit3-large")
+    assert calls == []
+    path = W.find("beit3-large", allow_download=True)
+    assert calls == [("beit3_large_patch16_224.pth", "file")] and path.name == "beit3_large_patch16_224.pth"
+
+    def offline(name, kind):
+        raise OSError("no network")
+
+    monkeypatch.setattr(W, "_download", offline)
+    with pytest.raises(FileNotFoundError, match="download attempt failed: OSError: no network"):
+        W.find("sam2.1-hiera-small", allow_download=True)

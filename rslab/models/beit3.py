@@ -18,6 +18,11 @@ tensor}}`` in ``beit3_{base,large}_patch16_224.pth``) loads with ``strict=True``
 part of the encoder and are ignored. timm's ``beit3_*`` models read the same files but keep the
 vision path only; RS2-SAM2 needs the joint image-text encoding.
 
+Checked against torchscale 0.3.0's ``BEiT3`` (installed aside, with its fairscale wrappers
+stubbed): a 3-block model with randomised weights, the torchscale state dict loaded here with
+``strict=True``, gave identical outputs (max abs difference 0.0) for image-only, text-only (with
+padding) and joint inputs.
+
 Text is tokenised with the release's sentencepiece model ``beit3.spm`` (XLM-R vocabulary, 64010
 ids): :func:`beit3_tokenizer`.
 """
