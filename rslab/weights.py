@@ -901,15 +901,18 @@ def _load_sam2(entry: WeightsEntry, path: Path, device: str, mode: str = "eval",
 
 
 def _load_timm(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    import sys
+
     import timm
-    from timm.models.vision_transformer import checkpoint_filter_fn
 
     raw = _as_state_dict(read_checkpoint(path), path, ("model", "state_dict"))
     guess = _guess_layout(raw)
     if guess not in ("a timm ViT state dict", "an original DINOv2 checkpoint"):
         _check_layout_only_guess(raw, path, entry, f"a timm {entry.config['timm']} state dict or Meta's original file")
     model = timm.create_model(entry.config["timm"], pretrained=False, **kw)
-    sd = checkpoint_filter_fn(dict(raw), model)  # timm's own conversion (Meta's DINOv2 keys, pos-embed size)
+    # the model's own timm conversion (Meta's DINOv2/v3 key names, positional-embedding size)
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    sd = filter_fn(dict(raw), model) if filter_fn is not None else raw
     _check_layout(model, sd, path, entry, f"timm {entry.config['timm']} (patch {entry.config['patch_size']}, "
                   f"width {entry.config['embed_dim']}, depth {entry.config['depth']})")
     model.load_state_dict(sd, strict=True)
