@@ -6,6 +6,7 @@ CLI and the generated book page."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,7 @@ def official(tmp_path_factory):
 
     yield write
     _WRITTEN.clear()
+    shutil.rmtree(root, ignore_errors=True)  # gigabytes with the slow entries: not kept by pytest
 
 
 def _first_float(sd):
