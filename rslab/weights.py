@@ -458,7 +458,7 @@ def _entries() -> dict[str, WeightsEntry]:
         e.append(WeightsEntry(
             name=f"sam2.1-hiera-{size}", family="sam2", files=(file,),
             paper_model=f"SAM 2.1 Hiera-{_SAM2_SHORT[size]}"
-                        + (": RS2-SAM2's SAM2 (Sec. 4, 'SAM2-Hiera-Large')" if size == "large" else
+                        + (": RS2-SAM2's SAM2 (training setup: 'SAM2-Hiera-Large')" if size == "large" else
                            ": the small sibling of RS2-SAM2's SAM2 (CPU runs)" if size == "tiny" else ""),
             url=KNOWN_FILES[file], sha256=None,
             config={"sam2_config": f"configs/sam2.1/sam2.1_hiera_{cfg_tag}.yaml", "hiera_embed_dim": dim,
@@ -494,7 +494,7 @@ def _entries() -> dict[str, WeightsEntry]:
         e.append(WeightsEntry(
             name=f"beit3-{size}", family="beit3", files=(file,),
             paper_model=f"BEiT-3 {size.title()}: RS2-SAM2's Union Encoder"
-                        + (" (Sec. 4, 'BEiT-3-Large')" if size == "large" else ""),
+                        + (" (training setup: 'BEiT-3-Large')" if size == "large" else ""),
             url=KNOWN_FILES[file], sha256=None,
             config={"img_size": 224, "patch_size": 16, "vocab_size": 64010, "max_text_positions": 1024,
                     **arch, "tokenizer": "beit3.spm"},
