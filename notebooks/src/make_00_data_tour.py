@@ -17,7 +17,7 @@ nb = Notebook("00_data_tour")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 00 · A tour of the data
 
 Every later notebook trains on the same kind of data: **co-registered optical and SAR images with
@@ -65,7 +65,7 @@ print(world)
 print("regional styles:", world.style_names)
 """)
 
-md("""
+md(r"""
 ## 1. The semantic tree
 
 Classes form a tree of depth 3: level 1 is coarse (*built-up*, *water*, ...), level 3 the leaves
@@ -90,7 +90,7 @@ leaf = "conifer forest"
 print(f"\\n'{leaf}' at levels 1..3:", [tree.ancestor(leaf, l).name for l in range(1, tree.depth + 1)])
 """)
 
-md("""
+md(r"""
 ## 2. One scene, two sensors
 
 An optical sensor measures reflected sunlight: colours and textures we recognise. A SAR
@@ -111,13 +111,13 @@ print(f"scene {scene_idx}: {scene.meta['scene_type']}, style '{scene.meta['style
 viz.show_sample(scene, tree)
 """)
 
-md("""
+md(r"""
 ### Speckle and the number of looks
 
 Radar is coherent: each pixel sums the echoes of many scatterers with random phases, so even a
 perfectly uniform field looks grainy. This **speckle** is multiplicative: the measured intensity is
-$I = \\sigma^0 \\cdot n$ with $n \\sim \\mathrm{Gamma}(L, 1/L)$ (mean 1), where $L$ is the **number of
-looks** (independent samples averaged). The coefficient of variation of $I$ is $1/\\sqrt{L}$:
+$I = \sigma^0 \cdot n$ with $n \sim \mathrm{Gamma}(L, 1/L)$ (mean 1), where $L$ is the **number of
+looks** (independent samples averaged). The coefficient of variation of $I$ is $1/\sqrt{L}$:
 single-look data (L = 1) is very noisy, averaging more looks trades resolution for smoothness.
 Below: the same scene (a 128 px corner), only the speckle changes. In dB the multiplicative
 speckle becomes additive noise whose standard deviation the Gamma model predicts exactly,
@@ -131,12 +131,12 @@ speckle_free = world.scene(scene_idx, n_looks=1000).sar
 viz.show_looks(looks, channel="VV", reference=speckle_free, crop=128)
 """)
 
-md("""
+md(r"""
 ### Why decibels
 
 Backscatter spans orders of magnitude: water returns almost nothing, a building corner returns
 thousands of times more. In linear units the histogram is a spike near zero with a long tail;
-in **dB** ($10 \\log_{10} I$) the values spread over a usable range where dark water and bright
+in **dB** ($10 \log_{10} I$) the values spread over a usable range where dark water and bright
 walls are both visible, and multiplicative speckle becomes additive noise. The suite therefore stores SAR in dB and clips it to
 `rslab.data.sar.SAR_DB_RANGE` = (-30, 5) dB before a model sees it.
 """)
@@ -145,7 +145,7 @@ code("""
 viz.plot_db_histogram(scene.sar, channel="VV")
 """)
 
-md("""
+md(r"""
 ### What makes a class bright or dark
 
 Three scattering mechanisms explain most of a SAR image. First the statistics over several scenes,
@@ -157,7 +157,7 @@ stats_scenes = [world.scene(i) for i in range(n_scenes)]
 viz.plot_backscatter_by_class(stats_scenes, tree, level=2)
 """)
 
-md("""
+md(r"""
 **Specular reflection: water is dark.** A calm water surface is a mirror: the pulse bounces away
 from the sensor and almost nothing returns. Water is the darkest thing in VV, which is why SAR is
 the tool of choice for flood mapping (Sen1Floods11 below).
@@ -169,7 +169,7 @@ water_scene = max(stats_scenes, key=lambda s: np.isin(s.labels, tree.leaf_ids("w
 viz.show_class_on_sar(water_scene, tree, "water", "VV", note="specular reflection, dark")
 """)
 
-md("""
+md(r"""
 **Double bounce: building walls are bright.** The pulse hits the ground, then the wall (or the
 reverse) and comes straight back, like a corner reflector. The wall facing the sensor shows a very
 bright line; behind the building the radar shadow is dark.
@@ -179,7 +179,7 @@ code("""
 viz.show_class_on_sar(scene, tree, "building", "VV", note="double bounce at walls, bright")
 """)
 
-md("""
+md(r"""
 **Volume scattering: vegetation is bright in VH.** Leaves and branches scatter the wave many
 times and rotate its polarisation, so forests return much more cross-polarised (VH) energy than
 bare soil or roads, whose smooth surfaces keep the polarisation.
@@ -189,7 +189,7 @@ code("""
 viz.show_class_on_sar(scene, tree, "forest", "VH", note="volume scattering, high VH")
 """)
 
-md("""
+md(r"""
 ## 3. Labels at each level, and regional styles
 
 The same pixels, labelled at three granularities. A model trained at level 1 only has to tell
@@ -200,7 +200,7 @@ code("""
 viz.show_levels(scene, tree)
 """)
 
-md("""
+md(r"""
 The same layout rendered in each **regional style**: roofs, crops, water and vegetation change
 colour from region to region while the class stays the same. This intra-class variance is why
 SkySense-VITA adds **visual prompts** (example images of the class from the target region) to
@@ -212,7 +212,7 @@ styled = [world.scene(scene_idx, style=k) for k in range(len(world.style_names))
 viz.show_styles(styled, tree, "residential building", crop=min(128, size))
 """)
 
-md("""
+md(r"""
 ## 4. Captions and referring expressions
 
 Every scene comes with a caption and **referring expressions**: phrases that pick one object by
@@ -231,7 +231,7 @@ for r in scene.referring:
 print("\\nheld-out wording:", world.scene(scene_idx, text_split="heldout").caption)
 """)
 
-md("""
+md(r"""
 ## 5. A large scene, and a map
 
 Real scenes are far larger than a network's input. Notebook 05 (ConInfer) cuts such a scene into
@@ -249,7 +249,7 @@ print(f"{large_size}x{large_size} scene rendered in {large_s:.1f} s, bounds {tup
 viz.show_large_scene(large, tree, level=2)
 """)
 
-md("""
+md(r"""
 `rslab.viz.scene_map` puts an image or a label map on a leafmap (folium) map as a PNG overlay
 with no basemap, so it works offline; pass `basemap="OpenStreetMap"` when online. Toggle the
 layers with the control at the top right. The map is saved as a standalone HTML file.
@@ -265,7 +265,7 @@ print("saved", map_path, f"({map_path.stat().st_size / 1e6:.1f} MB)")
 m
 """)
 
-md("""
+md(r"""
 ## 6. Real samples
 
 The synthetic world is a stand-in; here is the real thing, when the small real samples (see
@@ -281,7 +281,7 @@ print("real samples:", real if real is not None else
       "NOT FOUND on this machine (set RSLAB_REAL_SAMPLES to their folder); skipping this section.")
 """)
 
-md("""
+md(r"""
 **Sen1Floods11** (Bonafilia et al., 2020): a Sentinel-1 / Sentinel-2 chip from Spain with a
 hand-labelled water mask. Flooded fields are dark in VV, the same specular physics as above.
 """)
@@ -297,7 +297,7 @@ else:
     print("Sen1Floods11 sample not present; skipped.")
 """)
 
-md("""
+md(r"""
 **LoveDA** (Wang et al., 2021): 0.3 m aerial tiles with seven land-cover classes, and
 **DeepGlobe Land Cover** (Demir et al., 2018): a 2448 px, 0.5 m scene, the kind of large image
 notebook 05 tiles.
@@ -327,7 +327,7 @@ else:
     print("DeepGlobe sample not present; skipped.")
 """)
 
-md("""
+md(r"""
 ## 7. Explore
 
 Change the world seed, the regional style and the number of looks. The widget needs a live
@@ -357,7 +357,7 @@ else:
 explore()  # static snapshot at the starting values
 """)
 
-md("""
+md(r"""
 ## 8. Generator throughput
 
 How fast does the world render training data? We time `n_scenes` scenes of 256 x 256 px,
@@ -387,7 +387,7 @@ results_path = run.save_results({
 print(open(results_path).read())
 """)
 
-md("""
+md(r"""
 ## What to remember
 
 - Labels are leaf ids of a semantic tree; coarser levels are one lookup away (`tree.to_level`).

@@ -17,7 +17,7 @@ nb = Notebook("02_qsacl_pretraining")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 02 · SkySense V2: one backbone for every modality, pre-trained with QSACL
 
 SkySense V2 (Zhang et al., ICCV 2025, arXiv:2507.13812) replaces its predecessor's three
@@ -98,7 +98,7 @@ run = start_run("02_qsacl_pretraining", profile=profile, seed=seed)
 print("artifacts ->", run.artifacts)
 """)
 
-md("""
+md(r"""
 ## 1 · Data: co-registered optical and SAR scenes
 
 The synthetic world (notebook 00) renders optical RGB+NIR reflectance and SAR VV/VH in dB on the
@@ -148,7 +148,7 @@ fig.suptitle("One held-out scene: the same ground seen by two sensors")
 plt.show()
 """)
 
-md("""
+md(r"""
 ## 2 · The unified backbone
 
 One encoder for all modalities. Only two things are per modality: the **tokenizer** (a patch
@@ -187,7 +187,7 @@ for bad in [dict(x=torch.rand(1, 1, 64, 64), modality="lidar"), dict(x=torch.ran
         print("ValueError:", err)
 """)
 
-md("""
+md(r"""
 ### Parameter counts, and what APM / prompts / MoE cost
 
 The `base` preset follows the paper: token dim C = 352 (widths 352 to 2816, depths 2-2-18-2, head
@@ -209,7 +209,7 @@ for r in rows:
     print(f"{r['name']:24s} {r['params_M']:10.3f} {r['active_params_M']:10.3f} {r['forward_ms']:12.1f}  {r['stage_sizes']}")
 """)
 
-md("""
+md(r"""
 Reading the table: prompts cost almost nothing (4 x C parameters per modality per stage, a few extra
 tokens); MoE multiplies the FFN parameters of its blocks by 8 but keeps the *active* parameters (and
 so, up to routing overhead, the compute) of a dense block. APM's "keep" branch is what makes stages
@@ -224,7 +224,7 @@ content. QSACL lets `m` learnable queries cross-attend to each view's last-stage
 `i` gathers its kind of content into `z_i`, and the contrast is made query by query between the
 student and the EMA teacher:
 
-$$\\mathcal{L}_{QSACL} = \\frac{1}{2m}\\sum_{i=1}^{m}\\Big(\\mathcal{L}_{CL}(z_i^{g}, z_i^{l'}) + \\mathcal{L}_{CL}(z_i^{l}, z_i^{g'})\\Big)$$
+$$\mathcal{L}_{QSACL} = \frac{1}{2m}\sum_{i=1}^{m}\Big(\mathcal{L}_{CL}(z_i^{g}, z_i^{l'}) + \mathcal{L}_{CL}(z_i^{l}, z_i^{g'})\Big)$$
 
 (g/l: global/local view, prime: teacher). `L_CL` is InfoNCE over the batch with the same query of
 the other scenes as negatives. The baseline replaces the queries by global average pooling (m = 1),
@@ -282,7 +282,7 @@ print(f"share of a local crop inside a global crop: mean {{overlap['mean']:.2f}}
       f"under half inside: {{100 * overlap['below_half']:.0f}}% of pairs, disjoint: {{100 * overlap['disjoint']:.1f}}%")
 """)
 
-md("""
+md(r"""
 ### Pre-training: QSACL and the image-level baseline, same budget
 
 Both runs use the same backbone initialisation, heads, views, optimiser, schedule and number of
@@ -313,7 +313,7 @@ ax.set_xlabel("step"); ax.set_ylabel("contrastive loss"); ax.legend(); ax.set_ti
 plt.show()
 """)
 
-md("""
+md(r"""
 ## 4 · Linear probe: are the frozen features semantic?
 
 Freeze a backbone, take its last-stage features (the ones the pre-training objective shaped),
@@ -384,7 +384,7 @@ for k in range(num_classes):
     print(f"{leaf_names[k]:22s}" + "".join(f"{100 * v:13.1f}" if np.isfinite(v) else f"{'-':>13s}" for v in vals))
 """)
 
-md("""
+md(r"""
 ### Are the frozen features collapsed?
 
 Contrastive pre-training on a tiny batch can shrink the features to a few directions
@@ -406,7 +406,7 @@ for name, d in diagnostics.items():
     print(f"{name:12s} {d['effective_rank']:15.1f} {d['within_image_var']:17.2e} {d['between_image_var']:18.2e}")
 """)
 
-md("""
+md(r"""
 ## 5 · What does each query look at?
 
 For held-out scenes, the teacher's attention maps: where each query gathers its features from
@@ -443,7 +443,7 @@ for q in range(num_queries):
           f"{100 * share[q, top[q]]:.0f}% of its attention)")
 """)
 
-md("""
+md(r"""
 An interactive version: pick a scene and a query (the static figure above is what a headless run shows).
 The maps were computed once above (`attn_all`); the slider callback only draws, so moving it never
 runs the model. Headless runs (`rslab notebooks run`) build no widget at all (see `rslab.viz.widgets`).
@@ -467,7 +467,7 @@ else:
     print(HEADLESS_NOTE)  # the static figures above show the same maps
 """)
 
-md("""
+md(r"""
 ## 6 · Save the pre-trained backbone, and the results
 
 The QSACL teacher's backbone (safetensors) and its config go to `artifacts/02_qsacl_pretraining/`;
@@ -500,7 +500,7 @@ print("target (QSACL at least 15 points above random init, and above the image-l
       "met" if gain >= 15 and vs > 0 else "NOT met on this run")
 """)
 
-md("""
+md(r"""
 ## What to take away, and where to go further
 
 - One set of weights served optical and SAR; only tokenizers and 4 prompts per global stage differ.

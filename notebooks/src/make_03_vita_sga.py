@@ -17,7 +17,7 @@ nb = Notebook("03_vita_sga")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 03 · SkySense-VITA: in-context segmentation from visual, text and fused prompts
 
 **SkySense-VITA** (CVPR 2026) segments a *target* image given a *prompt* for each class, with no
@@ -102,7 +102,7 @@ print(f"pools ready in {time.time() - t_start:.1f} s: {len(train_pool)} train, {
       f"{len(eval_prompts)} eval prompt scenes")
 """)
 
-md("""
+md(r"""
 ## 1 · Semantic Granularity Annealing
 
 The synthetic world's tree has `L = 3` levels (5 → 8 → 12 classes). SGA moves the target
@@ -145,7 +145,7 @@ else:
     _plot_tau(0.1)  # a sharp schedule, to compare with the one above
 """)
 
-md("""
+md(r"""
 ## 2 · The model
 
 `VITAConfig.base()` follows the paper's head (D = 256, 100 queries per mode, 9 decoder layers).
@@ -161,7 +161,7 @@ for name, p in parts.items():
 base_parts = parts["base"]
 """)
 
-md("""
+md(r"""
 The two attention masks that implement the decoupling (white = may attend). Left: VITA-Former's
 prompt self-attention over `[P'_V, P_T, P_F]` for K = 4 classes: V and T only see themselves,
 F sees all. Right: VITA-Decoder's block-diagonal self-attention over the three query sets
@@ -180,7 +180,7 @@ for ax in axes: ax.set_xlabel("key"); ax.set_ylabel("query")
 plt.show()
 """)
 
-md("""
+md(r"""
 ### Encoder
 The paper's factorised encoder is a 969M-parameter pretrained model. Here the default encoder is
 a small conv pyramid with one stem per modality, trained from scratch together with the heads.
@@ -216,7 +216,7 @@ def build_model(model_seed=None, **overrides):
     return V.VITA(cfg, encoder=encoder)
 """)
 
-md("""
+md(r"""
 ## 3 · Training (stage 2: in-context pre-training with SGA)
 
 Every step is an **episode**: `batch_size` target scenes of one modality (optical or SAR), and for
@@ -248,7 +248,7 @@ ax.set_xlabel("step"); ax.set_ylabel("set loss (mean over layers)"); ax.legend()
 plt.show()
 """)
 
-md("""
+md(r"""
 ## 4 · Evaluation on held-out scenes
 
 Targets and prompts are scenes never used in training; each class gets a one-shot mask prompt
@@ -296,7 +296,7 @@ for (modality, level), r in table.items():
 head = table[("optical", headline_level)]
 """)
 
-md("""
+md(r"""
 ### Text prompts with unseen names
 "T(unseen names)": every class name is replaced by one of the tree's **held-out synonyms**, never
 used in any training text (e.g. "lagoon" for lake, "developed land" for built-up). Only the frozen
@@ -387,7 +387,7 @@ for b in range(2):
 plt.show()
 """)
 
-md("""
+md(r"""
 ### Visual prompt quality (evaluation only)
 The same model, prompted with a full mask, a bounding box, or 5 clicks (3x3 discs) of the class
 in the prompt image (the paper: V-only mIoU rises from points to box to mask). Mind the kind of
@@ -403,7 +403,7 @@ prompt_quality = {kind: R.evaluate(model, eval_targets, eval_prompts, text_encod
 print({k: round(v, 3) for k, v in prompt_quality.items()})
 """)
 
-md("""
+md(r"""
 ## 5 · Ablations (each a short run with the same budget, `ablation_steps`)
 
 * **reference**: VITA-Former + decoupled three-mode training + SGA;
@@ -454,7 +454,7 @@ if ablations:
               f"F per level: {[round(ablation[name][l]['F'], 3) for l in range(1, tree.depth + 1)]}   ({time.time() - t0:.0f} s)")
 """)
 
-md("""
+md(r"""
 ## 6 · Real imagery: one-shot visual prompting on LoveDA
 
 A prompt crop from one LoveDA image with its labels, applied to another LoveDA image. The model
@@ -550,7 +550,7 @@ print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in me
 print(f"notebook time so far: {time.time() - t_start:.0f} s wall, {time.process_time() - c_start:.0f} s CPU")
 """)
 
-md("""
+md(r"""
 ## What to take away
 
 * The three modes come from **one** model: V and T branches never see each other (check the

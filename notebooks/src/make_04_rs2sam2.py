@@ -17,7 +17,7 @@ nb = Notebook("04_rs2sam2")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 04 · RS2-SAM2: referring segmentation with a customised SAM2
 
 **Referring remote-sensing image segmentation** (RRSIS): given an aerial image and a phrase such as
@@ -87,7 +87,7 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 print(f"profile={profile}  device={device}  torch threads={torch.get_num_threads()}")
 """)
 
-md("""
+md(r"""
 ## 1. The data: (image, expression, mask) triplets
 
 Each item is one referring expression with the mask of the object it names. The default profile
@@ -132,7 +132,7 @@ if dataset == "synthetic":
     print("targets by class (train):", train_data.class_counts())
 """)
 
-md("""
+md(r"""
 ### How hard is the task? Expression kinds and class-only oracles
 
 A referring expression can name a class that occurs once in the scene (*"the river"*), or pick one
@@ -165,7 +165,7 @@ example = eval_data.samples[item["source"]]
 fig = viz.show_referring(example, max_expressions=4)
 """)
 
-md("""
+md(r"""
 ## 2. The model
 
 ### SAM2 from the `sam2` package
@@ -229,7 +229,7 @@ if sam2_checkpoint:
 print("official SAM2 checkpoint:", checkpoint_path)
 """)
 
-md("""
+md(r"""
 ### 2b. A stand-in for SAM2's pre-training
 
 RS2-SAM2 starts from **SAM2 pre-trained by Meta** (SA-1B images, SA-V videos) on SAM's own task,
@@ -298,7 +298,7 @@ for part in ("hiera", "bhfm", "fpn_neck", "prompt_encoder", "mask_decoder", "uni
     print(f"{part:16s} {tr:11,d} {fr:11,d}")
 """)
 
-md("""
+md(r"""
 **Frozen and trained.** The paper freezes SAM2's pre-trained Hiera and trains only the BHFM adapters
 inside it, plus the union encoder, MPG, SAM2's prompt encoder and mask decoder (`train_hiera=False`).
 The full profile loads the official SAM2.1 checkpoint and keeps exactly that split.
@@ -314,7 +314,7 @@ with Hiera trained reached 0.28, and training from random weights 0.23. Set `tra
 raise `standin_steps`) to run the paper's split on the stand-in.
 """)
 
-md("""
+md(r"""
 ## 3. The loss
 
 `L = 1.0 L_ce + 0.1 L_dice + 0.2 L_tbl` on the full-size mask logits (paper, Sec. "Loss").
@@ -341,7 +341,7 @@ fig = viz.show_images([item["image"].permute(1, 2, 0).numpy(), mask[0, 0].numpy(
                       ["image", f'mask of "{item["text"]}"', "boundary map |dx| + |dy| (what L_tbl compares)"])
 """)
 
-md("""
+md(r"""
 ## 4. The ablation (paper, Table "Ablation" on RefSegRS)
 
 Five rows, each trained from the same initialisation seed, on the same data, for the same number of
@@ -410,7 +410,7 @@ if dataset == "synthetic":
           f"{oracle['largest_of_class']['miou']:.3f} (its largest object)")
 """)
 
-md("""
+md(r"""
 Reading the table: compare each row with the one above it; the *baseline* gets the text only as one
 sparse token in SAM2's decoder, *MPG* adds a pixel-level prompt, *BHFM* puts text inside the image
 encoder. Note that the L_tbl rows also log a boundary term in their loss, so their loss curves sit a
@@ -470,7 +470,7 @@ for cls, m in detail["by_class"].items():
     print(f"{cls:22s} mIoU {m['miou']:.3f}  ({m['n']} expressions)")
 """)
 
-md("""
+md(r"""
 ## 5. Held-out predictions
 
 Red: the predicted mask; yellow outline: the ground truth; IoU at the original resolution.
@@ -484,7 +484,7 @@ for k in shown:
     fig = viz.show_mask_prediction(it["image"].permute(1, 2, 0).numpy(), it["mask"].numpy(), pred, it["text"])
 """)
 
-md("""
+md(r"""
 ## 6. Try it
 
 Pick a held-out scene, type an expression and press Enter. The suggestions are the scene's own
@@ -526,7 +526,7 @@ else:
     print(viz.HEADLESS_NOTE)
 """)
 
-md("""
+md(r"""
 ## 7. Bad input gives clear errors
 
 An empty expression, one longer than the text budget (40 word pieces; refused, never silently cut),
@@ -549,7 +549,7 @@ for name, call in cases.items():
         print(f"{name}: {type(err).__name__}: {str(err)[:160]}")
 """)
 
-md("""
+md(r"""
 ## 8. Save the model and the results
 """)
 
@@ -587,7 +587,7 @@ print(path)
 print({k: round(v, 3) for k, v in metrics.items() if k.endswith(("_full", "_baseline"))})
 """)
 
-md("""
+md(r"""
 ## What this run does not reproduce
 
 - **Weights**: no SAM2 or BEiT-3 weights offline. SAM2 starts from our **stand-in checkpoint** (2b):

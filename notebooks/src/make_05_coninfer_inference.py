@@ -17,7 +17,7 @@ nb = Notebook("05_coninfer_inference")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 05 · ConInfer: context-aware inference on top of any prior
 
 A dense open-vocabulary model (CLIP-style) predicts each patch **on its own**. Remote-sensing
@@ -110,7 +110,7 @@ K = len(class_names)
 print(f"profile={profile}  level {level}: {K} classes {class_names}")
 """)
 
-md("""
+md(r"""
 ## 1 · The two branches
 
 **Which prior and which context features does this run use?** The paper's prior is MaskCLIP*
@@ -292,7 +292,7 @@ print(f"priors {list(test_scores)}, contexts { {k: v.shape[1] for k, v in test_c
       f"built for {n_val_scenes} validation + {n_test_scenes} test scenes in {time.perf_counter() - t0:.1f} s")
 """)
 
-md("""
+md(r"""
 ### Choosing the settings on validation scenes
 
 Nothing below is tuned on the test scenes. On `n_val_scenes` separate validation scenes
@@ -361,7 +361,7 @@ contexts = {name: test_contexts[name] for name in {**candidates, **compared}}
 print(f"this run: prior {prior_source!r} {tuple(test_prior.shape)}, context {context_key!r} {tuple(test_feats.shape)}")
 """)
 
-md("""
+md(r"""
 ## 2 · Prior vs context-only vs decoupled vs joint
 
 The four settings of the ablation (the paper's Tab. 4), all with this run's prior and features,
@@ -414,7 +414,7 @@ ax.set_ylabel("held-out mIoU (%)"); ax.set_title(f"Does {context_source} context
 plt.tight_layout(); plt.show()
 """)
 
-md("""
+md(r"""
 Read the table as measured, not as hoped: ConInfer can only correct the prior where the
 mixture's clusters line up with classes. Where one Gaussian per class is a poor model of the
 features (a class with several looks, or features that split a class), context-only drifts and
@@ -441,7 +441,7 @@ create cars or trucks (objects smaller than an 8 px patch, absent from the patch
 Which classes move differs between runs; your numbers are printed above.
 """)
 
-md("""
+md(r"""
 ### Which tree level?
 
 `level = 3` (12 leaves) is evaluated by default and stays the headline level. The notebook-01
@@ -512,7 +512,7 @@ if encoders is not None and prior_source == "text":
 print(f"({time.perf_counter() - t0:.1f} s)")
 """)
 
-md("""
+md(r"""
 ### Which prior with which context?
 
 Every available prior against every available context feature set, both joint modes. The
@@ -560,7 +560,7 @@ for key, r in combos.items():
 print(f"({time.perf_counter() - t0:.1f} s)")
 """)
 
-md("""
+md(r"""
 ## 3 · Convergence, and the map changing over the iterations
 
 The objective of Eq. 8 after every z-update (first pool). The paper reports convergence in
@@ -611,7 +611,7 @@ else:
     print(HEADLESS_NOTE)
 """)
 
-md("""
+md(r"""
 ## 4 · SAR only
 
 The same pipeline with SAR alone. With `prior_source="text"` the prior is notebook 01's
@@ -658,7 +658,7 @@ print(f"SAR prior {sar_prior_source!r}, context {sar_context_source!r}:",
       {n: round(100 * v, 1) for n, v in miou_sar.items()}, f"({time.perf_counter() - t0:.1f} s)")
 """)
 
-md("""
+md(r"""
 ## 5 · A large scene, tiled
 
 Sec. 3 / Fig. 2: cut the scene into tiles, run both branches per tile, fit **one** mixture to
@@ -708,7 +708,7 @@ if scene is not None:
     plt.tight_layout(); plt.show()
 """)
 
-md("""
+md(r"""
 ## 6 · Real imagery (when `../shared/real_samples` is present)
 
 No CLIP weights exist offline, so the real-data prior is again a *weak* one: a linear
@@ -757,7 +757,7 @@ else:
     print({k: round(100 * v, 1) for k, v in real.items()})
 """)
 
-md("""
+md(r"""
 ## 7 · Results
 """)
 
@@ -795,7 +795,7 @@ metrics.update({f"miou_real_{k}": v for k, v in real.items()})
 print(open(run.save_results(metrics)).read())
 """)
 
-md("""
+md(r"""
 ## What to remember
 
 - ConInfer is a **plug-in**: `ci.coninfer(prior (N, K), features (N, D))`; the model that made
