@@ -50,6 +50,7 @@ large_size = 2048   # side of the large scene
 
 code("""
 %matplotlib inline
+import json
 import time
 
 import numpy as np
@@ -109,7 +110,7 @@ scene = world.scene(scene_idx)
 print(f"scene {scene_idx}: {scene.meta['scene_type']}, style '{scene.meta['style_name']}', "
       f"optical {scene.optical.shape}, SAR {scene.sar.shape} (VV, VH in dB)")
 viz.show_sample(scene, tree)
-""")
+""", tags=["figure"])
 
 md(r"""
 ### Speckle and the number of looks
@@ -129,7 +130,7 @@ code("""
 looks = {L: world.scene(scene_idx, n_looks=L).sar for L in (1, 4, 16)}
 speckle_free = world.scene(scene_idx, n_looks=1000).sar
 viz.show_looks(looks, channel="VV", reference=speckle_free, crop=128)
-""")
+""", tags=["figure"])
 
 md(r"""
 ### Why decibels
@@ -143,7 +144,7 @@ walls are both visible, and multiplicative speckle becomes additive noise. The s
 
 code("""
 viz.plot_db_histogram(scene.sar, channel="VV")
-""")
+""", tags=["figure"])
 
 md(r"""
 ### What makes a class bright or dark
@@ -155,7 +156,7 @@ then one picture per mechanism.
 code("""
 stats_scenes = [world.scene(i) for i in range(n_scenes)]
 viz.plot_backscatter_by_class(stats_scenes, tree, level=2)
-""")
+""", tags=["figure"])
 
 md(r"""
 **Specular reflection: water is dark.** A calm water surface is a mirror: the pulse bounces away
@@ -167,7 +168,7 @@ code("""
 # the scene with the most water among those rendered for the statistics above
 water_scene = max(stats_scenes, key=lambda s: np.isin(s.labels, tree.leaf_ids("water")).mean())
 viz.show_class_on_sar(water_scene, tree, "water", "VV", note="specular reflection, dark")
-""")
+""", tags=["figure"])
 
 md(r"""
 **Double bounce: building walls are bright.** The pulse hits the ground, then the wall (or the
@@ -177,7 +178,7 @@ bright line; behind the building the radar shadow is dark.
 
 code("""
 viz.show_class_on_sar(scene, tree, "building", "VV", note="double bounce at walls, bright")
-""")
+""", tags=["figure"])
 
 md(r"""
 **Volume scattering: vegetation is bright in VH.** Leaves and branches scatter the wave many
@@ -187,7 +188,7 @@ bare soil or roads, whose smooth surfaces keep the polarisation.
 
 code("""
 viz.show_class_on_sar(scene, tree, "forest", "VH", note="volume scattering, high VH")
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 3. Labels at each level, and regional styles
@@ -198,7 +199,7 @@ The same pixels, labelled at three granularities. A model trained at level 1 onl
 
 code("""
 viz.show_levels(scene, tree)
-""")
+""", tags=["figure"])
 
 md(r"""
 The same layout rendered in each **regional style**: roofs, crops, water and vegetation change
@@ -210,7 +211,7 @@ text prompts.
 code("""
 styled = [world.scene(scene_idx, style=k) for k in range(len(world.style_names))]
 viz.show_styles(styled, tree, "residential building", crop=min(128, size))
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 4. Captions and referring expressions
@@ -223,7 +224,7 @@ synonyms instead, for testing.
 
 code("""
 viz.show_referring(scene, max_expressions=4)
-""")
+""", tags=["figure"])
 
 code("""
 for r in scene.referring:
@@ -247,12 +248,17 @@ large = world.large_scene(size=large_size)
 large_s = time.perf_counter() - t0
 print(f"{large_size}x{large_size} scene rendered in {large_s:.1f} s, bounds {tuple(round(b, 5) for b in large.bounds)}")
 viz.show_large_scene(large, tree, level=2)
-""")
+""", tags=["figure"])
 
 md(r"""
-`rslab.viz.scene_map` puts an image or a label map on a leafmap (folium) map as a PNG overlay
-with no basemap, so it works offline; pass `basemap="OpenStreetMap"` when online. Toggle the
-layers with the control at the top right. The map is saved as a standalone HTML file.
+`rslab.viz.scene_map` puts an image or a label map on a leafmap (folium) map as a PNG overlay,
+with no basemap tiles (pass `basemap="OpenStreetMap"` when online). Toggle the layers with the
+control at the top right. The map is saved as an HTML file in the run's artifacts.
+
+The map itself is drawn by the Leaflet JavaScript library, which folium loads from a CDN: in a
+live notebook with a network connection you get the interactive map. The book and headless runs
+show a static picture of the same two layers on longitude/latitude axes instead (a blank map
+and a few megabytes of page would be all an offline reader got from the interactive one).
 """)
 
 code("""
@@ -262,8 +268,23 @@ import folium
 folium.LayerControl().add_to(m)
 map_path = viz.save_map_html(m, run.artifacts / "map.html")
 print("saved", map_path, f"({map_path.stat().st_size / 1e6:.1f} MB)")
-m
-""")
+if viz.widgets_enabled():  # a live kernel: the interactive map (Leaflet loads from its CDN)
+    display(m)
+else:  # headless / the book: the same layers as a static figure on lon/lat axes
+    from rslab.viz import LabFigure, show
+
+    west, south, east, north = large.bounds
+    step = max(1, large_size // 512)
+    fig = LabFigure(figsize=(6.5, 6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(viz.optical_to_display(large.optical[:, ::step, ::step]), extent=(west, east, south, north))
+    ax.imshow(viz.colorize_labels(large.labels[::step, ::step], tree, 2, alpha=True), extent=(west, east, south, north), alpha=0.6)
+    ax.legend(handles=viz.label_legend(tree, 2, present=large.labels[::step, ::step]), loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="level 2")
+    ax.set_xlabel("longitude (deg)"); ax.set_ylabel("latitude (deg)")
+    ax.set_title("The map's two layers: optical, labels (level 2) at 60% opacity", fontsize=10)
+    show(fig)
+""", tags=["figure"])
 
 md(r"""
 ## 6. Real samples
@@ -355,7 +376,7 @@ if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rsla
 else:
     print(viz.HEADLESS_NOTE)
 explore()  # static snapshot at the starting values
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 8. Generator throughput
@@ -388,13 +409,44 @@ print(open(results_path).read())
 """)
 
 md(r"""
-## What to remember
+## This run's numbers
+""")
+
+code("""
+viz.report(
+    "On this machine ({device}) the world rendered **{scenes_per_s:.1f} scenes per second** "
+    "({ms:.0f} ms for a 256 x 256 scene with optical, SAR, labels, a caption and referring "
+    "expressions), and the {large_size} x {large_size} px scene in **{large_s:.1f} s**. "
+    "Data generation is therefore never the bottleneck of the later notebooks: a training step "
+    "of even the smallest model takes longer than rendering its batch.",
+    device=json.load(open(results_path))["device"], scenes_per_s=scenes_per_s, ms=1000 / scenes_per_s,
+    large_size=large_size, large_s=large_s)
+""", tags=["report"])
+
+md(r"""
+## Summary
 
 - Labels are leaf ids of a semantic tree; coarser levels are one lookup away (`tree.to_level`).
-- SAR is in dB, clipped to (-30, 5) dB; speckle is multiplicative Gamma noise that falls with the
-  number of looks; water is dark, building walls bright in VV, vegetation bright in VH.
+- SAR is in dB, clipped to (-30, 5) dB; speckle is multiplicative Gamma noise whose standard
+  deviation in dB falls with the number of looks as $\frac{10}{\ln 10}\sqrt{\psi_1(L)}$; water
+  is dark, building walls bright in VV, vegetation bright in VH.
 - The same class looks different in each regional style: the reason for visual prompts.
 - Scenes carry captions, referring expressions with masks, and map bounds.
+
+What this notebook does **not** show: how close the procedural world is to real imagery. The real
+samples of section 6 (when present) are the check; the synthetic SAR has no layover, shadow or
+incidence-angle effects.
+
+## Exercises
+
+1. Set `n_looks=1` in `world.scene(...)` and redo the per-class box plot: which classes can you
+   still separate in VV alone? Compare the box widths with the Gamma model's 5.57 dB.
+2. Find a leaf whose synonyms are held out (`viz.format_tree` marks them) and read its caption
+   under `text_split="heldout"`: is the held-out wording one a text encoder could link to the seen
+   name?
+3. Draw `viz.show_levels(scene, tree, alpha=0.5)`: at which level does the regional style stop
+   mattering to the eye?
+4. Time `world.large_scene` at 1024 and 2048 px: does the cost grow with the area?
 
 Next: **01 · SAR alignment**: teaching a SAR encoder to speak the optical encoder's language.
 """)

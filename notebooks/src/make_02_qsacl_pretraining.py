@@ -146,7 +146,7 @@ for ax in axes:
     ax.axis("off")
 fig.suptitle("One held-out scene: the same ground seen by two sensors")
 plt.show()
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 2 · The unified backbone
@@ -311,7 +311,7 @@ for name, tr in [("QSACL", qsacl_trainer), ("image-level contrastive", base_trai
 ax.axhline(np.log(batch_size), color="grey", ls=":", label="log B (chance)")
 ax.set_xlabel("step"); ax.set_ylabel("contrastive loss"); ax.legend(); ax.set_title("Pre-training loss")
 plt.show()
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 4 · Linear probe: are the frozen features semantic?
@@ -374,7 +374,7 @@ ax.bar(x + 0.2, [100 * probes[n + "_sar"]["miou"] for n in names], 0.4, label="S
 ax.set_xticks(x, ["random init", "image-level contrastive", "QSACL"]); ax.set_ylabel("linear-probe mIoU (%)")
 ax.set_title("Frozen features, 1x1 probe, held-out scenes"); ax.legend()
 plt.show()
-""")
+""", tags=["figure"])
 
 code("""
 leaf_names = tree.names()  # leaf classes, in label-id order
@@ -441,7 +441,7 @@ top = lift.nan_to_num(0).argmax(dim=1)
 for q in range(num_queries):
     print(f"query {q}: prefers {leaf_names[top[q]]:20s} (lift {lift[q, top[q]]:.1f}, "
           f"{100 * share[q, top[q]]:.0f}% of its attention)")
-""")
+""", tags=["figure"])
 
 md(r"""
 An interactive version: pick a scene and a query (the static figure above is what a headless run shows).

@@ -121,7 +121,7 @@ ax2 = ax.twinx(); ax2.plot(ts, [sga_mu(int(t), steps, tree.depth) for t in ts], 
 ax2.set_ylabel("mu(t)"); ax.set_xlabel("training step t"); ax.set_ylabel("probability")
 ax.set_title(f"SGA level distribution over training (tau_SGA = {tau_sga})"); ax.legend(loc="center left")
 plt.show()
-""")
+""", tags=["figure"])
 
 md("Explore `tau_SGA` (small = a sharp, almost hard schedule; large = levels mixed all along):")
 
@@ -178,7 +178,7 @@ axes[0].imshow(~V.prompt_attention_mask(k_demo, "vita"), cmap="gray"); axes[0].s
 axes[1].imshow(mode_id[:, None] == mode_id[None, :], cmap="gray"); axes[1].set_title("VITA-Decoder: V | T | F blocks")
 for ax in axes: ax.set_xlabel("key"); ax.set_ylabel("query")
 plt.show()
-""")
+""", tags=["figure"])
 
 md(r"""
 ### Encoder
@@ -246,7 +246,7 @@ for mode in "VTF":
 ax2 = ax.twinx(); ax2.plot(st, [h["level"] for h in history], "k:", label="mean level"); ax2.set_ylabel("mean SGA level")
 ax.set_xlabel("step"); ax.set_ylabel("set loss (mean over layers)"); ax.legend(); ax.set_title("training loss per mode")
 plt.show()
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 4 · Evaluation on held-out scenes

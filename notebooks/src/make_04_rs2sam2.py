@@ -163,7 +163,7 @@ code("""
 item = eval_data[0]
 example = eval_data.samples[item["source"]]
 fig = viz.show_referring(example, max_expressions=4)
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 2. The model
@@ -339,7 +339,7 @@ edges[..., 1:, :] += vertical
 edges[..., :, 1:] += horizontal
 fig = viz.show_images([item["image"].permute(1, 2, 0).numpy(), mask[0, 0].numpy(), edges[0, 0].clamp(max=1).numpy()],
                       ["image", f'mask of "{item["text"]}"', "boundary map |dx| + |dy| (what L_tbl compares)"])
-""")
+""", tags=["figure"])
 
 md(r"""
 ## 4. The ablation (paper, Table "Ablation" on RefSegRS)
@@ -394,7 +394,7 @@ ax.set_ylabel("training loss (CE + 0.1 Dice [+ 0.2 L_tbl])")
 ax.set_title("Training loss per ablation row (same budget each)")
 ax.legend(fontsize=8)
 plt.show()
-""")
+""", tags=["figure"])
 
 code("""
 gain = ablation.metrics["full"]["miou"] - ablation.metrics["baseline"]["miou"]

@@ -412,7 +412,7 @@ ax.bar(names, [100 * scores[n][0] for n in names], color=["#999"] + ["#4a90d9"] 
 ax.axhline(100 * scores["prior"][0], color="k", lw=0.8, ls="--")
 ax.set_ylabel("held-out mIoU (%)"); ax.set_title(f"Does {context_source} context help the {prior_source} prior?")
 plt.tight_layout(); plt.show()
-""")
+""", tags=["figure"])
 
 md(r"""
 Read the table as measured, not as hoped: ConInfer can only correct the prior where the
@@ -576,7 +576,7 @@ ax.set_xlabel("z-update"); ax.set_ylabel("Eq. 8: mean KL(z||p) + KL(z||q)")
 ax.set_title("Objective over the iterations"); ax.legend(fontsize=8)
 plt.tight_layout(); plt.show()
 print({n: [round(v, 3) for v in fits[n][0].objective] for n in settings})
-""")
+""", tags=["figure"])
 
 code("""
 scene_i = 0
@@ -593,7 +593,7 @@ show_labels(axes[1], gt_patch, "truth (patches)")
 for ax, i in zip(axes[2:], steps):
     show_labels(ax, step_map(i), f"joint, z-update {i}")
 plt.tight_layout(); plt.show()
-""")
+""", tags=["figure"])
 
 code("""
 from rslab.viz import HEADLESS_NOTE, widgets_enabled
