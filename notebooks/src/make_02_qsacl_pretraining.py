@@ -82,6 +82,7 @@ import torch
 from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
+from rslab import viz
 from rslab.models.alignment import pairs_to_tensors, restyled_scenes
 from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes,
                                   profile_variants, save_backbone)
@@ -323,22 +324,10 @@ scenes; report mIoU on held-out scenes. Three backbones, same architecture: **ra
 gets exactly the same probe (features, standardisation, steps, learning rate). Then the same probe
 on **SAR input** through the same backbones (their SAR tokenizer and prompts).
 
-Is the probe the bottleneck? We checked while developing (random-init backbone, optical): the probe
-is converged (200 Adam steps 25.3 mIoU, 1000 steps 25.5). The last-stage grid is 1/8 of the scene
-(16x16 for 128 px, APM keeps 8 m after one merge), and even a perfect classifier at that grid,
-upsampled, scores 63 mIoU, so resolution is not what holds the probe near 25-30. Concatenating all
-four stages (upsampled to the 1/4 grid, still a linear probe) lifts every backbone alike: random
-32.5, image-level contrastive 32.6, QSACL 31.1 (240 pre-training steps), at 5x the probe cost, so the
-notebook keeps the last stage.
-
-**How much could any pre-training give at this budget?** An upper bound we measured while
-developing (validation scenes, not the held-out ones; random init 27.4 there): the same backbone
-trained *with the labels* (a 1x1 head on the last stage, cross-entropy, 64 px crops, batches of 16),
-then frozen and probed exactly like the others. With 120 steps alternating optical and SAR (this
-notebook's budget) the optical probe scored 23.0, below random init; with 400 optical-only steps
-(105 CPU seconds, more than this notebook spends on both pre-trainings) 40.6, i.e. +13.2. Even full
-supervision needs more optical steps than the smoke budget holds to gain 15 points; a
-self-supervised signal, weaker than the labels, cannot be expected to do it in fewer.
+Two questions decide how to read the probe: is the probe itself the bottleneck (too few steps, too
+coarse a grid), and how much could *any* pre-training gain at this budget? The book's *lab notes*
+appendix records both measurements (a converged probe; a supervised upper bound that trains the
+same backbone with the labels); exercise 3 below repeats the second one.
 """)
 
 code("""
@@ -394,8 +383,7 @@ for the held-out scenes' last-stage features: the **effective rank** of the chan
 spectrum (1 = all channels say the same thing; blind to offsets and scales, which the probe's
 standardisation removes anyway) and the raw variance of the tokens inside an image and of the
 image means across images (both near 0 = every token is nearly the same vector).
-While developing this notebook, a 10x larger learning rate (2e-3) drove exactly this: a near-constant
-last stage and a probe below random init. The paper's 2e-4 is what the parameters cell uses.
+A learning rate ten times the paper's 2e-4 can drive exactly this (exercise 2).
 """)
 
 code("""
@@ -501,75 +489,70 @@ print("target (QSACL at least 15 points above random init, and above the image-l
 """)
 
 md(r"""
-## What to take away, and where to go further
+## This run's numbers
+""")
 
-- One set of weights served optical and SAR; only tokenizers and 4 prompts per global stage differ.
-- APM decides per stage from the GSD; the cost table shows its price in tokens.
-- **The probe result, honestly.** Read the numbers printed above (and the "target" line): they are
-  measured on this run. The tutorial's target was QSACL at least 15 mIoU points above random init
-  and above the image-level baseline. At this CPU budget (120 steps per method, batches of 16, a
-  2 M-parameter backbone) we are far from it: both pre-trainings end within a few points of random
-  init. The supervised upper bound of section 4 says why: even training the backbone *with the
-  labels* gains only 13 points after 400 optical steps, more than the smoke budget holds.
-- **Restyled views (`other_styles`), chosen on validation scenes** (probe fitted on the 48 labelled
-  training scenes, scored on 32 validation scenes, indices 50000-50031, never on the held-out ones;
-  120 steps; mean of two pre-training seeds, each seed in brackets; random init 27.4 optical, 28.5 SAR):
+code("""
+viz.report_table(
+    [{"backbone": name, "optical mIoU": probes[key]["miou"], "SAR mIoU": probes[key + "_sar"]["miou"],
+      "effective rank": diagnostics[key]["effective_rank"]}
+     for name, key in [("random init", "random"), ("image-level contrastive", "contrastive"), ("QSACL", "qsacl")]],
+    caption=f"Linear probe on {len(test_lab)} held-out scenes after {steps} pre-training steps per method "
+            f"(QSACL {qsacl_s:.0f} s, image-level {base_s:.0f} s on this machine):")
+""", tags=["report"])
 
-  | views | QSACL optical | image-level optical | QSACL SAR | image-level SAR |
-  |---|---|---|---|---|
-  | plain multi-crop (`other_styles=0`) | 27.1 (28.4, 25.8) | 27.7 (27.8, 27.6) | 31.4 (31.8, 31.0) | 29.3 (29.6, 28.9) |
-  | locals from another style (`other_styles=3`, default) | 28.2 (27.8, 28.5) | 25.6 (25.9, 25.2) | 32.1 (32.2, 32.0) | 31.6 (31.5, 31.6) |
+code("""
+viz.report(
+    "QSACL's frozen features score **{gain:+.1f} mIoU points** against random init and {vs:+.1f} against the "
+    "image-level baseline on optical input ({gain_sar:+.1f} and {vs_sar:+.1f} on SAR). The project's target "
+    "for the smoke profile is +15 points over random init: {verdict}.",
+    gain=gain, vs=vs, gain_sar=100 * (probes["qsacl_sar"]["miou"] - probes["random_sar"]["miou"]),
+    vs_sar=100 * (probes["qsacl_sar"]["miou"] - probes["contrastive_sar"]["miou"]),
+    verdict="met" if gain >= 15 and vs > 0 else "not met on this run")
+""", tags=["report"])
 
-  Cross-style pairs are what QSACL's argument is about (views whose content does not line up): they
-  pull the image-level baseline's optical probe below random init while QSACL keeps its features
-  and comes out ahead of it in both seeds. The gain over random init stays small (1 point optical,
-  3.6 SAR) and the seed-to-seed spread (up to 2.6 points) is as large as most differences here.
-  With restyled views and more steps (seed 0): 300 steps QSACL 29.2 / SAR 29.8, image-level 26.0 /
-  SAR 33.2; 400 steps QSACL 28.7 / SAR 32.7. The self-supervised gain has levelled off by 120 steps
-  (the loss stalls near 2.2, chance being log 16 = 2.77), while the supervised bound of section 4
-  was still climbing at 400: the objective at this scale (instance discrimination among 16 scenes,
-  a 2 M-parameter backbone), not only the number of steps, limits what the probe can find.
-- **What earlier development runs measured** (held-out scenes, optical probe mIoU on the last stage
-  unless said; random init 25.3; plain multi-crop; one thread, the same probe for every backbone):
+md(r"""
+**What it shows.** One set of weights serves optical and SAR; only the tokenizers and four prompts
+per global stage differ, and APM decides per stage from the GSD. The query maps of section 5 show
+whether the $m$ queries split the scene between them (a top lift well above 1) or all pool the
+same way (a lift near 1: QSACL would then be $m$ copies of mean pooling).
 
-  | run | QSACL | image-level | note |
-  |---|---|---|---|
-  | paper attention, 120 steps, lr 2e-4 | 29.1 | 28.3 | queries do not specialise (top lift ~1.0) |
-  | lr 2e-3 (paper attention) | below random | below random | features collapse |
-  | competing queries, 120 steps (this notebook) | 28.2 | 28.2 | SAR 32.3 vs 29.6; queries specialise (mean top lift 1.5, max 3.8) |
-  | competing queries, lr 4e-4 | 29.4 | 27.8 | SAR 30.4 vs 29.9; effective rank 17 |
-  | competing queries, lr 1e-3 | 24.6 | | collapse again (effective rank 7.9) |
-  | competing queries, EMA 0.99 to 1.0 | 26.7 | | the slow teacher (probed) stays near random init |
-  | competing queries, 240 steps | 28.6 | 27.1 | SAR 33.7 vs 32.8; lift falls back to 1.1 |
-  | 240 steps, all 4 stages probed | 31.1 | 32.6 | random init 32.5 with the same probe |
-  | low-overlap crops, 120 steps | 27.6 | 26.6 | SAR 31.5 vs 26.8 |
+**What it does not show.** That QSACL pre-training makes better features than random init in
+general. At this budget (a 2 M-parameter backbone, batches of 16, a few hundred CPU steps) both
+pre-trainings end within a few points of random init, and differences between seeds are of the
+same size. Random init is a strong baseline here: its blocks start close to the identity, so its
+features are random projections of each cell's colours, the synthetic world's strongest cue,
+which a standardised 1x1 probe reads directly. The paper's claim needs the `full` profile (GPU,
+`small`/`base` presets, thousands of steps, large batches). The lab notes record the development
+runs behind the defaults (learning rates, query attention, crop overlap, restyled views).
 
-  Also tried by the earlier session, without gain: temperature 0.1, two local crops, 16 queries,
-  batch 32, colour jitter 0.2 (collapse). Doubling the steps (which would not fit the 3-minute smoke
-  budget anyway) moved nothing beyond the noise, so the notebook keeps 120.
-- **Do the queries specialise?** With the paper's cross-attention, no (lift ~1.0: QSACL was `m`
-  copies of mean pooling). With competing queries and per-view standardised keys (our deviation,
-  section 3) they do split the map between them, as the maps and the lift table of section 5 show;
-  that alone did not make the frozen features better for the probe.
-- **Why QSACL has little to fix here.** Its argument is that two crops of a scene show different
-  things. With the usual multi-crop scales, a local crop lies almost entirely inside the global
-  crop (section 3's printout), so image-level contrast is already aligned. When we shrank the crops
-  so that they overlap far less (global 15-35%, local 3-10% of the scene; a third of the pairs
-  disjoint), QSACL beat the image-level baseline by 1 point on optical and 4.7 on SAR, the direction
-  the paper predicts, but both ended lower than with the usual crops.
-- **Why random init is hard to beat here.** Its blocks start close to the identity (weights of std
-  0.02), so its features are close to random projections of the colours of each 8 m cell, and colour
-  is the synthetic world's strongest cue, which a standardised 1x1 probe reads directly. A hundred
-  CPU steps of instance discrimination over batches of 16 teach mostly what tells scenes apart (their
-  regional style), not classes; larger learning rates collapse the features. The `full` profile
-  (GPU, `small`/`base` presets, thousands of steps, batch 128) is where the paper's claim can be tested.
-- Deviations from the paper: competing queries with standardised keys (above; `attention="paper"`
-  gives the paper's form); local views cut from another regional rendering of the same ground
-  (`other_styles`, section 3; `other_styles=0` gives plain multi-crop); QSACL trained alone (the paper adds its multi-granularity and image-text
-  losses), on synthetic scenes, with a tiny backbone, batch 16 instead of 1024, and a cosine decay to
-  0 instead of 1e-6.
-- Try: `attention="paper"` (watch the lift table go flat), `num_queries=1`, more `num_local` crops,
-  `lr=2e-3` (watch the effective rank fall), `steps=1000`.
+Deviations from the paper: competing queries with standardised keys (`attention="paper"` gives the
+paper's form); local views cut from another regional rendering of the same ground (`other_styles`;
+`other_styles=0` gives plain multi-crop); QSACL trained alone (the paper adds multi-granularity
+and image-text losses), on synthetic scenes, with batch 16 instead of 1024 and a cosine decay to 0
+instead of 1e-6.
+
+## Summary
+
+- A unified backbone (shared blocks, per-modality tokenizers and prompt tokens, APM by GSD)
+  processes optical and SAR with one set of weights.
+- QSACL, Eq. $\mathcal{L}_{QSACL}$ above, contrasts $m$ query-aggregated vectors of a global and a
+  local view instead of one pooled vector, so views whose content does not line up are compared
+  part by part.
+- A linear probe on frozen features measures what pre-training put into them; this run's table
+  says how far each method got, and the collapse diagnostics say whether the features kept many
+  dimensions.
+
+## Exercises
+
+1. Set `attention="paper"` and look at the lift table of section 5: do the queries still
+   specialise? Does the probe change?
+2. Set `lr=2e-3`: watch the effective rank of the QSACL features and the probe fall (dimensional
+   collapse).
+3. Train the same backbone *with the labels* for `steps` steps (a 1x1 head, cross-entropy) and
+   probe it like the others: that is the most any pre-training could give at this budget.
+4. Set `other_styles=0` (plain multi-crop) and compare QSACL with the image-level baseline. Which
+   of the two loses more when the views stop lining up?
 """)
 
 
