@@ -646,8 +646,12 @@ def stage_book(
         target = staging / "notebooks" / f"{stem}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
         if executed.is_file():
-            shutil.copy2(executed, target)
-            failed = nbformat.read(str(executed), as_version=4).metadata.get("papermill", {}).get("exception")
+            nb = nbformat.read(str(executed), as_version=4)
+            dropped = _drop_widget_state(nb)
+            nbformat.write(nb, str(target))
+            if dropped:
+                log(f"book: {stem}: {dropped} widget view(s) shown by their text form (widgets need a live kernel)")
+            failed = nb.metadata.get("papermill", {}).get("exception")
             log(f"book: {stem}: executed notebook {executed}"
                 + (" (WARNING: its last run FAILED; the page shows the error)" if failed else ""))
         elif source.is_file():
@@ -684,6 +688,31 @@ def stage_book(
             log(f"book: warning: {nb_path.stem}: {problem}")
     _stage_mathjax(staging)
     return staging
+
+
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _drop_widget_state(nb) -> int:
+    """Remove ipywidgets views (e.g. progress bars) and the saved widget state from an executed
+    notebook, in place; each output keeps its other forms (text). Jupyter Book would otherwise load
+    require.js and the widget manager from CDNs for widgets nobody can move in a static page.
+    Returns the number of views removed."""
+    dropped = 0
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if data and _WIDGET_MIME in data:
+                data.pop(_WIDGET_MIME)
+                dropped += 1
+                if not data:
+                    continue
+            kept.append(out)
+        if cell.cell_type == "code":
+            cell.outputs = kept
+    return dropped
 
 
 def mathjax_dir() -> Path:

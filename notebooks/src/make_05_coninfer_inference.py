@@ -580,7 +580,7 @@ md(r"""
 
 The paper minimises Eq. 8, $\frac{1}{N}\sum_i \mathrm{KL}(z_i \| p_i) + \mathrm{KL}(z_i \| q_i)$, by
 alternation and reports convergence in fewer than 10 iterations (Fig. 5). Plot its value after
-every z-update, though, and it usually **rises**. Nothing is broken; the alternation is not a
+every z-update, though, and it need not fall: it often **rises**. Nothing is broken; the alternation is not a
 descent method on Eq. 8:
 
 * For a fixed mixture, the best any $z_i$ can do is the normalised geometric mean
