@@ -789,24 +789,26 @@ METRIC_TARGETS: dict[str, dict[str, str]] = {
 
 
 def results_page_table(results: Iterable[NotebookResult]) -> str:
-    """The book's results page: one row per key metric (notebook, metric, this run, target,
-    paper), narrow enough to read without scrolling, then one row per notebook with its profile,
-    device, time and status."""
-    results = list(results)
-    lines = ["| notebook | metric | this run | target | paper |", "|---|---|---|---|---|"]
+    """The book's results page: per notebook, a line with its profile, device, time and status,
+    then a table of its key metrics (metric, this run, target, paper), narrow enough to read
+    without scrolling."""
+    blocks = []
     for r in results:
+        wall = f"{r.wall_s:.1f} s" if isinstance(r.wall_s, (int, float)) else "-"
+        head = f"**{r.name}**: {r.status}"
+        if r.status != "not run":
+            head += f", profile `{r.profile}`, {r.device or 'device unknown'}, {wall}"
         keys = [k for k in METRIC_KEYS.get(r.name, tuple(r.metrics)) if k in r.metrics] if r.metrics else []
         if not keys:
-            lines.append(f"| {r.name} | - | {r.status} | | |")
-        for j, key in enumerate(keys):
+            blocks.append(head + (f" ({r.error})" if r.error else ""))
+            continue
+        lines = [head, "", "| metric | this run | target | paper |", "|---|---|---|---|"]
+        for key in keys:
             info = METRIC_TARGETS.get(key, {})
-            lines.append(f"| {r.name if j == 0 else ''} | `{key}` | {_format_value(key, r.metrics[key])} "
-                         f"| {info.get('target', '-')} | {info.get('paper', '-')} |")
-    lines += ["", "| notebook | profile | device | wall (s) | status |", "|---|---|---|---|---|"]
-    for r in results:
-        wall = f"{r.wall_s:.1f}" if isinstance(r.wall_s, (int, float)) else "-"
-        lines.append(f"| {r.name} | {r.profile} | {r.device or '-'} | {wall} | {r.status} |")
-    return "\n".join(lines)
+            lines.append(f"| `{key}` | {_format_value(key, r.metrics[key])} | {info.get('target', '-')} "
+                         f"| {info.get('paper', '-')} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def build_book(

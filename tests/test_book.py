@@ -116,14 +116,14 @@ def test_generated_notebooks_tag_their_figure_cells():
 def test_results_page_table_has_target_and_paper_columns():
     ok = nbs.NotebookResult("04_rs2sam2", "smoke", "ok", wall_s=201.3, device="cpu:x86_64 x2",
                             metrics={k: 0.25 for k in nbs.METRIC_KEYS["04_rs2sam2"]})
-    missing = nbs.NotebookResult("05_coninfer_inference", "-", "not run")
+    missing = nbs.NotebookResult("05_coninfer_inference", "-", "not run", error="no results.json")
     table = nbs.results_page_table([ok, missing]).splitlines()
-    assert table[0] == "| notebook | metric | this run | target | paper |"
-    assert "| 04_rs2sam2 | `miou_baseline` | 0.250 | below full | - |" in table
-    assert "|  | `miou_full` | 0.250 | >= 0.5 | 0.667 (RRSIS-D) |" in table
-    assert "| 05_coninfer_inference | - | not run | | |" in table
-    assert "| 04_rs2sam2 | smoke | cpu:x86_64 x2 | 201.3 | ok |" in table
-    assert max(len(line) for line in table) < 100  # no horizontal scrolling
+    assert table[0] == "**04_rs2sam2**: ok, profile `smoke`, cpu:x86_64 x2, 201.3 s"
+    assert table[2] == "| metric | this run | target | paper |"
+    assert "| `miou_baseline` | 0.250 | below full | - |" in table
+    assert "| `miou_full` | 0.250 | >= 0.5 | 0.667 (RRSIS-D) |" in table
+    assert table[-1] == "**05_coninfer_inference**: not run (no results.json)"
+    assert max(len(line) for line in table) < 80  # no horizontal scrolling
 
 
 @pytest.mark.slow

@@ -318,7 +318,7 @@ def test_stage_book_uses_executed_notebooks_and_skips_missing(book_repo: Path):
     source = nbformat.read(str(staging / "notebooks" / "01_sar_alignment.ipynb"), as_version=4)
     assert "without outputs" in source.cells[0].source
     assert any("01_sar_alignment: NOT executed" in m for m in logs)
-    assert "| 00_data_tour | `scenes_per_s` | 37.5 |" in (staging / "results.md").read_text()
+    assert "| `scenes_per_s` | 37.5 |" in (staging / "results.md").read_text()
 
 
 def test_real_book_toc_lists_every_notebook_stem():

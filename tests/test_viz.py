@@ -344,7 +344,7 @@ def test_show_gallery_masks_and_label_maps(tree):
                              "prompt_mask": gt, "score": 0.5, "score_name": "mIoU"}])
     titles = _titles(fig)
     assert len(titles) == 8 and titles[0] == "input" and titles[1] == "prompt (text)"
-    assert titles[2] == "prediction\nIoU 0.33" and titles[6] == "prediction\nmIoU 0.50"
+    assert titles[2] == "prediction (red)\nIoU 0.33" and titles[6] == "prediction (red)\nmIoU 0.50"
     assert titles[5].startswith("prompt: support")
     lab = _labels()
     pred = lab.copy()

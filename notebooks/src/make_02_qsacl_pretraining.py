@@ -143,6 +143,8 @@ fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
 axes[0].imshow(optical_to_display(s.optical)); axes[0].set_title("optical (RGB)")
 axes[1].imshow(sar_to_display(s.sar, channel="VV"), cmap="gray"); axes[1].set_title("SAR VV (dB, stretched)")
 axes[2].imshow(colorize_labels(s.labels, tree)); axes[2].set_title("labels (leaf classes)")
+axes[2].legend(handles=viz.label_legend(tree, present=s.labels), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+               fontsize=7, frameon=False)
 for ax in axes:
     ax.axis("off")
 fig.suptitle("One held-out scene: the same ground seen by two sensors")
@@ -416,6 +418,8 @@ for row, b in enumerate([0, 1]):
 for ax in axes.ravel():
     ax.axis("off")
 fig.suptitle("QSACL cross-attention of each query (teacher, held-out scenes)")
+fig.legend(handles=viz.label_legend(tree, present=test_lab[:2].numpy()), loc="upper center", bbox_to_anchor=(0.5, 0.02),
+           ncol=6, fontsize=7, frameon=False)
 plt.show()
 
 share, lift = query_class_affinity(attn_all, test_lab, num_classes)

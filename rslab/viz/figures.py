@@ -506,7 +506,8 @@ def show_gallery(rows: Sequence[dict], tree=None, level: int | None = None, titl
             a_pr.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True, transform=a_pr.transAxes)
             _image_axes(a_pr, "prompt (text)")
         a_pred.imshow(pred_img, interpolation="nearest")
-        _image_axes(a_pred, f"prediction\n{name} {score:.2f}" if np.isfinite(score) else "prediction")
+        head = "prediction" if legend else "prediction (red)"
+        _image_axes(a_pred, f"{head}\n{name} {score:.2f}" if np.isfinite(score) else head)
         a_gt.imshow(gt_img, interpolation="nearest")
         _image_axes(a_gt, "ground truth" + ("" if legend else " (yellow)"))
         if legend:
