@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install tutorial notebooks notebooks-gen test test-fast bench book clean strip
+.PHONY: install tutorial notebooks notebooks-gen test test-fast bench book book-check clean strip
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ bench: install
 
 book: install
 	$(VENV)/bin/rslab book build
+
+# the built book must work offline (no remote script/stylesheet, no missing image); with Chromium
+# installed, also a screenshot of a page with math, rendered with the network off
+book-check: book
+	$(VENV)/bin/rslab book check --screenshot build/book/screenshot.png
 
 # regenerate every notebook from its generator script (outputs empty, stable cell ids)
 notebooks-gen: install

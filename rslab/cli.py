@@ -4,6 +4,7 @@
     rslab notebooks list [--profile smoke]
     rslab notebooks results
     rslab book build
+    rslab book check [--screenshot PNG]
     rslab readme-table [--write]
     rslab weights list [--path DIR]
     rslab weights find NAME [--kind hf] [--path P] [--allow-download]
@@ -101,6 +102,28 @@ def _cmd_book_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_book_check(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    html = Path(args.build_dir or root / "build") / "book" / "html"
+    try:
+        problems = nbs.check_book(html)
+    except FileNotFoundError as exc:
+        print(f"rslab: {exc}", file=sys.stderr)
+        return 1
+    for p in problems:
+        print(f"book: {p}", file=sys.stderr)
+    print(f"book: {html}: {len(problems)} offline problem(s)")
+    if args.screenshot:
+        if nbs.find_chromium() is None:
+            print("book: no Chromium found, no screenshot (install chromium or set $CHROMIUM)")
+        else:
+            png = nbs.screenshot_page(html / args.page, args.screenshot)
+            print(f"book: screenshot of {args.page} (network off) in {png}")
+    return 1 if problems else 0
+
+
 def _cmd_readme_table(args: argparse.Namespace) -> int:
     from rslab import notebooks as nbs
 
@@ -196,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     bb = book_sub.add_parser("build", help="stage build/notebooks + book/ and build build/book/html (offline)")
     bb.add_argument("--build-dir", default=None, help="default build/")
     bb.set_defaults(func=_cmd_book_build)
+    bc = book_sub.add_parser("check", help="fail on remote scripts/stylesheets and missing images in the built book")
+    bc.add_argument("--build-dir", default=None, help="default build/")
+    bc.add_argument("--screenshot", default=None, metavar="PNG",
+                    help="also render --page in headless Chromium (network off) into PNG, when Chromium is installed")
+    bc.add_argument("--page", default="notebooks/01_sar_alignment.html", help="page for --screenshot (a page with math)")
+    bc.set_defaults(func=_cmd_book_check)
 
     rt = sub.add_parser("readme-table", help="render the results table (Markdown) from artifacts/")
     rt.add_argument("--write", action="store_true",

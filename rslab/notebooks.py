@@ -646,8 +646,12 @@ def stage_book(
         target = staging / "notebooks" / f"{stem}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
         if executed.is_file():
-            shutil.copy2(executed, target)
-            failed = nbformat.read(str(executed), as_version=4).metadata.get("papermill", {}).get("exception")
+            nb = nbformat.read(str(executed), as_version=4)
+            dropped = _drop_widget_state(nb)
+            nbformat.write(nb, str(target))
+            if dropped:
+                log(f"book: {stem}: {dropped} widget view(s) shown by their text form (widgets need a live kernel)")
+            failed = nb.metadata.get("papermill", {}).get("exception")
             log(f"book: {stem}: executed notebook {executed}"
                 + (" (WARNING: its last run FAILED; the page shows the error)" if failed else ""))
         elif source.is_file():
@@ -677,9 +681,134 @@ def stage_book(
                 page.write_text(link.sub(r"\1 (not written yet)", text))
     results_page = staging / "results.md"
     if results_page.is_file() and RESULTS_START in results_page.read_text():
-        table = results_table(collect_results(root, artifacts_dir))
+        table = results_page_table(collect_results(root, artifacts_dir))
         results_page.write_text(update_readme(results_page, table))
+    for nb_path in sorted((staging / "notebooks").glob("*.ipynb")):
+        for problem in tagged_cells_without_output(nb_path):
+            log(f"book: warning: {nb_path.stem}: {problem}")
+    _stage_mathjax(staging)
     return staging
+
+
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _drop_widget_state(nb) -> int:
+    """Remove ipywidgets views (e.g. progress bars) and the saved widget state from an executed
+    notebook, in place; each output keeps its other forms (text). Jupyter Book would otherwise load
+    require.js and the widget manager from CDNs for widgets nobody can move in a static page.
+    Returns the number of views removed."""
+    dropped = 0
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if data and _WIDGET_MIME in data:
+                data.pop(_WIDGET_MIME)
+                dropped += 1
+                if not data:
+                    continue
+            kept.append(out)
+        if cell.cell_type == "code":
+            cell.outputs = kept
+    return dropped
+
+
+def mathjax_dir() -> Path:
+    """The MathJax 2.7 static files shipped by the ``jupyter-server-mathjax`` wheel (a dependency)."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError as exc:
+        raise RuntimeError(
+            "the book serves MathJax from its own files and needs the jupyter-server-mathjax package: "
+            "`pip install jupyter-server-mathjax==0.2.6` (pyproject.toml lists it)") from exc
+    static = Path(jupyter_server_mathjax.__file__).parent / "static"
+    if not (static / "MathJax.js").is_file():
+        raise RuntimeError(f"{static} has no MathJax.js; reinstall jupyter-server-mathjax")
+    return static
+
+
+def _stage_mathjax(staging: Path) -> None:
+    """Copy MathJax into ``<staging>/_mathjax/mathjax`` (served as ``_static/mathjax``, where ``mathjax_path`` points)."""
+    target = staging / "_mathjax" / "mathjax"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(mathjax_dir(), target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+
+
+#: Cell tags the notebook generators set: a ``figure`` cell must leave an image, a ``report`` cell
+#: Markdown (written by ``rslab.viz.report``) in the executed notebook.
+OUTPUT_TAGS = {"figure": ("image/png", "image/svg+xml", "image/jpeg"), "report": ("text/markdown",)}
+
+
+def tagged_cells_without_output(notebook: str | Path) -> list[str]:
+    """Problems of an executed notebook: each cell tagged ``figure`` that produced no image and
+    each cell tagged ``report`` that produced no Markdown, as ``cell[i] `first line`: ...``."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag not in OUTPUT_TAGS:
+                continue
+            mimes = {m for out in cell.get("outputs", []) for m in out.get("data", {})}
+            if not mimes & set(OUTPUT_TAGS[tag]):
+                first = next((ln for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+                problems.append(f"cell[{i}] `{first.strip()}` is tagged '{tag}' but produced no "
+                                f"{' / '.join(OUTPUT_TAGS[tag])} output")
+    return problems
+
+
+#: What each metric is measured against on the results page: the project's acceptance target for
+#: the smoke profile on a CPU (README, "Results"), and the paper's own number where its paper
+#: reports a comparable one (``../shared/seeds``; different data and model size: a scale, not a goal).
+METRIC_TARGETS: dict[str, dict[str, str]] = {
+    "scenes_per_s": {"target": "> 0"},
+    "sar2opt_r1_before": {"target": "chance level"},
+    "sar2opt_r1_after": {"target": ">= 0.8"},
+    "sar_zeroshot_acc_after": {"target": "above before"},
+    "probe_miou_qsacl": {"target": ">= random + 0.15"},
+    "probe_miou_qsacl_sar": {"target": "above random"},
+    "miou_visual": {"target": ">= 0.5", "paper": "0.561 (LoveDA, 1-shot)"},
+    "miou_text": {"target": ">= 0.5", "paper": "0.605 (LoveDA)"},
+    "miou_fused": {"target": "best of V/T - 0.02", "paper": "0.621 (LoveDA)"},
+    "miou_text_unseen_synonyms": {"target": ">= 0.8 x text"},
+    "miou_sar_fused": {"target": "-", "paper": "0.296 (ETCI-Flood)"},
+    "miou_baseline": {"target": "below full"},
+    "miou_full": {"target": ">= 0.5", "paper": "0.667 (RRSIS-D)"},
+    "oiou_full": {"target": "-", "paper": "0.790 (RRSIS-D)"},
+    "pr50_full": {"target": "-", "paper": "0.776 (RRSIS-D)"},
+    "pr70_full": {"target": "-", "paper": "0.618 (RRSIS-D)"},
+    "pr90_full": {"target": "-", "paper": "0.297 (RRSIS-D)"},
+    "miou_joint": {"target": ">= prior + 0.05", "paper": "0.408 (8-dataset mean)"},
+}
+
+
+def results_page_table(results: Iterable[NotebookResult]) -> str:
+    """The book's results page: per notebook, a line with its profile, device, time and status,
+    then a table of its key metrics (metric, this run, target, paper), narrow enough to read
+    without scrolling."""
+    blocks = []
+    for r in results:
+        wall = f"{r.wall_s:.1f} s" if isinstance(r.wall_s, (int, float)) else "-"
+        head = f"**{r.name}**: {r.status}"
+        if r.status != "not run":
+            head += f", profile `{r.profile}`, {r.device or 'device unknown'}, {wall}"
+        keys = [k for k in METRIC_KEYS.get(r.name, tuple(r.metrics)) if k in r.metrics] if r.metrics else []
+        if not keys:
+            blocks.append(head + (f" ({r.error})" if r.error else ""))
+            continue
+        lines = [head, "", "| metric | this run | target | paper |", "|---|---|---|---|"]
+        for key in keys:
+            info = METRIC_TARGETS.get(key, {})
+            lines.append(f"| `{key}` | {_format_value(key, r.metrics[key])} | {info.get('target', '-')} "
+                         f"| {info.get('paper', '-')} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def build_book(
@@ -713,3 +842,102 @@ def build_book(
         shutil.rmtree(html)
     shutil.copytree(built, html)
     return html
+
+
+_REMOTE = re.compile(r"^\s*(?:https?:)?//", re.I)
+
+
+def _html_problems(text: str, page: Path, html_root: Path, where: str) -> list[str]:
+    """Remote scripts/stylesheets/frames and missing or remote images in one HTML document
+    (iframes' ``srcdoc`` documents are checked too)."""
+    from html import unescape
+    from html.parser import HTMLParser
+
+    problems: list[str] = []
+
+    class Scan(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = {k: (v or "") for k, v in attrs}
+            if tag == "script" and _REMOTE.match(a.get("src", "")):
+                problems.append(f"{where}: remote script {a['src']}")
+            elif tag == "link" and _REMOTE.match(a.get("href", "")) and \
+                    set(a.get("rel", "").lower().split()) & {"stylesheet", "preload", "modulepreload", "icon"}:
+                problems.append(f"{where}: remote {a.get('rel')} {a['href']}")
+            elif tag == "iframe":
+                if _REMOTE.match(a.get("src", "")):
+                    problems.append(f"{where}: remote iframe {a['src']}")
+                if a.get("srcdoc"):
+                    problems.extend(_html_problems(unescape(a["srcdoc"]), page, html_root, f"{where} (iframe)"))
+            elif tag == "img":
+                src = a.get("src", "")
+                if not src or src.startswith("data:"):
+                    return
+                if _REMOTE.match(src):
+                    problems.append(f"{where}: remote image {src}")
+                    return
+                target = (page.parent / src.split("#")[0].split("?")[0]).resolve()
+                if not target.is_file():
+                    problems.append(f"{where}: image {src} is missing")
+
+        def handle_data(self, data):
+            if re.search(r"@import\s+(?:url\()?\s*['\"]?(?:https?:)?//", data):
+                problems.append(f"{where}: remote @import in a style")
+
+    Scan(convert_charrefs=True).feed(text)
+    return problems
+
+
+def check_book(html_dir: str | Path) -> list[str]:
+    """Offline problems of a built book: every remote ``<script>``/stylesheet/``<iframe>`` (also
+    inside notebook outputs' iframes), every ``<img>`` whose file is missing or remote, and a
+    MathJax script that is remote or absent on a page with math. An empty list means the site
+    works from disk with no network."""
+    html_dir = Path(html_dir)
+    pages = sorted(html_dir.rglob("*.html"))
+    if not pages:
+        raise FileNotFoundError(f"no HTML pages under {html_dir}; build the book first (`rslab book build`)")
+    problems: list[str] = []
+    for page in pages:
+        if "_static" in page.relative_to(html_dir).parts:
+            continue
+        text = page.read_text(errors="replace")
+        where = str(page.relative_to(html_dir))
+        problems += _html_problems(text, page, html_dir, where)
+        if 'class="math' in text:
+            local = re.search(r'<script[^>]+src="([^"]*MathJax\.js)[^"]*"', text)
+            if not local:
+                problems.append(f"{where}: has math but loads no MathJax")
+            elif not (page.parent / local.group(1)).resolve().is_file():
+                problems.append(f"{where}: MathJax script {local.group(1)} is missing")
+    return problems
+
+
+def find_chromium() -> str | None:
+    """A headless-capable Chromium/Chrome on PATH (``$CHROMIUM`` first), or None."""
+    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def screenshot_page(page: str | Path, png: str | Path, width: int = 1280, height: int = 1600,
+                    chromium: str | None = None, wait_ms: int = 8000) -> Path:
+    """Render ``page`` (a built HTML file) in headless Chromium, with the network unreachable,
+    into ``png``; ``wait_ms`` lets MathJax typeset first. Raises RuntimeError without Chromium."""
+    import subprocess
+
+    page, png = Path(page).resolve(), Path(png).resolve()
+    if not page.is_file():
+        raise FileNotFoundError(f"{page} does not exist; build the book first (`rslab book build`)")
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise RuntimeError("no Chromium found (install it, e.g. `apt-get install chromium`, or set $CHROMIUM)")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--allow-file-access-from-files", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+           f"--virtual-time-budget={wait_ms}", f"--window-size={width},{height}",
+           f"--screenshot={png}", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 or not png.is_file():
+        raise RuntimeError(f"chromium failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return png

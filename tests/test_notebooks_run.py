@@ -95,6 +95,8 @@ def test_notebook_runs_on_ci_profile(notebook: Path, tmp_path: Path):
     results = json.loads((tmp_path / "artifacts" / notebook.stem / "results.json").read_text())
     assert results["notebook"] == notebook.stem and results["profile"] == "ci"
     check_metrics(notebook.stem, results)
+    # cells tagged 'figure' drew an image, cells tagged 'report' wrote Markdown (tests/test_book.py)
+    assert not (problems := nbs.tagged_cells_without_output(result.executed)), f"{notebook.stem}: {problems}"
 
 
 def test_check_metrics_rejects_out_of_range_and_missing():
@@ -316,7 +318,7 @@ def test_stage_book_uses_executed_notebooks_and_skips_missing(book_repo: Path):
     source = nbformat.read(str(staging / "notebooks" / "01_sar_alignment.ipynb"), as_version=4)
     assert "without outputs" in source.cells[0].source
     assert any("01_sar_alignment: NOT executed" in m for m in logs)
-    assert "scenes_per_s=37.5" in (staging / "results.md").read_text()
+    assert "| `scenes_per_s` | 37.5 |" in (staging / "results.md").read_text()
 
 
 def test_real_book_toc_lists_every_notebook_stem():
@@ -333,6 +335,6 @@ def test_book_builds_offline(book_repo: Path):
     assert html == (book_repo / "build" / "book" / "html").resolve()
     page = (html / "notebooks" / "00_data_tour.html").read_text()
     assert "00_data_tour" in page
-    assert "scenes_per_s=37.5" in (html / "results.html").read_text()
+    assert "scenes_per_s" in (html / "results.html").read_text()
     assert (html / "notebooks" / "01_sar_alignment.html").is_file()
     assert not (html / "notebooks" / "03_vita_sga.html").exists()

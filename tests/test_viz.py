@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import colorsys
 import io
+import os
 import re
+from pathlib import Path
 
 import matplotlib
 
@@ -328,3 +330,86 @@ def test_scene_map_validates(tree, tmp_path):
     with pytest.raises(ValueError, match="html"):
         viz.save_map_html(viz.scene_map(img, (0, 0, 1, 1)), tmp_path / "map.png")
 
+
+
+# ---------------------------------------------------------------------------- gallery
+def test_show_gallery_masks_and_label_maps(tree):
+    gt = np.zeros((8, 8), bool)
+    gt[:4, :4] = True
+    pr = np.zeros((8, 8), bool)
+    pr[:4, 2:6] = True  # IoU 8 / 24
+    img = np.zeros((8, 8, 3), np.float32)
+    fig = viz.show_gallery([{"image": img, "prompt": "the big house", "pred": pr, "gt": gt},
+                            {"image": img, "prompt": "support", "pred": gt, "gt": gt, "prompt_image": img,
+                             "prompt_mask": gt, "score": 0.5, "score_name": "mIoU"}])
+    titles = _titles(fig)
+    assert len(titles) == 8 and titles[0] == "input" and titles[1] == "prompt (text)"
+    assert titles[2] == "prediction (red)\nIoU 0.33" and titles[6] == "prediction (red)\nmIoU 0.50"
+    assert titles[5].startswith("prompt: support")
+    lab = _labels()
+    pred = lab.copy()
+    pred[3, :] = 3  # grass row -> water
+    fig = viz.show_gallery([{"image": np.zeros((4, 4, 3)), "prompt": "all classes", "pred": pred, "gt": lab}],
+                           tree=tree, level=1)
+    # level 1: built-up IoU 5/5, water 3/7, vegetation 3/7 -> mean 0.62
+    assert _titles(fig)[2] == "prediction\nmIoU (classes present) 0.62"
+    legend = fig.axes[3].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["built-up", "water", "vegetation"]
+    with pytest.raises(ValueError, match="lacks"):
+        viz.show_gallery([{"image": img, "prompt": "x", "pred": pr}])
+    with pytest.raises(ValueError, match="share"):
+        viz.show_gallery([{"image": img, "prompt": "x", "pred": pr[:4], "gt": gt}])
+    with pytest.raises(ValueError, match="tree="):
+        viz.show_gallery([{"image": np.zeros((4, 4, 3)), "prompt": "x", "pred": pred, "gt": lab}])
+
+
+# ---------------------------------------------------------------------------- report
+def test_report_fills_from_values_and_rejects_gaps():
+    text = viz.report("mIoU {miou:.3f} after {steps} steps ({frac:.0%})", miou=0.61234, steps=40, frac=0.5)
+    assert text == "mIoU 0.612 after 40 steps (50%)" and text._repr_markdown_() == text
+    with pytest.raises(ValueError, match="has no value"):
+        viz.report("mIoU {miou:.3f}")
+    with pytest.raises(ValueError, match="not used"):
+        viz.report("mIoU {miou:.3f}", miou=0.5, mioo=0.4)
+    with pytest.raises(ValueError, match="finite"):
+        viz.report("mIoU {miou:.3f}", miou=float("nan"))
+    with pytest.raises(ValueError, match="named placeholders"):
+        viz.report("mIoU {}", miou=0.5)
+    table = viz.report_table([{"mode": "visual", "mIoU": 0.5}, {"mode": "text|x", "mIoU": float("nan")}],
+                             caption="Modes")
+    assert table.splitlines() == ["Modes", "", "| mode | mIoU |", "| --- | --- |", "| visual | 0.500 |",
+                                  "| text\\|x | n/a |"]
+    with pytest.raises(ValueError, match="appear in no row"):
+        viz.report_table([{"a": 1}], columns=["b"])
+
+
+# ---------------------------------------------------------------------------- display in a kernel
+def test_figures_display_once_per_cell_in_a_kernel(tmp_path):
+    """In a real kernel: a loop shows every figure, an assignment shows it, a last expression or an
+    extra display() in the same cell does not show it twice, and a later cell can show it again."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[1]
+    setup = ("import os, numpy as np\nimport rslab.viz as viz\nimg = np.zeros((4, 4, 3))\n"
+             "def f(t):\n    return viz.show_images([img], [t])")
+    cells = [setup,
+             "for t in 'ab':\n    f(t)",  # loop: 2
+             "fig = f('c')",  # assignment: 1
+             "f('d')",  # last expression: 1
+             "display(fig)\nfig",  # a later cell: shown again, once
+             "g = f('e')\ndisplay(g)\ng",  # shown once
+             "print(viz.show_gallery([{'image': img, 'prompt': 'p', 'pred': img[..., 0] > 1, 'gt': img[..., 0] > 1}]) is not None)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    env_backup = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(root) + (os.pathsep + env_backup if env_backup else "")
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        if env_backup is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = env_backup
+    images = [sum("image/png" in o.get("data", {}) for o in c.outputs) for c in nb.cells]
+    assert images == [0, 2, 1, 1, 1, 1, 1], images

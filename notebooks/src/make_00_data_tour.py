@@ -17,7 +17,7 @@ nb = Notebook("00_data_tour")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 00 · A tour of the data
 
 Every later notebook trains on the same kind of data: **co-registered optical and SAR images with
@@ -50,6 +50,7 @@ large_size = 2048   # side of the large scene
 
 code("""
 %matplotlib inline
+import json
 import time
 
 import numpy as np
@@ -65,7 +66,7 @@ print(world)
 print("regional styles:", world.style_names)
 """)
 
-md("""
+md(r"""
 ## 1. The semantic tree
 
 Classes form a tree of depth 3: level 1 is coarse (*built-up*, *water*, ...), level 3 the leaves
@@ -90,7 +91,7 @@ leaf = "conifer forest"
 print(f"\\n'{leaf}' at levels 1..3:", [tree.ancestor(leaf, l).name for l in range(1, tree.depth + 1)])
 """)
 
-md("""
+md(r"""
 ## 2. One scene, two sensors
 
 An optical sensor measures reflected sunlight: colours and textures we recognise. A SAR
@@ -109,15 +110,15 @@ scene = world.scene(scene_idx)
 print(f"scene {scene_idx}: {scene.meta['scene_type']}, style '{scene.meta['style_name']}', "
       f"optical {scene.optical.shape}, SAR {scene.sar.shape} (VV, VH in dB)")
 viz.show_sample(scene, tree)
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ### Speckle and the number of looks
 
 Radar is coherent: each pixel sums the echoes of many scatterers with random phases, so even a
 perfectly uniform field looks grainy. This **speckle** is multiplicative: the measured intensity is
-$I = \\sigma^0 \\cdot n$ with $n \\sim \\mathrm{Gamma}(L, 1/L)$ (mean 1), where $L$ is the **number of
-looks** (independent samples averaged). The coefficient of variation of $I$ is $1/\\sqrt{L}$:
+$I = \sigma^0 \cdot n$ with $n \sim \mathrm{Gamma}(L, 1/L)$ (mean 1), where $L$ is the **number of
+looks** (independent samples averaged). The coefficient of variation of $I$ is $1/\sqrt{L}$:
 single-look data (L = 1) is very noisy, averaging more looks trades resolution for smoothness.
 Below: the same scene (a 128 px corner), only the speckle changes. In dB the multiplicative
 speckle becomes additive noise whose standard deviation the Gamma model predicts exactly,
@@ -129,23 +130,23 @@ code("""
 looks = {L: world.scene(scene_idx, n_looks=L).sar for L in (1, 4, 16)}
 speckle_free = world.scene(scene_idx, n_looks=1000).sar
 viz.show_looks(looks, channel="VV", reference=speckle_free, crop=128)
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ### Why decibels
 
 Backscatter spans orders of magnitude: water returns almost nothing, a building corner returns
 thousands of times more. In linear units the histogram is a spike near zero with a long tail;
-in **dB** ($10 \\log_{10} I$) the values spread over a usable range where dark water and bright
+in **dB** ($10 \log_{10} I$) the values spread over a usable range where dark water and bright
 walls are both visible, and multiplicative speckle becomes additive noise. The suite therefore stores SAR in dB and clips it to
 `rslab.data.sar.SAR_DB_RANGE` = (-30, 5) dB before a model sees it.
 """)
 
 code("""
 viz.plot_db_histogram(scene.sar, channel="VV")
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ### What makes a class bright or dark
 
 Three scattering mechanisms explain most of a SAR image. First the statistics over several scenes,
@@ -155,9 +156,9 @@ then one picture per mechanism.
 code("""
 stats_scenes = [world.scene(i) for i in range(n_scenes)]
 viz.plot_backscatter_by_class(stats_scenes, tree, level=2)
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 **Specular reflection: water is dark.** A calm water surface is a mirror: the pulse bounces away
 from the sensor and almost nothing returns. Water is the darkest thing in VV, which is why SAR is
 the tool of choice for flood mapping (Sen1Floods11 below).
@@ -167,9 +168,9 @@ code("""
 # the scene with the most water among those rendered for the statistics above
 water_scene = max(stats_scenes, key=lambda s: np.isin(s.labels, tree.leaf_ids("water")).mean())
 viz.show_class_on_sar(water_scene, tree, "water", "VV", note="specular reflection, dark")
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 **Double bounce: building walls are bright.** The pulse hits the ground, then the wall (or the
 reverse) and comes straight back, like a corner reflector. The wall facing the sensor shows a very
 bright line; behind the building the radar shadow is dark.
@@ -177,9 +178,9 @@ bright line; behind the building the radar shadow is dark.
 
 code("""
 viz.show_class_on_sar(scene, tree, "building", "VV", note="double bounce at walls, bright")
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 **Volume scattering: vegetation is bright in VH.** Leaves and branches scatter the wave many
 times and rotate its polarisation, so forests return much more cross-polarised (VH) energy than
 bare soil or roads, whose smooth surfaces keep the polarisation.
@@ -187,9 +188,9 @@ bare soil or roads, whose smooth surfaces keep the polarisation.
 
 code("""
 viz.show_class_on_sar(scene, tree, "forest", "VH", note="volume scattering, high VH")
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 3. Labels at each level, and regional styles
 
 The same pixels, labelled at three granularities. A model trained at level 1 only has to tell
@@ -198,9 +199,9 @@ The same pixels, labelled at three granularities. A model trained at level 1 onl
 
 code("""
 viz.show_levels(scene, tree)
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 The same layout rendered in each **regional style**: roofs, crops, water and vegetation change
 colour from region to region while the class stays the same. This intra-class variance is why
 SkySense-VITA adds **visual prompts** (example images of the class from the target region) to
@@ -210,9 +211,9 @@ text prompts.
 code("""
 styled = [world.scene(scene_idx, style=k) for k in range(len(world.style_names))]
 viz.show_styles(styled, tree, "residential building", crop=min(128, size))
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 4. Captions and referring expressions
 
 Every scene comes with a caption and **referring expressions**: phrases that pick one object by
@@ -223,7 +224,7 @@ synonyms instead, for testing.
 
 code("""
 viz.show_referring(scene, max_expressions=4)
-""")
+""", tags=["figure"])
 
 code("""
 for r in scene.referring:
@@ -231,7 +232,7 @@ for r in scene.referring:
 print("\\nheld-out wording:", world.scene(scene_idx, text_split="heldout").caption)
 """)
 
-md("""
+md(r"""
 ## 5. A large scene, and a map
 
 Real scenes are far larger than a network's input. Notebook 05 (ConInfer) cuts such a scene into
@@ -247,12 +248,17 @@ large = world.large_scene(size=large_size)
 large_s = time.perf_counter() - t0
 print(f"{large_size}x{large_size} scene rendered in {large_s:.1f} s, bounds {tuple(round(b, 5) for b in large.bounds)}")
 viz.show_large_scene(large, tree, level=2)
-""")
+""", tags=["figure"])
 
-md("""
-`rslab.viz.scene_map` puts an image or a label map on a leafmap (folium) map as a PNG overlay
-with no basemap, so it works offline; pass `basemap="OpenStreetMap"` when online. Toggle the
-layers with the control at the top right. The map is saved as a standalone HTML file.
+md(r"""
+`rslab.viz.scene_map` puts an image or a label map on a leafmap (folium) map as a PNG overlay,
+with no basemap tiles (pass `basemap="OpenStreetMap"` when online). Toggle the layers with the
+control at the top right. The map is saved as an HTML file in the run's artifacts.
+
+The map itself is drawn by the Leaflet JavaScript library, which folium loads from a CDN: in a
+live notebook with a network connection you get the interactive map. The book and headless runs
+show a static picture of the same two layers on longitude/latitude axes instead (a blank map
+and a few megabytes of page would be all an offline reader got from the interactive one).
 """)
 
 code("""
@@ -262,10 +268,25 @@ import folium
 folium.LayerControl().add_to(m)
 map_path = viz.save_map_html(m, run.artifacts / "map.html")
 print("saved", map_path, f"({map_path.stat().st_size / 1e6:.1f} MB)")
-m
-""")
+if viz.widgets_enabled():  # a live kernel: the interactive map (Leaflet loads from its CDN)
+    display(m)
+else:  # headless / the book: the same layers as a static figure on lon/lat axes
+    from rslab.viz import LabFigure, show
 
-md("""
+    west, south, east, north = large.bounds
+    step = max(1, large_size // 512)
+    fig = LabFigure(figsize=(6.5, 6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(viz.optical_to_display(large.optical[:, ::step, ::step]), extent=(west, east, south, north))
+    ax.imshow(viz.colorize_labels(large.labels[::step, ::step], tree, 2, alpha=True), extent=(west, east, south, north), alpha=0.6)
+    ax.legend(handles=viz.label_legend(tree, 2, present=large.labels[::step, ::step]), loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="level 2")
+    ax.set_xlabel("longitude (deg)"); ax.set_ylabel("latitude (deg)")
+    ax.set_title("The map's two layers: optical, labels (level 2) at 60% opacity", fontsize=10)
+    show(fig)
+""", tags=["figure"])
+
+md(r"""
 ## 6. Real samples
 
 The synthetic world is a stand-in; here is the real thing, when the small real samples (see
@@ -281,7 +302,7 @@ print("real samples:", real if real is not None else
       "NOT FOUND on this machine (set RSLAB_REAL_SAMPLES to their folder); skipping this section.")
 """)
 
-md("""
+md(r"""
 **Sen1Floods11** (Bonafilia et al., 2020): a Sentinel-1 / Sentinel-2 chip from Spain with a
 hand-labelled water mask. Flooded fields are dark in VV, the same specular physics as above.
 """)
@@ -297,7 +318,7 @@ else:
     print("Sen1Floods11 sample not present; skipped.")
 """)
 
-md("""
+md(r"""
 **LoveDA** (Wang et al., 2021): 0.3 m aerial tiles with seven land-cover classes, and
 **DeepGlobe Land Cover** (Demir et al., 2018): a 2448 px, 0.5 m scene, the kind of large image
 notebook 05 tiles.
@@ -327,7 +348,7 @@ else:
     print("DeepGlobe sample not present; skipped.")
 """)
 
-md("""
+md(r"""
 ## 7. Explore
 
 Change the world seed, the regional style and the number of looks. The widget needs a live
@@ -355,9 +376,9 @@ if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rsla
 else:
     print(viz.HEADLESS_NOTE)
 explore()  # static snapshot at the starting values
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 8. Generator throughput
 
 How fast does the world render training data? We time `n_scenes` scenes of 256 x 256 px,
@@ -387,14 +408,45 @@ results_path = run.save_results({
 print(open(results_path).read())
 """)
 
-md("""
-## What to remember
+md(r"""
+## This run's numbers
+""")
+
+code("""
+viz.report(
+    "On this machine ({device}) the world rendered **{scenes_per_s:.1f} scenes per second** "
+    "({ms:.0f} ms for a 256 x 256 scene with optical, SAR, labels, a caption and referring "
+    "expressions), and the {large_size} x {large_size} px scene in **{large_s:.1f} s**. "
+    "Data generation is therefore never the bottleneck of the later notebooks: a training step "
+    "of even the smallest model takes longer than rendering its batch.",
+    device=json.load(open(results_path))["device"], scenes_per_s=scenes_per_s, ms=1000 / scenes_per_s,
+    large_size=large_size, large_s=large_s)
+""", tags=["report"])
+
+md(r"""
+## Summary
 
 - Labels are leaf ids of a semantic tree; coarser levels are one lookup away (`tree.to_level`).
-- SAR is in dB, clipped to (-30, 5) dB; speckle is multiplicative Gamma noise that falls with the
-  number of looks; water is dark, building walls bright in VV, vegetation bright in VH.
+- SAR is in dB, clipped to (-30, 5) dB; speckle is multiplicative Gamma noise whose standard
+  deviation in dB falls with the number of looks as $\frac{10}{\ln 10}\sqrt{\psi_1(L)}$; water
+  is dark, building walls bright in VV, vegetation bright in VH.
 - The same class looks different in each regional style: the reason for visual prompts.
 - Scenes carry captions, referring expressions with masks, and map bounds.
+
+What this notebook does **not** show: how close the procedural world is to real imagery. The real
+samples of section 6 (when present) are the check; the synthetic SAR has no layover, shadow or
+incidence-angle effects.
+
+## Exercises
+
+1. Set `n_looks=1` in `world.scene(...)` and redo the per-class box plot: which classes can you
+   still separate in VV alone? Compare the box widths with the Gamma model's 5.57 dB.
+2. Find a leaf whose synonyms are held out (`viz.format_tree` marks them) and read its caption
+   under `text_split="heldout"`: is the held-out wording one a text encoder could link to the seen
+   name?
+3. Draw `viz.show_levels(scene, tree, alpha=0.5)`: at which level does the regional style stop
+   mattering to the eye?
+4. Time `world.large_scene` at 1024 and 2048 px: does the cost grow with the area?
 
 Next: **01 · SAR alignment**: teaching a SAR encoder to speak the optical encoder's language.
 """)

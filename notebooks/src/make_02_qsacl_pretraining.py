@@ -17,7 +17,7 @@ nb = Notebook("02_qsacl_pretraining")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 02 · SkySense V2: one backbone for every modality, pre-trained with QSACL
 
 SkySense V2 (Zhang et al., ICCV 2025, arXiv:2507.13812) replaces its predecessor's three
@@ -82,6 +82,7 @@ import torch
 from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
+from rslab import viz
 from rslab.models.alignment import pairs_to_tensors, restyled_scenes
 from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes,
                                   profile_variants, save_backbone)
@@ -98,7 +99,7 @@ run = start_run("02_qsacl_pretraining", profile=profile, seed=seed)
 print("artifacts ->", run.artifacts)
 """)
 
-md("""
+md(r"""
 ## 1 · Data: co-registered optical and SAR scenes
 
 The synthetic world (notebook 00) renders optical RGB+NIR reflectance and SAR VV/VH in dB on the
@@ -142,13 +143,15 @@ fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
 axes[0].imshow(optical_to_display(s.optical)); axes[0].set_title("optical (RGB)")
 axes[1].imshow(sar_to_display(s.sar, channel="VV"), cmap="gray"); axes[1].set_title("SAR VV (dB, stretched)")
 axes[2].imshow(colorize_labels(s.labels, tree)); axes[2].set_title("labels (leaf classes)")
+axes[2].legend(handles=viz.label_legend(tree, present=s.labels), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+               fontsize=7, frameon=False)
 for ax in axes:
     ax.axis("off")
 fig.suptitle("One held-out scene: the same ground seen by two sensors")
 plt.show()
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 2 · The unified backbone
 
 One encoder for all modalities. Only two things are per modality: the **tokenizer** (a patch
@@ -187,7 +190,7 @@ for bad in [dict(x=torch.rand(1, 1, 64, 64), modality="lidar"), dict(x=torch.ran
         print("ValueError:", err)
 """)
 
-md("""
+md(r"""
 ### Parameter counts, and what APM / prompts / MoE cost
 
 The `base` preset follows the paper: token dim C = 352 (widths 352 to 2816, depths 2-2-18-2, head
@@ -209,7 +212,7 @@ for r in rows:
     print(f"{r['name']:24s} {r['params_M']:10.3f} {r['active_params_M']:10.3f} {r['forward_ms']:12.1f}  {r['stage_sizes']}")
 """)
 
-md("""
+md(r"""
 Reading the table: prompts cost almost nothing (4 x C parameters per modality per stage, a few extra
 tokens); MoE multiplies the FFN parameters of its blocks by 8 but keeps the *active* parameters (and
 so, up to routing overhead, the compute) of a dense block. APM's "keep" branch is what makes stages
@@ -224,7 +227,7 @@ content. QSACL lets `m` learnable queries cross-attend to each view's last-stage
 `i` gathers its kind of content into `z_i`, and the contrast is made query by query between the
 student and the EMA teacher:
 
-$$\\mathcal{L}_{QSACL} = \\frac{1}{2m}\\sum_{i=1}^{m}\\Big(\\mathcal{L}_{CL}(z_i^{g}, z_i^{l'}) + \\mathcal{L}_{CL}(z_i^{l}, z_i^{g'})\\Big)$$
+$$\mathcal{L}_{QSACL} = \frac{1}{2m}\sum_{i=1}^{m}\Big(\mathcal{L}_{CL}(z_i^{g}, z_i^{l'}) + \mathcal{L}_{CL}(z_i^{l}, z_i^{g'})\Big)$$
 
 (g/l: global/local view, prime: teacher). `L_CL` is InfoNCE over the batch with the same query of
 the other scenes as negatives. The baseline replaces the queries by global average pooling (m = 1),
@@ -282,7 +285,7 @@ print(f"share of a local crop inside a global crop: mean {{overlap['mean']:.2f}}
       f"under half inside: {{100 * overlap['below_half']:.0f}}% of pairs, disjoint: {{100 * overlap['disjoint']:.1f}}%")
 """)
 
-md("""
+md(r"""
 ### Pre-training: QSACL and the image-level baseline, same budget
 
 Both runs use the same backbone initialisation, heads, views, optimiser, schedule and number of
@@ -311,9 +314,9 @@ for name, tr in [("QSACL", qsacl_trainer), ("image-level contrastive", base_trai
 ax.axhline(np.log(batch_size), color="grey", ls=":", label="log B (chance)")
 ax.set_xlabel("step"); ax.set_ylabel("contrastive loss"); ax.legend(); ax.set_title("Pre-training loss")
 plt.show()
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 4 · Linear probe: are the frozen features semantic?
 
 Freeze a backbone, take its last-stage features (the ones the pre-training objective shaped),
@@ -323,22 +326,10 @@ scenes; report mIoU on held-out scenes. Three backbones, same architecture: **ra
 gets exactly the same probe (features, standardisation, steps, learning rate). Then the same probe
 on **SAR input** through the same backbones (their SAR tokenizer and prompts).
 
-Is the probe the bottleneck? We checked while developing (random-init backbone, optical): the probe
-is converged (200 Adam steps 25.3 mIoU, 1000 steps 25.5). The last-stage grid is 1/8 of the scene
-(16x16 for 128 px, APM keeps 8 m after one merge), and even a perfect classifier at that grid,
-upsampled, scores 63 mIoU, so resolution is not what holds the probe near 25-30. Concatenating all
-four stages (upsampled to the 1/4 grid, still a linear probe) lifts every backbone alike: random
-32.5, image-level contrastive 32.6, QSACL 31.1 (240 pre-training steps), at 5x the probe cost, so the
-notebook keeps the last stage.
-
-**How much could any pre-training give at this budget?** An upper bound we measured while
-developing (validation scenes, not the held-out ones; random init 27.4 there): the same backbone
-trained *with the labels* (a 1x1 head on the last stage, cross-entropy, 64 px crops, batches of 16),
-then frozen and probed exactly like the others. With 120 steps alternating optical and SAR (this
-notebook's budget) the optical probe scored 23.0, below random init; with 400 optical-only steps
-(105 CPU seconds, more than this notebook spends on both pre-trainings) 40.6, i.e. +13.2. Even full
-supervision needs more optical steps than the smoke budget holds to gain 15 points; a
-self-supervised signal, weaker than the labels, cannot be expected to do it in fewer.
+Two questions decide how to read the probe: is the probe itself the bottleneck (too few steps, too
+coarse a grid), and how much could *any* pre-training gain at this budget? The book's *lab notes*
+appendix records both measurements (a converged probe; a supervised upper bound that trains the
+same backbone with the labels); exercise 3 below repeats the second one.
 """)
 
 code("""
@@ -374,7 +365,7 @@ ax.bar(x + 0.2, [100 * probes[n + "_sar"]["miou"] for n in names], 0.4, label="S
 ax.set_xticks(x, ["random init", "image-level contrastive", "QSACL"]); ax.set_ylabel("linear-probe mIoU (%)")
 ax.set_title("Frozen features, 1x1 probe, held-out scenes"); ax.legend()
 plt.show()
-""")
+""", tags=["figure"])
 
 code("""
 leaf_names = tree.names()  # leaf classes, in label-id order
@@ -384,7 +375,7 @@ for k in range(num_classes):
     print(f"{leaf_names[k]:22s}" + "".join(f"{100 * v:13.1f}" if np.isfinite(v) else f"{'-':>13s}" for v in vals))
 """)
 
-md("""
+md(r"""
 ### Are the frozen features collapsed?
 
 Contrastive pre-training on a tiny batch can shrink the features to a few directions
@@ -394,8 +385,7 @@ for the held-out scenes' last-stage features: the **effective rank** of the chan
 spectrum (1 = all channels say the same thing; blind to offsets and scales, which the probe's
 standardisation removes anyway) and the raw variance of the tokens inside an image and of the
 image means across images (both near 0 = every token is nearly the same vector).
-While developing this notebook, a 10x larger learning rate (2e-3) drove exactly this: a near-constant
-last stage and a probe below random init. The paper's 2e-4 is what the parameters cell uses.
+A learning rate ten times the paper's 2e-4 can drive exactly this (exercise 2).
 """)
 
 code("""
@@ -406,7 +396,7 @@ for name, d in diagnostics.items():
     print(f"{name:12s} {d['effective_rank']:15.1f} {d['within_image_var']:17.2e} {d['between_image_var']:18.2e}")
 """)
 
-md("""
+md(r"""
 ## 5 · What does each query look at?
 
 For held-out scenes, the teacher's attention maps: where each query gathers its features from
@@ -428,6 +418,8 @@ for row, b in enumerate([0, 1]):
 for ax in axes.ravel():
     ax.axis("off")
 fig.suptitle("QSACL cross-attention of each query (teacher, held-out scenes)")
+fig.legend(handles=viz.label_legend(tree, present=test_lab[:2].numpy()), loc="upper center", bbox_to_anchor=(0.5, 0.02),
+           ncol=6, fontsize=7, frameon=False)
 plt.show()
 
 share, lift = query_class_affinity(attn_all, test_lab, num_classes)
@@ -441,9 +433,9 @@ top = lift.nan_to_num(0).argmax(dim=1)
 for q in range(num_queries):
     print(f"query {q}: prefers {leaf_names[top[q]]:20s} (lift {lift[q, top[q]]:.1f}, "
           f"{100 * share[q, top[q]]:.0f}% of its attention)")
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 An interactive version: pick a scene and a query (the static figure above is what a headless run shows).
 The maps were computed once above (`attn_all`); the slider callback only draws, so moving it never
 runs the model. Headless runs (`rslab notebooks run`) build no widget at all (see `rslab.viz.widgets`).
@@ -467,7 +459,7 @@ else:
     print(HEADLESS_NOTE)  # the static figures above show the same maps
 """)
 
-md("""
+md(r"""
 ## 6 · Save the pre-trained backbone, and the results
 
 The QSACL teacher's backbone (safetensors) and its config go to `artifacts/02_qsacl_pretraining/`;
@@ -500,76 +492,71 @@ print("target (QSACL at least 15 points above random init, and above the image-l
       "met" if gain >= 15 and vs > 0 else "NOT met on this run")
 """)
 
-md("""
-## What to take away, and where to go further
+md(r"""
+## This run's numbers
+""")
 
-- One set of weights served optical and SAR; only tokenizers and 4 prompts per global stage differ.
-- APM decides per stage from the GSD; the cost table shows its price in tokens.
-- **The probe result, honestly.** Read the numbers printed above (and the "target" line): they are
-  measured on this run. The tutorial's target was QSACL at least 15 mIoU points above random init
-  and above the image-level baseline. At this CPU budget (120 steps per method, batches of 16, a
-  2 M-parameter backbone) we are far from it: both pre-trainings end within a few points of random
-  init. The supervised upper bound of section 4 says why: even training the backbone *with the
-  labels* gains only 13 points after 400 optical steps, more than the smoke budget holds.
-- **Restyled views (`other_styles`), chosen on validation scenes** (probe fitted on the 48 labelled
-  training scenes, scored on 32 validation scenes, indices 50000-50031, never on the held-out ones;
-  120 steps; mean of two pre-training seeds, each seed in brackets; random init 27.4 optical, 28.5 SAR):
+code("""
+viz.report_table(
+    [{"backbone": name, "optical mIoU": probes[key]["miou"], "SAR mIoU": probes[key + "_sar"]["miou"],
+      "effective rank": diagnostics[key]["effective_rank"]}
+     for name, key in [("random init", "random"), ("image-level contrastive", "contrastive"), ("QSACL", "qsacl")]],
+    caption=f"Linear probe on {len(test_lab)} held-out scenes after {steps} pre-training steps per method "
+            f"(QSACL {qsacl_s:.0f} s, image-level {base_s:.0f} s on this machine):")
+""", tags=["report"])
 
-  | views | QSACL optical | image-level optical | QSACL SAR | image-level SAR |
-  |---|---|---|---|---|
-  | plain multi-crop (`other_styles=0`) | 27.1 (28.4, 25.8) | 27.7 (27.8, 27.6) | 31.4 (31.8, 31.0) | 29.3 (29.6, 28.9) |
-  | locals from another style (`other_styles=3`, default) | 28.2 (27.8, 28.5) | 25.6 (25.9, 25.2) | 32.1 (32.2, 32.0) | 31.6 (31.5, 31.6) |
+code("""
+viz.report(
+    "QSACL's frozen features score **{gain:+.1f} mIoU points** against random init and {vs:+.1f} against the "
+    "image-level baseline on optical input ({gain_sar:+.1f} and {vs_sar:+.1f} on SAR). The project's target "
+    "for the smoke profile is +15 points over random init: {verdict}.",
+    gain=gain, vs=vs, gain_sar=100 * (probes["qsacl_sar"]["miou"] - probes["random_sar"]["miou"]),
+    vs_sar=100 * (probes["qsacl_sar"]["miou"] - probes["contrastive_sar"]["miou"]),
+    verdict="met" if gain >= 15 and vs > 0 else "not met on this run")
+""", tags=["report"])
 
-  Cross-style pairs are what QSACL's argument is about (views whose content does not line up): they
-  pull the image-level baseline's optical probe below random init while QSACL keeps its features
-  and comes out ahead of it in both seeds. The gain over random init stays small (1 point optical,
-  3.6 SAR) and the seed-to-seed spread (up to 2.6 points) is as large as most differences here.
-  With restyled views and more steps (seed 0): 300 steps QSACL 29.2 / SAR 29.8, image-level 26.0 /
-  SAR 33.2; 400 steps QSACL 28.7 / SAR 32.7. The self-supervised gain has levelled off by 120 steps
-  (the loss stalls near 2.2, chance being log 16 = 2.77), while the supervised bound of section 4
-  was still climbing at 400: the objective at this scale (instance discrimination among 16 scenes,
-  a 2 M-parameter backbone), not only the number of steps, limits what the probe can find.
-- **What earlier development runs measured** (held-out scenes, optical probe mIoU on the last stage
-  unless said; random init 25.3; plain multi-crop; one thread, the same probe for every backbone):
+md(r"""
+**What it shows.** One set of weights serves optical and SAR; only the tokenizers and four prompts
+per global stage differ, and APM decides per stage from the GSD. The query maps of section 5 show
+whether the $m$ queries split the scene between them (a top lift well above 1) or all pool the
+same way (a lift near 1: QSACL would then be $m$ copies of mean pooling).
 
-  | run | QSACL | image-level | note |
-  |---|---|---|---|
-  | paper attention, 120 steps, lr 2e-4 | 29.1 | 28.3 | queries do not specialise (top lift ~1.0) |
-  | lr 2e-3 (paper attention) | below random | below random | features collapse |
-  | competing queries, 120 steps (this notebook) | 28.2 | 28.2 | SAR 32.3 vs 29.6; queries specialise (mean top lift 1.5, max 3.8) |
-  | competing queries, lr 4e-4 | 29.4 | 27.8 | SAR 30.4 vs 29.9; effective rank 17 |
-  | competing queries, lr 1e-3 | 24.6 | | collapse again (effective rank 7.9) |
-  | competing queries, EMA 0.99 to 1.0 | 26.7 | | the slow teacher (probed) stays near random init |
-  | competing queries, 240 steps | 28.6 | 27.1 | SAR 33.7 vs 32.8; lift falls back to 1.1 |
-  | 240 steps, all 4 stages probed | 31.1 | 32.6 | random init 32.5 with the same probe |
-  | low-overlap crops, 120 steps | 27.6 | 26.6 | SAR 31.5 vs 26.8 |
+**What it does not show.** That QSACL pre-training makes better features than random init in
+general. At this budget (a 2 M-parameter backbone, batches of 16, a few hundred CPU steps) both
+pre-trainings end within a few points of random init, and differences between seeds are of the
+same size. Random init is a strong baseline here: its blocks start close to the identity, so its
+features are random projections of each cell's colours, the synthetic world's strongest cue,
+which a standardised 1x1 probe reads directly. The paper's claim needs the `full` profile (GPU,
+`small`/`base` presets, thousands of steps, large batches). The lab notes record the development
+runs behind the defaults (learning rates, query attention, crop overlap, restyled views).
 
-  Also tried by the earlier session, without gain: temperature 0.1, two local crops, 16 queries,
-  batch 32, colour jitter 0.2 (collapse). Doubling the steps (which would not fit the 3-minute smoke
-  budget anyway) moved nothing beyond the noise, so the notebook keeps 120.
-- **Do the queries specialise?** With the paper's cross-attention, no (lift ~1.0: QSACL was `m`
-  copies of mean pooling). With competing queries and per-view standardised keys (our deviation,
-  section 3) they do split the map between them, as the maps and the lift table of section 5 show;
-  that alone did not make the frozen features better for the probe.
-- **Why QSACL has little to fix here.** Its argument is that two crops of a scene show different
-  things. With the usual multi-crop scales, a local crop lies almost entirely inside the global
-  crop (section 3's printout), so image-level contrast is already aligned. When we shrank the crops
-  so that they overlap far less (global 15-35%, local 3-10% of the scene; a third of the pairs
-  disjoint), QSACL beat the image-level baseline by 1 point on optical and 4.7 on SAR, the direction
-  the paper predicts, but both ended lower than with the usual crops.
-- **Why random init is hard to beat here.** Its blocks start close to the identity (weights of std
-  0.02), so its features are close to random projections of the colours of each 8 m cell, and colour
-  is the synthetic world's strongest cue, which a standardised 1x1 probe reads directly. A hundred
-  CPU steps of instance discrimination over batches of 16 teach mostly what tells scenes apart (their
-  regional style), not classes; larger learning rates collapse the features. The `full` profile
-  (GPU, `small`/`base` presets, thousands of steps, batch 128) is where the paper's claim can be tested.
-- Deviations from the paper: competing queries with standardised keys (above; `attention="paper"`
-  gives the paper's form); local views cut from another regional rendering of the same ground
-  (`other_styles`, section 3; `other_styles=0` gives plain multi-crop); QSACL trained alone (the paper adds its multi-granularity and image-text
-  losses), on synthetic scenes, with a tiny backbone, batch 16 instead of 1024, and a cosine decay to
-  0 instead of 1e-6.
-- Try: `attention="paper"` (watch the lift table go flat), `num_queries=1`, more `num_local` crops,
-  `lr=2e-3` (watch the effective rank fall), `steps=1000`.
+Deviations from the paper: competing queries with standardised keys (`attention="paper"` gives the
+paper's form); local views cut from another regional rendering of the same ground (`other_styles`;
+`other_styles=0` gives plain multi-crop); QSACL trained alone (the paper adds multi-granularity
+and image-text losses), on synthetic scenes, with batch 16 instead of 1024 and a cosine decay to 0
+instead of 1e-6.
+
+## Summary
+
+- A unified backbone (shared blocks, per-modality tokenizers and prompt tokens, APM by GSD)
+  processes optical and SAR with one set of weights.
+- QSACL, Eq. $\mathcal{L}_{QSACL}$ above, contrasts $m$ query-aggregated vectors of a global and a
+  local view instead of one pooled vector, so views whose content does not line up are compared
+  part by part.
+- A linear probe on frozen features measures what pre-training put into them; this run's table
+  says how far each method got, and the collapse diagnostics say whether the features kept many
+  dimensions.
+
+## Exercises
+
+1. Set `attention="paper"` and look at the lift table of section 5: do the queries still
+   specialise? Does the probe change?
+2. Set `lr=2e-3`: watch the effective rank of the QSACL features and the probe fall (dimensional
+   collapse).
+3. Train the same backbone *with the labels* for `steps` steps (a 1x1 head, cross-entropy) and
+   probe it like the others: that is the most any pre-training could give at this budget.
+4. Set `other_styles=0` (plain multi-crop) and compare QSACL with the image-level baseline. Which
+   of the two loses more when the views stop lining up?
 """)
 
 

@@ -17,7 +17,7 @@ nb = Notebook("03_vita_sga")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 03 · SkySense-VITA: in-context segmentation from visual, text and fused prompts
 
 **SkySense-VITA** (CVPR 2026) segments a *target* image given a *prompt* for each class, with no
@@ -82,6 +82,7 @@ import matplotlib.pyplot as plt
 from rslab.notebooks import start_run
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.episodes import ScenePool, make_episode
+from rslab import viz
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.models import vita as V
 from rslab.recipes import vita as R
@@ -102,7 +103,7 @@ print(f"pools ready in {time.time() - t_start:.1f} s: {len(train_pool)} train, {
       f"{len(eval_prompts)} eval prompt scenes")
 """)
 
-md("""
+md(r"""
 ## 1 · Semantic Granularity Annealing
 
 The synthetic world's tree has `L = 3` levels (5 → 8 → 12 classes). SGA moves the target
@@ -121,7 +122,7 @@ ax2 = ax.twinx(); ax2.plot(ts, [sga_mu(int(t), steps, tree.depth) for t in ts], 
 ax2.set_ylabel("mu(t)"); ax.set_xlabel("training step t"); ax.set_ylabel("probability")
 ax.set_title(f"SGA level distribution over training (tau_SGA = {tau_sga})"); ax.legend(loc="center left")
 plt.show()
-""")
+""", tags=["figure"])
 
 md("Explore `tau_SGA` (small = a sharp, almost hard schedule; large = levels mixed all along):")
 
@@ -145,7 +146,7 @@ else:
     _plot_tau(0.1)  # a sharp schedule, to compare with the one above
 """)
 
-md("""
+md(r"""
 ## 2 · The model
 
 `VITAConfig.base()` follows the paper's head (D = 256, 100 queries per mode, 9 decoder layers).
@@ -161,7 +162,7 @@ for name, p in parts.items():
 base_parts = parts["base"]
 """)
 
-md("""
+md(r"""
 The two attention masks that implement the decoupling (white = may attend). Left: VITA-Former's
 prompt self-attention over `[P'_V, P_T, P_F]` for K = 4 classes: V and T only see themselves,
 F sees all. Right: VITA-Decoder's block-diagonal self-attention over the three query sets
@@ -178,9 +179,9 @@ axes[0].imshow(~V.prompt_attention_mask(k_demo, "vita"), cmap="gray"); axes[0].s
 axes[1].imshow(mode_id[:, None] == mode_id[None, :], cmap="gray"); axes[1].set_title("VITA-Decoder: V | T | F blocks")
 for ax in axes: ax.set_xlabel("key"); ax.set_ylabel("query")
 plt.show()
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ### Encoder
 The paper's factorised encoder is a 969M-parameter pretrained model. Here the default encoder is
 a small conv pyramid with one stem per modality, trained from scratch together with the heads.
@@ -216,7 +217,7 @@ def build_model(model_seed=None, **overrides):
     return V.VITA(cfg, encoder=encoder)
 """)
 
-md("""
+md(r"""
 ## 3 · Training (stage 2: in-context pre-training with SGA)
 
 Every step is an **episode**: `batch_size` target scenes of one modality (optical or SAR), and for
@@ -246,9 +247,9 @@ for mode in "VTF":
 ax2 = ax.twinx(); ax2.plot(st, [h["level"] for h in history], "k:", label="mean level"); ax2.set_ylabel("mean SGA level")
 ax.set_xlabel("step"); ax.set_ylabel("set loss (mean over layers)"); ax.legend(); ax.set_title("training loss per mode")
 plt.show()
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 4 · Evaluation on held-out scenes
 
 Targets and prompts are scenes never used in training; each class gets a one-shot mask prompt
@@ -257,23 +258,8 @@ tree level. **Headline level**: the leaf level (12 classes, including 3-6 px car
 64 px) is the hardest and the short CPU budget does not reach it; the headline keys use
 `headline_level` (level 1 by default, 5 classes) and every level is reported below.
 
-**How the smoke recipe was chosen**, on a *validation* split and never on these held-out scenes
-(validation targets: scenes 300000+, their prompts: scenes 400000+, 48 each; optical, level 1;
-seed = world and training seed). The weakest mode is V: a one-shot visual prompt from a scene of
-another regional style has to bridge other reflectances, and bare land (its colour in one style
-is close to brown cropland in another) is the class it misses most. V / T / F measured:
-
-| steps | seed 0 | seed 1 |
-|---|---|---|
-| 800 | 0.503 / 0.623 / 0.622 | 0.676 / 0.663 / 0.661 |
-| 1000 | 0.551 / 0.632 / 0.651 | 0.646 / 0.649 / 0.649 |
-
-Tried at 800 steps, seed 0, none better than the plain recipe's V = 0.503: pooling the visual
-prompt over all pixel-decoder levels instead of the stride-4 embedding (V 0.455), two VITA-Former
-layers (0.465), per-band photometric jitter of the training images, strength 0.3 (0.42, and T fell
-to 0.52). What helped is more steps: a faster loss (one criterion call per mode for all decoder
-layers, batched Hungarian costs; about 20% less CPU per step) made room for 1000 steps (was 600)
-in the smoke budget.
+The number of training steps and the recipe's options were chosen on a separate validation
+split, never on these held-out scenes (the book's lab notes record those runs).
 """)
 
 code("""
@@ -296,7 +282,20 @@ for (modality, level), r in table.items():
 head = table[("optical", headline_level)]
 """)
 
-md("""
+code("""
+viz.report(
+    "**This run** ({steps} training steps, {train_wall:.0f} s on this machine), optical, level {level} "
+    "({k} classes): **V {v:.3f}, T {t:.3f}, F {f:.3f}** mIoU; text prompts with held-out names "
+    "{unseen:.3f}, i.e. {ratio:.0%} of the seen names. SAR input: V {sv:.3f}, T {st:.3f}, F {sf:.3f}. "
+    "The smoke-profile targets: each optical mode at least 0.5, F within 0.02 of the better "
+    "unimodal mode, unseen names at least 80% of seen ones.",
+    steps=steps, train_wall=train_wall, level=headline_level, k=tree.num_classes(headline_level),
+    v=head["V"], t=head["T"], f=head["F"], unseen=unseen[headline_level],
+    ratio=unseen[headline_level] / max(head["T"], 1e-9), sv=table[("sar", headline_level)]["V"],
+    st=table[("sar", headline_level)]["T"], sf=table[("sar", headline_level)]["F"])
+""", tags=["report"])
+
+md(r"""
 ### Text prompts with unseen names
 "T(unseen names)": every class name is replaced by one of the tree's **held-out synonyms**, never
 used in any training text (e.g. "lagoon" for lake, "developed land" for built-up). Only the frozen
@@ -312,42 +311,12 @@ the directions that separate the classes in training (the modifier "developed" i
 How the training text is built (`R.VITARecipe`; the paper does not describe it, so these are our
 choices): the class name of every training episode is drawn among the canonical name and the
 training synonyms (held-out ones never); every name is embedded as the average over 3 templates
-("a satellite image of {}." ...), CLIP's prompt ensembling, in training and at inference. What we
-measured for the unseen/seen ratio at level 1 in session 3 (1 thread, 600 steps, seeds 0, 1, 2 of
-world and training, before the training-name draw was made uniform; "lost" = a class IoU with its held-out name near 0 while about 0.3-0.6 with its own):
-
-* **Gaussian noise on the training text embeddings** (`text_noise = 0.03`, the previous default,
-  not in the paper): ratios 0.97, 0.97, 1.00; built-up lost in seed 1 (the ratio stayed high only
-  because bare land, a tiny class, gained), and in an earlier 2-thread seed-0 run (ratio 0.77).
-* **No noise** (`text_noise = 0`, as in the paper; the default now): ratios 1.00, 1.03, 0.91,
-  0.91 (seeds 0-3); built-up lost in seed 2, and in seed 3 vegetation ("plant cover") instead.
-  No better and no worse than noise, so we keep the paper's recipe.
-* **More names per class** (`train_names = "region"`: also the training names of tree nodes that
-  cover the same pixels, e.g. "building" for built-up, "bare ground" for bare land): built-up lost
-  in 2 of 2 seeds (ratios 0.81, 0.88): it moves bare land further towards *ground/soil/land*.
-* **Randomly templated names in training** (`text_templates = "sample"`: one of 8 templates per
-  class and episode, so the text projection sees sentence variety; inference still averages the 3
-  default templates). Measured on a *validation* split, never on the held-out names: the last
-  training synonym of every class ("settlement", "transport infrastructure", "surface water",
-  "greenery", "unvegetated land" at level 1) removed from training and used as the unseen name,
-  validation scenes 300000+ with prompts from scenes 400000+, 800 steps, seed 0: validation-name
-  ratio 0.70 (built-up and bare land lost) against 0.72 with the template average (vegetation and
-  bare land lost). No better, so the default stays "average". With the default recipe at the
-  smoke budget (1000 steps) the validation-name ratio was 0.70 (seed 0: "greenery" and
-  "unvegetated land" lost) and 0.82 (seed 1: "unvegetated land" lost): the validation split shows
-  the same fragility as the held-out names.
-* **Keeping the text projection close to MiniLM's geometry** (a regulariser, weight 10, on the
-  squared difference between the cosines of projected and raw MiniLM embeddings of all training
-  names; measured with a one-off script, not in the library): built-up lost in 2 of 2 seeds
-  (ratios 0.78, 0.79 against 0.97, 0.97 without it). MiniLM's own neighbourhoods (the rows below) already swap
-  built-up and bare land, so preserving them loses built-up.
-
-So in every variant the ratio hinges on one name MiniLM misplaces, and whether a given run keeps
-it is close to a coin flip (a class is lost in about 1 run in 3 here); the mIoU ratio, above 0.8
-in all 7 runs with or without noise at 1 thread, can hide that.
-The per-class rows and `lost` below say what this run did, and `ratio_seeds > 1` retrains the
-main model with more seeds to report the spread (each extra seed costs one main training, so the
-smoke profile trains one).
+("a satellite image of {}." ...), CLIP's prompt ensembling, in training and at inference. Other
+training-text variants (embedding noise, more names per class, sampled templates, a regulariser
+that keeps MiniLM's geometry) were tried during development and are recorded in the lab notes;
+none made the unseen names reliable. Whether a run keeps a misplaced name is close to a coin flip,
+so read the ratio together with the per-class rows and `lost` that the next cell prints;
+`ratio_seeds > 1` retrains the main model with more seeds to show the spread.
 """)
 
 code("""
@@ -371,23 +340,36 @@ for i, t in enumerate(transfer):
     print(f"training seed {seed + i}: seen {t['seen']:.3f}  unseen {t['unseen']:.3f}  ratio {t['ratio']:.2f}  lost: {t['lost'] or 'none'}")
 """)
 
-md("A few predictions (fused mode, optical, headline level):")
+md(r"""
+### A prediction gallery
 
-code("""
-from rslab.viz import show_prediction
-rng = np.random.default_rng(seed)
-ep = make_episode(eval_targets, [0, 1], eval_prompts, headline_level, "optical", rng, names="canonical")
-pred = R.predict(model, ep, text_encoder, "F")
-to_leaf = R.level_to_leaf(tree, headline_level)
-for b in range(2):
-    leaf_gt = eval_targets.labels[b].numpy()
-    image = eval_targets.optical[b].numpy()[:3].transpose(1, 2, 0)
-    show_prediction(image, leaf_gt, to_leaf[pred[b].numpy()], tree, level=headline_level,
-                    title=f"held-out scene {b}: fused prompts, level {headline_level}")
-plt.show()
+One held-out scene segmented three ways by the same model (visual prompts only, text prompts
+only, both), then a second scene with both. The prompt column shows the first of the one-shot
+prompt scenes (from another regional style) with its class mask, or the class names the text
+branch reads; the score is the mean IoU over the classes present in the scene.
 """)
 
-md("""
+code("""
+rng = np.random.default_rng(seed)
+ep = make_episode(eval_targets, [0, 1], eval_prompts, headline_level, "optical", rng, names="canonical")
+preds = {mode: R.predict(model, ep, text_encoder, mode) for mode in ("V", "T", "F")}
+to_leaf = R.level_to_leaf(tree, headline_level)
+prompt_image = ep.prompt_images[0].numpy()[:3].transpose(1, 2, 0)
+prompt_class = int(ep.prompt_masks[0].flatten(1).any(1).nonzero()[0])
+prompt_mask = ep.prompt_masks[0, prompt_class].numpy()
+names_text = "class names: " + ", ".join(ep.class_names)
+gallery = []
+for b, mode in [(0, "V"), (0, "T"), (0, "F"), (1, "F")]:
+    visual = {"prompt_image": prompt_image, "prompt_mask": prompt_mask} if mode != "T" else {}
+    prompt = {"V": f"visual: {len(ep.prompt_images)} one-shot masks, e.g. '{ep.class_names[prompt_class]}'",
+              "T": names_text, "F": "visual + text (fused)"}[mode]
+    gallery.append({"image": eval_targets.optical[b].numpy()[:3].transpose(1, 2, 0), "prompt": prompt,
+                    "pred": to_leaf[preds[mode][b].numpy()], "gt": eval_targets.labels[b].numpy(), **visual})
+viz.show_gallery(gallery, tree=tree, level=headline_level,
+                 title=f"Held-out scenes, level {headline_level}: V, T and F prompts")
+""", tags=["figure"])
+
+md(r"""
 ### Visual prompt quality (evaluation only)
 The same model, prompted with a full mask, a bounding box, or 5 clicks (3x3 discs) of the class
 in the prompt image (the paper: V-only mIoU rises from points to box to mask). Mind the kind of
@@ -403,7 +385,7 @@ prompt_quality = {kind: R.evaluate(model, eval_targets, eval_prompts, text_encod
 print({k: round(v, 3) for k, v in prompt_quality.items()})
 """)
 
-md("""
+md(r"""
 ## 5 · Ablations (each a short run with the same budget, `ablation_steps`)
 
 * **reference**: VITA-Former + decoupled three-mode training + SGA;
@@ -414,24 +396,10 @@ md("""
 
 All runs share the seed, data and step budget; mIoU is optical, on the held-out scenes.
 
-**Off in the smoke profile** (`ablations = False`): the five runs cost about 140 s on a 2-core CPU,
-and the main model's 1000 steps already use most of the four-minute budget; fewer steps per run
-(we tried 60) leave even the reference near zero, which ranks nothing. Turn them on with
-`rslab notebooks run --only 03 -p ablations=True`; the `ci` profile runs them (2 steps, a code
-check) and the `full` profile at 2000 steps. What a fresh-clone smoke run with `ablations=True`
-and `ablation_steps = 150` measured (2026-12-06, level 1, optical, V / T / F):
-
-| run | V | T | F |
-|---|---|---|---|
-| reference (SGA, decoupled, VITA-Former) | 0.304 | 0.316 | 0.290 |
-| naive fusion | 0.245 | 0.319 | 0.310 |
-| fused-only training | 0.015 | 0.075 | 0.218 |
-| fine labels only | 0.154 | 0.035 | 0.032 |
-| hard stage switching | 0.234 | 0.196 | 0.258 |
-
-Two of the paper's effects already show at 150 steps: without decoupled training the unimodal
-modes collapse (V 0.02, T 0.08), and fine labels alone barely learn in this budget (F 0.03 vs
-0.29 with SGA). Naive fusion and hard switching are within one-run noise of the reference.
+They are off in the smoke profile (`ablations = False`): five more trainings. Turn them on with
+`rslab notebooks run --only 03 -p ablations=True` (and `-p ablation_steps=...`); the `ci` profile
+runs them for 2 steps (a code check) and the `full` profile for 2000. A table from a smoke run with
+the ablations on is in the lab notes.
 """)
 
 code("""
@@ -454,7 +422,7 @@ if ablations:
               f"F per level: {[round(ablation[name][l]['F'], 3) for l in range(1, tree.depth + 1)]}   ({time.time() - t0:.0f} s)")
 """)
 
-md("""
+md(r"""
 ## 6 · Real imagery: one-shot visual prompting on LoveDA
 
 A prompt crop from one LoveDA image with its labels, applied to another LoveDA image. The model
@@ -495,12 +463,10 @@ else:
             real.setdefault(mode, []).append(mean_iou(pred, lab, k))
     real = {m: float(np.mean(v)) for m, v in real.items()}
     print(f"LoveDA one-shot (prompt image 0 -> images 1..{len(loveda) - 1}) mIoU:", {m: round(v, 3) for m, v in real.items()})
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-    axes[0].imshow(prompt_x[0, :3].permute(1, 2, 0).clamp(0, 1)); axes[0].set_title("prompt image (LoveDA 0)")
-    axes[1].imshow(tx[0, :3].permute(1, 2, 0).clamp(0, 1)); axes[1].set_title("target")
-    axes[2].imshow(pred[0], cmap="tab10", vmin=0, vmax=9, interpolation="nearest"); axes[2].set_title("fused prediction")
-    for ax in axes: ax.axis("off")
-    plt.show()
+    viz.show_gallery([{"image": tx[0, :3].permute(1, 2, 0).clamp(0, 1).numpy(), "prompt": "LoveDA image 0 + class names",
+                       "prompt_image": prompt_x[0, :3].permute(1, 2, 0).clamp(0, 1).numpy(),
+                       "prompt_mask": prompt_lab.numpy(), "pred": pred[0].numpy(), "gt": lab[0].numpy()}],
+                     tree=ltree, title=f"LoveDA one-shot transfer, fused prompts (image {len(loveda) - 1})")
 """)
 
 md("## 7 · Save the model and the results")
@@ -550,32 +516,46 @@ print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in me
 print(f"notebook time so far: {time.time() - t_start:.0f} s wall, {time.process_time() - c_start:.0f} s CPU")
 """)
 
-md("""
-## What to take away
+md(r"""
+## What it shows and what it does not
 
-* The three modes come from **one** model: V and T branches never see each other (check the
-  masks above; `tests/test_vita.py` verifies that perturbing the visual prompt leaves T outputs
+* The three modes come from **one** model: V and T branches never see each other (the masks of
+  section 2; `tests/test_vita.py` verifies that perturbing the visual prompt leaves T outputs
   bit-identical), and the fused branch reads both.
 * Text prompts with **unseen synonyms** go through the frozen text encoder, and MiniLM misplaces
-  some held-out names (section 4): at level 1 it would swap built-up and bare land. The trained
-  text branch sometimes overrides that and sometimes does not; none of the training-text
-  variants we measured (embedding noise, more names per class, a geometry-preserving
-  regulariser) made it reliable, so read the
-  ratio with the per-class rows and `lost`. A stronger text encoder (CLIP in the paper) or
-  richer class descriptions are the real fix.
-* Text prompts and the fused branch start from the same tokens (`P_F` is a projection of `P_T`);
-  with a short budget the fused branch mostly follows the text branch. The paper's gain of
-  fused over text comes from visual prompts that carry what text cannot (intra-class appearance).
-* Read the ablation table against the reference *at the same budget*, and against the main
-  model: if the reference run sits far below the main model's level-1 numbers, every ablation
-  run is still near its initial plateau and the table does **not** rank the variants (with the
-  budget of `ablation_steps` = 150 that holds for three of the five rows; one run per variant, one
-  seed, differences of a few points are noise). The paper's effects (naive fusion below the
-  best unimodal mode, unimodal collapse without decoupling, SGA above fine-only and hard
-  switching) need longer training (`full` profile, or `-p ablation_steps=600`) to show.
-* The paper's model is 1.1B parameters pretrained on 300k samples; this one is trained in minutes
-  on a procedural world, so absolute numbers are not comparable, and the LoveDA test is a
-  zero-training transfer check.
+  some held-out names (section 4). The trained text branch sometimes overrides that and sometimes
+  does not; a stronger text encoder (CLIP in the paper) or richer class descriptions are the real
+  fix.
+* `P_F` starts as a projection of `P_T`, so with a short budget the fused branch mostly follows
+  the text branch. The paper's gain of fused over text comes from visual prompts that carry what
+  text cannot (intra-class appearance).
+* The ablations (when run) rank the variants only if the reference run at `ablation_steps` is
+  itself well off its initial plateau: compare it with the main model's numbers first. One run
+  per variant and one seed: differences of a few points are noise.
+* Not shown: anything about the paper's absolute numbers. Its model has 1.1B parameters
+  pretrained on 300k samples; this one is trained in minutes on a procedural world, and the
+  LoveDA test is a zero-training transfer check.
+
+## Summary
+
+* VITA decouples prompt and prediction: VITA-Former turns visual prompts $P_V$, text prompts
+  $P_T$ and their fusion $P_F$ into class queries under attention masks that keep V and T apart,
+  and one decoder predicts from any of them.
+* SGA samples the supervision level from a schedule $\mu(t)$ that moves from coarse to fine
+  during training (section 1), instead of training on the finest labels only.
+* One-shot visual prompts must bridge regional styles; text prompts must bridge names; the
+  gallery shows where each fails on the same scene.
+
+## Exercises
+
+1. Set `tau_sga` to a very small and a very large value (section 1's slider shows the schedules)
+   and retrain: which levels gain, which lose?
+2. Run with `ablations=True` and `ablation_steps` equal to `steps`: does fused-only training still
+   collapse the unimodal modes?
+3. Prompt with boxes or points instead of masks (section 4's prompt-quality cell): why does a box
+   hurt more on *stuff* classes (fields, water) than on objects?
+4. Set `train_names="region"` and compare the per-class rows with held-out names: which class is
+   lost, and which MiniLM neighbour explains it?
 """)
 
 

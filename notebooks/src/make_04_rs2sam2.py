@@ -17,7 +17,7 @@ nb = Notebook("04_rs2sam2")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 04 · RS2-SAM2: referring segmentation with a customised SAM2
 
 **Referring remote-sensing image segmentation** (RRSIS): given an aerial image and a phrase such as
@@ -87,7 +87,7 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 print(f"profile={profile}  device={device}  torch threads={torch.get_num_threads()}")
 """)
 
-md("""
+md(r"""
 ## 1. The data: (image, expression, mask) triplets
 
 Each item is one referring expression with the mask of the object it names. The default profile
@@ -132,7 +132,7 @@ if dataset == "synthetic":
     print("targets by class (train):", train_data.class_counts())
 """)
 
-md("""
+md(r"""
 ### How hard is the task? Expression kinds and class-only oracles
 
 A referring expression can name a class that occurs once in the scene (*"the river"*), or pick one
@@ -163,9 +163,9 @@ code("""
 item = eval_data[0]
 example = eval_data.samples[item["source"]]
 fig = viz.show_referring(example, max_expressions=4)
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 2. The model
 
 ### SAM2 from the `sam2` package
@@ -229,7 +229,7 @@ if sam2_checkpoint:
 print("official SAM2 checkpoint:", checkpoint_path)
 """)
 
-md("""
+md(r"""
 ### 2b. A stand-in for SAM2's pre-training
 
 RS2-SAM2 starts from **SAM2 pre-trained by Meta** (SA-1B images, SA-V videos) on SAM's own task,
@@ -298,23 +298,20 @@ for part in ("hiera", "bhfm", "fpn_neck", "prompt_encoder", "mask_decoder", "uni
     print(f"{part:16s} {tr:11,d} {fr:11,d}")
 """)
 
-md("""
+md(r"""
 **Frozen and trained.** The paper freezes SAM2's pre-trained Hiera and trains only the BHFM adapters
 inside it, plus the union encoder, MPG, SAM2's prompt encoder and mask decoder (`train_hiera=False`).
 The full profile loads the official SAM2.1 checkpoint and keeps exactly that split.
 
 **Deviation in the default profile**: the rows start from the stand-in checkpoint of 2b, but with
 `train_hiera=True` Hiera is **trained too** (hence `hiera frozen = 0` above; the frozen parameters are
-SAM2's video-memory modules, which image segmentation never uses). The reason is measured, not
-assumed: a frozen Hiera is only as good as its pre-training, and the stand-in we can afford inside
-the smoke budget is far weaker than SA-1B. In development runs (session 3; same data and evaluation, full row,
-400 steps at lr 5e-4) a frozen Hiera from a 500-step stand-in reached held-out mIoU 0.04, from a
-1,200-step stand-in (about 130 s of CPU, more than the budget allows) 0.26; the same 500-step stand-in
-with Hiera trained reached 0.28, and training from random weights 0.23. Set `train_hiera=False` (and
-raise `standin_steps`) to run the paper's split on the stand-in.
+SAM2's video-memory modules, which image segmentation never uses). The reason: a frozen Hiera is only as good as its pre-training, and the stand-in that fits a CPU
+run is far weaker than SA-1B; development runs (lab notes) found a frozen Hiera on a short
+stand-in near zero mIoU, while training it gave the rows room to learn. Set `train_hiera=False`
+(and raise `standin_steps`) to run the paper's split on the stand-in.
 """)
 
-md("""
+md(r"""
 ## 3. The loss
 
 `L = 1.0 L_ce + 0.1 L_dice + 0.2 L_tbl` on the full-size mask logits (paper, Sec. "Loss").
@@ -339,9 +336,9 @@ edges[..., 1:, :] += vertical
 edges[..., :, 1:] += horizontal
 fig = viz.show_images([item["image"].permute(1, 2, 0).numpy(), mask[0, 0].numpy(), edges[0, 0].clamp(max=1).numpy()],
                       ["image", f'mask of "{item["text"]}"', "boundary map |dx| + |dy| (what L_tbl compares)"])
-""")
+""", tags=["figure"])
 
-md("""
+md(r"""
 ## 4. The ablation (paper, Table "Ablation" on RefSegRS)
 
 Five rows, each trained from the same initialisation seed, on the same data, for the same number of
@@ -394,7 +391,7 @@ ax.set_ylabel("training loss (CE + 0.1 Dice [+ 0.2 L_tbl])")
 ax.set_title("Training loss per ablation row (same budget each)")
 ax.legend(fontsize=8)
 plt.show()
-""")
+""", tags=["figure"])
 
 code("""
 gain = ablation.metrics["full"]["miou"] - ablation.metrics["baseline"]["miou"]
@@ -410,45 +407,18 @@ if dataset == "synthetic":
           f"{oracle['largest_of_class']['miou']:.3f} (its largest object)")
 """)
 
-md("""
+md(r"""
 Reading the table: compare each row with the one above it; the *baseline* gets the text only as one
 sparse token in SAM2's decoder, *MPG* adds a pixel-level prompt, *BHFM* puts text inside the image
 encoder. Note that the L_tbl rows also log a boundary term in their loss, so their loss curves sit a
 little higher by construction.
 
 **What limits these numbers is the training budget, not the metric.** SAM2 starts from the
-stand-in checkpoint (a minute of promptable pre-training on 300 synthetic images, not SA-1B), the
-union encoder from random weights (no BEiT-3 offline), and each row sees each training expression
-only about three times. (The smoke defaults, 260 steps per row and a 400-step stand-in, are what fits
-the four-minute budget on this 2-core CPU: measured on 2026-12-06, 360 and 500 steps took 280 s with
-mIoU 0.26 full vs 0.14 baseline, 300 and 400 took 248 s with 0.22 vs 0.10, and the defaults took
-201 s with 0.15 vs 0.06 in the README run: at this budget the rows are still leaving the
-all-background plateau, so every extra step counts; give it `-p steps=360` or more if you can wait.) Development measurements (session 4), all on **validation scenes 340-439**
-(164 expressions, disjoint from the training scenes 0-299 and from the held-out scenes 300-339 used
-above), full row unless stated, 400 steps of batch 8:
-
-- **under-fitted, not over-fitted**: mIoU 0.29 on the validation scenes but 0.21 on training
-  expressions; 1,200 steps (3x the budget) reach 0.41 on validation;
-- **not a learning-rate problem**: peak lr 5e-4 / 1e-3 / 2e-3 give 0.287 / 0.271 / 0.269 with
-  near-identical loss curves; a 4x rate for the new parts did not help either (session 3);
-- **the per-step cost is compute**: one step (batch 8) is ~46 ms forward (union encoder 10, Hiera with
-  BHFM 18, prompt encoder, decoder and loss the rest), ~51 ms backward, ~8 ms AdamW; MiniLM runs once
-  per distinct expression (cached), so there is no 2-4x of overhead to remove;
-- **what the text does**: with the text of another expression the full row drops from 0.29 to 0.11,
-  so it uses the words; BHFM is what grounds the class (river 0.60 with BHFM, 0.17 without);
-- **crop parcels are the wall**: 61 % of the validation expressions refer to a crop parcel. The rows
-  score 0.11-0.17 on them, whatever the text (the fixed phrase "the largest crop field" scores the
-  same on them), while predicting every crop parcel of the scene would score 0.59. The parcels are
-  unambiguous (each phrase names one object) but hard to *see* at 64 px: flooded, straw and green
-  parcels look like water, bare soil and meadow. A plain 7-layer CNN trained for this *alone*, on the
-  dense crop labels of the same training scenes (far more supervision than one referred mask per
-  sample), reaches a per-scene crop IoU of 0.25 after the same 400 x 8 images and 0.50 after 1,200
-  x 8. Learning to perceive the class from pixels, from scratch, takes several times the per-row
-  budget; that is what SA-1B and BEiT-3 pre-training give the paper's model;
-- **other directions tried**: a 1,200-step stand-in (2.5x its cost) 0.32; a direct Dice/CE loss on
-  the MPG pseudo-mask (not in the paper) 0.30; batch 16 for 200 steps (same samples) 0.24; SAM2 from
-  random weights with the stand-in's CPU time given to the row instead (490 steps) 0.18; 128 px SAM2
-  input 0.31 at twice the cost (session 3).
+stand-in checkpoint (promptable pre-training on the training scenes, not SA-1B), the union encoder
+from random weights (no BEiT-3 offline), and each row sees each training expression only a few
+times. The development measurements behind this reading (under- rather than over-fitting, learning
+rates, per-step cost, what the text contributes, why crop parcels are the hardest expressions) are
+in the book's lab notes.
 
 The loss curves show the typical from-scratch pattern: a long plateau near the
 "all background" solution, then a slow descent. Rows that are still on the plateau when the budget
@@ -470,26 +440,43 @@ for cls, m in detail["by_class"].items():
     print(f"{cls:22s} mIoU {m['miou']:.3f}  ({m['n']} expressions)")
 """)
 
-md("""
+md(r"""
 ## 5. Held-out predictions
 
 Red: the predicted mask; yellow outline: the ground truth; IoU at the original resolution.
 """)
 
 code("""
-shown = np.linspace(0, len(eval_data) - 1, num=min(3, len(eval_data))).astype(int)
+shown = np.linspace(0, len(eval_data) - 1, num=min(4, len(eval_data))).astype(int)
+gallery = []
 for k in shown:
     it = eval_data[int(k)]
-    pred = rt.segment(model, encoder, it["image"], it["text"])
-    fig = viz.show_mask_prediction(it["image"].permute(1, 2, 0).numpy(), it["mask"].numpy(), pred, it["text"])
-""")
+    gallery.append({"image": it["image"].permute(1, 2, 0).numpy(), "prompt": f'"{it["text"]}"',
+                    "pred": rt.segment(model, encoder, it["image"], it["text"]), "gt": it["mask"].numpy().astype(bool)})
+viz.show_gallery(gallery, title="Held-out expressions: the full RS2-SAM2 row")
+""", tags=["figure"])
 
-md("""
+code("""
+ious = [float((np.asarray(r["pred"], bool) & r["gt"]).sum() / max((np.asarray(r["pred"], bool) | r["gt"]).sum(), 1))
+        for r in gallery]
+viz.report(
+    "**This run's full row**, {n} held-out expressions after {steps} steps per row: mIoU **{miou:.3f}**, "
+    "oIoU {oiou:.3f}, Pr@0.5 {pr50:.3f}, Pr@0.7 {pr70:.3f}, Pr@0.9 {pr90:.3f}; the baseline row "
+    "(text as one sparse token) {base:.3f}. {empty:.0%} of the full row's masks are empty. The {k} "
+    "expressions above score IoU {shown}. The smoke-profile target is an mIoU of 0.5 and a full row "
+    "above the baseline; the paper reports 0.739 vs 0.366 on RefSegRS with pretrained SAM2 and BEiT-3.",
+    n=ablation.metrics["full"]["n"], steps=steps, miou=ablation.metrics["full"]["miou"],
+    oiou=ablation.metrics["full"]["oiou"], pr50=ablation.metrics["full"]["pr50"], pr70=ablation.metrics["full"]["pr70"],
+    pr90=ablation.metrics["full"]["pr90"], base=ablation.metrics["baseline"]["miou"],
+    empty=ablation.metrics["full"]["empty"], k=len(gallery), shown=", ".join(f"{v:.2f}" for v in ious))
+""", tags=["report"])
+
+md(r"""
 ## 6. Try it
 
 Pick a held-out scene, type an expression and press Enter. The suggestions are the scene's own
 expressions (ground truth is outlined when you type one of them); anything else is segmented without
-a reference. Headless runs show the static figures above instead.
+a reference. Headless runs (and the book) show the gallery of section 5 instead.
 """)
 
 code("""
@@ -526,7 +513,7 @@ else:
     print(viz.HEADLESS_NOTE)
 """)
 
-md("""
+md(r"""
 ## 7. Bad input gives clear errors
 
 An empty expression, one longer than the text budget (40 word pieces; refused, never silently cut),
@@ -549,7 +536,7 @@ for name, call in cases.items():
         print(f"{name}: {type(err).__name__}: {str(err)[:160]}")
 """)
 
-md("""
+md(r"""
 ## 8. Save the model and the results
 """)
 
@@ -587,14 +574,17 @@ print(path)
 print({k: round(v, 3) for k, v in metrics.items() if k.endswith(("_full", "_baseline"))})
 """)
 
-md("""
-## What this run does not reproduce
+md(r"""
+## What it shows and what it does not
 
+- **Shown**: how RS2-SAM2 feeds text into SAM2 at three places (a sparse token for the baseline,
+  a dense MPG mask prompt, BHFM inside the image encoder) and how each row trains at equal budget;
+  the gallery shows which expressions the model already localises and which it does not.
 - **Weights**: no SAM2 or BEiT-3 weights offline. SAM2 starts from our **stand-in checkpoint** (2b):
   SAM's promptable task on the training scenes' segments, not SA-1B/SA-V; the union encoder from
   random weights. The paper's numbers rest on SAM2-Hiera-L and BEiT-3-L.
 - **Frozen/trained split**: the default profile trains Hiera too (`train_hiera=True`), because the
-  stand-in is too weak to be frozen within the budget (numbers in 2); the paper freezes it.
+  stand-in is too weak to be frozen within the budget (see 2); the paper freezes it.
 - **Scale**: 64 px inputs instead of 1024 (SAM2) / 224 (BEiT-3); a few hundred steps (a couple of
   epochs) instead of 40-60 epochs; targets of at least `min_area_frac` of the image only. At this
   budget the from-scratch model is still early in training: the rows above are a comparison at equal
@@ -605,6 +595,27 @@ md("""
 
 Run the `full` profile on a GPU with RRSIS-D or RefSegRS under `data_root` and the official SAM2.1
 checkpoint to get the paper's setting: `rslab notebooks run --profile full --only 04`.
+
+## Summary
+
+- Referring segmentation maps (image, expression) to one mask; RS2-SAM2 customises SAM2 for it
+  with a union encoder (joint image-text tokens), BHFM (text inside Hiera's stages), MPG (a dense
+  pixel-level prompt from the text) and a text-guided boundary loss $\mathcal{L}_{tbl}$.
+- Pr@X, oIoU and mIoU read the same predictions differently: oIoU favours large objects, Pr@0.9
+  rewards sharp boundaries, mIoU counts every expression once.
+- Trained from a weak start, every row first sits on the all-background plateau; the *empty masks*
+  column tells a row still there from one that learnt something.
+
+## Exercises
+
+1. Raise `steps` (e.g. `-p steps=600`) and compare the ablation table with this one: which row
+   leaves the all-background plateau first?
+2. In the explorer (live kernel), replace an expression's class word with another class: does the
+   predicted mask move? What does that say about which part of the text the model uses?
+3. Set `train_hiera=False` with the default stand-in: how do the rows change, and why would the
+   paper's frozen Hiera-L behave differently?
+4. Look at the per-class breakdown of section 4: which classes are learnt first, and what do they
+   have in common?
 """)
 
 

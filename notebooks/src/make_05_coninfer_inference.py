@@ -17,7 +17,7 @@ nb = Notebook("05_coninfer_inference")
 md, code = nb.md, nb.code
 
 
-md("""
+md(r"""
 # 05 · ConInfer: context-aware inference on top of any prior
 
 A dense open-vocabulary model (CLIP-style) predicts each patch **on its own**. Remote-sensing
@@ -95,6 +95,7 @@ from rslab.notebooks import start_run
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.sar import normalize_sar
 from rslab.models import coninfer as ci
+from rslab import viz
 from rslab.models.backbone import load_backbone
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import coninfer as rc
@@ -110,7 +111,7 @@ K = len(class_names)
 print(f"profile={profile}  level {level}: {K} classes {class_names}")
 """)
 
-md("""
+md(r"""
 ## 1 · The two branches
 
 **Which prior and which context features does this run use?** The paper's prior is MaskCLIP*
@@ -236,8 +237,17 @@ def flat(maps):                       # (B, C, h, w) -> (B*h*w, C)
 def patch_targets(scenes, lvl_lut, k):
     return torch.cat([ci.patch_labels(lvl_lut[s.labels], patch, k).flatten() for s in scenes])
 
-def show_labels(ax, lab, title):
-    ax.imshow(lab, cmap="tab20", vmin=0, vmax=19, interpolation="nearest"); ax.set_title(title); ax.axis("off")
+# class ids at `level` as a flat tree (leaf id = class id), coloured like the semantic tree's level
+flat_classes = viz.flat_tree(class_names, ["#%02x%02x%02x" % tuple(int(v) for v in c)
+                                           for c in viz.level_palette(world.tree, level)], name=f"level {level}")
+
+def show_labels(ax, lab, title, legend=False):
+    lab = np.asarray(lab)
+    lab = np.where((lab >= 0) & (lab < K), lab, 255)   # anything else is unlabelled (drawn black)
+    ax.imshow(viz.colorize_labels(lab, flat_classes), interpolation="nearest"); ax.set_title(title); ax.axis("off")
+    if legend:
+        ax.legend(handles=viz.label_legend(flat_classes, present=lab), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  fontsize=7, frameon=False, title="classes", title_fontsize=7)
 
 t0 = time.perf_counter()
 grid = (size // patch, size // patch)
@@ -292,7 +302,7 @@ print(f"priors {list(test_scores)}, contexts { {k: v.shape[1] for k, v in test_c
       f"built for {n_val_scenes} validation + {n_test_scenes} test scenes in {time.perf_counter() - t0:.1f} s")
 """)
 
-md("""
+md(r"""
 ### Choosing the settings on validation scenes
 
 Nothing below is tuned on the test scenes. On `n_val_scenes` separate validation scenes
@@ -361,7 +371,7 @@ contexts = {name: test_contexts[name] for name in {**candidates, **compared}}
 print(f"this run: prior {prior_source!r} {tuple(test_prior.shape)}, context {context_key!r} {tuple(test_feats.shape)}")
 """)
 
-md("""
+md(r"""
 ## 2 · Prior vs context-only vs decoupled vs joint
 
 The four settings of the ablation (the paper's Tab. 4), all with this run's prior and features,
@@ -412,36 +422,55 @@ ax.bar(names, [100 * scores[n][0] for n in names], color=["#999"] + ["#4a90d9"] 
 ax.axhline(100 * scores["prior"][0], color="k", lw=0.8, ls="--")
 ax.set_ylabel("held-out mIoU (%)"); ax.set_title(f"Does {context_source} context help the {prior_source} prior?")
 plt.tight_layout(); plt.show()
+""", tags=["figure"])
+
+code("""
+def _verb(x, ref):
+    return "above" if x > ref + 0.005 else ("below" if x < ref - 0.005 else "level with")
+
+gains = sorted(((100 * (scores[joint_key][1][c] - scores["prior"][1][c]), cname) for c, cname in enumerate(class_names)
+                if np.isfinite(scores[joint_key][1][c]) and np.isfinite(scores["prior"][1][c])))
+viz.report(
+    "**This run** ({n} test scenes, level {level}, prior `{prior}`, context `{context}`): prior **{p:.3f}**, "
+    "context-only {co:.3f} ({co_vs} the prior), decoupled {dec:.3f}, joint reference {jr:.3f}, joint paper "
+    "{jp:.3f}; the mode chosen on validation (`{mode}`) gives **{j:.3f}**, {gain:+.1f} points over the prior "
+    "(the smoke-profile target is +5). Largest gains per class: {up}; largest losses: {down}.",
+    n=n_test_scenes, level=level, prior=prior_source, context=context_source, p=scores["prior"][0],
+    co=scores["context_only"][0], co_vs=_verb(scores["context_only"][0], scores["prior"][0]),
+    dec=scores["decoupled"][0], jr=scores["joint_reference"][0], jp=scores["joint_paper"][0], mode=joint_mode,
+    j=scores[joint_key][0], gain=100 * (scores[joint_key][0] - scores["prior"][0]),
+    up=", ".join(f"{c} {g:+.0f}" for g, c in gains[::-1][:3] if g > 0) or "none",
+    down=", ".join(f"{c} {g:+.0f}" for g, c in gains[:3] if g < 0) or "none")
+""", tags=["report"])
+
+md(r"""
+**Reading it.** ConInfer can only correct the prior where the mixture's clusters line up with
+classes. *Context-only* shows what the features do on their own, with the prior only naming the
+clusters: far below the prior means that one Gaussian per class is a poor model of these
+features (a class with several looks, or features that split a class), and then the joint fit
+can only stay close to the prior or follow the wrong clusters. The joint fit rises above the
+decoupled one when the prior's part in every M-step keeps the clusters on the classes (the
+paper's Tab. 4). Three things limit the gain: an over-confident prior leaves `z ∝ p·q` no room
+(hence the calibration on validation scenes), the consensus `T` must suit the feature
+dimension, and above all the context features. It cannot create classes smaller than a patch
+(cars and trucks at 8 px patches are absent from the patch labels). The book's lab notes record
+the development runs and other contexts.
 """)
 
-md("""
-Read the table as measured, not as hoped: ConInfer can only correct the prior where the
-mixture's clusters line up with classes. Where one Gaussian per class is a poor model of the
-features (a class with several looks, or features that split a class), context-only drifts and
-the joint fit stays close to the prior or follows the wrong clusters. Context-only stays near
-the prior here: even the best features here do not cluster by leaf class on their own, and the
-prior's part in the joint fit is what keeps the refinement on track (the paper's Tab. 4).
+code("""
+B = probs[joint_key].shape[0]
+def upsample(class_map):   # (h, w) patch classes -> (H, W) pixels
+    return np.kron(class_map, np.ones((patch, patch), dtype=class_map.dtype))
+rows = []
+for b, name in [(0, "prior"), (0, joint_key), (min(1, B - 1), joint_key)]:
+    prompt = (f"class names -> {prior_source} prior" if name == "prior"
+              else f"{prior_source} prior + {context_source} context ({name})")
+    rows.append({"image": np.clip(test_scenes[b].optical[:3].transpose(1, 2, 0), 0, 1), "prompt": prompt,
+                 "pred": upsample(probs[name][b].argmax(0).numpy()), "gt": np.asarray(test_labels[b])})
+viz.show_gallery(rows, tree=flat_classes, title=f"Held-out scenes, level {level}: prior vs ConInfer")
+""", tags=["figure"])
 
-What limits the gain (measured on the validation scenes): (1) an over-confident prior
-(`T = 0.03`; the NLL-calibrated `T` is about 0.1) leaves `z ∝ p·q` no room; (2) the consensus
-`T` must suit the feature dimension; (3) above all, **the context features**: ConInfer can only
-be as good as one Gaussian per class over them. With the notebook-02 backbone alone (stage 0,
-self-supervised) a one-Gaussian-per-class *oracle* (means from the true labels) reaches 45%
-patch accuracy at level 3. Which context wins is chosen on 16 validation scenes, and that choice
-is noisy: in the README's fresh-clone smoke run of 2026-12-06 validation chose the backbone alone
-(stage 0, reference mode, `T = 10`), and the test scenes went from **16.5 (prior) to 17.7
-(joint)**, while the first level of notebook 03's VITA encoder joined to the backbone, not
-chosen, gave 22.7 on the same test scenes. In session 3's README run (other notebook-01/03
-checkpoints) validation chose that VITA combination and the test went from 16.5 to 22.8 (paper
-mode) / 21.9 (reference); development runs gave 14.2 to 24.1 / 26.6 and 14.2 to 22.9 / 23.9.
-Per class, the joint fit sharpens the classes whose context features cluster (in the 2026-12-06
-run residential buildings 6 to 12, industrial buildings 31 to 58, conifer forest 5 to 20, bare
-soil 31 to 45) and gives up others (road 22 to 1, cropland 22 to 7, lake 24 to 8); it cannot
-create cars or trucks (objects smaller than an 8 px patch, absent from the patch labels).
-Which classes move differs between runs; your numbers are printed above.
-""")
-
-md("""
+md(r"""
 ### Which tree level?
 
 `level = 3` (12 leaves) is evaluated by default and stays the headline level. The notebook-01
@@ -452,23 +481,14 @@ test for the prior, and the one where context has the most to fix. The same prio
 at every level (each level's prior temperature calibrated on the validation scenes; the
 context and `T` chosen at level 3 are reused, not re-tuned), on the test scenes.
 
-**Why level 1 lost in earlier runs** (34.2 to 22.9 with the backbone context and an earlier
-notebook-01 prior): the per-class table below shows it. Vegetation covers about 65% of the area, yet with the mixture weights
-fixed uniform (the paper's footnote to Eq. 8; the public code does the same) the joint fit
-gives it only about 30%: a uniform-weight mixture splits a pool into comparably sized
-clusters, so the dominant class is cut up and its pieces go to the small classes (built-up
-and bare land grow to twice their true share). It is not the initialisation from the top-8
-patches: initialising from all patches weighted by the prior (Eq. 9 read literally,
-`init="prior"`) did no better on the validation scenes. Re-estimating the weights of Eq. 5
-from z in every M-step (`mixture_weights="estimated"`, a deviation from the footnote) keeps
-vegetation near its true share; it is shown below as a diagnosis on the test scenes, **not
-chosen for the headline** (it was not selected on validation; at level 3 it did not help on
-the validation scenes). With the current notebook-01 prior (a weaker level-1 prior, 20.1),
-level 1 gains in both modes: in session 3's README run with the VITA context 20.1 to 40.0
-(reference) and 37.9 (paper), 52.2 / 42.3 with estimated weights; in the 2026-12-06 run with the
-backbone context 20.1 to 24.1 / 24.6, 32.7 / 26.7 with estimated weights. In a development run
-with a stronger prior (34.2) it gained in reference mode (40.4) and lost in paper mode (31.2),
-vegetation being given only 20-31% of the area.
+**Why level 1 can lose.** The per-class table below gives each class's IoU and the share of the
+area each setting assigns it. With the mixture weights fixed uniform (the paper's footnote to
+Eq. 8; the public code does the same), a mixture splits a pool into comparably sized clusters:
+a class that covers most of the area (vegetation at level 1) is cut up and its pieces go to the
+small classes. Re-estimating the weights of Eq. 5 from z in every M-step
+(`mixture_weights="estimated"`, a deviation from the footnote) keeps a dominant class near its
+true share; it is shown below as a diagnosis on the test scenes, **not chosen for the headline**
+(it was not selected on the validation scenes).
 """)
 
 code("""
@@ -512,7 +532,7 @@ if encoders is not None and prior_source == "text":
 print(f"({time.perf_counter() - t0:.1f} s)")
 """)
 
-md("""
+md(r"""
 ### Which prior with which context?
 
 Every available prior against every available context feature set, both joint modes. The
@@ -522,13 +542,8 @@ encoder tokens (pre-projection), the analogue of refining CLIP with CLIP feature
 context uses its own validation-chosen `T` per mode; the weak prior reuses the `T` chosen with
 the text prior. The line above the table is the **fallback**: the context this run would have
 chosen on validation without notebook 03's model, and its test result (`fallback_without_vita`
-in results.json). In the README's smoke run of 2026-12-06 (text prior 16.5) the contexts trained
-with labels gained most: the stand-in (+4.5 / +8.9 reference / paper, it saw leaf labels) and
-VITA's first encoder level with the backbone (+6.2 / +5.1); VITA's mask features with the
-backbone +1.5 / +0.5; the text encoder's tokens with the backbone +1.6 / +2.3; the
-self-supervised backbone alone +1.2 / +0.4 (the context validation chose this time); the
-text encoder's own tokens -0.6 / +0.6. Development runs ranked them the
-same way with larger gaps.
+in results.json). The table printed below is this run's; the lab notes record how the contexts ranked in
+earlier runs.
 """)
 
 code("""
@@ -560,23 +575,58 @@ for key, r in combos.items():
 print(f"({time.perf_counter() - t0:.1f} s)")
 """)
 
-md("""
+md(r"""
 ## 3 · Convergence, and the map changing over the iterations
 
-The objective of Eq. 8 after every z-update (first pool). The paper reports convergence in
-fewer than 10 iterations (Fig. 5); the alternation is not guaranteed to be monotone (the M-step
-maximises the weighted likelihood, not Eq. 8 itself), so look at the curve rather than assume it.
+The paper minimises Eq. 8, $\frac{1}{N}\sum_i \mathrm{KL}(z_i \| p_i) + \mathrm{KL}(z_i \| q_i)$, by
+alternation and reports convergence in fewer than 10 iterations (Fig. 5). Plot its value after
+every z-update, though, and it need not fall: it often **rises**. Nothing is broken; the alternation is not a
+descent method on Eq. 8:
+
+* For a fixed mixture, the best any $z_i$ can do is the normalised geometric mean
+  $z_i \propto \sqrt{p_i q_i}$ (the paper mode's z-step), where Eq. 8 equals
+  $-2 \log \sum_k \sqrt{p_{ik} q_{ik}}$: twice the Bhattacharyya distance between prior and
+  context, a measure of how much they **disagree**. The public code's $z \propto p\,q$
+  (reference mode) sits a little above that floor.
+* The M-step (Eqs. 13-14) fits each Gaussian to the patches z gives it: it maximises the
+  z-weighted likelihood, not Eq. 8. Fitted clusters make the posterior $q$ more confident, and a
+  confident $q$ that differs from the prior on some patches raises the floor.
+
+So the curve below measures the growing disagreement between a sharpening context and a fixed
+prior. What settles is the **labelling**: the right panel gives the share of patches whose
+class changes at each z-update, which is what "converged" means here.
 """)
 
 code("""
-fig, ax = plt.subplots(figsize=(6, 3.2))
-for name in settings:
-    ax.plot(fits[name][0].objective, marker="o", ms=3, label=name)
-ax.set_xlabel("z-update"); ax.set_ylabel("Eq. 8: mean KL(z||p) + KL(z||q)")
-ax.set_title("Objective over the iterations"); ax.legend(fontsize=8)
+p0, f0 = ci.flatten_maps(test_prior[:pool_images], test_feats[:pool_images])
+floor = {}
+for name in ("joint_reference", "joint_paper"):   # the floor of Eq. 8 for each z-update's q
+    floor[name] = []
+    for i in range(len(fits[name][0].objective)):
+        q_i = ci.coninfer(p0, f0, dataclasses.replace(settings[name], n_iter=i)).posterior
+        p_i = p0 / p0.sum(1, keepdim=True)
+        floor[name].append(float((-2 * torch.log((p_i.clamp_min(1e-12) * q_i.clamp_min(1e-12)).sqrt().sum(1))).mean()))
+fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+for j, name in enumerate(settings):
+    ax.plot(fits[name][0].objective, marker="o", ms=3, color=f"C{j}", label=f"{name}: Eq. 8 at its z")
+    if name in floor:
+        ax.plot(floor[name], ls="--", color=f"C{j}", label=f"{name}: floor (best z for its q)")
+    ax2.plot(100 * np.array(fits[name][0].changed), marker="o", ms=3, color=f"C{j}", label=name)
+ax.set_xlabel("z-update"); ax.set_ylabel("mean KL(z||p) + KL(z||q)")
+ax.set_title("Eq. 8 and its floor: prior-context disagreement", fontsize=10); ax.legend(fontsize=7)
+ax2.set_xlabel("z-update"); ax2.set_ylabel("patches whose class changed (%)")
+ax2.set_title("What converges: the labelling", fontsize=10); ax2.legend(fontsize=7)
 plt.tight_layout(); plt.show()
-print({n: [round(v, 3) for v in fits[n][0].objective] for n in settings})
-""")
+""", tags=["figure"])
+
+code("""
+obj, fl = fits[joint_key][0].objective, floor[joint_key]
+viz.report(
+    "In this run the `{name}` fit's Eq. 8 went from {o0:.3f} to {o1:.3f} over {n} z-updates and its floor "
+    "from {f0:.3f} to {f1:.3f}; at the last update {changed:.1f}% of the patches changed class.",
+    name=joint_key, o0=obj[0], o1=obj[-1], n=len(obj), f0=fl[0], f1=fl[-1],
+    changed=100 * fits[joint_key][0].changed[-1])
+""", tags=["report"])
 
 code("""
 scene_i = 0
@@ -591,9 +641,9 @@ axes[0].imshow(np.clip(test_scenes[scene_i].optical[:3].transpose(1, 2, 0), 0, 1
 axes[0].axis("off")
 show_labels(axes[1], gt_patch, "truth (patches)")
 for ax, i in zip(axes[2:], steps):
-    show_labels(ax, step_map(i), f"joint, z-update {i}")
+    show_labels(ax, step_map(i), f"joint, z-update {i}", legend=i == steps[-1])
 plt.tight_layout(); plt.show()
-""")
+""", tags=["figure"])
 
 code("""
 from rslab.viz import HEADLESS_NOTE, widgets_enabled
@@ -601,7 +651,7 @@ from rslab.viz import HEADLESS_NOTE, widgets_enabled
 def show_step(i=0):
     acc = float((torch.from_numpy(step_map(i)) == torch.from_numpy(gt_patch)).float().mean())
     fig, ax = plt.subplots(figsize=(3.5, 3.5))
-    show_labels(ax, step_map(i), f"z-update {i}: patch accuracy {100 * acc:.1f}%"); plt.show()
+    show_labels(ax, step_map(i), f"z-update {i}: patch accuracy {100 * acc:.1f}%", legend=True); plt.show()
 
 if widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
     import ipywidgets as widgets
@@ -611,7 +661,7 @@ else:
     print(HEADLESS_NOTE)
 """)
 
-md("""
+md(r"""
 ## 4 · SAR only
 
 The same pipeline with SAR alone. With `prior_source="text"` the prior is notebook 01's
@@ -622,11 +672,7 @@ notebook-02 backbone's SAR tokenizer with the same shared weights, VITA's SAR st
 encoder tokens drop out). Without those models: the stand-ins (a linear classifier on the
 patch's mean VV/VH, the stand-in encoder on SAR statistics). The SAR prior has its own
 temperature (calibrated on the validation scenes); the context and consensus `T` chosen for
-the optical run are reused, not re-tuned for SAR. In session 3's README run SAR went from 12.3
-(prior) to 19.2 (reference) and 15.0 (paper) with the SAR paths of VITA's encoder and the
-backbone (15.0 to 23.2 / 22.3 in a development run); in the 2026-12-06 run, with the backbone
-SAR stage 0 alone (32-d speckle statistics, the context chosen on validation), 12.3 to 17.7 /
-13.3.
+the optical run are reused, not re-tuned for SAR. The SAR numbers are printed below and saved as `miou_sar_*`.
 """)
 
 code("""
@@ -658,7 +704,7 @@ print(f"SAR prior {sar_prior_source!r}, context {sar_context_source!r}:",
       {n: round(100 * v, 1) for n, v in miou_sar.items()}, f"({time.perf_counter() - t0:.1f} s)")
 """)
 
-md("""
+md(r"""
 ## 5 · A large scene, tiled
 
 Sec. 3 / Fig. 2: cut the scene into tiles, run both branches per tile, fit **one** mixture to
@@ -704,11 +750,11 @@ if scene is not None:
     axes[0].axis("off")
     show_labels(axes[1], np.where(big_labels == 255, 19, big_labels), "truth")
     show_labels(axes[2], scene.prior_labels.numpy(), "prior")
-    show_labels(axes[3], scene.labels.numpy(), f"ConInfer ({joint_key})")
+    show_labels(axes[3], scene.labels.numpy(), f"ConInfer ({joint_key})", legend=True)
     plt.tight_layout(); plt.show()
 """)
 
-md("""
+md(r"""
 ## 6 · Real imagery (when `../shared/real_samples` is present)
 
 No CLIP weights exist offline, so the real-data prior is again a *weak* one: a linear
@@ -757,7 +803,7 @@ else:
     print({k: round(100 * v, 1) for k, v in real.items()})
 """)
 
-md("""
+md(r"""
 ## 7 · Results
 """)
 
@@ -795,30 +841,40 @@ metrics.update({f"miou_real_{k}": v for k, v in real.items()})
 print(open(run.save_results(metrics)).read())
 """)
 
-md("""
-## What to remember
+md(r"""
+## What it shows and what it does not
 
-- ConInfer is a **plug-in**: `ci.coninfer(prior (N, K), features (N, D))`; the model that made
-  the prior is never touched, and nothing is trained.
-- The joint fit is EM with the consensus z as responsibilities; the public code's version
-  (shared variance, T = 50, z ∝ p·q) and the paper's Eq. 8 (z ∝ sqrt(p·q), per-class
-  covariances) behave differently: compare them on your data.
-- It helps exactly when the context features cluster by class. Check that (a
-  one-Gaussian-per-class oracle, or the context-only column) before trusting the refined map;
-  the comparison table shows which prior/context pairs gain here: contexts trained with
-  labels (the stand-in, notebook 03's VITA) gain most, the suite's self-supervised backbone
-  (first stage) little, the text encoder's own tokens least. The paper's DINOv3 is a
-  label-free VFM far stronger than anything trained here in minutes.
-- Calibrate the prior (temperature on validation scenes) and choose the consensus `T` for
-  the feature dimension: the posterior sharpness grows with D, so `T = 50` (public code,
-  D = 1024) is too soft for 64-d features and right for 256-d ones. Choose them on validation
-  scenes, never on the test scenes.
-- Uniform mixture weights (the paper's footnote) split a dominant class: with 5 coarse
-  classes, one covering 65% of the area, that is why level 1 used to lose;
-  `mixture_weights="estimated"` (Eq. 5's weights re-estimated, a deviation) is the fix to try.
-- The objective of Eq. 8 rises over the iterations here: the alternation is not a descent
-  method on Eq. 8 (the M-step maximises the z-weighted likelihood instead).
+- Shown: ConInfer as a **plug-in**: `ci.coninfer(prior (N, K), features (N, D))` refines any
+  prior with any context features; the model that made the prior is never touched, and nothing
+  is trained. The ablation (section 2) separates what the context does alone from what the
+  joint fit adds.
+- Shown: the two readings of the joint step (the public code's shared variance, `T = 50`,
+  $z \propto p\,q$; the paper's per-class covariances and $z \propto \sqrt{p\,q}$) behave
+  differently, and the convergence plot explains why Eq. 8 can rise while the labelling settles.
+- Not shown: the paper's gains. Its context is DINOv3, a label-free foundation model far
+  stronger than anything trained here in minutes; whether the context features cluster by class
+  decides everything, and here they do only partly.
+
+## Summary
+
+- The prior $p$ (Eq. 4) and a Gaussian mixture over context features (Eqs. 5-6) are fitted
+  jointly with a consensus $z$ (Eqs. 7-8) by alternation (Eqs. 9-14); the prediction is $z$.
+- Calibrate the prior's temperature and choose the consensus `T` for the feature dimension on
+  validation scenes, never on the test scenes: the posterior's sharpness grows with D.
+- Uniform mixture weights split a dominant class; `mixture_weights="estimated"` is the fix to
+  try.
 - Large scenes: one mixture over all tiles (`ci.refine_scene`), memory bounded by chunking.
+
+## Exercises
+
+1. Set `n_iter` to 1, 5 and 20: when does the labelling stop changing, and does the mIoU follow
+   the objective or the labelling?
+2. Use the `paper` mode with `temperature=1` (the untempered Eq. 6): how peaked is $q$, and how
+   often does the prior still matter?
+3. Set `level = 1` and `mixture_weights="estimated"` in `setting(...)`: compare the area share
+   of the largest class with the truth.
+4. Give ConInfer the stand-in context (trained with labels) instead of this run's context: how
+   much of the gap to the target is the features' fault?
 """)
 
 

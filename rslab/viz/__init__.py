@@ -2,8 +2,11 @@
 
 - :mod:`rslab.viz.palette`: ``colorize_labels``, ``label_legend``, ``overlay``, ``level_palette``.
 - :mod:`rslab.viz.sar`: ``sar_to_display`` (dB stretch, false colour, nodata colour), ``optical_to_display``.
-- :mod:`rslab.viz.figures`: ``show_sample``, ``show_levels`` and the data-tour figures; each
-  returns a ``matplotlib.figure.Figure`` not registered with pyplot (nothing to close).
+- :mod:`rslab.viz.figures`: ``show_sample``, ``show_levels``, the data-tour figures and
+  ``show_gallery`` (input | prompt | prediction | ground truth | score); each returns a
+  ``matplotlib.figure.Figure`` not registered with pyplot and, in a notebook kernel, displays it
+  once (in a loop or when assigned too; :mod:`rslab.viz.display`).
+- :mod:`rslab.viz.report`: ``report`` / ``report_table``, Markdown written from the run's variables.
 - :mod:`rslab.viz.maps`: ``scene_map`` / ``save_map_html`` (leafmap, imported on first use).
 - :mod:`rslab.viz.widgets`: ``widgets_enabled`` (explorers only at a live kernel, never headless).
 
@@ -14,6 +17,7 @@ from rslab.viz.figures import (
     plot_backscatter_by_class,
     plot_db_histogram,
     show_class_on_sar,
+    show_gallery,
     show_images,
     show_large_scene,
     show_levels,
@@ -25,6 +29,7 @@ from rslab.viz.figures import (
     show_styles,
     speckle_std_db,
 )
+from rslab.viz.display import LabFigure, figure_png, show
 from rslab.viz.maps import png_data_uri, save_map_html, scene_map, to_rgba_uint8
 from rslab.viz.palette import (
     colorize_labels,
@@ -35,11 +40,19 @@ from rslab.viz.palette import (
     node_color,
     overlay,
 )
+from rslab.viz.report import Report, report, report_table
 from rslab.viz.sar import NODATA_COLOR, optical_to_display, sar_to_display
 from rslab.viz.widgets import HEADLESS_ENV, HEADLESS_NOTE, widgets_enabled
 
 __all__ = [
     "HEADLESS_ENV",
+    "LabFigure",
+    "Report",
+    "figure_png",
+    "report",
+    "report_table",
+    "show",
+    "show_gallery",
     "HEADLESS_NOTE",
     "NODATA_COLOR",
     "colorize_labels",

@@ -1,8 +1,9 @@
 """Matplotlib figures of samples: one point per figure, every function returns its ``Figure``.
 
-Figures are built with ``matplotlib.figure.Figure`` directly (not ``pyplot``), so nothing is
-registered with pyplot: no figure piles up in loops, nothing needs closing under Agg, and a
-notebook shows each figure exactly once (when it is a cell's last expression or ``display``-ed).
+Figures are :class:`rslab.viz.display.LabFigure` objects (plain ``Figure`` subclasses, not
+``pyplot``), so nothing is registered with pyplot: no figure piles up in loops and nothing needs
+closing. In a notebook kernel each function displays its figure as it returns it (in a loop, when
+assigned, or as the cell's last expression: once per cell; see :mod:`rslab.viz.display`).
 Save with ``fig.savefig(path)``.
 """
 
@@ -17,6 +18,7 @@ from matplotlib.patches import Rectangle
 
 from rslab.data.sample import IGNORE_INDEX, Sample
 from rslab.data.sar import SAR_CHANNELS, SAR_DB_RANGE, db_to_linear
+from rslab.viz.display import LabFigure, show
 from rslab.viz.palette import colorize_labels, label_legend, overlay
 from rslab.viz.sar import optical_to_display, sar_to_display
 
@@ -50,7 +52,7 @@ def _legend_height(n_entries: int, ncol: int = 2) -> float:
 def _new_figure(n_panels: int, ncols: int | None = None, height_extra: float = 0.0, width: float = _PANEL):
     ncols = min(n_panels, ncols or n_panels)
     nrows = int(np.ceil(n_panels / ncols))
-    fig = Figure(figsize=(width * ncols, (_PANEL + height_extra) * nrows), layout="constrained")
+    fig = LabFigure(figsize=(width * ncols, (_PANEL + height_extra) * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[n_panels:]:
         ax.set_visible(False)
@@ -68,7 +70,7 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: s
         _image_axes(ax, title)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
-    return fig
+    return show(fig)
 
 
 def show_sample(sample: Sample, tree, level: int | None = None, sar_channel: str = "rgb",
@@ -101,7 +103,7 @@ def show_sample(sample: Sample, tree, level: int | None = None, sar_channel: str
     style = sample.meta.get("style_name", sample.meta.get("style"))
     fig.suptitle(title or (f"{sample.shape[0]}x{sample.shape[1]} px" + (f", style '{style}'" if style else "")),
                  fontsize=11)
-    return fig
+    return show(fig)
 
 
 def show_levels(sample: Sample, tree, alpha: float = 1.0) -> Figure:
@@ -121,7 +123,7 @@ def show_levels(sample: Sample, tree, alpha: float = 1.0) -> Figure:
         _image_axes(ax, f"level {level}: {tree.num_classes(level)} classes")
         _legend_below(ax, legend)
     fig.suptitle("The same pixels at every level of the semantic tree", fontsize=11)
-    return fig
+    return show(fig)
 
 
 def _channel_index(channel: str) -> int:
@@ -180,7 +182,7 @@ def plot_db_histogram(sar_db: np.ndarray, channel: str = "VV", bins: int = 100) 
         raise ValueError(f"sar_db must be (2, H, W) in dB, got {sar_db.shape}.")
     db = sar_db[c][np.isfinite(sar_db[c])].ravel()
     lin = db_to_linear(db)
-    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    fig = LabFigure(figsize=(9, 3.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     ax1.hist(lin, bins=bins, range=(0, np.percentile(lin, 99.5)), color="0.35")
     ax1.set_xlabel(f"{channel} intensity (linear power ratio)")
@@ -191,7 +193,7 @@ def plot_db_histogram(sar_db: np.ndarray, channel: str = "VV", bins: int = 100) 
     ax2.set_ylabel("pixels")
     ax2.set_title(f"dB: spread over the display range {SAR_DB_RANGE[0]:g}..{SAR_DB_RANGE[1]:g} dB", fontsize=9)
     fig.suptitle(f"{channel} histogram, linear vs dB", fontsize=11)
-    return fig
+    return show(fig)
 
 
 def plot_backscatter_by_class(samples: Sample | Sequence[Sample], tree, level: int | None = None,
@@ -218,7 +220,7 @@ def plot_backscatter_by_class(samples: Sample | Sequence[Sample], tree, level: i
             v = s.sar[:, ids == k]
             values[int(k)].append(v[:, np.isfinite(v).all(axis=0)])
     present = [k for k in values if values[k]]
-    fig = Figure(figsize=(max(6.0, 0.75 * len(present) + 2), 3.8), layout="constrained")
+    fig = LabFigure(figsize=(max(6.0, 0.75 * len(present) + 2), 3.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for c, ax in enumerate(axes):
         data = []
@@ -233,7 +235,7 @@ def plot_backscatter_by_class(samples: Sample | Sequence[Sample], tree, level: i
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("backscatter (dB), 5-95% whiskers")
     fig.suptitle("Backscatter per class: dark water, bright buildings (VV), high VH in vegetation", fontsize=11)
-    return fig
+    return show(fig)
 
 
 def show_class_on_sar(sample: Sample, tree, class_name: str, channel: str = "VV", note: str = "") -> Figure:
@@ -261,7 +263,7 @@ def show_class_on_sar(sample: Sample, tree, class_name: str, channel: str = "VV"
             ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.7)
         _image_axes(ax, title)
     fig.suptitle(f"'{node.name}' in {channel}" + (f": {note}" if note else ""), fontsize=11)
-    return fig
+    return show(fig)
 
 
 def show_styles(samples: Sequence[Sample], tree, class_name: str, crop: int | None = None) -> Figure:
@@ -290,7 +292,7 @@ def show_styles(samples: Sequence[Sample], tree, class_name: str, crop: int | No
             ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
         _image_axes(ax, f"style '{s.meta.get('style_name', s.meta.get('style', '?'))}'" + ("" if mask.any() else f"\n(no {class_name} here)"))
     fig.suptitle(f"One class, several looks: '{class_name}' (outlined) across regional styles", fontsize=11)
-    return fig
+    return show(fig)
 
 
 def show_referring(sample: Sample, max_expressions: int = 4, wrap: int = 34) -> Figure:
@@ -317,7 +319,7 @@ def show_referring(sample: Sample, max_expressions: int = 4, wrap: int = 34) -> 
             ax.set_ylim(img.shape[0] - 0.5, -0.5)
         _image_axes(ax, textwrap.fill(f'"{expr.text}"', wrap) + f"\n{int(expr.mask.sum())} px")
     fig.suptitle("Caption and referring expressions with their masks", fontsize=11)
-    return fig
+    return show(fig)
 
 
 def show_large_scene(sample: Sample, tree, level: int | None = None, max_px: int = 1024) -> Figure:
@@ -341,7 +343,7 @@ def show_large_scene(sample: Sample, tree, level: int | None = None, max_px: int
         if legend:
             _legend_below(ax, legend, ncol=3)
     fig.suptitle(f"Large scene, {h}x{w} px", fontsize=11)
-    return fig
+    return show(fig)
 
 
 def _as_display(image: np.ndarray | Sample) -> np.ndarray:
@@ -393,7 +395,7 @@ def show_prediction(image: np.ndarray | Sample, labels: np.ndarray, pred: np.nda
             _legend_below(ax, legend)
     if title:
         fig.suptitle(title, fontsize=11)
-    return fig
+    return show(fig)
 
 
 def show_mask_prediction(image: np.ndarray | Sample, gt_mask: np.ndarray, pred_mask: np.ndarray, text: str = "",
@@ -414,4 +416,103 @@ def show_mask_prediction(image: np.ndarray | Sample, gt_mask: np.ndarray, pred_m
     if gt.any():
         axes[1].contour(gt.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.9)
     _image_axes(axes[1], f"prediction (red) vs ground truth (yellow)\nIoU {iou:.2f}")
-    return fig
+    return show(fig)
+
+
+def _mask_iou(gt: np.ndarray, pr: np.ndarray) -> float:
+    union = (gt | pr).sum()
+    return float((gt & pr).sum() / union) if union else 1.0
+
+
+def _label_miou(gt: np.ndarray, pr: np.ndarray) -> float:
+    """Mean IoU over the classes present in ``gt`` or ``pr`` (labelled pixels only)."""
+    valid = gt != IGNORE_INDEX
+    classes = np.union1d(np.unique(gt[valid]), np.unique(pr[valid]))
+    ious = [_mask_iou(gt[valid] == k, pr[valid] == k) for k in classes]
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+def show_gallery(rows: Sequence[dict], tree=None, level: int | None = None, title: str | None = None,
+                 wrap: int = 30) -> Figure:
+    """A prediction gallery, one row per example: input | prompt | prediction | ground truth.
+
+    Each row is a dict with ``image`` (a Sample, (H, W, 3) in [0, 1] or (C, H, W) optical),
+    ``prompt`` (the prompt's text: a referring expression, class names, "support: ..."), ``pred``
+    and ``gt`` (both (H, W): boolean masks, or leaf-id label maps when ``tree`` is given), and
+    optionally ``prompt_image`` (a visual prompt, e.g. the support image, (H', W', 3)),
+    ``prompt_mask`` (its mask or label map, drawn over it) and ``score`` / ``score_name`` (the
+    value the notebook's metric gave; by default the row's IoU for masks, or the mean IoU over the
+    classes present for label maps, computed here). Label maps get a legend of the classes present.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("show_gallery needs at least one row.")
+    prepared = []
+    for i, row in enumerate(rows):
+        missing = [k for k in ("image", "prompt", "pred", "gt") if k not in row]
+        if missing:
+            raise ValueError(f"gallery row {i} lacks {missing}; each row needs image, prompt, pred and gt.")
+        img = _as_display(row["image"])
+        gt, pr = np.asarray(row["gt"]), np.asarray(row["pred"])
+        if gt.shape != pr.shape or gt.shape != img.shape[:2]:
+            raise ValueError(f"gallery row {i}: image {img.shape[:2]}, pred {pr.shape} and gt {gt.shape} must share (H, W).")
+        labels = tree is not None and gt.dtype != bool
+        if labels:
+            gt_l, pr_l = tree.to_level(gt, level), tree.to_level(pr, level)
+            score = row.get("score", _label_miou(gt_l, pr_l))
+            name = row.get("score_name", "mIoU (classes present)")
+            pred_img, gt_img = colorize_labels(pr, tree, level), colorize_labels(gt, tree, level)
+            valid = gt != IGNORE_INDEX
+            legend = label_legend(tree, level, present=np.concatenate([gt[valid], pr[valid]])[None])
+        else:
+            if gt.dtype != bool and not np.isin(gt, (0, 1)).all():
+                raise ValueError(f"gallery row {i}: gt is a label map; pass tree= to show label maps.")
+            gt_b, pr_b = gt.astype(bool), pr.astype(bool)
+            score = row.get("score", _mask_iou(gt_b, pr_b))
+            name = row.get("score_name", "IoU")
+            pred_img, gt_img = img * 0.5, img * 0.5
+            pred_img[pr_b] = 0.35 * img[pr_b] + 0.65 * np.array([1.0, 0.15, 0.1])
+            gt_img[gt_b] = 0.35 * img[gt_b] + 0.65 * np.array([1.0, 0.9, 0.1])
+            legend = None
+        prompt_img = None
+        if row.get("prompt_image") is not None:
+            prompt_img = _as_display(row["prompt_image"])
+            pm = row.get("prompt_mask")
+            if pm is not None:
+                pm = np.asarray(pm)
+                if pm.shape != prompt_img.shape[:2]:
+                    raise ValueError(f"gallery row {i}: prompt_mask {pm.shape} must match prompt_image {prompt_img.shape[:2]}.")
+                if tree is not None and pm.dtype != bool:
+                    prompt_img = overlay(prompt_img, pm, tree, level, 0.6)
+                else:
+                    prompt_img = prompt_img * 0.5
+                    pmb = pm.astype(bool)
+                    prompt_img[pmb] = 0.35 * _as_display(row["prompt_image"])[pmb] + 0.65 * np.array([0.1, 0.6, 1.0])
+        prepared.append((img, str(row["prompt"]), prompt_img, pred_img, gt_img, float(score), name, legend))
+    n_legend = max((len(p[7]) for p in prepared if p[7]), default=0)
+    fig = LabFigure(figsize=(4 * 2.9 + (1.8 if n_legend else 0.0), len(prepared) * 3.5),
+                    layout="constrained")
+    axes = fig.subplots(len(prepared), 4, squeeze=False)
+    for r, (img, prompt, prompt_img, pred_img, gt_img, score, name, legend) in enumerate(prepared):
+        a_in, a_pr, a_pred, a_gt = axes[r]
+        a_in.imshow(img, interpolation="nearest")
+        _image_axes(a_in, "input")
+        text = textwrap.fill(prompt, wrap)
+        if prompt_img is not None:
+            a_pr.imshow(prompt_img, interpolation="nearest")
+            _image_axes(a_pr, "prompt: " + text)
+        else:
+            a_pr.set_facecolor("0.96")
+            a_pr.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True, transform=a_pr.transAxes)
+            _image_axes(a_pr, "prompt (text)")
+        a_pred.imshow(pred_img, interpolation="nearest")
+        head = "prediction" if legend else "prediction (red)"
+        _image_axes(a_pred, f"{head}\n{name} {score:.2f}" if np.isfinite(score) else head)
+        a_gt.imshow(gt_img, interpolation="nearest")
+        _image_axes(a_gt, "ground truth" + ("" if legend else " (yellow)"))
+        if legend:
+            a_gt.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False,
+                        handlelength=1.0, title="classes", title_fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return show(fig)
