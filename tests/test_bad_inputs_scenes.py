@@ -269,6 +269,16 @@ def test_open_raster_uses_one_scale_for_the_whole_file(tmp_path):
     np.testing.assert_allclose(r[:, 0:10, 0:10], 200 / 65535.0, rtol=1e-6)
 
 
+def test_open_raster_reads_compressed_tiff_above_the_whole_image_limit(tmp_path, monkeypatch):
+    img = np.full((2, 64, 64), -12.0, np.float32)
+    p = tif(tmp_path / "Spain_1_S1Hand.tif", img, compression="zlib")
+    monkeypatch.setattr(checks, "MAX_IMAGE_PIXELS", 1000)  # read_sen1floods11 refuses it whole (test above)
+    r = open_raster(p, kind="raw")
+    assert r.backend == "decoded" and r.shape == (2, 64, 64)
+    np.testing.assert_array_equal(r[:, 10:20, 30:40], img[:, 10:20, 30:40])
+    assert checks.MAX_IMAGE_PIXELS == 1000
+
+
 def test_open_raster_refuses_out_of_range_float_file(tmp_path):
     img = np.full((3, 16, 16), 0.5, np.float32)
     img[0, 15, 15] = 5000.0

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -346,7 +345,3 @@ def describe_colour_errors(rgb: np.ndarray, bad_mask: np.ndarray, path, allowed:
         f"{_where(path)}: {int(bad_mask.sum())} pixel(s) have colours not in the dataset's table: "
         f"{', '.join(parts)}{more}; allowed: {allowed}. Is the encoding right?"
     )
-
-
-def name_of(path) -> str:
-    return Path(path).name if path not in (None, "") else "<array>"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checks
-from ._io import PIL_SUFFIXES, TIFF_SUFFIXES, check_file, read_pil, read_tiff
+from ._io import PIL_SUFFIXES, TIFF_SUFFIXES, _tiff_error, check_file, read_pil, read_tiff
 
 
 class WindowedRaster:
@@ -112,15 +112,11 @@ def open_raster(path: str | Path, kind: str = "optical") -> WindowedRaster:
                 series = tif.series[0]
                 axes, contiguous = series.axes, series.dataoffset is not None
         except Exception as e:
-            raise ValueError(f"could not read TIFF {path}: {type(e).__name__}: {e}; is it a valid (Geo)TIFF?") from e
+            raise _tiff_error(path, e) from e
         if contiguous and axes in ("YX", "YXS", "SYX", "CYX", "QYX"):
             data = tifffile.memmap(path, mode="r")
             return WindowedRaster(path, data, axes.endswith("S"), kind, "memmap")
-        saved, checks.MAX_IMAGE_PIXELS = checks.MAX_IMAGE_PIXELS, None
-        try:
-            arr = read_tiff(path)[0]
-        finally:
-            checks.MAX_IMAGE_PIXELS = saved
+        arr = read_tiff(path, whole_size_limit=False)[0]
         return WindowedRaster(path, arr, False, kind, "decoded")
     if suffix in PIL_SUFFIXES:
         arr = read_pil(path, palette_as_rgb=True)
