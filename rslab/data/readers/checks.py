@@ -252,7 +252,8 @@ def mask_to_index(raw: np.ndarray, path="", *, kind: str, palette: np.ndarray | 
       warning when the format allows indices; for a colour-only format a grey image whose
       values are not all 0/255 is refused.
     - single band for a colour-only format: refused. Colour image for an index-only format:
-      refused.
+      refused. A ``"colour"`` result goes to :func:`.labels.decode_rgb_labels`, which refuses
+      impure (:func:`check_pure_colours`) and unknown colours.
     """
     where = _where(path)
     raw = np.asarray(raw)
@@ -299,8 +300,7 @@ def mask_to_index(raw: np.ndarray, path="", *, kind: str, palette: np.ndarray | 
                 f"{where}: this dataset's masks are single-band class ids, but the file is an RGB colour image; "
                 "pass the index mask (or convert the colours to ids first)."
             )
-        check_pure_colours(raw, path)
-        return raw, "colour"
+        return raw, "colour"  # its colours are checked by the decoder (labels.decode_rgb_labels)
     raise ValueError(f"{where}: mask must be (H, W) or (H, W, 3), got shape {raw.shape}.")
 
 
