@@ -230,6 +230,21 @@ def test_lzw_geotiff_without_codec_names_file_and_fix(tmp_path):
     raises(ValueError, lambda: read_sen1floods11(p), names=[p, "imagecodecs"], problem="install")
 
 
+def test_broken_page_chain_names_file(tmp_path):
+    """tifffile only logs a next-page offset that points past the end of the file; the reader refuses it."""
+    import struct
+
+    p = tif(tmp_path / "Spain_1_S1Hand.tif", np.full((2, 16, 16), -12.0, np.float32), photometric="minisblack")
+    with tifffile.TiffFile(p) as t:
+        assert len(t.pages) == 2
+        second = t.pages[1].offset
+    data = bytearray(p.read_bytes())
+    at = data.find(struct.pack("<I", second))
+    data[at:at + 4] = struct.pack("<I", len(data) + 1000)
+    p.write_bytes(bytes(data))
+    raises(ValueError, lambda: read_sen1floods11(p), names=[p], problem="damaged TIFF.*invalid page offset")
+
+
 def test_huge_tiff_header_refused_before_allocating(tmp_path, monkeypatch):
     p = tif(tmp_path / "Spain_1_S1Hand.tif", np.full((2, 64, 64), -12.0, np.float32))
     monkeypatch.setattr(checks, "MAX_IMAGE_PIXELS", 1000)

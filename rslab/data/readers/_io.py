@@ -7,6 +7,10 @@ that names the file and the problem, so a broken dataset folder is easy to fix.
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +38,17 @@ def check_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-class _LogCapture:
+@contextmanager
+def _tifffile_warnings() -> Iterator[list[logging.LogRecord]]:
     """Collect ``tifffile``'s logged warnings during one read (it logs, not raises, some damage)."""
-
-    def __init__(self) -> None:
-        import logging
-
-        self.records: list[str] = []
-        self.logger = logging.getLogger("tifffile")
-        outer = self
-
-        class _Handler(logging.Handler):
-            def emit(self, record):
-                outer.records.append(record.getMessage())
-
-        self.handler = _Handler(level=logging.WARNING)
-
-    def __enter__(self):
-        self.logger.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
+    handler = logging.handlers.BufferingHandler(capacity=1_000_000)
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield handler.buffer
+    finally:
+        logger.removeHandler(handler)
 
 
 # tifffile log messages that mean the file is damaged (the array would be incomplete or wrong)
@@ -79,7 +72,7 @@ def read_tiff(path: str | Path, whole_size_limit: bool = True) -> tuple[np.ndarr
 
     path = check_file(path, "TIFF file")
     try:
-        with _LogCapture() as log, tifffile.TiffFile(path) as tif:
+        with _tifffile_warnings() as log, tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise ValueError("no image data (no series)")
             series = tif.series[0]
@@ -103,7 +96,8 @@ def read_tiff(path: str | Path, whole_size_limit: bool = True) -> tuple[np.ndarr
         raise _tiff_error(path, e) from e
     except Exception as e:  # zlib.error, KeyError (codec), RuntimeError, TiffFileError...
         raise _tiff_error(path, e) from e
-    damage = [m for m in log.records if any(k in m.lower() for k in _TIFF_DAMAGE)]
+    messages = [r.getMessage() for r in log]
+    damage = [m for m in messages if any(k in m.lower() for k in _TIFF_DAMAGE)]
     if damage:
         raise ValueError(f"{path}: damaged TIFF ({'; '.join(damage[:3])}); the file is truncated or corrupt, "
                          "download or copy it again.")
