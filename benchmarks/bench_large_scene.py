@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 
+from benchmarks.bench_coninfer import _reset_peak_rss, _status_kb
+
 SIZES = (2448, 12_000)
 TILE, PATCH, CELL = 512, 16, 96
 COLOURS = ((60, 120, 60), (200, 190, 150), (40, 60, 140), (150, 150, 150), (120, 90, 60))
@@ -61,26 +63,6 @@ def write_scene(path: str, size: int, seed: int = 0) -> None:
         mm[y0:y1] = np.clip(band, 0, 255).astype(np.uint8)
     mm.flush()
     del mm
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _worker(path: str, size: int, threads: int) -> None:

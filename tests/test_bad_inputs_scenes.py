@@ -230,6 +230,21 @@ def test_lzw_geotiff_without_codec_names_file_and_fix(tmp_path):
     raises(ValueError, lambda: read_sen1floods11(p), names=[p, "imagecodecs"], problem="install")
 
 
+def test_broken_page_chain_names_file(tmp_path):
+    """tifffile only logs a next-page offset that points past the end of the file; the reader refuses it."""
+    import struct
+
+    p = tif(tmp_path / "Spain_1_S1Hand.tif", np.full((2, 16, 16), -12.0, np.float32), photometric="minisblack")
+    with tifffile.TiffFile(p) as t:
+        assert len(t.pages) == 2
+        second = t.pages[1].offset
+    data = bytearray(p.read_bytes())
+    at = data.find(struct.pack("<I", second))
+    data[at:at + 4] = struct.pack("<I", len(data) + 1000)
+    p.write_bytes(bytes(data))
+    raises(ValueError, lambda: read_sen1floods11(p), names=[p], problem="damaged TIFF.*invalid page offset")
+
+
 def test_huge_tiff_header_refused_before_allocating(tmp_path, monkeypatch):
     p = tif(tmp_path / "Spain_1_S1Hand.tif", np.full((2, 64, 64), -12.0, np.float32))
     monkeypatch.setattr(checks, "MAX_IMAGE_PIXELS", 1000)
@@ -267,6 +282,16 @@ def test_open_raster_uses_one_scale_for_the_whole_file(tmp_path):
     p = tif(tmp_path / "big16.tif", img, compression="zlib")
     r = open_raster(p)
     np.testing.assert_allclose(r[:, 0:10, 0:10], 200 / 65535.0, rtol=1e-6)
+
+
+def test_open_raster_reads_compressed_tiff_above_the_whole_image_limit(tmp_path, monkeypatch):
+    img = np.full((2, 64, 64), -12.0, np.float32)
+    p = tif(tmp_path / "Spain_1_S1Hand.tif", img, compression="zlib")
+    monkeypatch.setattr(checks, "MAX_IMAGE_PIXELS", 1000)  # read_sen1floods11 refuses it whole (test above)
+    r = open_raster(p, kind="raw")
+    assert r.backend == "decoded" and r.shape == (2, 64, 64)
+    np.testing.assert_array_equal(r[:, 10:20, 30:40], img[:, 10:20, 30:40])
+    assert checks.MAX_IMAGE_PIXELS == 1000
 
 
 def test_open_raster_refuses_out_of_range_float_file(tmp_path):

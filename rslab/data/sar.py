@@ -46,17 +46,16 @@ def normalize_sar(sar_db, db_range: tuple[float, float] = SAR_DB_RANGE, nodata_v
     lo, hi = db_range
     if not hi > lo:
         raise ValueError(f"db_range must be (low, high) with high > low, got {db_range}")
-    if isinstance(sar_db, torch.Tensor):
-        if bool(torch.isposinf(sar_db).any()):
-            raise ValueError(f"sar has {int(torch.isposinf(sar_db).sum())} +inf value(s); not a backscatter in dB. "
-                             "Set them to NaN (nodata) or fix the source.")
+    is_torch = isinstance(sar_db, torch.Tensor)
+    sar_db = sar_db if is_torch else np.asarray(sar_db)
+    n_posinf = int((torch.isposinf if is_torch else np.isposinf)(sar_db).sum())
+    if n_posinf:
+        raise ValueError(f"sar has {n_posinf} +inf value(s); not a backscatter in dB. "
+                         "Set them to NaN (nodata) or fix the source.")
+    if is_torch:
         sar_db = sar_db.masked_fill(torch.isneginf(sar_db), float("nan"))
         out = (sar_db.clamp(lo, hi) - lo) / (hi - lo) * 2.0 - 1.0
         return torch.nan_to_num(out, nan=nodata_value)
-    sar_db = np.asarray(sar_db)
-    if np.isposinf(sar_db).any():
-        raise ValueError(f"sar has {int(np.isposinf(sar_db).sum())} +inf value(s); not a backscatter in dB. "
-                         "Set them to NaN (nodata) or fix the source.")
     if np.isneginf(sar_db).any():
         sar_db = np.where(np.isneginf(sar_db), np.nan, sar_db)
     out = (np.clip(sar_db, lo, hi) - lo) / (hi - lo) * 2.0 - 1.0

@@ -226,14 +226,31 @@ def check_image(image, name: str = "image", ndim: int = 3, allow_nan: bool = Fal
     layout = "(C, H, W)" if ndim == 3 else "(B, C, H, W)"
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {layout}, got shape {tuple(x.shape)}")
-    if 0 in x.shape:
-        raise ValueError(f"{name} is empty: shape {tuple(x.shape)} {layout}")
-    c, h, w = x.shape[-3:]
-    if w < 8 <= c and h >= 8:
-        raise ValueError(f"{name} of shape {tuple(x.shape)} looks channels-last (H, W, C = {w}); pass "
-                         f"{layout} channels-first, e.g. image.permute(2, 0, 1)")
+    _check_layout(tuple(x.shape), name)
     _check_values(x, name, allow_nan)
     return x
+
+
+def _check_layout(shape: tuple[int, ...], name: str) -> None:
+    """Refuse an empty or channels-last ((H, W, C) with C < 8 where H, W >= 8) (C, H, W) / (B, C, H, W) shape."""
+    layout = "(C, H, W)" if len(shape) == 3 else "(B, C, H, W)"
+    if 0 in shape:
+        raise ValueError(f"{name} is empty: shape {shape} {layout}")
+    c, h, w = shape[-3:]
+    if w < 8 <= c and h >= 8:
+        order = "(2, 0, 1)" if len(shape) == 3 else "(0, 3, 1, 2)"
+        raise ValueError(f"{name} of shape {shape} looks channels-last (H, W, C = {w}); pass {layout} "
+                         f"channels-first, e.g. image.permute{order} (numpy: image.transpose{order})")
+
+
+def _check_tiling(tile, stride) -> int:
+    """``stride`` (default ``tile``) after checking ``1 <= stride <= tile``, both integers."""
+    stride = tile if stride is None else stride
+    if not isinstance(tile, (int, np.integer)) or not isinstance(stride, (int, np.integer)):
+        raise ValueError(f"tile and stride must be integers, got tile={tile!r}, stride={stride!r}")
+    if tile < 1 or stride < 1 or stride > tile:
+        raise ValueError(f"need 1 <= stride <= tile, got tile={tile}, stride={stride}")
+    return stride
 
 
 def _check_values(x: torch.Tensor, name: str, allow_nan: bool = False) -> None:
@@ -627,11 +644,7 @@ def tile_scene(image: torch.Tensor, tile: int, stride: int | None = None
     end exactly at the border, so every pixel is covered.
     """
     image = check_image(image, "image")
-    stride = tile if stride is None else stride
-    if not isinstance(tile, (int, np.integer)) or not isinstance(stride, (int, np.integer)):
-        raise ValueError(f"tile and stride must be integers, got tile={tile!r}, stride={stride!r}")
-    if tile < 1 or stride < 1 or stride > tile:
-        raise ValueError(f"need 1 <= stride <= tile, got tile={tile}, stride={stride}")
+    stride = _check_tiling(tile, stride)
     _, h, w = image.shape
     if h < tile or w < tile:
         image = F.pad(image, (0, max(0, tile - w), 0, max(0, tile - h)))
@@ -656,16 +669,23 @@ def stitch_tiles(tile_maps: torch.Tensor, positions: Sequence[tuple[int, int]],
         raise ValueError(f"scene_hw must be (H, W) >= 1 and tile >= 1, got {scene_hw} and {tile}")
     _check_values(tile_maps, "tile_maps")
     h, w = scene_hw
-    hp, wp = max(h, tile), max(w, tile)
-    k = tile_maps.shape[1]
-    acc = torch.zeros(k, hp, wp, dtype=torch.float32)
-    count = torch.zeros(1, hp, wp, dtype=torch.float32)
+    return _stitch_rows(tile_maps, positions, 0, max(h, tile), max(w, tile), tile)[:, :h, :w]
+
+
+def _stitch_rows(tile_maps: torch.Tensor, positions: Sequence[tuple[int, int]], y0: int, y1: int,
+                 width: int, tile: int) -> torch.Tensor:
+    """Rows ``[y0, y1)`` of the stitched (K, H, W) map (see :func:`stitch_tiles`), ``width`` columns."""
+    acc = torch.zeros(tile_maps.shape[1], y1 - y0, width, dtype=torch.float32)
+    count = torch.zeros(1, y1 - y0, width, dtype=torch.float32)
     for t, (y, x) in enumerate(positions):
+        a, b = max(y, y0), min(y + tile, y1)
+        if a >= b:
+            continue
         up = F.interpolate(tile_maps[t:t + 1].float().cpu(), size=(tile, tile), mode="bilinear",
                            align_corners=False)[0]
-        acc[:, y:y + tile, x:x + tile] += up
-        count[:, y:y + tile, x:x + tile] += 1
-    return (acc / count.clamp_min(1))[:, :h, :w]
+        acc[:, a - y0:b - y0, x:x + tile] += up[:, a - y:b - y]
+        count[:, a - y0:b - y0, x:x + tile] += 1
+    return acc / count.clamp_min(1)
 
 
 @dataclass
@@ -684,6 +704,25 @@ class SceneResult:
     @property
     def prior_labels(self) -> torch.Tensor:
         return self.prior_probs.argmax(dim=0)
+
+
+def _run_branches(prior_fn: Callable[[torch.Tensor], torch.Tensor],
+                 feature_fn: Callable[[torch.Tensor], torch.Tensor],
+                 batch: torch.Tensor, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both branches on a (B, C, tile, tile) batch -> checked float32 CPU maps on one patch grid.
+
+    The prior must be (B, K >= 2, h, w) with ``tile`` a multiple of h and w; features (B, D >= 1,
+    h', w') are resized to (h, w) bilinearly when their grid differs; both must be finite.
+    """
+    p = _check_branch_output(prior_fn(batch), "prior_fn", batch.shape[0], 2)
+    f = _check_branch_output(feature_fn(batch), "feature_fn", batch.shape[0], 1)
+    if tile % p.shape[2] or tile % p.shape[3]:
+        raise ValueError(f"tile={tile} is not a multiple of the patch grid: prior_fn gave a "
+                         f"{p.shape[2]}x{p.shape[3]} grid per tile; choose a tile that is a multiple "
+                         "of the patch size so patches map back to whole pixels")
+    if f.shape[2:] != p.shape[2:]:
+        f = F.interpolate(f, size=p.shape[2:], mode="bilinear", align_corners=False)
+    return p.float().cpu(), f.float().cpu()
 
 
 def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -709,17 +748,9 @@ def refine_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
     priors, feats = [], []
     with torch.no_grad():
         for s in range(0, tiles.shape[0], batch_tiles):
-            batch = tiles[s:s + batch_tiles]
-            p = _check_branch_output(prior_fn(batch), "prior_fn", batch.shape[0], 2)
-            f = _check_branch_output(feature_fn(batch), "feature_fn", batch.shape[0], 1)
-            if tile % p.shape[2] or tile % p.shape[3]:
-                raise ValueError(f"tile={tile} is not a multiple of the patch grid: prior_fn gave a "
-                                 f"{p.shape[2]}x{p.shape[3]} grid per tile; choose a tile that is a multiple "
-                                 "of the patch size so patches map back to whole pixels")
-            if f.shape[2:] != p.shape[2:]:
-                f = F.interpolate(f, size=p.shape[2:], mode="bilinear", align_corners=False)
-            priors.append(p.float().cpu())
-            feats.append(f.float().cpu())
+            p, f = _run_branches(prior_fn, feature_fn, tiles[s:s + batch_tiles], tile)
+            priors.append(p)
+            feats.append(f)
     prior_maps, feature_maps = torch.cat(priors), torch.cat(feats)
     t, k, h, w = prior_maps.shape
     p_flat, f_flat = flatten_maps(prior_maps, feature_maps)

@@ -28,8 +28,11 @@ import torch.nn.functional as F
 from .coninfer import (
     ConInferConfig,
     ConInferResult,
-    _check_branch_output,
+    _check_layout,
+    _check_tiling,
     _check_values,
+    _run_branches,
+    _stitch_rows,
     coninfer,
     flatten_maps,
     tile_positions,
@@ -58,10 +61,7 @@ def _source_shape(source) -> tuple[int, int, int]:
     if shape is None or len(shape) != 3:
         raise ValueError(f"source must be a (C, H, W) array-like with .shape and slicing, got shape {shape}")
     c, h, w = (int(v) for v in shape)
-    if 0 in (c, h, w):
-        raise ValueError(f"source is empty: shape {(c, h, w)}")
-    if w < 8 <= c and h >= 8:
-        raise ValueError(f"source of shape {(c, h, w)} looks channels-last (H, W, C); pass (C, H, W)")
+    _check_layout((c, h, w), "source")
     return c, h, w
 
 
@@ -85,18 +85,9 @@ def _stitch_labels(tile_maps: torch.Tensor, positions: list[tuple[int, int]], hw
     out = np.empty((h, w), dtype=np.uint8)
     for y0 in range(0, h, tile):
         y1 = min(y0 + tile, hp)
-        acc = torch.zeros(k, y1 - y0, wp)
-        count = torch.zeros(1, y1 - y0, wp)
-        for t, (y, x) in enumerate(positions):
-            a, b = max(y, y0), min(y + tile, y1)
-            if a >= b:
-                continue
-            up = F.interpolate(tile_maps[t:t + 1].float(), size=(tile, tile), mode="bilinear",
-                               align_corners=False)[0]
-            acc[:, a - y0:b - y0, x:x + tile] += up[:, a - y:b - y]
-            count[:, a - y0:b - y0, x:x + tile] += 1
         rows = min(y1, h) - y0
-        out[y0:y0 + rows] = (acc / count.clamp_min(1))[:, :rows, :w].argmax(0).numpy().astype(np.uint8)
+        band = _stitch_rows(tile_maps, positions, y0, y1, wp, tile)
+        out[y0:y0 + rows] = band[:, :rows, :w].argmax(0).numpy().astype(np.uint8)
     return out
 
 
@@ -119,9 +110,7 @@ def refine_large_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
     Each tile is checked as it is read (NaN/inf and huge values refused, naming the tile).
     """
     c, h, w = _source_shape(source)
-    stride = tile if stride is None else stride
-    if tile < 1 or stride < 1 or stride > tile:
-        raise ValueError(f"need 1 <= stride <= tile, got tile={tile}, stride={stride}")
+    stride = _check_tiling(tile, stride)
     if batch_tiles < 1:
         raise ValueError(f"batch_tiles must be >= 1, got {batch_tiles}")
     if pool_tiles is not None and pool_tiles < 1:
@@ -135,16 +124,9 @@ def refine_large_scene(prior_fn: Callable[[torch.Tensor], torch.Tensor],
             batch_pos = positions[s:s + batch_tiles]
             batch = torch.stack([_read_tile(source, y, x, tile, h, w) for y, x in batch_pos])
             _check_values(batch, f"source tiles at {batch_pos[0]}..{batch_pos[-1]}")
-            p = _check_branch_output(prior_fn(batch), "prior_fn", len(batch_pos), 2)
-            f = _check_branch_output(feature_fn(batch), "feature_fn", len(batch_pos), 1)
-            if tile % p.shape[2] or tile % p.shape[3]:
-                raise ValueError(f"tile={tile} is not a multiple of the patch grid: prior_fn gave a "
-                                 f"{p.shape[2]}x{p.shape[3]} grid per tile; choose a tile that is a multiple "
-                                 "of the patch size")
-            if f.shape[2:] != p.shape[2:]:
-                f = F.interpolate(f, size=p.shape[2:], mode="bilinear", align_corners=False)
-            priors.append(p.float().cpu())
-            feats.append(f.float().cpu())
+            p, f = _run_branches(prior_fn, feature_fn, batch, tile)
+            priors.append(p)
+            feats.append(f)
     prior_maps, feature_maps = torch.cat(priors), torch.cat(feats)
     del priors, feats
     t, k, gh, gw = prior_maps.shape

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from rslab.models.backbone import UnifiedBackbone
+from rslab.models.coninfer import check_image
 from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_optical, preprocess_sar
 
 __all__ = [
@@ -58,9 +59,7 @@ __all__ = [
 def _check_images(images: torch.Tensor, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"{name} must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    from rslab.models.coninfer import check_image  # layout, empty sizes, inf, huge values
-
-    check_image(images, name, ndim=4, allow_nan=True)  # NaN: SAR nodata, handled by preprocess_sar
+    check_image(images, name, ndim=4, allow_nan=True)  # layout, sizes, inf, huge values; NaN: SAR nodata
 
 
 @torch.no_grad()
@@ -166,7 +165,6 @@ def backbone_context_maps(backbone: UnifiedBackbone, images: torch.Tensor, modal
             (notebook 05 picks the stages on validation scenes).
     Returns (B, sum C_s, h, w) float32.
     """
-    _check_images(images)
     if not stages or any(not 0 <= s <= 3 for s in stages):
         raise ValueError(f"stages must be a non-empty sequence of stage indices 0..3, got {stages}")
     maps = backbone_stage_maps(backbone, images, modality, grid, gsd=gsd, batch_size=batch_size)

@@ -7,9 +7,15 @@ that names the file and the problem, so a broken dataset folder is easy to fix.
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from .checks import check_size, optical_to_unit
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -32,28 +38,17 @@ def check_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-class _LogCapture:
+@contextmanager
+def _tifffile_warnings() -> Iterator[list[logging.LogRecord]]:
     """Collect ``tifffile``'s logged warnings during one read (it logs, not raises, some damage)."""
-
-    def __init__(self) -> None:
-        import logging
-
-        self.records: list[str] = []
-        self.logger = logging.getLogger("tifffile")
-        outer = self
-
-        class _Handler(logging.Handler):
-            def emit(self, record):
-                outer.records.append(record.getMessage())
-
-        self.handler = _Handler(level=logging.WARNING)
-
-    def __enter__(self):
-        self.logger.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
+    handler = logging.handlers.BufferingHandler(capacity=1_000_000)
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield handler.buffer
+    finally:
+        logger.removeHandler(handler)
 
 
 # tifffile log messages that mean the file is damaged (the array would be incomplete or wrong)
@@ -61,7 +56,7 @@ _TIFF_DAMAGE = ("invalid page offset", "failed to reshape", "truncat", "corrupt"
                 "invalid tag", "incompatible keyframe")
 
 
-def read_tiff(path: str | Path) -> tuple[np.ndarray, dict]:
+def read_tiff(path: str | Path, whole_size_limit: bool = True) -> tuple[np.ndarray, dict]:
     """Read a TIFF as ``(C, H, W)`` plus its GeoTIFF georeference (may be empty).
 
     Single-band files come back as ``(1, H, W)``; pixel-interleaved (``YXS``) files
@@ -70,19 +65,19 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict]:
 
     Damaged files (truncated or corrupt deflate/LZW segments, broken page chains), files whose
     codec is not installed, and rasters above :data:`.checks.MAX_IMAGE_PIXELS` (read those with
-    :func:`open_raster`) raise one ``ValueError`` naming the file, the problem and the fix.
+    :func:`open_raster`; it passes ``whole_size_limit=False``) raise one ``ValueError`` naming the
+    file, the problem and the fix.
     """
     import tifffile
 
-    from .checks import check_size
-
     path = check_file(path, "TIFF file")
     try:
-        with _LogCapture() as log, tifffile.TiffFile(path) as tif:
+        with _tifffile_warnings() as log, tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise ValueError("no image data (no series)")
             series = tif.series[0]
-            check_size(series.shape[-3:-1] if series.axes.endswith("S") else series.shape[-2:], path, "TIFF")
+            if whole_size_limit:
+                check_size(series.shape[-3:-1] if series.axes.endswith("S") else series.shape[-2:], path, "TIFF")
             arr = series.asarray()
             axes = series.axes
             tags = tif.pages[0].tags
@@ -101,7 +96,8 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict]:
         raise _tiff_error(path, e) from e
     except Exception as e:  # zlib.error, KeyError (codec), RuntimeError, TiffFileError...
         raise _tiff_error(path, e) from e
-    damage = [m for m in log.records if any(k in m.lower() for k in _TIFF_DAMAGE)]
+    messages = [r.getMessage() for r in log]
+    damage = [m for m in messages if any(k in m.lower() for k in _TIFF_DAMAGE)]
     if damage:
         raise ValueError(f"{path}: damaged TIFF ({'; '.join(damage[:3])}); the file is truncated or corrupt, "
                          "download or copy it again.")
@@ -237,16 +233,10 @@ def read_raster(path: str | Path, palette_as_rgb: bool = False) -> np.ndarray:
     raise ValueError(f"{path}: unsupported image type {suffix!r}; expected one of {IMAGE_SUFFIXES}.")
 
 
-def to_unit_float(arr: np.ndarray, path: str | Path = "") -> np.ndarray:
-    """Optical pixels -> float32 in [0, 1]; see :func:`.checks.optical_to_unit` for the rules."""
-    from .checks import optical_to_unit
-
-    return optical_to_unit(arr, path)
-
-
 def read_optical(path: str | Path) -> np.ndarray:
-    """An 8/16-bit (or float) image file -> ``(C, H, W)`` float32 in [0, 1] (scale checked)."""
-    return to_unit_float(read_raster(path, palette_as_rgb=True), path)
+    """An 8/16-bit (or float) image file -> ``(C, H, W)`` float32 in [0, 1]; scale rules:
+    :func:`.checks.optical_to_unit`."""
+    return optical_to_unit(read_raster(path, palette_as_rgb=True), path)
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -257,15 +247,12 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     two bands are refused.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
     palette = None
-    if suffix in TIFF_SUFFIXES:
-        arr = read_tiff(path)[0]
-        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
-    elif suffix in PIL_SUFFIXES:
+    if path.suffix.lower() in PIL_SUFFIXES:
         arr, palette = read_pil(path, with_palette=True)
     else:
-        raise ValueError(f"{path}: unsupported mask type {suffix!r}; expected one of {IMAGE_SUFFIXES}.")
+        arr = read_raster(path)  # TIFF (or an unsupported-type error)
+        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
     if arr.ndim == 3:
         if arr.shape[-1] == 4:
             arr = arr[..., :3]

@@ -9,6 +9,7 @@ array, warns with :class:`ReadConversionWarning` when it converts, or raises a
 check                     decision
 ========================  =================================================================
 :func:`optical_to_unit`   pixel scale from dtype and observed range -> float32 in [0, 1]
+:func:`optical_scale`     ... the divisor alone, for a dtype and a range (windowed reads)
 :func:`sar_to_db`         dB vs linear power, non-finite values, plausible dB range
 :func:`check_finite`      NaN / inf refused (or counted as nodata where documented)
 :func:`check_bands`       band count against the format's allowed counts, band names
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -87,43 +87,56 @@ def optical_to_unit(arr: np.ndarray, path="") -> np.ndarray:
       a maximum in (1, 2], or above 255) is refused with the observed range.
     """
     arr = np.asarray(arr)
-    where = _where(path)
     if arr.size == 0:
-        raise ValueError(f"{where}: image is empty (shape {arr.shape}).")
-    if arr.dtype == bool:
-        return arr.astype(np.float32)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if np.issubdtype(arr.dtype, np.integer):
-        lo, hi = int(arr.min()), int(arr.max())
+        raise ValueError(f"{_where(path)}: image is empty (shape {arr.shape}).")
+    lo = hi = 0  # uint8, bool and unsupported dtypes: the divisor depends on the dtype alone
+    if arr.dtype != np.uint8 and (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        check_finite(arr, path, "optical image")
+        lo, hi = arr.min().item(), arr.max().item()
+    scale = optical_scale(arr.dtype, lo, hi, path)
+    out = arr.astype(np.float32)
+    return out if scale == 1.0 else out / np.float32(scale)
+
+
+def optical_scale(dtype, lo, hi, path="") -> float:
+    """The divisor :func:`optical_to_unit` applies to finite pixels of ``dtype`` ranging ``lo..hi``.
+
+    Warns and refuses as described there; :class:`.windowed.WindowedRaster` calls it with a
+    whole file's range to use one divisor for every window.
+    """
+    dtype, where = np.dtype(dtype), _where(path)
+    if dtype == bool:
+        return 1.0
+    if dtype == np.uint8:
+        return 255.0
+    if np.issubdtype(dtype, np.integer):
+        lo, hi = int(lo), int(hi)
         if lo < 0:
             raise ValueError(
-                f"{where}: optical pixels of dtype {arr.dtype} range {lo}..{hi}; negative values are not "
+                f"{where}: optical pixels of dtype {dtype} range {lo}..{hi}; negative values are not "
                 "reflectance. Rescale to [0, 1] (or store 8/16-bit unsigned) before reading."
             )
         if hi <= 255:
-            if arr.dtype != np.uint8:
-                warn(f"{where}: {arr.dtype} image holds only 0..{hi} (8-bit values in a wider type); scaled by 1/255.")
-            return arr.astype(np.float32) / 255.0
+            warn(f"{where}: {dtype} image holds only 0..{hi} (8-bit values in a wider type); scaled by 1/255.")
+            return 255.0
         if hi > 65535:
             raise ValueError(
-                f"{where}: optical pixels of dtype {arr.dtype} reach {hi}, beyond 16 bits; rescale to [0, 1] first."
+                f"{where}: optical pixels of dtype {dtype} reach {hi}, beyond 16 bits; rescale to [0, 1] first."
             )
-        return arr.astype(np.float32) / 65535.0
-    if np.issubdtype(arr.dtype, np.floating):
-        check_finite(arr, path, "optical image")
-        lo, hi = float(arr.min()), float(arr.max())
+        return 65535.0
+    if np.issubdtype(dtype, np.floating):
+        lo, hi = float(lo), float(hi)
         if lo >= 0.0 and hi <= 1.0:
-            return arr.astype(np.float32)
+            return 1.0
         if lo >= 0.0 and 2.0 < hi <= 255.0:
             warn(f"{where}: float image ranges {lo:g}..{hi:g}, read as 8-bit values stored as float; scaled by 1/255.")
-            return (arr.astype(np.float32) / 255.0).astype(np.float32)
+            return 255.0
         raise ValueError(
             f"{where}: float optical pixels range {lo:g}..{hi:g}; expected reflectance in [0, 1] or 8-bit "
             "values in [0, 255]. Rescale the image to [0, 1] before reading."
         )
     raise ValueError(
-        f"{where}: cannot scale optical pixels of dtype {arr.dtype} to [0, 1]; expected 8/16-bit integers or float."
+        f"{where}: cannot scale optical pixels of dtype {dtype} to [0, 1]; expected 8/16-bit integers or float."
     )
 
 
@@ -253,7 +266,8 @@ def mask_to_index(raw: np.ndarray, path="", *, kind: str, palette: np.ndarray | 
       warning when the format allows indices; for a colour-only format a grey image whose
       values are not all 0/255 is refused.
     - single band for a colour-only format: refused. Colour image for an index-only format:
-      refused.
+      refused. A ``"colour"`` result goes to :func:`.labels.decode_rgb_labels`, which refuses
+      impure (:func:`check_pure_colours`) and unknown colours.
     """
     where = _where(path)
     raw = np.asarray(raw)
@@ -300,8 +314,7 @@ def mask_to_index(raw: np.ndarray, path="", *, kind: str, palette: np.ndarray | 
                 f"{where}: this dataset's masks are single-band class ids, but the file is an RGB colour image; "
                 "pass the index mask (or convert the colours to ids first)."
             )
-        check_pure_colours(raw, path)
-        return raw, "colour"
+        return raw, "colour"  # its colours are checked by the decoder (labels.decode_rgb_labels)
     raise ValueError(f"{where}: mask must be (H, W) or (H, W, 3), got shape {raw.shape}.")
 
 
@@ -346,7 +359,3 @@ def describe_colour_errors(rgb: np.ndarray, bad_mask: np.ndarray, path, allowed:
         f"{_where(path)}: {int(bad_mask.sum())} pixel(s) have colours not in the dataset's table: "
         f"{', '.join(parts)}{more}; allowed: {allowed}. Is the encoding right?"
     )
-
-
-def name_of(path) -> str:
-    return Path(path).name if path not in (None, "") else "<array>"

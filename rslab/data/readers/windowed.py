@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checks
-from ._io import PIL_SUFFIXES, TIFF_SUFFIXES, check_file, read_pil, read_tiff
+from ._io import PIL_SUFFIXES, TIFF_SUFFIXES, _tiff_error, check_file, read_pil, read_tiff
 
 
 class WindowedRaster:
@@ -62,24 +62,19 @@ class WindowedRaster:
         return np.asarray(d[:, ys, xs])
 
     def _unit_scale(self) -> float:
-        """One divisor for the whole file (decided like :func:`.checks.optical_to_unit`)."""
+        """One divisor for the whole file (:func:`.checks.optical_scale` of the file's range)."""
         if self._scale is not None:
             return self._scale
         dt = self.dtype
-        if dt == np.uint8 or dt == bool:
-            self._scale = 255.0 if dt == np.uint8 else 1.0
-            return self._scale
-        lo, hi = np.inf, -np.inf
-        rows = max(1, 2**24 // max(1, self.shape[0] * self.shape[2]))  # ~16 M values per block
-        for y in range(0, self.shape[1], rows):
-            block = self.raw(slice(y, y + rows), slice(None))
-            if np.issubdtype(dt, np.floating):
+        lo = hi = 0  # uint8, bool and unsupported dtypes: the divisor depends on the dtype alone
+        if dt != np.uint8 and (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+            lo, hi = np.inf, -np.inf
+            rows = max(1, 2**24 // max(1, self.shape[0] * self.shape[2]))  # ~16 M values per block
+            for y in range(0, self.shape[1], rows):
+                block = self.raw(slice(y, y + rows), slice(None))
                 checks.check_finite(block, self.path, "optical image")
-            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-        probe = np.array([lo, hi], dtype=dt)
-        unit = checks.optical_to_unit(probe, self.path)  # same rules and warnings/errors as whole reads
-        ratio = float(hi) / float(unit[1]) if unit[1] > 0 else 1.0
-        self._scale = min((1.0, 255.0, 65535.0), key=lambda c: abs(c - ratio))
+                lo, hi = min(lo, block.min().item()), max(hi, block.max().item())
+        self._scale = checks.optical_scale(dt, lo, hi, self.path)
         return self._scale
 
     def __getitem__(self, key) -> np.ndarray:
@@ -112,15 +107,11 @@ def open_raster(path: str | Path, kind: str = "optical") -> WindowedRaster:
                 series = tif.series[0]
                 axes, contiguous = series.axes, series.dataoffset is not None
         except Exception as e:
-            raise ValueError(f"could not read TIFF {path}: {type(e).__name__}: {e}; is it a valid (Geo)TIFF?") from e
+            raise _tiff_error(path, e) from e
         if contiguous and axes in ("YX", "YXS", "SYX", "CYX", "QYX"):
             data = tifffile.memmap(path, mode="r")
             return WindowedRaster(path, data, axes.endswith("S"), kind, "memmap")
-        saved, checks.MAX_IMAGE_PIXELS = checks.MAX_IMAGE_PIXELS, None
-        try:
-            arr = read_tiff(path)[0]
-        finally:
-            checks.MAX_IMAGE_PIXELS = saved
+        arr = read_tiff(path, whole_size_limit=False)[0]
         return WindowedRaster(path, arr, False, kind, "decoded")
     if suffix in PIL_SUFFIXES:
         arr = read_pil(path, palette_as_rgb=True)
