@@ -771,7 +771,7 @@ METRIC_TARGETS: dict[str, dict[str, str]] = {
     "sar2opt_r1_before": {"target": "chance level"},
     "sar2opt_r1_after": {"target": ">= 0.8"},
     "sar_zeroshot_acc_after": {"target": "above before"},
-    "probe_miou_qsacl": {"target": ">= random + 0.15"},
+    "probe_miou_qsacl": {"target": ">= random + 0.15, > image-level"},
     "probe_miou_qsacl_sar": {"target": "above random"},
     "miou_visual": {"target": ">= 0.5", "paper": "0.561 (LoveDA, 1-shot)"},
     "miou_text": {"target": ">= 0.5", "paper": "0.605 (LoveDA)"},
