@@ -933,6 +933,7 @@ def screenshot_page(page: str | Path, png: str | Path, width: int = 1280, height
     if chromium is None:
         raise RuntimeError("no Chromium found (install it, e.g. `apt-get install chromium`, or set $CHROMIUM)")
     png.parent.mkdir(parents=True, exist_ok=True)
+    png.unlink(missing_ok=True)  # a screenshot from an earlier call must not pass for this one
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
            "--allow-file-access-from-files", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
            f"--virtual-time-budget={wait_ms}", f"--window-size={width},{height}",
