@@ -443,7 +443,8 @@ for cls, m in detail["by_class"].items():
 md(r"""
 ## 5. Held-out predictions
 
-Red: the predicted mask; yellow outline: the ground truth; IoU at the original resolution.
+One row per held-out expression: the input, the expression, the predicted mask (red) with its IoU
+at the original resolution, and the ground-truth mask (yellow).
 """)
 
 code("""
