@@ -250,8 +250,9 @@ same reason.
 with the same settings reuses the file. It is then loaded exactly like Meta's file
 (`load_sam2_checkpoint`, non-strict, BHFM keys reported missing).
 
-**What it is not**: SA-1B has 11 M natural images and 1.1 B masks; the stand-in has 300 synthetic
-64 px images, about 1,300 segments and a minute of CPU. Its Hiera knows what a segment of this world
+**What it is not**: SA-1B has 11 M natural images and 1.1 B masks; the stand-in has the
+`n_train_scenes` synthetic training images of `scene_size` px, their segments and a CPU budget of
+minutes (the next cell prints the counts and the time). Its Hiera knows what a segment of this world
 looks like, not what the paper's Hiera-L knows. Below: its mIoU on the **held-out** scenes' segments,
 per prompt kind, next to the coarse mask prompt itself (what the decoder has to improve on).
 """)
