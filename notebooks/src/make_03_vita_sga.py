@@ -534,8 +534,9 @@ md(r"""
 * The ablations (when run) rank the variants only if the reference run at `ablation_steps` is
   itself well off its initial plateau: compare it with the main model's numbers first. One run
   per variant and one seed: differences of a few points are noise.
-* Not shown: anything about the paper's absolute numbers. Its model has 1.1B parameters
-  pretrained on 300k samples; this one is trained in minutes on a procedural world, and the
+* Not shown: anything about the paper's absolute numbers. Its model has 1.1B parameters,
+  aligned on optical–SAR pairs (stage 1) and then in-context pre-trained on Sky-VT-300k (300k+
+  samples, 176 classes, stage 2); this one is trained in minutes on a procedural world, and the
   LoveDA test is a zero-training transfer check.
 
 ## Summary
