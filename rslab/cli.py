@@ -119,7 +119,11 @@ def _cmd_book_check(args: argparse.Namespace) -> int:
         if nbs.find_chromium() is None:
             print("book: no Chromium found, no screenshot (install chromium or set $CHROMIUM)")
         else:
-            png = nbs.screenshot_page(html / args.page, args.screenshot)
+            try:
+                png = nbs.screenshot_page(html / args.page, args.screenshot)
+            except (FileNotFoundError, RuntimeError) as exc:
+                print(f"rslab: {exc}", file=sys.stderr)
+                return 1
             print(f"book: screenshot of {args.page} (network off) in {png}")
     return 1 if problems else 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -137,7 +138,10 @@ def test_real_book_builds_offline_with_local_mathjax(tmp_path: Path):
     for stem in nbs.NOTEBOOK_STEMS:
         shutil.copy2(ROOT / "notebooks" / f"{stem}.ipynb", repo / "notebooks" / f"{stem}.ipynb")
     image = nbformat.v4.new_output("display_data", {"image/png": _png(), "text/plain": "<Figure>"})
-    md = nbformat.v4.new_output("execute_result", {"text/markdown": "R@1 **0.33** of $N = 64$"}, execution_count=2)
+    # a report as rslab.viz.report / report_table write it: inline math and a Markdown table
+    md = nbformat.v4.new_output("execute_result", {"text/markdown": "R@1 **0.33** of $N = 64$\n\n"
+                                                   "| mode | mIoU |\n| --- | --- |\n| fused | 0.612 |"},
+                                execution_count=2)
     _executed(repo / "build" / "notebooks" / "01_sar_alignment.ipynb", [
         ("md", "# SAR alignment\n\n$$\\mathcal{L}_{img} = \\lambda_{CL}\\,\\mathcal{L}_{CL} + \\frac{1}{2}x$$", [], []),
         ("code", "viz.show_sample(s, tree)", [image], ["figure"]),
@@ -152,5 +156,8 @@ def test_real_book_builds_offline_with_local_mathjax(tmp_path: Path):
     page = (html_dir / "notebooks" / "01_sar_alignment.html").read_text()
     assert "_static/mathjax/MathJax.js" in page and (html_dir / "_static" / "mathjax" / "MathJax.js").is_file()
     assert "\\frac{1}{2}" in page and "<img" in page
+    # report outputs are rendered as MyST: their math is typeset and their tables are tables
+    assert "$N = 64$" not in page and "N = 64" in page, "inline math in a report output left as raw $...$"
+    assert re.search(r"<table.*?fused.*?0\.612", page, re.S), "a report table rendered as plain text"
     results = (html_dir / "results.html").read_text()
     assert "sar2opt_r1_after" in results and "&gt;= 0.8" in results

@@ -384,7 +384,7 @@ def test_report_fills_from_values_and_rejects_gaps():
 
 
 # ---------------------------------------------------------------------------- display in a kernel
-def test_figures_display_once_per_cell_in_a_kernel(tmp_path):
+def test_figures_display_once_per_cell_in_a_kernel(tmp_path, monkeypatch):
     """In a real kernel: a loop shows every figure, an assignment shows it, a last expression or an
     extra display() in the same cell does not show it twice, and a later cell can show it again."""
     import nbformat
@@ -399,17 +399,14 @@ def test_figures_display_once_per_cell_in_a_kernel(tmp_path):
              "f('d')",  # last expression: 1
              "display(fig)\nfig",  # a later cell: shown again, once
              "g = f('e')\ndisplay(g)\ng",  # shown once
-             "print(viz.show_gallery([{'image': img, 'prompt': 'p', 'pred': img[..., 0] > 1, 'gt': img[..., 0] > 1}]) is not None)"]
+             "print(viz.show_gallery([{'image': img, 'prompt': 'p', 'pred': img[..., 0] > 1, 'gt': img[..., 0] > 1}]) is not None)",
+             # a pyplot figure passed to viz.show: drawn once, not again by the inline backend
+             "%matplotlib inline\nimport matplotlib.pyplot as plt\np = plt.figure()\nplt.plot([0, 1])\nviz.show(p)\n"
+             "print(plt.get_fignums())"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    env_backup = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(root) + (os.pathsep + env_backup if env_backup else "")
-    try:
-        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        if env_backup is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = env_backup
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p))
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     images = [sum("image/png" in o.get("data", {}) for o in c.outputs) for c in nb.cells]
-    assert images == [0, 2, 1, 1, 1, 1, 1], images
+    assert images == [0, 2, 1, 1, 1, 1, 1, 1], images
+    assert "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip() == "[]"  # closed: nothing left in pyplot

@@ -417,8 +417,9 @@ viz.report(
     "On this machine ({device}) the world rendered **{scenes_per_s:.1f} scenes per second** "
     "({ms:.0f} ms for a 256 x 256 scene with optical, SAR, labels, a caption and referring "
     "expressions), and the {large_size} x {large_size} px scene in **{large_s:.1f} s**. "
-    "Data generation is therefore never the bottleneck of the later notebooks: a training step "
-    "of even the smallest model takes longer than rendering its batch.",
+    "Compare the time per scene with the seconds per training step that the later notebooks "
+    "print: as long as rendering a batch takes less than a step, generating data on the fly "
+    "costs the training little.",
     device=json.load(open(results_path))["device"], scenes_per_s=scenes_per_s, ms=1000 / scenes_per_s,
     large_size=large_size, large_s=large_s)
 """, tags=["report"])
@@ -434,13 +435,15 @@ md(r"""
 - Scenes carry captions, referring expressions with masks, and map bounds.
 
 What this notebook does **not** show: how close the procedural world is to real imagery. The real
-samples of section 6 (when present) are the check; the synthetic SAR has no layover, shadow or
-incidence-angle effects.
+samples of section 6 (when present) are the check; the synthetic SAR has no terrain and no
+layover, and its radar shadow (behind buildings only) is cast at one fixed incidence angle.
 
 ## Exercises
 
 1. Set `n_looks=1` in `world.scene(...)` and redo the per-class box plot: which classes can you
-   still separate in VV alone? Compare the box widths with the Gamma model's 5.57 dB.
+   still separate in VV alone? Compare the spread within each class with the Gamma model's
+   standard deviation of 5.57 dB at L = 1 (the whiskers span 5-95%, about 3.3 standard deviations
+   for a Gaussian).
 2. Find a leaf whose synonyms are held out (`viz.format_tree` marks them) and read its caption
    under `text_split="heldout"`: is the held-out wording one a text encoder could link to the seen
    name?

@@ -203,10 +203,10 @@ After the encoder, the original text tokens guide the final image embedding by o
 ### MPG: a dense prompt
 `V_cls` attends to the visual tokens `V`; the result times `V_cls` is projected, broadcast over the
 visual map and multiplied with it; an MLP gives a **pseudo-mask** on the union encoder's patch grid.
-One addition of ours: a LayerNorm before that MLP. The two products shrink the features to about a
-fifth of unit scale, and without it the pseudo-mask of a from-scratch union encoder started within
-~0.005 logits of a constant and was still flat (spatial std below 0.01) after a whole smoke-budget
-row, so the dense prompt carried nothing (BEiT-3's pretrained features have a larger scale).
+One addition of ours: a LayerNorm before that MLP. The two products shrink the features well
+below unit scale, and without it the pseudo-mask of a from-scratch union encoder starts nearly
+constant and stays flat through a smoke-budget row, so the dense prompt carries nothing (BEiT-3's
+pretrained features have a larger scale; the lab notes record the measurement).
 It is upsampled to SAM2's mask-input size and given to SAM2's prompt encoder as a **dense prompt**,
 as **logits** (SAM2 feeds back low-resolution logits there). The projected `V_cls` also enters SAM2's
 decoder as one sparse token, so the baseline row (no MPG, no BHFM) still receives the text.
@@ -240,18 +240,19 @@ task, on the class-agnostic segments (every object, and every connected piece of
 of the **training scenes only**. Prompts follow SAM: one positive point (plus a negative one half the
 time), a box with corners jittered by 10 % of its side, or a coarse mask as logits (SAM feeds its own
 low-resolution logits back as a mask prompt; ours is the true mask pooled to 1/8 of the image, about
-as coarse as the MPG pseudo-mask). Loss: BCE + Dice (SAM: focal + Dice). Learning rate 5e-4: at 2e-3
-the image embedding of a SAM2 trained from random weights grows (its standard deviation reached ~30
-within 150 steps) until it drowns the prompt embeddings, and the model stays at "all background";
-the rows below use 5e-4 for the same reason.
+as coarse as the MPG pseudo-mask). Loss: BCE + Dice (SAM: focal + Dice). Learning rate 5e-4: at
+2e-3 the image embedding of a SAM2 trained from random weights grows until it drowns the prompt
+embeddings, and the model stays at "all background" (lab notes); the rows below use 5e-4 for the
+same reason.
 
 `rt.standin_checkpoint` saves it in the official layout (`{"model": state_dict}`, plus a
 `provenance` record and a `.json` copy), atomically, under this notebook's artifacts; a later run
 with the same settings reuses the file. It is then loaded exactly like Meta's file
 (`load_sam2_checkpoint`, non-strict, BHFM keys reported missing).
 
-**What it is not**: SA-1B has 11 M natural images and 1.1 B masks; the stand-in has 300 synthetic
-64 px images, about 1,300 segments and a minute of CPU. Its Hiera knows what a segment of this world
+**What it is not**: SA-1B has 11 M natural images and 1.1 B masks; the stand-in has the
+`n_train_scenes` synthetic training images of `scene_size` px, their segments and a CPU budget of
+minutes (the next cell prints the counts and the time). Its Hiera knows what a segment of this world
 looks like, not what the paper's Hiera-L knows. Below: its mIoU on the **held-out** scenes' segments,
 per prompt kind, next to the coarse mask prompt itself (what the decoder has to improve on).
 """)
@@ -420,16 +421,16 @@ times. The development measurements behind this reading (under- rather than over
 rates, per-step cost, what the text contributes, why crop parcels are the hardest expressions) are
 in the book's lab notes.
 
-The loss curves show the typical from-scratch pattern: a long plateau near the
-"all background" solution, then a slow descent. Rows that are still on the plateau when the budget
+Training from scratch typically shows a long plateau near the "all background" solution, then a
+slow descent; look for it in the loss curves. Rows that are still on the plateau when the budget
 ends predict empty masks (the *empty masks* column) and score an mIoU near 0; that is the state of
 that row after this many steps, not a failure of the evaluation. Compare the rows' mIoU with the two
 class-only oracles printed above: a model must first learn to recognise classes from pixels (the
-river, lakes and industrial roofs are learnt first, see the per-class breakdown below) before it can
-learn to tell one crop parcel from its neighbours by position, size or colour, which most of the
-expressions ask for. More training samples raise every row: the `steps` parameter, or `batch_size`.
-The paper's setting starts
-from pretrained SAM2 and BEiT-3, where the decoder can localise from the first step.
+per-class breakdown below shows which classes this run has learnt) before it can learn to tell one
+crop parcel from its neighbours by position, size or colour, which most of the expressions ask
+for. More training samples (the `steps` parameter, or `batch_size`) are the first thing to try.
+The paper's setting starts from pretrained SAM2 and BEiT-3, where the decoder can localise from
+the first step.
 """)
 
 code("""
@@ -443,7 +444,8 @@ for cls, m in detail["by_class"].items():
 md(r"""
 ## 5. Held-out predictions
 
-Red: the predicted mask; yellow outline: the ground truth; IoU at the original resolution.
+One row per held-out expression: the input, the expression, the predicted mask (red) with its IoU
+at the original resolution, and the ground-truth mask (yellow).
 """)
 
 code("""

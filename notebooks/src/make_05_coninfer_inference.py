@@ -130,9 +130,8 @@ this machine in the default profile, so the branches come from the suite's own m
   the SAR features of its model (`context_modalities`):
   * `backbone[0]`: the first stage of notebook 02's unified backbone (QSACL self-supervised
     pre-training, **no labels**). The paper uses DINOv3's last layer; with the smoke-trained
-    backbone the first stage (the patch embedding) clusters by class best (a
-    one-Gaussian-per-class oracle on the validation scenes: 45% patch accuracy at level 3 for
-    stage 0, 40% for stages 1-3; concatenating the stages did not beat stage 0 alone);
+    backbone the first stage (the patch embedding) clustered by class best on the validation
+    scenes (lab notes);
   * `text_tokens+backbone[0]`: the same plus notebook 01's optical encoder tokens (trained on
     captions and scene-level prompts, **no pixel labels**);
   * `vita_encoder[0]+backbone[0]`, `vita+backbone[0]`: features of notebook 03's VITA joined
@@ -141,13 +140,9 @@ this machine in the default profile, so the branches come from the suite's own m
     pixel labels** (its in-context segmentation episodes, all three tree levels) on 96 training
     scenes of 64 px (indices 0..95 of the same world). The test scenes here are other renders
     (256 px; a scene index fixes only the style and scene type, the layouts differ), never
-    seen by any model, but this context is *supervised*, unlike the paper's DINOv3: it is the
-    strongest context the suite has (a one-Gaussian-per-class oracle, means from the true
-    labels, on the validation scenes at level 3: 64% balanced patch accuracy for VITA's first
-    encoder level, 68% for its mask features with the backbone, 53% for the backbone alone). In the full profile a label-free VFM
-    replaces all of this (`context_source` = a timm DINOv2 name). The early encoder level gave
-    the steadier validation curves over `T` for two separately trained VITA checkpoints; the
-    mask features helped much with one checkpoint and little with the other.
+    seen by any model, but this context is *supervised*, unlike the paper's DINOv3, and so the
+    strongest context the suite has (lab notes). In the full profile a label-free VFM replaces
+    all of this (`context_source` = a timm DINOv2 name).
 
 The models are loaded from `artifacts/` when notebooks 01/02/03 have run; notebooks 01/02 are
 otherwise (`train_missing`) trained here on a small budget with the same library functions, or
@@ -310,7 +305,7 @@ Nothing below is tuned on the test scenes. On `n_val_scenes` separate validation
 
 * **prior temperature** (calibration): each prior is `softmax(score / T)`; `T` minimises the
   negative log-likelihood of the true patch class (temperature scaling). An over-confident
-  prior (the notebook-01 default `T = 0.03`) leaves the context no room in `z ∝ p·q`.
+  prior (`rslab.recipes.coninfer`'s default `T = 0.03`) leaves the context no room in `z ∝ p·q`.
 * **context features**: which candidate of `context_options` (those whose models are present).
 * **consensus temperature** `T` of Eq. 11, per mode and per context. The log-likelihood is a
   sum over the D feature dimensions, so the posterior sharpness grows with D: the public code's
@@ -319,7 +314,7 @@ Nothing below is tuned on the test scenes. On `n_val_scenes` separate validation
 
 `joint_mode = "auto"` presents the mode with the higher validation mIoU; both are reported.
 The stand-in and `text_tokens` contexts get their own `T` on the same grid, for the
-comparison table only (they are never this run's context). The pool is the 16 validation
+comparison table only (they are never this run's context). The pool is the `n_val_scenes` validation
 scenes (the paper pools 50 images; `pool_images` caps it); the features are z-scored per
 dimension over the pool and unit-normalised per patch (as DINO tokens are in the public code).
 One pool per setting makes the validation curves jagged (a single class flipping moves mIoU by
@@ -475,9 +470,9 @@ md(r"""
 
 `level = 3` (12 leaves) is evaluated by default and stays the headline level. The notebook-01
 text space was tuned with prompts of each scene's dominant **level-2** class (captions name
-leaves in passing), so at level 3 several leaves never win the prior argmax (residential
-building, car, truck, conifer forest, cropland, bare soil in our runs): level 3 is the hardest
-test for the prior, and the one where context has the most to fix. The same prior and settings
+leaves in passing), so at level 3 some leaves may never win the prior argmax (the per-class
+table below shows which, in this run): level 3 is the hardest test for the prior, and the one
+where context has the most to fix. The same prior and settings
 at every level (each level's prior temperature calibrated on the validation scenes; the
 context and `T` chosen at level 3 are reused, not re-tuned), on the test scenes.
 
@@ -542,8 +537,8 @@ encoder tokens (pre-projection), the analogue of refining CLIP with CLIP feature
 context uses its own validation-chosen `T` per mode; the weak prior reuses the `T` chosen with
 the text prior. The line above the table is the **fallback**: the context this run would have
 chosen on validation without notebook 03's model, and its test result (`fallback_without_vita`
-in results.json). The table printed below is this run's; the lab notes record how the contexts ranked in
-earlier runs.
+in results.json). The table printed below is this run's; the lab notes record, dated, how the
+contexts ranked in other runs.
 """)
 
 code("""
@@ -579,7 +574,8 @@ md(r"""
 ## 3 · Convergence, and the map changing over the iterations
 
 The paper minimises Eq. 8, $\frac{1}{N}\sum_i \mathrm{KL}(z_i \| p_i) + \mathrm{KL}(z_i \| q_i)$, by
-alternation and reports convergence in fewer than 10 iterations (Fig. 5). Plot its value after
+alternation, runs 10 iterations, and reports (Fig. 5) a loss that decreases rapidly within the first
+few and then plateaus. Plot its value after
 every z-update, though, and it need not fall: it often **rises**. Nothing is broken; the alternation is not a
 descent method on Eq. 8:
 
@@ -592,8 +588,8 @@ descent method on Eq. 8:
   z-weighted likelihood, not Eq. 8. Fitted clusters make the posterior $q$ more confident, and a
   confident $q$ that differs from the prior on some patches raises the floor.
 
-So the curve below measures the growing disagreement between a sharpening context and a fixed
-prior. What settles is the **labelling**: the right panel gives the share of patches whose
+So where the curve below rises, it measures the growing disagreement between a sharpening
+context and a fixed prior. What settles is the **labelling**: the right panel gives the share of patches whose
 class changes at each z-update, which is what "converged" means here.
 """)
 
@@ -853,7 +849,7 @@ md(r"""
   differently, and the convergence plot explains why Eq. 8 can rise while the labelling settles.
 - Not shown: the paper's gains. Its context is DINOv3, a label-free foundation model far
   stronger than anything trained here in minutes; whether the context features cluster by class
-  decides everything, and here they do only partly.
+  decides everything (the context-only row of section 2 measures how well this run's do).
 
 ## Summary
 

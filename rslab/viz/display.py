@@ -8,7 +8,9 @@ in a loop, headless (``rslab notebooks run``) or live. A :class:`LabFigure` that
 displayed in the running cell is not displayed a second time when it is also the cell's last
 expression or passed to ``display``; in a later cell, ``fig`` on its own shows it again.
 
-Outside IPython (scripts, tests) :func:`show` does nothing: save with ``fig.savefig(path)``.
+:func:`show` also takes a pyplot figure: it displays it once and closes it (so that the inline
+backend does not draw it again at the end of the cell). Outside IPython (scripts, tests)
+:func:`show` does nothing: save with ``fig.savefig(path)``.
 """
 
 from __future__ import annotations
@@ -75,4 +77,10 @@ def show(fig: Figure) -> Figure:
         from IPython.display import Image, display
 
         display(Image(figure_png(fig)))
+        if getattr(fig.canvas, "manager", None) is not None:
+            # a pyplot figure: the inline backend would draw it a second time at the cell's end,
+            # and pyplot would keep it alive; it has been shown, so release it
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
     return fig
