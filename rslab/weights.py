@@ -419,7 +419,6 @@ _SAM2_SIZES = {  # registry size -> (file size tag, config tag, Hiera embed_dim,
     "base-plus": ("base_plus", "b+", 112, (2, 3, 16, 3)),
     "large": ("large", "l", 144, (2, 6, 36, 4)),
 }
-_SAM2_SHORT = {"tiny": "T", "small": "S", "base-plus": "B+", "large": "L"}
 _BEIT3_SIZES = {"base": dict(embed_dim=768, depth=12, heads=12, mlp_dim=3072),
                 "large": dict(embed_dim=1024, depth=24, heads=16, mlp_dim=4096)}
 
@@ -432,7 +431,7 @@ def _entries() -> dict[str, WeightsEntry]:
             paper_model="OpenAI CLIP ViT-B/16: ConInfer's MaskCLIP* prior (Sec. 4.2); the frozen "
                         "optical-text tower of SkySense-VITA stage 1 and its CLIP text encoder",
             url=OPENAI_VIT_B16_URL,
-            sha256="5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+            sha256=OPENAI_VIT_B16_URL.split("/")[-2],  # OpenAI publishes the file under its sha256
             config={"model": "ViT-B-16", "quick_gelu": True, "open_clip_tag": "openai",
                     "image_size": 224, "patch_size": 16, "width": 768, "layers": 12, "embed_dim": 512},
             used_by=("01_sar_alignment", "03_vita_sga", "05_coninfer_inference"),
@@ -457,7 +456,7 @@ def _entries() -> dict[str, WeightsEntry]:
         file = f"sam2.1_hiera_{file_tag}.pt"
         e.append(WeightsEntry(
             name=f"sam2.1-hiera-{size}", family="sam2", files=(file,),
-            paper_model=f"SAM 2.1 Hiera-{_SAM2_SHORT[size]}"
+            paper_model=f"SAM 2.1 Hiera-{cfg_tag.upper()}"
                         + (": RS2-SAM2's SAM2 (training setup: 'SAM2-Hiera-Large')" if size == "large" else
                            ": the small sibling of RS2-SAM2's SAM2 (CPU runs)" if size == "tiny" else ""),
             url=KNOWN_FILES[file], sha256=None,
@@ -497,7 +496,7 @@ def _entries() -> dict[str, WeightsEntry]:
                         + (" (training setup: 'BEiT-3-Large')" if size == "large" else ""),
             url=KNOWN_FILES[file], sha256=None,
             config={"img_size": 224, "patch_size": 16, "vocab_size": 64010, "max_text_positions": 1024,
-                    **arch, "tokenizer": "beit3.spm"},
+                    **arch},
             used_by=("04_rs2sam2",),
             companions=("beit3.spm",),
             notes="The unilm release: {'model': state_dict} with 'beit3.'-prefixed torchscale keys; "
@@ -919,11 +918,20 @@ def _load_timm(entry: WeightsEntry, path: Path, device: str, **kw: Any):
     return model.to(device).eval()
 
 
-def _load_beit3(entry: WeightsEntry, path: Path, device: str, **kw: Any):
-    from rslab.models.beit3 import BEiT3, BEiT3Config, beit3_state_dict
+def beit3_config(name: str, **kw: Any):
+    """The :class:`rslab.models.beit3.BEiT3Config` of a ``beit3-*`` entry (``**kw`` override it)."""
+    from rslab.models.beit3 import BEiT3Config
 
-    cfg = BEiT3Config(**{k: entry.config[k] for k in ("img_size", "patch_size", "vocab_size", "embed_dim",
-                                                      "depth", "heads", "mlp_dim", "max_text_positions")}, **kw)
+    entry = get_entry(name)
+    if entry.family != "beit3":
+        raise ValueError(f"{entry.name} is a {entry.family} entry, not a BEiT-3 release")
+    return BEiT3Config(**{**entry.config, **kw})
+
+
+def _load_beit3(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    from rslab.models.beit3 import BEiT3, beit3_state_dict
+
+    cfg = beit3_config(entry.name, **kw)
     ckpt = read_checkpoint(path)
     sd = beit3_state_dict(ckpt)
     if sd is None:

@@ -91,6 +91,29 @@ def test_contract_names_and_entries_are_complete():
         W.WeightsEntry("x", "sam2", ("x.pt",), "p", "https://x", "abc")
 
 
+def test_registry_facts_match_the_libraries_own_configs():
+    """URLs, hub repos, file names, configs and QuickGELU agree with open_clip's, sam2's and timm's
+    own pretrained configs (the registry restates them so that nothing heavy is imported to list it)."""
+    import open_clip
+    import timm
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+
+    for e in (e for e in W.WEIGHTS.values() if e.family in ("openai_clip", "open_clip")):
+        cfg = open_clip.get_pretrained_cfg(e.config["model"], e.config["open_clip_tag"])
+        assert cfg["hf_hub"].rstrip("/") == e.hf_repo, e.name
+        assert bool(cfg.get("quick_gelu", False)) is e.config["quick_gelu"], e.name
+        assert e.url in (cfg["url"], f"https://huggingface.co/{e.hf_repo}"), e.name
+    openai = W.WEIGHTS["clip-vit-b16-openai"]
+    assert openai.url.endswith("/" + openai.files[0]) and openai.sha256 in openai.url
+    for e in (e for e in W.WEIGHTS.values() if e.family == "sam2"):
+        assert HF_MODEL_ID_TO_FILENAMES[e.hf_repo] == (e.config["sam2_config"], e.files[0]), e.name
+    for e in (e for e in W.WEIGHTS.values() if e.family == "timm"):
+        cfg = timm.models.get_pretrained_cfg(e.config["timm"])
+        assert cfg.hf_hub_id == e.hf_repo and cfg.input_size[-1] == e.config["img_size"], e.name
+        meta_files = [f for f in e.files if f in W.KNOWN_FILES]
+        assert [W.KNOWN_FILES[f] for f in meta_files] == ([cfg.url] if cfg.url else []), e.name
+
+
 # --- every family: official file -> found via $RSLAB_WEIGHTS_DIR -> the right architecture ---------
 
 def test_openai_clip_torchscript_is_found_and_built_with_quick_gelu(official, monkeypatch):

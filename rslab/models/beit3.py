@@ -63,14 +63,6 @@ class BEiT3Config:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
 
-    @classmethod
-    def base(cls, **kw: Any) -> "BEiT3Config":
-        return cls(**kw)
-
-    @classmethod
-    def large(cls, **kw: Any) -> "BEiT3Config":
-        return cls(**{**dict(embed_dim=1024, depth=24, heads=16, mlp_dim=4096), **kw})
-
     @property
     def num_patches(self) -> int:
         return (self.img_size // self.patch_size) ** 2
