@@ -39,22 +39,18 @@ def isolated(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-_WRITTEN: dict[tuple[str, str | None], Path] = {}
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """write(name, file=None) -> path: each random official file is written once per module."""
     root = tmp_path_factory.mktemp("weights")
+    written: dict[tuple[str, str | None], Path] = {}
 
     def write(name: str, file: str | None = None) -> Path:
-        key = (name, file)
-        if key not in _WRITTEN:
-            _WRITTEN[key] = write_official_weights(name, root / (file or "default"), seed=0, file=file)
-        return _WRITTEN[key]
+        if (name, file) not in written:
+            written[name, file] = write_official_weights(name, root / (file or "default"), seed=0, file=file)
+        return written[name, file]
 
     yield write
-    _WRITTEN.clear()
     shutil.rmtree(root, ignore_errors=True)  # gigabytes with the slow entries: not kept by pytest
 
 
