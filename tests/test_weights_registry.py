@@ -108,6 +108,8 @@ def test_registry_facts_match_the_libraries_own_configs():
         assert cfg.hf_hub_id == e.hf_repo and cfg.input_size[-1] == e.config["img_size"], e.name
         meta_files = [f for f in e.files if f in W.KNOWN_FILES]
         assert [W.KNOWN_FILES[f] for f in meta_files] == ([cfg.url] if cfg.url else []), e.name
+    for e in W.WEIGHTS.values():
+        assert all((ROOT / "notebooks" / f"{stem}.ipynb").is_file() for stem in e.used_by), e.name
 
 
 # --- every family: official file -> found via $RSLAB_WEIGHTS_DIR -> the right architecture ---------
