@@ -779,7 +779,8 @@ def read_checkpoint(path: str | Path) -> Any:
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader error becomes one message naming the file
         raise ValueError(f"{p}: cannot read it as a PyTorch, safetensors or TorchScript weights file "
-                         f"({type(exc).__name__}: {exc})") from exc
+                         f"({type(exc).__name__}: {exc}); it is truncated or not a weights file: download "
+                         "it again from its release (book/weights.md lists each entry's URL)") from exc
 
 
 def _guess_layout(keys: Iterable[str]) -> str:
