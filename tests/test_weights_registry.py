@@ -90,22 +90,40 @@ def test_contract_names_and_entries_are_complete():
 def test_registry_facts_match_the_libraries_own_configs():
     """URLs, hub repos, file names, configs and QuickGELU agree with open_clip's, sam2's and timm's
     own pretrained configs (the registry restates them so that nothing heavy is imported to list it)."""
+    import inspect
+
     import open_clip
+    import sam2
     import timm
+    import yaml
     from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+    from sam2.modeling.backbones.hieradet import Hiera
 
     for e in (e for e in W.WEIGHTS.values() if e.family in ("openai_clip", "open_clip")):
         cfg = open_clip.get_pretrained_cfg(e.config["model"], e.config["open_clip_tag"])
         assert cfg["hf_hub"].rstrip("/") == e.hf_repo, e.name
         assert bool(cfg.get("quick_gelu", False)) is e.config["quick_gelu"], e.name
         assert e.url in (cfg["url"], f"https://huggingface.co/{e.hf_repo}"), e.name
+        mc = open_clip.get_model_config(e.config["model"])
+        vision = mc["vision_cfg"]
+        assert (mc["embed_dim"], vision["width"], vision["layers"], vision["patch_size"], vision["image_size"]) == tuple(
+            e.config[k] for k in ("embed_dim", "width", "layers", "patch_size", "image_size")), e.name
     openai = W.WEIGHTS["clip-vit-b16-openai"]
     assert openai.url.endswith("/" + openai.files[0]) and openai.sha256 in openai.url
+    hiera_default_stages = inspect.signature(Hiera.__init__).parameters["stages"].default
     for e in (e for e in W.WEIGHTS.values() if e.family == "sam2"):
         assert HF_MODEL_ID_TO_FILENAMES[e.hf_repo] == (e.config["sam2_config"], e.files[0]), e.name
+        trunk = yaml.safe_load((Path(sam2.__file__).parent / e.config["sam2_config"]).read_text())[
+            "model"]["image_encoder"]["trunk"]
+        assert trunk["embed_dim"] == e.config["hiera_embed_dim"], e.name
+        assert tuple(trunk.get("stages", hiera_default_stages)) == e.config["hiera_stages"], e.name
     for e in (e for e in W.WEIGHTS.values() if e.family == "timm"):
         cfg = timm.models.get_pretrained_cfg(e.config["timm"])
         assert cfg.hf_hub_id == e.hf_repo and cfg.input_size[-1] == e.config["img_size"], e.name
+        with torch.device("meta"):
+            vit = timm.create_model(e.config["timm"], pretrained=False)
+        assert vit.patch_embed.patch_size == (e.config["patch_size"],) * 2, e.name
+        assert (vit.embed_dim, len(vit.blocks)) == (e.config["embed_dim"], e.config["depth"]), e.name
         meta_files = [f for f in e.files if f in W.KNOWN_FILES]
         assert [W.KNOWN_FILES[f] for f in meta_files] == ([cfg.url] if cfg.url else []), e.name
     for e in W.WEIGHTS.values():
