@@ -367,6 +367,26 @@ def test_beit3_companion_tokenizer_file_is_found_beside_the_weights(tmp_path, mo
 
 # --- the BEiT-3 module (multiway semantics) ------------------------------------------------------
 
+@pytest.mark.parametrize("name", ["beit3-base", "beit3-large"])
+def test_beit3_layout_matches_timms_reading_of_the_release(name):
+    """timm converts the same release files into its vision-only ViT: our parameter names and shapes,
+    'beit3.'-prefixed, give every tensor of timm's model except its classifier (fc_norm, head)."""
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    from rslab.models.beit3 import BEiT3
+
+    with torch.device("meta"):
+        ours = BEiT3(W.beit3_config(name))
+        vit = timm.create_model(name.replace("-", "_") + "_patch16_224", pretrained=False)
+    release = {"model": {f"beit3.{k}": v for k, v in ours.state_dict().items()}}
+    converted, target = checkpoint_filter_fn(release, vit), vit.state_dict()
+    assert {k.split(".")[0] for k in set(target) - set(converted)} == {"fc_norm", "head"}
+    assert all(converted[k].shape == v.shape for k, v in target.items() if k in converted)
+    with pytest.raises(ValueError, match="not a BEiT-3 release"):
+        W.beit3_config("dinov2-vitb14")
+
+
 def test_beit3_multiway_routing_and_padding():
     from rslab.models.beit3 import BEiT3, BEiT3Config
 
