@@ -598,6 +598,7 @@ def _find_entry(entry: WeightsEntry, path: str | Path | None, allow_download: bo
     if explicit is not None and not explicit.exists():
         return None, (f"weights {entry.name!r}: the path given does not exist: {explicit}\n"
                       f"  accepted files: {', '.join(entry.files)}\n  to get them: {_entry_how_to_get(entry)}")
+
     def search(s: _Search) -> Path | None:  # an hf entry is its folder, even when found by a file in it
         found = _entry_search(entry, explicit, s)
         return (found.parent if entry.family == "hf" and found.is_file() else found).resolve() if found else None
@@ -861,7 +862,7 @@ def _load_clip(entry: WeightsEntry, path: Path, device: str, quick_gelu: bool | 
     sd = _as_state_dict(read_checkpoint(path), path)
     if _guess_layout(sd) != "an OpenAI/open_clip CLIP state dict":  # refuse before building the model
         _refuse_layout(sd, path, entry, f"a CLIP {entry.config['model']} state dict (OpenAI's "
-                                 "TorchScript file or open_clip's visual.*/transformer.* keys)")
+                       "TorchScript file or open_clip's visual.*/transformer.* keys)")
     import logging
 
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": the weights follow below
