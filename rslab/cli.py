@@ -147,8 +147,8 @@ def _cmd_weights_find(args: argparse.Namespace) -> int:
 
     if args.kind is None and args.name in W.WEIGHTS:  # a registry name
         print(W.find(args.name, path=args.path, allow_download=args.allow_download))
-        return 0
-    print(W.find_weights(args.name, path=args.path, allow_download=args.allow_download, kind=args.kind or "file"))
+    else:
+        print(W.find_weights(args.name, path=args.path, allow_download=args.allow_download, kind=args.kind or "file"))
     return 0
 
 

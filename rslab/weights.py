@@ -30,17 +30,27 @@ kind           name                                   returns / how to use the r
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, NoReturn
 
 WEIGHT_KINDS = ("file", "hf", "timm", "open_clip")
 MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+OPENAI_VIT_B16_URL = ("https://openaipublic.azureedge.net/clip/models/"
+                      "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt")
+BEIT3_RELEASE = "https://github.com/addf400/files/releases/download/beit3"
 
 # Files with a known public URL (the papers' release locations), used for the "how to get it"
 # hint and for allow_download=True.
 KNOWN_FILES: dict[str, str] = {
-    f"sam2.1_hiera_{size}.pt": f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_{size}.pt"
-    for size in ("tiny", "small", "base_plus", "large")
+    **{f"sam2.1_hiera_{size}.pt": f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_{size}.pt"
+       for size in ("tiny", "small", "base_plus", "large")},
+    **{f"beit3_{size}_patch16_224.pth": f"{BEIT3_RELEASE}/beit3_{size}_patch16_224.pth" for size in ("base", "large")},
+    "beit3.spm": f"{BEIT3_RELEASE}/beit3.spm",
+    "ViT-B-16.pt": OPENAI_VIT_B16_URL,
+    **{f"dinov2_vit{s}14_pretrain.pth": f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{s}14/dinov2_vit{s}14_pretrain.pth"
+       for s in ("b", "l")},
 }
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -350,20 +360,7 @@ def minilm_path() -> Path:
 # when allowed); ``load`` builds the architecture and loads the file, refusing a file whose
 # layout does not match (wrong model family, missing keys, wrong shapes) with a message naming it.
 
-from dataclasses import dataclass, field  # noqa: E402
-from types import MappingProxyType  # noqa: E402
-from typing import Iterable, Mapping  # noqa: E402
-
 FAMILIES = ("openai_clip", "open_clip", "sam2", "timm", "beit3", "hf", "standin")
-OPENAI_VIT_B16_URL = ("https://openaipublic.azureedge.net/clip/models/"
-                      "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt")
-BEIT3_RELEASE = "https://github.com/addf400/files/releases/download/beit3"
-KNOWN_FILES.update({f"beit3_{size}_patch16_224.pth": f"{BEIT3_RELEASE}/beit3_{size}_patch16_224.pth"
-                    for size in ("base", "large")})
-KNOWN_FILES["beit3.spm"] = f"{BEIT3_RELEASE}/beit3.spm"
-KNOWN_FILES["ViT-B-16.pt"] = OPENAI_VIT_B16_URL
-KNOWN_FILES.update({f"dinov2_vit{s}14_pretrain.pth": f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{s}14/dinov2_vit{s}14_pretrain.pth"
-                    for s in ("b", "l")})
 
 
 @dataclass(frozen=True)
@@ -419,7 +416,6 @@ _SAM2_SIZES = {  # registry size -> (file size tag, config tag, Hiera embed_dim,
     "base-plus": ("base_plus", "b+", 112, (2, 3, 16, 3)),
     "large": ("large", "l", 144, (2, 6, 36, 4)),
 }
-_SAM2_SHORT = {"tiny": "T", "small": "S", "base-plus": "B+", "large": "L"}
 _BEIT3_SIZES = {"base": dict(embed_dim=768, depth=12, heads=12, mlp_dim=3072),
                 "large": dict(embed_dim=1024, depth=24, heads=16, mlp_dim=4096)}
 
@@ -432,7 +428,7 @@ def _entries() -> dict[str, WeightsEntry]:
             paper_model="OpenAI CLIP ViT-B/16: ConInfer's MaskCLIP* prior (Sec. 4.2); the frozen "
                         "optical-text tower of SkySense-VITA stage 1 and its CLIP text encoder",
             url=OPENAI_VIT_B16_URL,
-            sha256="5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+            sha256=OPENAI_VIT_B16_URL.split("/")[-2],  # OpenAI publishes the file under its sha256
             config={"model": "ViT-B-16", "quick_gelu": True, "open_clip_tag": "openai",
                     "image_size": 224, "patch_size": 16, "width": 768, "layers": 12, "embed_dim": 512},
             used_by=("01_sar_alignment", "03_vita_sga", "05_coninfer_inference"),
@@ -457,7 +453,7 @@ def _entries() -> dict[str, WeightsEntry]:
         file = f"sam2.1_hiera_{file_tag}.pt"
         e.append(WeightsEntry(
             name=f"sam2.1-hiera-{size}", family="sam2", files=(file,),
-            paper_model=f"SAM 2.1 Hiera-{_SAM2_SHORT[size]}"
+            paper_model=f"SAM 2.1 Hiera-{cfg_tag.upper()}"
                         + (": RS2-SAM2's SAM2 (training setup: 'SAM2-Hiera-Large')" if size == "large" else
                            ": the small sibling of RS2-SAM2's SAM2 (CPU runs)" if size == "tiny" else ""),
             url=KNOWN_FILES[file], sha256=None,
@@ -497,7 +493,7 @@ def _entries() -> dict[str, WeightsEntry]:
                         + (" (training setup: 'BEiT-3-Large')" if size == "large" else ""),
             url=KNOWN_FILES[file], sha256=None,
             config={"img_size": 224, "patch_size": 16, "vocab_size": 64010, "max_text_positions": 1024,
-                    **arch, "tokenizer": "beit3.spm"},
+                    **arch},
             used_by=("04_rs2sam2",),
             companions=("beit3.spm",),
             notes="The unilm release: {'model': state_dict} with 'beit3.'-prefixed torchscale keys; "
@@ -602,17 +598,20 @@ def _find_entry(entry: WeightsEntry, path: str | Path | None, allow_download: bo
     if explicit is not None and not explicit.exists():
         return None, (f"weights {entry.name!r}: the path given does not exist: {explicit}\n"
                       f"  accepted files: {', '.join(entry.files)}\n  to get them: {_entry_how_to_get(entry)}")
+
+    def search(s: _Search) -> Path | None:  # an hf entry is its folder, even when found by a file in it
+        found = _entry_search(entry, explicit, s)
+        return (found.parent if entry.family == "hf" and found.is_file() else found).resolve() if found else None
+
     s = _Search()
-    found = _entry_search(entry, explicit, s)
-    if found is not None:
-        return (found.parent if entry.family == "hf" and found.is_file() else found).resolve(), ""
+    if (found := search(s)) is not None:
+        return found, ""
     note = ""
     if allow_download:
         try:
             _entry_download(entry)
-            found = _entry_search(entry, explicit, _Search())
-            if found is not None:
-                return (found.parent if entry.family == "hf" and found.is_file() else found).resolve(), ""
+            if (found := search(_Search())) is not None:
+                return found, ""
             note = "\n  the download finished but the file is still not where expected"
         except Exception as exc:  # offline, gated repo...: reported with the places looked
             note = f"\n  download attempt failed: {type(exc).__name__}: {exc}"
@@ -781,7 +780,8 @@ def read_checkpoint(path: str | Path) -> Any:
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader error becomes one message naming the file
         raise ValueError(f"{p}: cannot read it as a PyTorch, safetensors or TorchScript weights file "
-                         f"({type(exc).__name__}: {exc})") from exc
+                         f"({type(exc).__name__}: {exc}); it is truncated or not a weights file: download "
+                         "it again from its release (book/weights.md lists each entry's URL)") from exc
 
 
 def _guess_layout(keys: Iterable[str]) -> str:
@@ -837,9 +837,14 @@ def _check_layout(model: Any, sd: Mapping[str, Any], path: Path, entry: WeightsE
         parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:4])})")
     if shapes:
         parts.append(f"{len(shapes)} shape mismatches (first: {'; '.join(shapes[:3])})")
-    raise ValueError(f"{path}: not the layout of {entry.name!r}, which expects {expected}: "
-                     f"{'; '.join(parts)}. The file looks like {_guess_layout(sd)}; "
-                     f"the accepted files are {', '.join(entry.files)} from {entry.url}.")
+    _refuse_layout(sd, path, entry, f"{expected}: {'; '.join(parts)}")
+
+
+def _refuse_layout(sd: Mapping[str, Any], path: Path, entry: WeightsEntry, expected: str) -> NoReturn:
+    """The one "wrong file" error: names the file, what the entry expects, what the file looks like
+    and where the right file is."""
+    raise ValueError(f"{path}: not the layout of {entry.name!r}, which expects {expected}; the file looks "
+                     f"like {_guess_layout(sd)}. The accepted files are {', '.join(entry.files)} from {entry.url}.")
 
 
 def _load_clip(entry: WeightsEntry, path: Path, device: str, quick_gelu: bool | None = None, **kw: Any):
@@ -856,8 +861,8 @@ def _load_clip(entry: WeightsEntry, path: Path, device: str, quick_gelu: bool | 
         raise ValueError(f"{entry.name}: unknown load() options {sorted(kw)}; accepted: quick_gelu")
     sd = _as_state_dict(read_checkpoint(path), path)
     if _guess_layout(sd) != "an OpenAI/open_clip CLIP state dict":  # refuse before building the model
-        _check_layout_only_guess(sd, path, entry, f"a CLIP {entry.config['model']} state dict (OpenAI's "
-                                 "TorchScript file or open_clip's visual.*/transformer.* keys)")
+        _refuse_layout(sd, path, entry, f"a CLIP {entry.config['model']} state dict (OpenAI's "
+                       "TorchScript file or open_clip's visual.*/transformer.* keys)")
     import logging
 
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": the weights follow below
@@ -871,14 +876,7 @@ def _load_clip(entry: WeightsEntry, path: Path, device: str, quick_gelu: bool | 
     act = model.visual.transformer.resblocks[0].mlp.gelu
     if isinstance(act, QuickGELU) != want:  # guards the open_clip call above against API drift
         raise RuntimeError(f"{entry.name}: built with {type(act).__name__}, expected {'QuickGELU' if want else 'GELU'}")
-    model.visual.image_mean = open_clip.OPENAI_DATASET_MEAN
-    model.visual.image_std = open_clip.OPENAI_DATASET_STD
     return model.to(device).eval()
-
-
-def _check_layout_only_guess(sd: Mapping[str, Any], path: Path, entry: WeightsEntry, expected: str) -> None:
-    raise ValueError(f"{path}: not the layout of {entry.name!r}, which expects {expected}; the file looks "
-                     f"like {_guess_layout(sd)}. The accepted files are {', '.join(entry.files)} from {entry.url}.")
 
 
 def _load_sam2(entry: WeightsEntry, path: Path, device: str, mode: str = "eval",
@@ -890,7 +888,7 @@ def _load_sam2(entry: WeightsEntry, path: Path, device: str, mode: str = "eval",
     ckpt = read_checkpoint(path)
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
         sd = ckpt if isinstance(ckpt, dict) else {}
-        _check_layout_only_guess(sd, path, entry, "a SAM 2.1 checkpoint {'model': state_dict}")
+        _refuse_layout(sd, path, entry, "a SAM 2.1 checkpoint {'model': state_dict}")
     sd = ckpt["model"]
     model = build_sam2(entry.config["sam2_config"], ckpt_path=None, device="cpu", mode=mode,
                        hydra_overrides_extra=list(hydra_overrides_extra))
@@ -908,7 +906,7 @@ def _load_timm(entry: WeightsEntry, path: Path, device: str, **kw: Any):
     raw = _as_state_dict(read_checkpoint(path), path, ("model", "state_dict"))
     guess = _guess_layout(raw)
     if guess not in ("a timm ViT state dict", "an original DINOv2 checkpoint"):
-        _check_layout_only_guess(raw, path, entry, f"a timm {entry.config['timm']} state dict or Meta's original file")
+        _refuse_layout(raw, path, entry, f"a timm {entry.config['timm']} state dict or Meta's original file")
     model = timm.create_model(entry.config["timm"], pretrained=False, **kw)
     # the model's own timm conversion (Meta's DINOv2/v3 key names, positional-embedding size)
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
@@ -919,15 +917,24 @@ def _load_timm(entry: WeightsEntry, path: Path, device: str, **kw: Any):
     return model.to(device).eval()
 
 
-def _load_beit3(entry: WeightsEntry, path: Path, device: str, **kw: Any):
-    from rslab.models.beit3 import BEiT3, BEiT3Config, beit3_state_dict
+def beit3_config(name: str, **kw: Any):
+    """The :class:`rslab.models.beit3.BEiT3Config` of a ``beit3-*`` entry (``**kw`` override it)."""
+    from rslab.models.beit3 import BEiT3Config
 
-    cfg = BEiT3Config(**{k: entry.config[k] for k in ("img_size", "patch_size", "vocab_size", "embed_dim",
-                                                      "depth", "heads", "mlp_dim", "max_text_positions")}, **kw)
+    entry = get_entry(name)
+    if entry.family != "beit3":
+        raise ValueError(f"{entry.name} is a {entry.family} entry, not a BEiT-3 release")
+    return BEiT3Config(**{**entry.config, **kw})
+
+
+def _load_beit3(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    from rslab.models.beit3 import BEiT3, beit3_state_dict
+
+    cfg = beit3_config(entry.name, **kw)
     ckpt = read_checkpoint(path)
     sd = beit3_state_dict(ckpt)
     if sd is None:
-        _check_layout_only_guess(ckpt if isinstance(ckpt, dict) else {}, path, entry,
+        _refuse_layout(ckpt if isinstance(ckpt, dict) else {}, path, entry,
                                  "the BEiT-3 release {'model': {'beit3.*': tensor}}")
     model = BEiT3(cfg)
     _check_layout(model, sd, path, entry, f"BEiT-3 {entry.name.split('-')[1]} ('beit3.'-prefixed torchscale "

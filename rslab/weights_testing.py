@@ -37,7 +37,7 @@ from typing import Any, Mapping
 
 import torch
 
-from rslab.weights import WEIGHTS, get_entry
+from rslab.weights import WEIGHTS, beit3_config, get_entry
 
 _OPENAI_INT_ENTRIES = {"input_resolution": 224, "context_length": 77, "vocab_size": 49408}
 
@@ -178,10 +178,9 @@ def write_official_weights(name: str, directory: str | Path, seed: int = 0, file
         return _save(sd, repo_dir / file)
 
     if entry.family == "beit3":
-        from rslab.models.beit3 import BEiT3, BEiT3Config
+        from rslab.models.beit3 import BEiT3
 
-        cfg = BEiT3Config(**{k: entry.config[k] for k in ("img_size", "patch_size", "vocab_size", "embed_dim",
-                                                          "depth", "heads", "mlp_dim", "max_text_positions")})
+        cfg = beit3_config(entry.name)
         tmpl = _meta_state_dict(lambda: BEiT3(cfg))
         sd = {f"beit3.{k}": v for k, v in random_state_dict(tmpl, seed).items()}
         out = _save({"model": sd}, root / file)

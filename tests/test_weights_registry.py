@@ -39,22 +39,18 @@ def isolated(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-_WRITTEN: dict[tuple[str, str | None], Path] = {}
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """write(name, file=None) -> path: each random official file is written once per module."""
     root = tmp_path_factory.mktemp("weights")
+    written: dict[tuple[str, str | None], Path] = {}
 
     def write(name: str, file: str | None = None) -> Path:
-        key = (name, file)
-        if key not in _WRITTEN:
-            _WRITTEN[key] = write_official_weights(name, root / (file or "default"), seed=0, file=file)
-        return _WRITTEN[key]
+        if (name, file) not in written:
+            written[name, file] = write_official_weights(name, root / (file or "default"), seed=0, file=file)
+        return written[name, file]
 
     yield write
-    _WRITTEN.clear()
     shutil.rmtree(root, ignore_errors=True)  # gigabytes with the slow entries: not kept by pytest
 
 
@@ -89,6 +85,49 @@ def test_contract_names_and_entries_are_complete():
         W.WeightsEntry("x", "onnx", ("x.onnx",), "p", "https://x", None)
     with pytest.raises(ValueError, match="sha256"):
         W.WeightsEntry("x", "sam2", ("x.pt",), "p", "https://x", "abc")
+
+
+def test_registry_facts_match_the_libraries_own_configs():
+    """URLs, hub repos, file names, configs and QuickGELU agree with open_clip's, sam2's and timm's
+    own pretrained configs (the registry restates them so that nothing heavy is imported to list it)."""
+    import inspect
+
+    import open_clip
+    import sam2
+    import timm
+    import yaml
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+    from sam2.modeling.backbones.hieradet import Hiera
+
+    for e in (e for e in W.WEIGHTS.values() if e.family in ("openai_clip", "open_clip")):
+        cfg = open_clip.get_pretrained_cfg(e.config["model"], e.config["open_clip_tag"])
+        assert cfg["hf_hub"].rstrip("/") == e.hf_repo, e.name
+        assert bool(cfg.get("quick_gelu", False)) is e.config["quick_gelu"], e.name
+        assert e.url in (cfg["url"], f"https://huggingface.co/{e.hf_repo}"), e.name
+        mc = open_clip.get_model_config(e.config["model"])
+        vision = mc["vision_cfg"]
+        assert (mc["embed_dim"], vision["width"], vision["layers"], vision["patch_size"], vision["image_size"]) == tuple(
+            e.config[k] for k in ("embed_dim", "width", "layers", "patch_size", "image_size")), e.name
+    openai = W.WEIGHTS["clip-vit-b16-openai"]
+    assert openai.url.endswith("/" + openai.files[0]) and openai.sha256 in openai.url
+    hiera_default_stages = inspect.signature(Hiera.__init__).parameters["stages"].default
+    for e in (e for e in W.WEIGHTS.values() if e.family == "sam2"):
+        assert HF_MODEL_ID_TO_FILENAMES[e.hf_repo] == (e.config["sam2_config"], e.files[0]), e.name
+        trunk = yaml.safe_load((Path(sam2.__file__).parent / e.config["sam2_config"]).read_text())[
+            "model"]["image_encoder"]["trunk"]
+        assert trunk["embed_dim"] == e.config["hiera_embed_dim"], e.name
+        assert tuple(trunk.get("stages", hiera_default_stages)) == e.config["hiera_stages"], e.name
+    for e in (e for e in W.WEIGHTS.values() if e.family == "timm"):
+        cfg = timm.models.get_pretrained_cfg(e.config["timm"])
+        assert cfg.hf_hub_id == e.hf_repo and cfg.input_size[-1] == e.config["img_size"], e.name
+        with torch.device("meta"):
+            vit = timm.create_model(e.config["timm"], pretrained=False)
+        assert vit.patch_embed.patch_size == (e.config["patch_size"],) * 2, e.name
+        assert (vit.embed_dim, len(vit.blocks)) == (e.config["embed_dim"], e.config["depth"]), e.name
+        meta_files = [f for f in e.files if f in W.KNOWN_FILES]
+        assert [W.KNOWN_FILES[f] for f in meta_files] == ([cfg.url] if cfg.url else []), e.name
+    for e in W.WEIGHTS.values():
+        assert all((ROOT / "notebooks" / f"{stem}.ipynb").is_file() for stem in e.used_by), e.name
 
 
 # --- every family: official file -> found via $RSLAB_WEIGHTS_DIR -> the right architecture ---------
@@ -327,6 +366,26 @@ def test_beit3_companion_tokenizer_file_is_found_beside_the_weights(tmp_path, mo
 
 
 # --- the BEiT-3 module (multiway semantics) ------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["beit3-base", "beit3-large"])
+def test_beit3_layout_matches_timms_reading_of_the_release(name):
+    """timm converts the same release files into its vision-only ViT: our parameter names and shapes,
+    'beit3.'-prefixed, give every tensor of timm's model except its classifier (fc_norm, head)."""
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    from rslab.models.beit3 import BEiT3
+
+    with torch.device("meta"):
+        ours = BEiT3(W.beit3_config(name))
+        vit = timm.create_model(name.replace("-", "_") + "_patch16_224", pretrained=False)
+    release = {"model": {f"beit3.{k}": v for k, v in ours.state_dict().items()}}
+    converted, target = checkpoint_filter_fn(release, vit), vit.state_dict()
+    assert {k.split(".")[0] for k in set(target) - set(converted)} == {"fc_norm", "head"}
+    assert all(converted[k].shape == v.shape for k, v in target.items() if k in converted)
+    with pytest.raises(ValueError, match="not a BEiT-3 release"):
+        W.beit3_config("dinov2-vitb14")
+
 
 def test_beit3_multiway_routing_and_padding():
     from rslab.models.beit3 import BEiT3, BEiT3Config

@@ -63,14 +63,6 @@ class BEiT3Config:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
 
-    @classmethod
-    def base(cls, **kw: Any) -> "BEiT3Config":
-        return cls(**kw)
-
-    @classmethod
-    def large(cls, **kw: Any) -> "BEiT3Config":
-        return cls(**{**dict(embed_dim=1024, depth=24, heads=16, mlp_dim=4096), **kw})
-
     @property
     def num_patches(self) -> int:
         return (self.img_size // self.patch_size) ** 2
@@ -299,5 +291,8 @@ def beit3_tokenizer(spm_path: str | Path) -> BEiT3Tokenizer:
     """:class:`BEiT3Tokenizer` on the release's ``beit3.spm`` (needs the ``sentencepiece`` package)."""
     path = Path(spm_path)
     if not path.is_file():
-        raise FileNotFoundError(f"BEiT-3 sentencepiece model not found: {path} (download beit3.spm from the release)")
+        from rslab.weights import KNOWN_FILES
+
+        raise FileNotFoundError(f"BEiT-3 sentencepiece model not found: {path}; download "
+                                f"{KNOWN_FILES['beit3.spm']} there (beside the beit3_*_patch16_224.pth weights)")
     return BEiT3Tokenizer(path)
