@@ -196,7 +196,7 @@ if paper_setup:
         out = paper_model(opt_a, sar_a, sar_b)
         return paper_loss(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
 
-    plan = print_budget("SAR alignment (L_img)", align_steps, 3 * align_batch_size, time_step(one_step, sar_vit), torch_device)
+    plan = print_budget("SAR alignment (L_img)", align_steps, 3 * align_batch_size, time_step(one_step, sar_vit, repeats=1), torch_device)
     t0 = time.perf_counter()
     paper_history = train_teacher_sar_alignment(
         paper_model, train_pairs, paper_loss, batch_size=align_batch_size, augment=paper_augment, num_workers=num_workers,

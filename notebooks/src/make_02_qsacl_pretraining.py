@@ -333,6 +333,20 @@ def pretrain_method(cfg):
     return trainer, time.perf_counter() - t0
 
 
+if pretrain_dataset != "synthetic":  # full profile: the plan and a measured step time before hours of training
+    import copy
+
+    from rslab.models.qsacl import pretraining_loss
+    from rslab.recipes.budget import print_budget, time_step
+
+    probe_student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), qsacl_cfg).to(device)
+    probe_teacher = copy.deepcopy(probe_student).eval()
+    probe_batch = torch.stack([pre_opt[i % len(pre_opt)] for i in range(batch_size)]).to(device)
+    seconds = time_step(lambda: pretraining_loss(probe_student, probe_teacher, probe_batch, "optical", gsd,
+                                                 torch.Generator().manual_seed(seed))["loss"], probe_student)
+    print_budget("QSACL pre-training (then the same for the image-level baseline)", steps,
+                 batch_size * (qsacl_cfg.num_global + qsacl_cfg.num_local), seconds, device)
+    del probe_student, probe_teacher, probe_batch
 qsacl_trainer, qsacl_s = pretrain_method(qsacl_cfg)
 base_trainer, base_s = pretrain_method(baseline_cfg)
 print(f"QSACL: {qsacl_s:.0f} s, image-level contrastive: {base_s:.0f} s for {steps} steps each")
