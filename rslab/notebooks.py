@@ -932,4 +932,10 @@ def full_profile_page(root: str | Path | None = None) -> str:
                                      _md_cell(ln) for ln in e.layout.splitlines())
                 lines.append(f"| `{name}` | `{e.folder}/` | {layout} | {_md_cell(e.url)} |")
             lines.append("")
+    from rslab.data.catalog import datasets_table
+
+    lines += ["## The dataset catalog", "",
+              "Every dataset the notebooks read, under its official folder name in `data_root`",
+              "(`rslab notebooks datasets --data-root /data/rs` shows which are there):", "",
+              datasets_table(), ""]
     return "\n".join(lines).rstrip() + "\n"
