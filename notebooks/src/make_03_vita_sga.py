@@ -522,7 +522,8 @@ else:
     ltree = load_tree("loveda")
     def prep(s, side=256):
         rgb = torch.from_numpy(s.optical[:3]).float()
-        x = torch.cat([rgb, rgb[1:2]])[None]                      # pseudo-NIR = green
+        # pseudo-NIR = green for the synthetic world's RGB+NIR model; an RGB-trained model takes RGB
+        x = (torch.cat([rgb, rgb[1:2]]) if dict(model.cfg.in_chans)["optical"] == 4 else rgb)[None]
         x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
         lab = torch.nn.functional.interpolate(torch.from_numpy(s.labels)[None, None].float(), size=(side, side),
                                               mode="nearest")[0, 0].long()
