@@ -8,7 +8,7 @@ the registry's model sizes stay as the paper's where the notebook loads official
 
 Reuse from another test module::
 
-    from full_profile_fixtures import TINY, full_inputs, run_full  # noqa: F401  (fixture import)
+    from full_profile_fixtures import TINY, full_inputs, run_full, write_inputs  # noqa: F401  (fixture import)
 """
 
 from __future__ import annotations
@@ -50,20 +50,30 @@ TINY: dict[str, dict[str, object]] = {
 DATA_N, DATA_SIZE = 4, 64
 
 
-@pytest.fixture(scope="session")
-def full_inputs(tmp_path_factory) -> dict[str, Path]:
-    """``{"weights_dir", "data_root"}``: random official-format weights of every entry in
-    :data:`NEEDS` and tiny official-layout datasets of every dataset in it (written once per session)."""
+def write_inputs(base: Path, weights=(), datasets=(), n: int = DATA_N, size: int = DATA_SIZE) -> dict[str, Path]:
+    """Random official-format files of the registry entries ``weights`` under ``base/weights`` and tiny
+    official-layout ``datasets`` under ``base/data``; returns ``{"weights_dir", "data_root"}``."""
     from rslab.data.catalog_testing import write_tiny_dataset
     from rslab.weights_testing import write_official_weights
 
-    base = tmp_path_factory.mktemp("full_profile")
-    weights_dir, data_root = base / "weights", base / "data"
-    for name in sorted({w for need in NEEDS.values() for w in need["weights"]}):
+    weights_dir, data_root = Path(base) / "weights", Path(base) / "data"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    data_root.mkdir(parents=True, exist_ok=True)
+    for name in sorted(set(weights)):
         write_official_weights(name, weights_dir)
-    for i, name in enumerate(sorted({d for need in NEEDS.values() for d in need["datasets"]})):
-        write_tiny_dataset(name, data_root, seed=i, n=DATA_N, size=DATA_SIZE)
+    for i, name in enumerate(sorted(set(datasets))):
+        write_tiny_dataset(name, data_root, seed=i, n=n, size=size)
     return {"weights_dir": weights_dir, "data_root": data_root}
+
+
+@pytest.fixture(scope="session")
+def full_inputs(tmp_path_factory) -> dict[str, Path]:
+    """:func:`write_inputs` for every weights entry and dataset in :data:`NEEDS` (once per session).
+    Another module (e.g. notebooks 04/05) adds its notebooks to :data:`NEEDS` and :data:`TINY` at
+    import time, or calls :func:`write_inputs` in its own fixture."""
+    return write_inputs(tmp_path_factory.mktemp("full_profile"),
+                        weights={w for need in NEEDS.values() for w in need["weights"]},
+                        datasets={d for need in NEEDS.values() for d in need["datasets"]})
 
 
 def overrides_args(stems, extra: dict[str, object] | None = None) -> list[str]:
