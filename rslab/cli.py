@@ -1,8 +1,10 @@
 """The ``rslab`` command line.
 
-    rslab notebooks run [--profile smoke] [--only 03 ...] [--keep-going] [-p key=value ...]
+    rslab notebooks run [--profile smoke] [--only 03 ...] [--keep-going] [-p key=value | NN.key=value ...]
     rslab notebooks list [--profile smoke]
     rslab notebooks results
+    rslab notebooks full-profile-page [--write | --check]
+    rslab notebooks datasets [--data-root /data/rs]
     rslab book build
     rslab book check [--screenshot PNG]
     rslab readme-table [--write]
@@ -29,9 +31,14 @@ def _parse_override(text: str) -> tuple[str, Any]:
     import yaml
 
     key, sep, value = text.partition("=")
-    if not sep or not key.strip().isidentifier():
-        raise argparse.ArgumentTypeError(f"expected key=value with a Python name as key, got {text!r}")
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    key = key.strip()
+    prefix, dot, name = key.rpartition(".")
+    scope_ok = not dot or (prefix and all(c.isalnum() or c == "_" for c in prefix))
+    if not sep or not name.isidentifier() or not scope_ok:
+        raise argparse.ArgumentTypeError(
+            f"expected key=value (every selected notebook) or NN.key=value (notebook NN only), with a Python "
+            f"name as key, got {text!r}")
+    return key, yaml.safe_load(value) if value.strip() else None
 
 
 def _cmd_notebooks_run(args: argparse.Namespace) -> int:
@@ -75,6 +82,42 @@ def _cmd_notebooks_list(args: argparse.Namespace) -> int:
     absent = [s for s in nbs.NOTEBOOK_STEMS if s not in {nb.stem for nb in found}]
     for stem in absent:
         print(f"{stem:<24} (notebooks/{stem}.ipynb not written yet)")
+    return 0
+
+
+def _cmd_notebooks_full_profile_page(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    text = nbs.full_profile_page(root)
+    page = root / nbs.FULL_PROFILE_PAGE
+    if args.write:
+        page.write_text(text)
+        print(f"wrote {page}")
+        return 0
+    if args.check:
+        if not page.is_file() or page.read_text() != text:
+            print(f"{page} is stale: run `rslab notebooks full-profile-page --write`", file=sys.stderr)
+            return 1
+        print(f"{page} is up to date")
+        return 0
+    print(text, end="")
+    return 0
+
+
+def _cmd_notebooks_datasets(args: argparse.Namespace) -> int:
+    from rslab.data.catalog import DATASETS, find_dataset, resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    missing = 0
+    for name, entry in DATASETS.items():
+        try:
+            folder = find_dataset(name, root)
+            print(f"{name:<13} found    {folder}  (used by {', '.join(entry.used_by)})")
+        except FileNotFoundError as exc:
+            missing += 1
+            print(f"{name:<13} MISSING  {str(exc).splitlines()[1].strip()[2:]}\n{'':<22}get it from {entry.url}")
+    print(f"\n{len(DATASETS) - missing} of {len(DATASETS)} catalog datasets under {root}")
     return 0
 
 
@@ -202,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="NN", help="notebook prefixes or stems, e.g. --only 01 03")
     run.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     run.add_argument("-p", "--param", action="append", type=_parse_override, metavar="KEY=VALUE",
-                     help="override a parameter (YAML value) in every notebook that declares it, "
-                          "e.g. -p data_root=/data/rs")
+                     help="override a parameter (YAML value): KEY in every selected notebook (each must "
+                          "declare it, except the shared device/data_root/weights_dir/allow_download), "
+                          "NN.KEY in notebook NN only, e.g. -p data_root=/data/rs -p 03.steps=100")
     run.add_argument("--cell-timeout", type=float, default=None, metavar="S",
                      help="fail a cell that runs longer than S seconds, then run that notebook once more "
                           "(default: 600 for ci, 900 for smoke, none for full; 0 for no limit)")
@@ -213,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls = nb_sub.add_parser("list", help="list notebooks and the parameters a profile gives them")
     ls.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"))
     ls.set_defaults(func=_cmd_notebooks_list)
+    fp = nb_sub.add_parser("full-profile-page", help="render book/full_profile.md (paper vs full profile settings, "
+                           "weights and datasets per notebook) from the profiles, the registry and the catalog")
+    fp.add_argument("--write", action="store_true", help="write book/full_profile.md")
+    fp.add_argument("--check", action="store_true", help="exit 1 when the committed page is stale")
+    fp.set_defaults(func=_cmd_notebooks_full_profile_page)
+    ds = nb_sub.add_parser("datasets", help="which catalog datasets a data_root holds (official folder names)")
+    ds.add_argument("--data-root", default=None, help="the folder holding the datasets (default: $RSLAB_DATA_ROOT)")
+    ds.set_defaults(func=_cmd_notebooks_datasets)
     res = nb_sub.add_parser("results", help="print the results table from artifacts/ (no execution)")
     res.add_argument("--all-metrics", action="store_true", help="also print every metric of each notebook")
     res.set_defaults(func=_cmd_notebooks_results)

@@ -214,6 +214,35 @@ def declared_parameters(notebook: str | Path) -> set[str]:
     return set(papermill.inspect_notebook(str(notebook)).keys())
 
 
+#: Settings shared by every notebook that reads them (the profiles' ``defaults`` section): a ``-p``
+#: override of one of these goes to each selected notebook that declares it and skips the others.
+SHARED_PARAMETERS = ("device", "data_root", "weights_dir", "allow_download")
+
+
+def split_overrides(
+    overrides: dict[str, Any] | None, notebooks: Iterable[str | Path]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``-p`` overrides -> (for every notebook, per notebook stem). ``"03.steps"`` or
+    ``"03_vita_sga.steps"`` targets one notebook (a prefix must match exactly one selected
+    notebook); a plain ``"steps"`` targets all of them."""
+    stems = [Path(nb).stem for nb in notebooks]
+    common: dict[str, Any] = {}
+    scoped: dict[str, dict[str, Any]] = {}
+    for key, value in (overrides or {}).items():
+        prefix, dot, name = str(key).rpartition(".")
+        if not dot:
+            common[key] = value
+            continue
+        matches = [s for s in stems if s == prefix or s.startswith(prefix)]
+        if len(matches) != 1 or not name.isidentifier():
+            raise ValueError(
+                f"-p {key}: {prefix!r} must name exactly one selected notebook (selected: {', '.join(stems)}) "
+                f"and {name!r} a parameter; matched {matches or 'none'}"
+            )
+        scoped.setdefault(matches[0], {})[name] = value
+    return common, scoped
+
+
 def resolve_parameters(
     notebook: str | Path,
     profile: str,
@@ -222,25 +251,92 @@ def resolve_parameters(
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The parameters papermill injects: ``defaults`` (names the notebook declares), then the
-    notebook's own section, then command-line ``overrides`` (names it declares); ``profile``
-    always. A section name the parameters cell does not declare is reported through ``warn``
-    (it is usually a typo that would silently change nothing)."""
+    notebook's own section, then command-line ``overrides``; ``profile`` always.
+
+    No silent settings: a name in the notebook's own section, or an override, that its parameters
+    cell does not declare is a ``ValueError`` naming the notebook and every such key (a typo or a
+    stale key would otherwise change nothing without a word). Exceptions, which go only to the
+    notebooks that declare them: the ``defaults`` section's names and :data:`SHARED_PARAMETERS`
+    in overrides. ``overrides`` may hold scoped keys (``"03.steps"``, see :func:`split_overrides`);
+    those of other notebooks are left out here (:func:`run_notebooks` checks that each names one).
+    ``warn`` is kept for callers of the earlier signature and receives nothing."""
     stem = Path(notebook).stem
     declared = declared_parameters(notebook)
-    params: dict[str, Any] = {}
-    for key, value in sections.get(DEFAULTS_KEY, {}).items():
-        if key in declared:
-            params[key] = value
+    common = {k: v for k, v in (overrides or {}).items() if "." not in str(k)}
+    mine = {str(k).rpartition(".")[2]: v for k, v in (overrides or {}).items()
+            if "." in str(k) and (stem == str(k).rpartition(".")[0] or stem.startswith(str(k).rpartition(".")[0]))}
+    shared = set(SHARED_PARAMETERS) | set(sections.get(DEFAULTS_KEY, {}))
+    params: dict[str, Any] = {k: v for k, v in sections.get(DEFAULTS_KEY, {}).items() if k in declared}
     own = sections.get(stem, {})
-    for key in own:
-        if key not in declared and warn is not None:
-            warn(f"{stem}: profile {profile!r} sets {key!r}, which its parameters cell does not declare")
+    bad = [f"profile {profile!r} section {stem} sets {k!r}" for k in own if k not in declared]
+    bad += [f"-p {k}" for k in common if k not in declared and k not in shared]
+    bad += [f"-p {stem}.{k}" for k in mine if k not in declared]
+    if bad:
+        raise ValueError(
+            f"{stem}: {'; '.join(bad)}, but its parameters cell declares no such name "
+            f"(it declares: {', '.join(sorted(declared))}). Fix the name or remove the setting."
+        )
     params.update(own)
-    for key, value in (overrides or {}).items():
-        if key in declared:
-            params[key] = value
+    params.update({k: v for k, v in common.items() if k in declared})
+    params.update(mine)
     params["profile"] = profile
     return params
+
+
+def check_device(profile: str, notebook_params: dict[str, dict[str, Any]]) -> None:
+    """The full profile trains for hours on a GPU: without a usable CUDA device it runs only where
+    ``device=cpu`` was given explicitly (``-p device=cpu`` or the profile file). Raises a
+    ``ValueError`` naming the notebooks that would otherwise fall back to the CPU, and says when
+    torch is a CUDA build that cannot reach its driver. Notebooks whose parameters cell declares no
+    ``device`` (nothing to put on a GPU, e.g. the data tour) are not checked."""
+    if profile != "full":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    # a notebook without a `device` parameter trains nothing on an accelerator (e.g. the data tour)
+    wrong = [stem for stem, params in notebook_params.items()
+             if "device" in params and str(params["device"]).lower() != "cpu"]
+    if not wrong:
+        return
+    if torch.version.cuda:
+        why = (f"this torch is a CUDA {torch.version.cuda} build but sees no GPU (no driver, or "
+               "CUDA_VISIBLE_DEVICES hides it: check `nvidia-smi`)")
+    else:
+        why = f"this torch {torch.__version__} is a CPU-only build"
+    raise ValueError(
+        f"the full profile needs a GPU and {why}. To run it on the CPU anyway (days for the paper settings), "
+        f"pass -p device=cpu explicitly; notebooks that would fall back: {', '.join(wrong)}"
+    )
+
+
+def resolve_device(device: str | None, profile: str = "smoke"):
+    """The ``torch.device`` a notebook trains on: ``"auto"``/None -> CUDA when available, else the
+    CPU, except on the full profile, where falling back to the CPU is an error (pass
+    ``device="cpu"`` explicitly); an explicit ``"cuda..."`` without a usable GPU is an error too."""
+    import torch
+
+    name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if profile == "full":
+            raise RuntimeError(
+                "device='auto' on the full profile and torch sees no GPU "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                "set device='cpu' explicitly to run the full profile on the CPU"
+            )
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} but torch sees no GPU (CUDA build: {torch.version.cuda or 'no'})")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
 
 
 @dataclass
@@ -488,13 +584,25 @@ def run_notebooks(
         raise FileNotFoundError(f"no notebooks matching NN_*.ipynb in {root / 'notebooks'}")
     sections = load_profile(root, profile)
     _check_kernel(log)
-    if overrides:
-        for key in overrides:
-            if not any(key in declared_parameters(nb) for nb in notebooks):
-                log(f"warning: no selected notebook declares parameter {key!r}; it is ignored")
+    common, _ = split_overrides(overrides, notebooks)  # a bad scoped key fails here
+    for key in common:
+        if not any(key in declared_parameters(nb) for nb in notebooks):
+            raise ValueError(f"-p {key}: no selected notebook ({', '.join(nb.stem for nb in notebooks)}) "
+                             "declares this parameter")
+    # every notebook's parameters are checked before the first kernel starts: a typo in the last
+    # notebook's settings must not surface hours into a full-profile run
+    problems, all_params = [], {}
+    for nb in notebooks:
+        try:
+            all_params[nb.stem] = resolve_parameters(nb, profile, sections, overrides)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("\n".join(problems))
+    check_device(profile, all_params)
     results: list[NotebookResult] = []
     for i, nb in enumerate(notebooks):
-        params = resolve_parameters(nb, profile, sections, overrides, warn=lambda m: log(f"warning: {m}"))
+        params = all_params[nb.stem]
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         log(f"[{i + 1}/{len(notebooks)}] {nb.stem} ({shown})")
         for attempt in range(retry_timeouts + 1):
@@ -942,3 +1050,119 @@ def screenshot_page(page: str | Path, png: str | Path, width: int = 1280, height
     if proc.returncode != 0 or not png.is_file():
         raise RuntimeError(f"chromium failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return png
+# --- the full profile's book page ---------------------------------------------------------------
+
+FULL_PROFILE_PAGE = "book/full_profile.md"
+PAPER_SETTINGS = "notebooks/profiles/paper_settings.yaml"
+
+
+def _md_cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return str(text).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _named(keys: Any, section: dict[str, Any], known: dict, what: str, stem: str) -> list[str]:
+    """Registry/catalog names of a paper_settings ``weights``/``datasets`` list: a full.yaml key of
+    ``section`` (its value is the name) or a name itself; anything else is a ValueError."""
+    names = []
+    for key in keys or []:
+        name = section.get(key, key)
+        if name is None or name == "synthetic":
+            raise ValueError(f"{PAPER_SETTINGS}: {stem}: full.yaml sets {key!r} to {name!r}, not a {what} name")
+        if name not in known:
+            raise ValueError(f"{PAPER_SETTINGS}: {stem}: {key!r} is neither a full.yaml key naming a {what} nor a "
+                             f"known {what} ({', '.join(known)})")
+        names.append(str(name))
+    return list(dict.fromkeys(names))
+
+
+def full_profile_page(root: str | Path | None = None) -> str:
+    """The text of ``book/full_profile.md``: per notebook, the table paper setting / full profile
+    value / why different (from ``notebooks/profiles/paper_settings.yaml`` and ``full.yaml``), then
+    the weights (from :mod:`rslab.weights`) and datasets (from :mod:`rslab.data.catalog`) it needs.
+    Raises ValueError when paper_settings.yaml names a parameter that full.yaml does not set, a row
+    has neither ``same: true`` nor ``why``, or a weights/dataset name is unknown."""
+    import yaml
+
+    from rslab.data.catalog import DATASETS
+    from rslab.weights import WEIGHTS
+
+    root = Path(root).resolve() if root else find_root()
+    full = load_profile(root, "full")
+    paper = yaml.safe_load((root / PAPER_SETTINGS).read_text()) or {}
+    if not isinstance(paper, dict):
+        raise ValueError(f"{PAPER_SETTINGS} must map notebook stems to sections")
+    lines = [
+        "# The full profile: the papers' settings",
+        "",
+        "<!-- generated by `rslab notebooks full-profile-page --write` from notebooks/profiles/full.yaml,",
+        "notebooks/profiles/paper_settings.yaml, the weights registry and the dataset catalog: do not edit -->",
+        "",
+        "The `full` profile runs each paper's setup as far as public material allows. It reads the official",
+        "weights by registry name from `$RSLAB_WEIGHTS_DIR` and the datasets by catalog name from one",
+        "`data_root` folder holding them under their official folder names:",
+        "",
+        "```bash",
+        "RSLAB_WEIGHTS_DIR=/data/weights rslab notebooks run --profile full -p data_root=/data/rs",
+        "```",
+        "",
+        "Without a GPU the run stops unless `-p device=cpu` is given; a missing weights file or dataset",
+        "stops a notebook within seconds with one message listing all that is missing.",
+        "`rslab weights check` shows the state of a weights folder.",
+        "",
+    ]
+    defaults = full.get(DEFAULTS_KEY, {})
+    for stem, spec in paper.items():
+        if stem not in full:
+            raise ValueError(f"{PAPER_SETTINGS}: {stem} has no section in full.yaml")
+        section = {**defaults, **full[stem]}
+        lines += [f"## {stem}", "", _md_cell(spec.get("paper", "")), ""]
+        if spec.get("settings"):
+            lines += ["| setting | paper | full profile | why different |", "|---|---|---|---|"]
+        for i, row in enumerate(spec.get("settings") or []):
+            where = f"{PAPER_SETTINGS}: {stem} settings[{i}]"
+            if not isinstance(row, dict) or "setting" not in row or "paper" not in row:
+                raise ValueError(f"{where}: each row needs 'setting' and 'paper'")
+            if ("param" in row) == ("full" in row):
+                raise ValueError(f"{where} ({row['setting']}): give exactly one of 'param' (full.yaml keys) or 'full'")
+            if not row.get("same") and not row.get("why"):
+                raise ValueError(f"{where} ({row['setting']}): say 'same: true' or why the full profile differs")
+            if "param" in row:
+                keys = row["param"] if isinstance(row["param"], list) else [row["param"]]
+                absent = [k for k in keys if k not in section]
+                if absent:
+                    raise ValueError(f"{where} ({row['setting']}): full.yaml's {stem} section does not set {absent}")
+                value = ", ".join(f"`{k}: {json.dumps(section[k])}`" for k in keys)
+            else:
+                value = _md_cell(row["full"])
+            why = "same as the paper" if row.get("same") else _md_cell(row["why"])
+            lines.append(f"| {_md_cell(row['setting'])} | {_md_cell(row['paper'])} | {value} | {why} |")
+        weights = _named(spec.get("weights"), section, WEIGHTS, "weights", stem)
+        datasets = _named(spec.get("datasets"), section, DATASETS, "dataset", stem)
+        lines.append("")
+        if weights:
+            lines += ["Weights (`$RSLAB_WEIGHTS_DIR`, `rslab.weights`):", "",
+                      "| name | paper component | accepted files | get it from |", "|---|---|---|---|"]
+            for name in weights:
+                e = WEIGHTS[name]
+                files = ", ".join(f"`{f}`" for f in e.files)
+                lines.append(f"| `{name}` | {_md_cell(e.paper_model)} | {files} | {e.url} |")
+            lines.append("")
+        else:
+            lines += ["Weights: none (everything is trained in the notebook).", ""]
+        if datasets:
+            lines += ["Datasets (under `data_root`, `rslab.data.catalog`):", "",
+                      "| name | folder | layout | get it from |", "|---|---|---|---|"]
+            for name in datasets:
+                e = DATASETS[name]
+                layout = "<br>".join(f"`{ln.strip()}`" if "/" in ln and not ln.strip().startswith("(") else
+                                     _md_cell(ln) for ln in e.layout.splitlines())
+                lines.append(f"| `{name}` | `{e.folder}/` | {layout} | {_md_cell(e.url)} |")
+            lines.append("")
+    from rslab.data.catalog import datasets_table
+
+    lines += ["## The dataset catalog", "",
+              "Every dataset the notebooks read, under its official folder name in `data_root`",
+              "(`rslab notebooks datasets --data-root /data/rs` shows which are there):", "",
+              datasets_table(), ""]
+    return "\n".join(lines).rstrip() + "\n"
