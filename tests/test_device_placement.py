@@ -105,3 +105,69 @@ def test_vita_train_evaluate_segment_on_another_device(small_pool):
         target = small_pool.scenes["optical"][:2] if hasattr(small_pool, "scenes") else None
         train(model, small_pool, _HashText(), VITARecipe(steps=2, batch_size=2, num_points=64), progress=False)
         assert next(model.parameters()).device == dev
+
+
+# ---- notebook 01: SAR-optical alignment
+
+def _toy_pairs(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    optical = torch.rand(n, 4, 16, 16, generator=g)
+    sar = torch.stack([optical[:, 3] * 20 - 25, optical[:, 0] * 15 - 28], dim=1)
+    return optical, sar, torch.arange(n) % 4
+
+
+def test_alignment_recipes_on_another_device():
+    from rslab.data.augment import SARViewAugment
+    from rslab.losses.contrastive import ImageAlignmentLoss
+    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, embed_inputs, embed_optical, embed_sar,
+                                        retrieval_scores, zero_shot_accuracy)
+    from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
+    from rslab.recipes.alignment import train_bank_student, train_locked_text, train_sar_alignment
+    from rslab.train import TrainConfig
+
+    tiny = dict(embed_dim=32, depth=1, num_heads=2, img_size=16, out_dim=16)
+    torch.manual_seed(0)
+    optical, sar, labels = _toy_pairs(32, seed=1)
+    text = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    cfg = lambda: TrainConfig(max_steps=2, lr=1e-3, progress=False)  # noqa: E731
+    with other_device(trainer=True) as dev:
+        optical_model = OpticalTextModel(ImageEncoderConfig(in_chans=4, **tiny))
+        train_locked_text(optical_model, optical, text[labels], cfg(), texts=[str(c) for c in labels.tolist()],
+                          batch_size=16, crop=8)
+        assert next(optical_model.parameters()).device == dev
+        f_opt = embed_optical(optical_model.encoder, optical)
+        assert _on_cpu(f_opt)
+        zero_shot_accuracy(f_opt, text, labels)
+        model = SARAlignmentModel(optical_model.encoder, ImageEncoderConfig(in_chans=2, **tiny))
+        for bank in (False, True):
+            train_sar_alignment(model, optical, sar, ImageAlignmentLoss(lambda_cl=0.5, lambda_cma=1.0), cfg(),
+                                batch_size=16, augment=SARViewAugment(crop=8, looks=(8.0, 16.0)), optical_bank=bank)
+        f_sar = embed_sar(model.sar, sar)
+        assert _on_cpu(f_sar) and _on_cpu(embed_optical(model.optical, optical))
+        retrieval_scores(f_sar, f_opt)
+        student = ImageEncoder(ImageEncoderConfig(in_chans=4, **tiny))
+        train_bank_student(student, optical, f_opt, cfg(), batch_size=16)
+        assert _on_cpu(embed_inputs(student, optical))
+
+
+# ---- notebook 02: QSACL pre-training and the linear probe
+
+def test_qsacl_pretrain_and_linear_probe_on_another_device():
+    from rslab.models.backbone import BackboneConfig, UnifiedBackbone
+    from rslab.models.qsacl import ContrastiveSSL, QSACLConfig, feature_diagnostics, query_attention_maps
+    from rslab.recipes.qsacl import linear_probe_miou, pretrain
+
+    torch.manual_seed(0)
+    cfg = QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=64, local_size=32)
+    scenes = torch.rand(4, 4, 64, 64)
+    labels = torch.randint(0, 3, (4, 64, 64))
+    with other_device(trainer=True) as dev:
+        student = ContrastiveSSL(UnifiedBackbone(BackboneConfig.tiny(embed_dim=16, depths=(1, 1, 1, 1),
+                                                                     num_heads=(1, 2, 2, 4))), cfg)
+        trainer = pretrain(student, {"optical": scenes}, steps=2, batch_size=2, device="auto")
+        assert next(trainer.model.parameters()).device == dev
+        assert next(trainer.ema_model.parameters()).device == dev
+        out = linear_probe_miou(student.backbone, scenes, labels, scenes, labels, 3, "optical", gsd=1.0, steps=2)
+        assert _on_cpu(out["pred"]) and np.isfinite(out["miou"])
+        feature_diagnostics(out["test_features"])
+        assert _on_cpu(query_attention_maps(student, scenes[:2], "optical", 1.0))
