@@ -171,3 +171,90 @@ def test_qsacl_pretrain_and_linear_probe_on_another_device():
         assert _on_cpu(out["pred"]) and np.isfinite(out["miou"])
         feature_diagnostics(out["test_features"])
         assert _on_cpu(query_attention_maps(student, scenes[:2], "optical", 1.0))
+
+
+# ---- notebook 04: RS2-SAM2
+
+def test_rs2sam2_train_evaluate_segment_and_standin_on_another_device(tmp_path):
+    pytest.importorskip("sam2")
+    from rslab.data.referring import ReferringDataset, promptable_segments
+    from rslab.data.sample import ReferringExpression, Sample
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.models.rs2sam2 import RS2SAM2Config
+    from rslab.recipes import rs2sam2 as rt
+
+    cfg = RS2SAM2Config.tiny(image_size=32, union_image_size=32, union_dim=32, union_heads=2, train_hiera=True)
+
+    def tokens(texts):
+        states = torch.stack([torch.randn(3, 384, generator=torch.Generator().manual_seed(len(t))) for t in texts])
+        return states, torch.zeros(len(texts), 3, dtype=torch.bool)
+
+    samples = []
+    for i in range(2):
+        img = np.full((3, 48, 48), 0.2, np.float32)
+        mask = np.zeros((48, 48), bool)
+        mask[8:24, 4 + 8 * i:20 + 8 * i] = True
+        img[:, mask] = 0.9
+        samples.append(Sample(optical=img, referring=[ReferringExpression("the bright square", mask, "a")]))
+    data = ReferringDataset(samples)
+    with other_device(trainer=True) as dev:
+        trained = rt.train_rs2sam2(cfg, data, tokens, rt.RS2SAM2TrainConfig(steps=1, batch_size=2, progress=False))
+        assert next(trained.model.parameters()).device == dev
+        metrics = rt.evaluate_referring(trained.model, data, tokens)
+        assert 0.0 <= metrics["miou"] <= 1.0
+        mask = rt.segment(trained.model, tokens, samples[0].optical, "the bright square")
+        assert mask.shape == (48, 48)
+        assert _on_cpu(rt.predict_logits(trained.model, tokens, torch.rand(1, 3, 32, 32), ["x"]))
+
+        world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)
+        segs = promptable_segments(world, range(1, 3), cfg.image_size, min_area_frac=0.02)
+        pcfg = rt.StandinPretrainConfig(steps=1, images_per_step=2, prompts_per_image=2, min_area_frac=0.02)
+        model, history, _, _ = rt.pretrain_sam2_standin(dataclasses_replace(cfg, train_hiera=False), segs, pcfg)
+        assert next(model.parameters()).device == dev
+        path = tmp_path / "sam2.pt"
+        torch.save({"model": {k: v.cpu() for k, v in model.sam.state_dict().items()}}, path)
+        out = rt.evaluate_promptable(dataclasses_replace(cfg, train_hiera=False), path, segs, device=dev)
+        assert set(out) >= {"point", "box", "mask"}
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
+
+
+# ---- notebook 05: ConInfer's branches (text prior, MaskCLIP*, contexts)
+
+def test_coninfer_branches_and_maskclip_on_another_device():
+    pytest.importorskip("open_clip")
+    timm = pytest.importorskip("timm")
+    from rslab.models.backbone import build_backbone
+    from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
+    from rslab.models.maskclip import MaskClipConfig, MaskClipSegmenter, tiny_open_clip
+    from rslab.recipes import coninfer as rc
+
+    torch.manual_seed(0)
+    enc = ImageEncoder(ImageEncoderConfig.tiny(4, embed_dim=32, depth=1, num_heads=2, img_size=32, out_dim=16)).eval()
+    backbone = build_backbone("tiny").eval()
+    vita = _vita().eval()
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=0).eval()
+    seg = MaskClipSegmenter(tiny_open_clip(seed=0, image_size=64), config=MaskClipConfig(input_size=64))
+    classes = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    optical, sar = torch.rand(2, 4, 64, 64), torch.rand(2, 2, 64, 64) * 2 - 1
+    with torch.no_grad():
+        ref_prior = rc.text_prior_maps(enc, optical, classes)
+        ref_probs = seg.class_probs(optical[:, :3], ["background", "water"])
+    with other_device() as dev:
+        for m in (enc, backbone, vita, vit, seg.clip):
+            m.to(dev)
+        prior = rc.text_prior_maps(enc, optical, classes)
+        assert _on_cpu(prior) and torch.allclose(prior, ref_prior, atol=1e-6)
+        contexts = rc.build_contexts(["backbone[0]", "vita", "text_tokens+backbone[0]"],
+                                     {"optical": optical, "sar": sar}, (8, 8), backbone=backbone, encoder=enc,
+                                     vita=vita, gsd=1.0)
+        assert _on_cpu(contexts)
+        assert _on_cpu(rc.encoder_token_maps(enc, optical))
+        assert _on_cpu(rc.vit_token_maps(vit, optical[:, :3], size=32, batch_size=1))
+        probs = seg.class_probs(optical[:, :3], ["background", "water"])
+        assert _on_cpu(probs) and torch.allclose(probs, ref_probs, atol=1e-6)
+        assert _on_cpu(seg.predict(optical[:, :3], ["background", "water"]))

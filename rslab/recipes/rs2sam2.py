@@ -697,13 +697,14 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
 
 @torch.no_grad()
 def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: dict, seed: int = 0,
-                        batch_size: int = 64) -> dict[str, float]:
+                        batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, float]:
     """How well a (stand-in) SAM2 checkpoint does SAM's own task on ``segments``.
 
     ``segments``: :func:`rslab.data.referring.promptable_segments` of HELD-OUT scenes. For each prompt
     kind alone (one positive point, maybe a negative one; a jittered box; the coarse mask) returns the
     mIoU of the predicted masks (logits > 0) at the segments' resolution, and ``coarse_prompt``: the
-    mIoU of the coarse mask prompt itself (what the decoder must improve on).
+    mIoU of the coarse mask prompt itself (what the decoder must improve on). The model runs on
+    ``device`` (inputs follow it; masks come back to the CPU).
     """
     from rslab.models.rs2sam2 import build_sam2_model
 
@@ -713,7 +714,7 @@ def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: di
     model = PromptableSAM2(build_sam2_model(cfg))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.sam.load_state_dict(state.get("model", state), strict=True)
-    model.eval()
+    model.to(device).eval()
     masks = segments["masks"]
     images = segments["images"][segments["image_index"]]
     gt = masks > 0.5
@@ -727,9 +728,9 @@ def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: di
     out = {}
     for kind, (pp, pb) in {"point": (1.0, 0.0), "box": (0.0, 1.0), "mask": (0.0, 0.0)}.items():
         pr = sample_prompts(masks, StandinPretrainConfig(p_point=pp, p_box=pb), m_in, g)
-        logits = torch.cat([model(images[i:i + batch_size], pr["coords"][i:i + batch_size], pr["labels"][i:i + batch_size],
-                                  pr["mask_inputs"][i:i + batch_size], pr["has_mask"][i:i + batch_size])
-                            for i in range(0, len(masks), batch_size)])
+        on = (lambda t, i: t[i:i + batch_size].to(device))
+        logits = torch.cat([model(on(images, i), on(pr["coords"], i), on(pr["labels"], i), on(pr["mask_inputs"], i),
+                                  on(pr["has_mask"], i)).float().cpu() for i in range(0, len(masks), batch_size)])
         out[kind] = miou(logits[:, 0] > 0)
         if kind == "mask":
             coarse = torch.nn.functional.interpolate(pr["mask_inputs"], size=masks.shape[-2:], mode="bilinear",

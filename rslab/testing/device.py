@@ -171,7 +171,12 @@ def _data_constructors():
     """``torch.tensor(data, device=dev)`` / ``torch.as_tensor``: built on the CPU, then moved.
 
     (PyTorch builds these below the dispatcher, so the data would otherwise be lost on meta.)"""
+    import torch.optim.optimizer as optimizer_module
+
     originals = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
+    fused_devices = optimizer_module._get_fused_kernels_supported_devices
+    # fused AdamW accepts the devices it has kernels for; this device computes on the CPU's
+    optimizer_module._get_fused_kernels_supported_devices = lambda: [*fused_devices(), OTHER_DEVICE.type]
 
     def patched(original):
         def build(data, *args, device=None, **kwargs):
@@ -187,6 +192,7 @@ def _data_constructors():
     finally:
         for name, original in originals.items():
             setattr(torch, name, original)
+        optimizer_module._get_fused_kernels_supported_devices = fused_devices
 
 
 @contextlib.contextmanager
