@@ -1,6 +1,6 @@
 """The ``rslab`` command line.
 
-    rslab notebooks run [--profile smoke] [--only 03 ...] [--keep-going] [-p key=value ...]
+    rslab notebooks run [--profile smoke] [--only 03 ...] [--keep-going] [-p key=value | NN.key=value ...]
     rslab notebooks list [--profile smoke]
     rslab notebooks results
     rslab book build
@@ -26,9 +26,14 @@ def _parse_override(text: str) -> tuple[str, Any]:
     import yaml
 
     key, sep, value = text.partition("=")
-    if not sep or not key.strip().isidentifier():
-        raise argparse.ArgumentTypeError(f"expected key=value with a Python name as key, got {text!r}")
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    key = key.strip()
+    prefix, dot, name = key.rpartition(".")
+    scope_ok = not dot or (prefix and all(c.isalnum() or c == "_" for c in prefix))
+    if not sep or not name.isidentifier() or not scope_ok:
+        raise argparse.ArgumentTypeError(
+            f"expected key=value (every selected notebook) or NN.key=value (notebook NN only), with a Python "
+            f"name as key, got {text!r}")
+    return key, yaml.safe_load(value) if value.strip() else None
 
 
 def _cmd_notebooks_run(args: argparse.Namespace) -> int:
@@ -138,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="NN", help="notebook prefixes or stems, e.g. --only 01 03")
     run.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     run.add_argument("-p", "--param", action="append", type=_parse_override, metavar="KEY=VALUE",
-                     help="override a parameter (YAML value) in every notebook that declares it, "
-                          "e.g. -p data_root=/data/rs")
+                     help="override a parameter (YAML value): KEY in every selected notebook (each must "
+                          "declare it, except the shared device/data_root/weights_dir/allow_download), "
+                          "NN.KEY in notebook NN only, e.g. -p data_root=/data/rs -p 03.steps=100")
     run.add_argument("--cell-timeout", type=float, default=None, metavar="S",
                      help="fail a cell that runs longer than S seconds, then run that notebook once more "
                           "(default: 600 for ci, 900 for smoke, none for full; 0 for no limit)")

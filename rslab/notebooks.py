@@ -214,6 +214,35 @@ def declared_parameters(notebook: str | Path) -> set[str]:
     return set(papermill.inspect_notebook(str(notebook)).keys())
 
 
+#: Settings shared by every notebook that reads them (the profiles' ``defaults`` section): a ``-p``
+#: override of one of these goes to each selected notebook that declares it and skips the others.
+SHARED_PARAMETERS = ("device", "data_root", "weights_dir", "allow_download")
+
+
+def split_overrides(
+    overrides: dict[str, Any] | None, notebooks: Iterable[str | Path]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``-p`` overrides -> (for every notebook, per notebook stem). ``"03.steps"`` or
+    ``"03_vita_sga.steps"`` targets one notebook (a prefix must match exactly one selected
+    notebook); a plain ``"steps"`` targets all of them."""
+    stems = [Path(nb).stem for nb in notebooks]
+    common: dict[str, Any] = {}
+    scoped: dict[str, dict[str, Any]] = {}
+    for key, value in (overrides or {}).items():
+        prefix, dot, name = str(key).rpartition(".")
+        if not dot:
+            common[key] = value
+            continue
+        matches = [s for s in stems if s == prefix or s.startswith(prefix)]
+        if len(matches) != 1 or not name.isidentifier():
+            raise ValueError(
+                f"-p {key}: {prefix!r} must name exactly one selected notebook (selected: {', '.join(stems)}) "
+                f"and {name!r} a parameter; matched {matches or 'none'}"
+            )
+        scoped.setdefault(matches[0], {})[name] = value
+    return common, scoped
+
+
 def resolve_parameters(
     notebook: str | Path,
     profile: str,
@@ -222,25 +251,91 @@ def resolve_parameters(
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The parameters papermill injects: ``defaults`` (names the notebook declares), then the
-    notebook's own section, then command-line ``overrides`` (names it declares); ``profile``
-    always. A section name the parameters cell does not declare is reported through ``warn``
-    (it is usually a typo that would silently change nothing)."""
+    notebook's own section, then command-line ``overrides``; ``profile`` always.
+
+    No silent settings: a name in the notebook's own section, or an override, that its parameters
+    cell does not declare is a ``ValueError`` naming the notebook and every such key (a typo or a
+    stale key would otherwise change nothing without a word). Exceptions, which go only to the
+    notebooks that declare them: the ``defaults`` section's names and :data:`SHARED_PARAMETERS`
+    in overrides. ``overrides`` may hold scoped keys (``"03.steps"``, see :func:`split_overrides`);
+    those of other notebooks are left out here (:func:`run_notebooks` checks that each names one).
+    ``warn`` is kept for callers of the earlier signature and receives nothing."""
     stem = Path(notebook).stem
     declared = declared_parameters(notebook)
-    params: dict[str, Any] = {}
-    for key, value in sections.get(DEFAULTS_KEY, {}).items():
-        if key in declared:
-            params[key] = value
+    common = {k: v for k, v in (overrides or {}).items() if "." not in str(k)}
+    mine = {str(k).rpartition(".")[2]: v for k, v in (overrides or {}).items()
+            if "." in str(k) and (stem == str(k).rpartition(".")[0] or stem.startswith(str(k).rpartition(".")[0]))}
+    shared = set(SHARED_PARAMETERS) | set(sections.get(DEFAULTS_KEY, {}))
+    params: dict[str, Any] = {k: v for k, v in sections.get(DEFAULTS_KEY, {}).items() if k in declared}
     own = sections.get(stem, {})
-    for key in own:
-        if key not in declared and warn is not None:
-            warn(f"{stem}: profile {profile!r} sets {key!r}, which its parameters cell does not declare")
+    bad = [f"profile {profile!r} section {stem} sets {k!r}" for k in own if k not in declared]
+    bad += [f"-p {k}" for k in common if k not in declared and k not in shared]
+    bad += [f"-p {stem}.{k}" for k in mine if k not in declared]
+    if bad:
+        raise ValueError(
+            f"{stem}: {'; '.join(bad)}, but its parameters cell declares no such name "
+            f"(it declares: {', '.join(sorted(declared))}). Fix the name or remove the setting."
+        )
     params.update(own)
-    for key, value in (overrides or {}).items():
-        if key in declared:
-            params[key] = value
+    params.update({k: v for k, v in common.items() if k in declared})
+    params.update(mine)
     params["profile"] = profile
     return params
+
+
+def check_device(profile: str, notebook_params: dict[str, dict[str, Any]]) -> None:
+    """The full profile trains for hours on a GPU: without a usable CUDA device it runs only where
+    ``device=cpu`` was given explicitly (``-p device=cpu`` or the profile file). Raises a
+    ``ValueError`` naming the notebooks that would otherwise fall back to the CPU, and says when
+    torch is a CUDA build that cannot reach its driver."""
+    if profile != "full":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    wrong = [stem for stem, params in notebook_params.items() if str(params.get("device")).lower() != "cpu"]
+    if not wrong:
+        return
+    if torch.version.cuda:
+        why = (f"this torch is a CUDA {torch.version.cuda} build but sees no GPU (no driver, or "
+               "CUDA_VISIBLE_DEVICES hides it: check `nvidia-smi`)")
+    else:
+        why = f"this torch {torch.__version__} is a CPU-only build"
+    raise ValueError(
+        f"the full profile needs a GPU and {why}. To run it on the CPU anyway (days for the paper settings), "
+        f"pass -p device=cpu explicitly; notebooks that would fall back: {', '.join(wrong)}"
+        + ("" if all("device" in p for p in notebook_params.values()) else
+           " (a notebook whose parameters cell declares no `device` cannot be run on the full profile)")
+    )
+
+
+def resolve_device(device: str | None, profile: str = "smoke"):
+    """The ``torch.device`` a notebook trains on: ``"auto"``/None -> CUDA when available, else the
+    CPU, except on the full profile, where falling back to the CPU is an error (pass
+    ``device="cpu"`` explicitly); an explicit ``"cuda..."`` without a usable GPU is an error too."""
+    import torch
+
+    name = "auto" if device is None else str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if profile == "full":
+            raise RuntimeError(
+                "device='auto' on the full profile and torch sees no GPU "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                "set device='cpu' explicitly to run the full profile on the CPU"
+            )
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} but torch sees no GPU (CUDA build: {torch.version.cuda or 'no'})")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
 
 
 @dataclass
@@ -488,13 +583,25 @@ def run_notebooks(
         raise FileNotFoundError(f"no notebooks matching NN_*.ipynb in {root / 'notebooks'}")
     sections = load_profile(root, profile)
     _check_kernel(log)
-    if overrides:
-        for key in overrides:
-            if not any(key in declared_parameters(nb) for nb in notebooks):
-                log(f"warning: no selected notebook declares parameter {key!r}; it is ignored")
+    common, _ = split_overrides(overrides, notebooks)  # a bad scoped key fails here
+    for key in common:
+        if not any(key in declared_parameters(nb) for nb in notebooks):
+            raise ValueError(f"-p {key}: no selected notebook ({', '.join(nb.stem for nb in notebooks)}) "
+                             "declares this parameter")
+    # every notebook's parameters are checked before the first kernel starts: a typo in the last
+    # notebook's settings must not surface hours into a full-profile run
+    problems, all_params = [], {}
+    for nb in notebooks:
+        try:
+            all_params[nb.stem] = resolve_parameters(nb, profile, sections, overrides)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("\n".join(problems))
+    check_device(profile, all_params)
     results: list[NotebookResult] = []
     for i, nb in enumerate(notebooks):
-        params = resolve_parameters(nb, profile, sections, overrides, warn=lambda m: log(f"warning: {m}"))
+        params = all_params[nb.stem]
         shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
         log(f"[{i + 1}/{len(notebooks)}] {nb.stem} ({shown})")
         for attempt in range(retry_timeouts + 1):

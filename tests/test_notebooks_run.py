@@ -161,15 +161,16 @@ def fake_repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_resolve_parameters_order_and_warnings(fake_repo: Path):
+def test_resolve_parameters_order_and_refusals(fake_repo: Path):
     nb = fake_repo / "notebooks" / "00_pass.ipynb"
     sections = nbs.load_profile(fake_repo, "ci")
-    sections["00_pass"]["stpes"] = 5  # a typo the runner should point out
-    warnings: list[str] = []
-    params = nbs.resolve_parameters(nb, "ci", sections, overrides={"tag": "cli", "nope": 2}, warn=warnings.append)
-    # defaults only where declared, own section over defaults, overrides last, profile always
-    assert params == {"lr": 0.01, "steps": 3, "stpes": 5, "tag": "cli", "profile": "ci"}
-    assert any("'stpes'" in w for w in warnings)
+    params = nbs.resolve_parameters(nb, "ci", sections, overrides={"tag": "cli", "data_root": "/d"})
+    # defaults only where declared, own section over defaults, overrides last, profile always;
+    # a shared key (data_root) the notebook does not declare is skipped
+    assert params == {"lr": 0.01, "steps": 3, "tag": "cli", "profile": "ci"}
+    sections["00_pass"]["stpes"] = 5  # a typo: refused, naming the notebook and the key
+    with pytest.raises(ValueError, match=r"00_pass: profile 'ci' section 00_pass sets 'stpes'"):
+        nbs.resolve_parameters(nb, "ci", sections)
 
 
 def test_runner_reports_failing_cell_and_missing_results(fake_repo: Path):
