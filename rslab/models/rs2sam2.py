@@ -236,17 +236,29 @@ class BEiT3TokenEncoder:
     ``truncate=True`` (then it is cut, and :func:`rslab.recipes.rs2sam2.check_expression_lengths`
     warns about it before training)."""
 
-    def __init__(self, spm_path, max_tokens: int = 40, truncate: bool = False):
-        from rslab.models.beit3 import beit3_tokenizer
+    # XLM-R's fairseq dictionary, which BEiT-3 uses (transformers' XLMRobertaTokenizer does the same):
+    # <s> 0, <pad> 1, </s> 2, <unk> 3, then sentencepiece id + 1 (sentencepiece's own <unk>, id 0 -> 3)
+    bos_token_id, pad_token_id, eos_token_id, unk_token_id = 0, 1, 2, 3
 
+    def __init__(self, spm_path, max_tokens: int = 40, truncate: bool = False):
+        import sentencepiece
+
+        path = Path(spm_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"BEiT-3 sentencepiece model not found: {path} (beit3.spm of the BEiT-3 release; "
+                                    "rslab.weights.find_companion('beit3-large') looks for it)")
         if not isinstance(max_tokens, int) or max_tokens < 3:
             raise ValueError(f"max_tokens must be an int >= 3 (<s>, one word piece, </s>), got {max_tokens!r}")
-        self.tokenizer = beit3_tokenizer(spm_path)
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
         self.max_tokens, self.truncate = max_tokens, truncate
+
+    def _ids(self, expressions: Sequence[str]) -> list[list[int]]:
+        return [[self.bos_token_id, *(i + 1 if i else self.unk_token_id for i in self.sp.encode(t)), self.eos_token_id]
+                for t in expressions]
 
     def lengths(self, expressions: Sequence[str]) -> list[int]:
         """Tokens per expression (with ``<s>``/``</s>``), before any truncation."""
-        return [len(ids) for ids in self.tokenizer(list(expressions), add_special_tokens=True)["input_ids"]]
+        return [len(ids) for ids in self._ids(list(expressions))]
 
     def __call__(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(expressions, str):
@@ -254,14 +266,14 @@ class BEiT3TokenEncoder:
         for text in expressions:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"referring expressions must be non-empty strings, got {text!r}")
-        ids = self.tokenizer(list(expressions), add_special_tokens=True)["input_ids"]
+        ids = self._ids(list(expressions))
         too_long = [t for t, i in zip(expressions, ids) if len(i) > self.max_tokens]
         if too_long and not self.truncate:
             raise ValueError(f"expression too long ({self.max_tokens} BEiT-3 tokens max): {too_long[0][:80]!r}...; "
                              "shorten it, raise RS2SAM2Config.max_text_tokens, or truncate (check_expression_lengths)")
         ids = [i if len(i) <= self.max_tokens else i[:self.max_tokens - 1] + [i[-1]] for i in ids]
         length = max(len(i) for i in ids)
-        pad_id = self.tokenizer.pad_token_id
+        pad_id = self.pad_token_id
         out = torch.full((len(ids), length), pad_id, dtype=torch.long)
         pad = torch.ones(len(ids), length, dtype=torch.bool)
         for r, i in enumerate(ids):
