@@ -85,6 +85,7 @@ class RS2SAM2TrainConfig:
     mixed_precision: str = "auto"         # rslab.train: bf16 autocast on GPUs that support it, fp32 on the CPU
     estimate_warmup: int = 0              # >0: print Trainer.estimate (timed over this many passes) before training
     checkpoint_every: int = 0             # with an out_dir: a resumable checkpoint every this many steps (0: at the end)
+    cpu: bool = False                     # train on the CPU even when a GPU is present
 
     def __post_init__(self):
         if not self.new_lr_mult > 0:
@@ -114,7 +115,7 @@ def _trainer_config(run, **extra):
     """The :class:`rslab.train.TrainConfig` of a run config (steps, AdamW, warm-up, clip, seed, progress)."""
     from rslab.train import TrainConfig
 
-    for key in ("grad_accum_steps", "mixed_precision"):
+    for key in ("grad_accum_steps", "mixed_precision", "cpu"):
         if hasattr(run, key):
             extra.setdefault(key, getattr(run, key))
     return TrainConfig(max_steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
@@ -430,7 +431,7 @@ def check_expression_lengths(encoder, texts: Sequence[str], on_long: str = "erro
 def _row_key(cfg: RS2SAM2Config, tcfg: RS2SAM2TrainConfig, sam2_checkpoint) -> dict:
     """What a finished row's results depend on (compared before a row is skipped on re-run)."""
     run = {k: v for k, v in dataclasses.asdict(tcfg).items()
-           if k not in ("progress", "num_workers", "estimate_warmup", "checkpoint_every")}
+           if k not in ("progress", "num_workers", "estimate_warmup", "checkpoint_every", "cpu")}
     return {"model": json.loads(json.dumps(dataclasses.asdict(cfg))), "train": json.loads(json.dumps(run)),
             "sam2_checkpoint": None if sam2_checkpoint is None else Path(sam2_checkpoint).name}
 
