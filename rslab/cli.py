@@ -5,7 +5,9 @@
     rslab notebooks results
     rslab book build
     rslab readme-table [--write]
+    rslab weights list [--path DIR]
     rslab weights find NAME [--kind hf] [--path P] [--allow-download]
+    rslab weights check [DIR] [--name NAME ...] [--no-load]
 
 Commands run from anywhere inside the repository (the root is found by walking up to the
 directory holding ``notebooks/`` and ``pyproject.toml``). Exit status: 0 success, 1 a notebook
@@ -119,10 +121,43 @@ def _cmd_readme_table(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights_find(args: argparse.Namespace) -> int:
-    from rslab.weights import find_weights
+    from rslab import weights as W
 
-    print(find_weights(args.name, path=args.path, allow_download=args.allow_download, kind=args.kind))
+    if args.kind is None and args.name in W.WEIGHTS:  # a registry name
+        print(W.find(args.name, path=args.path, allow_download=args.allow_download))
+        return 0
+    print(W.find_weights(args.name, path=args.path, allow_download=args.allow_download, kind=args.kind or "file"))
     return 0
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _cmd_weights_list(args: argparse.Namespace) -> int:
+    from rslab import weights as W
+
+    rows = [[r["name"], r["family"], ", ".join(r["files"]), r["paper_model"].split(":")[0],
+             ", ".join(u.split("_")[0] for u in r["used_by"]) or "-",
+             f"found {r['found']}" if r["found"] else "missing"] for r in W.status(args.path)]
+    print(_table(["name", "family", "files", "paper model", "used by", "state"], rows))
+    return 0
+
+
+def _cmd_weights_check(args: argparse.Namespace) -> int:
+    from rslab import weights as W
+
+    if args.dir is not None and not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"weights folder not found: {args.dir}")
+    rows = W.check(args.dir, names=args.name, load_models=not args.no_load)
+    print(_table(["name", "state", "file", "detail"],
+                 [[r["name"], r["state"], r["found"] or "-", r["detail"]] for r in rows]))
+    found = [r for r in rows if r["state"] != "missing"]
+    failed = [r for r in rows if r["state"] == "failed"]
+    print(f"{len(found)} of {len(rows)} found, {len(found) - len(failed)} verified, {len(failed)} failed")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,12 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--readme", default=None, help="default: README.md at the repository root")
     rt.set_defaults(func=_cmd_readme_table)
 
-    w = sub.add_parser("weights", help="locate pretrained weights on disk")
+    w = sub.add_parser("weights", help="the foundation-weights registry: list, find and check weights on disk")
     w_sub = w.add_subparsers(dest="action", metavar="ACTION")
     w_sub.required = True
+    wl = w_sub.add_parser("list", help="table of registry entries and whether each is found")
+    wl.add_argument("--path", default=None, help="a weights folder to search first (then $RSLAB_WEIGHTS_DIR, caches)")
+    wl.set_defaults(func=_cmd_weights_list)
+    wc = w_sub.add_parser("check", help="verify every entry found (sha256 where published, strict load)")
+    wc.add_argument("dir", nargs="?", default=None, help="weights folder (default: $RSLAB_WEIGHTS_DIR and caches)")
+    wc.add_argument("--name", nargs="+", default=None, help="only these registry names")
+    wc.add_argument("--no-load", action="store_true", help="only hash, do not build and load the models")
+    wc.set_defaults(func=_cmd_weights_check)
     wf = w_sub.add_parser("find", help="print the path of NAME's weights, or where it looked")
-    wf.add_argument("name", help="file name, Hugging Face repo id, timm model or open_clip 'model/tag'")
-    wf.add_argument("--kind", default="file", choices=("file", "hf", "timm", "open_clip"))
+    wf.add_argument("name", help="a registry name (rslab weights list), or with --kind: a file name, "
+                                 "Hugging Face repo id, timm model or open_clip 'model/tag'")
+    wf.add_argument("--kind", default=None, choices=("file", "hf", "timm", "open_clip"),
+                    help="search a raw name of this kind instead of a registry entry (default: file)")
     wf.add_argument("--path", default=None, help="an explicit file or folder to try first")
     wf.add_argument("--allow-download", action="store_true", help="download when absent (needs internet)")
     wf.set_defaults(func=_cmd_weights_find)

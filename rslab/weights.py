@@ -605,14 +605,14 @@ def _find_entry(entry: WeightsEntry, path: str | Path | None, allow_download: bo
     s = _Search()
     found = _entry_search(entry, explicit, s)
     if found is not None:
-        return found.resolve(), ""
+        return (found.parent if entry.family == "hf" and found.is_file() else found).resolve(), ""
     note = ""
     if allow_download:
         try:
             _entry_download(entry)
             found = _entry_search(entry, explicit, _Search())
             if found is not None:
-                return found.resolve(), ""
+                return (found.parent if entry.family == "hf" and found.is_file() else found).resolve(), ""
             note = "\n  the download finished but the file is still not where expected"
         except Exception as exc:  # offline, gated repo...: reported with the places looked
             note = f"\n  download attempt failed: {type(exc).__name__}: {exc}"
@@ -804,7 +804,9 @@ def _as_state_dict(obj: Any, path: Path, wrapper_keys: tuple[str, ...] = ("state
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         what = type(obj).__name__ if not isinstance(obj, dict) else f"a dict with keys {list(obj)[:6]}"
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), found {what}")
+        inner = next((v for v in obj.values() if isinstance(v, dict)), None) if isinstance(obj, dict) else None
+        looks = f"; it looks like {_guess_layout(inner)}" if inner else ""
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), found {what}{looks}")
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
@@ -847,7 +849,13 @@ def _load_clip(entry: WeightsEntry, path: Path, device: str, quick_gelu: bool | 
     if _guess_layout(sd) != "an OpenAI/open_clip CLIP state dict":  # refuse before building the model
         _check_layout_only_guess(sd, path, entry, f"a CLIP {entry.config['model']} state dict (OpenAI's "
                                  "TorchScript file or open_clip's visual.*/transformer.* keys)")
-    model = open_clip.create_model(entry.config["model"], pretrained=None, force_quick_gelu=want)
+    import logging
+
+    logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": the weights follow below
+    try:
+        model = open_clip.create_model(entry.config["model"], pretrained=None, force_quick_gelu=want)
+    finally:
+        logging.disable(logging.NOTSET)
     _check_layout(model, sd, path, entry, f"open_clip {entry.config['model']} ("
                   f"{'QuickGELU' if want else 'GELU'}) keys: visual.conv1.weight, transformer.resblocks.*, ...")
     model.load_state_dict(sd, strict=True)
@@ -946,3 +954,103 @@ def load(name: str, path: str | Path | None = None, device: Any = "cpu", verify:
     if verify:
         verify_sha256(entry.name, p)
     return _LOADERS[entry.family](entry, p, str(device), **kw)
+
+
+# --- the state of a weights folder (``rslab weights list/check``) and the book page ----------------
+
+def status(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per entry: name, family, files, paper model, used by, and where it was found (or
+    ``None``), searching ``path`` first, then ``$RSLAB_WEIGHTS_DIR`` and the caches."""
+    rows = []
+    for entry in WEIGHTS.values():
+        found, _ = _find_entry(entry, path, allow_download=False)
+        rows.append({"name": entry.name, "family": entry.family, "files": entry.files,
+                     "paper_model": entry.paper_model, "used_by": entry.used_by, "found": found})
+    return rows
+
+
+def check(path: str | Path | None = None, names: Iterable[str] | None = None, load_models: bool = True,
+          verify: bool = True) -> list[dict[str, Any]]:
+    """Verify every entry that is found (``names``: only these): the published sha256 where there
+    is one and, with ``load_models``, that the file loads into its architecture. One row per entry:
+    ``{"name", "found", "state": "ok" | "missing" | "failed", "detail"}``; nothing raises."""
+    import gc
+
+    wanted = list(WEIGHTS) if names is None else [get_entry(n).name for n in names]
+    rows = []
+    for n in wanted:
+        entry = WEIGHTS[n]
+        found, _ = _find_entry(entry, path, allow_download=False)
+        row: dict[str, Any] = {"name": n, "found": found, "state": "missing", "detail": ""}
+        if found is not None:
+            try:
+                checked = verify and verify_sha256(n, found)
+                detail = ["sha256 ok" if checked else "no published sha256" if entry.sha256 is None
+                          else "sha256 not checked"]
+                if load_models:
+                    model = _LOADERS[entry.family](entry, found, "cpu")
+                    params = sum(p.numel() for p in model.parameters())
+                    detail.append(f"loads ({params / 1e6:.1f}M parameters)")
+                    del model
+                    gc.collect()
+                row.update(state="ok", detail=", ".join(detail))
+            except Exception as exc:  # noqa: BLE001 - every failure is reported in its row
+                row.update(state="failed", detail=f"{type(exc).__name__}: {exc}")
+        rows.append(row)
+    return rows
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def registry_markdown() -> str:
+    """The book page ``book/weights.md``, generated from :data:`WEIGHTS` (a test keeps the
+    committed page equal to this)."""
+    lines = [
+        "# Foundation weights",
+        "",
+        "<!-- generated by rslab.weights.registry_markdown(); do not edit by hand: run "
+        "`python -c \"from rslab.weights import write_registry_page; write_registry_page()\"` -->",
+        "",
+        "Every notebook asks `rslab.weights` for its foundation models by name. "
+        "`rslab weights list` shows which of these a weights folder holds, `rslab weights check DIR` "
+        "verifies them (sha256 where published, then a strict load into the architecture), and "
+        "`rslab.weights.require([...])` stops with one error listing every missing file.",
+        "",
+        "Where files are looked for, in order: an explicit `path`; `$RSLAB_WEIGHTS_DIR`, holding the "
+        "release's own file names loose (`ViT-B-16.pt`, `sam2.1_hiera_large.pt`, "
+        "`beit3_large_patch16_224.pth`), or a sub-folder named after the entry or its Hugging Face repo "
+        "(`timm--vit_base_patch14_dinov2.lvd142m/model.safetensors`), or a copied hub cache; then the "
+        "libraries' caches (Hugging Face, torch hub, open_clip). Generic file names such as "
+        "`model.safetensors` are only accepted inside such a sub-folder. Nothing is downloaded unless "
+        "the caller allows it.",
+        "",
+        "| name | family | official file(s) | paper model | used by |",
+        "|---|---|---|---|---|",
+    ]
+    for e in WEIGHTS.values():
+        lines.append(f"| `{e.name}` | {e.family} | {', '.join(f'`{f}`' for f in e.files)} | "
+                     f"{_md_escape(e.paper_model)} | {', '.join(e.used_by) or '-'} |")
+    for e in WEIGHTS.values():
+        lines += ["", f"## `{e.name}`", "", f"- **Paper model:** {_md_escape(e.paper_model)}",
+                  f"- **Family / loader:** `{e.family}`",
+                  f"- **Official file(s), preferred first:** {', '.join(f'`{f}`' for f in e.files)}",
+                  f"- **Download:** <{e.url}>" + (f" (also `hf download {e.hf_repo}`)" if e.hf_repo else ""),
+                  f"- **sha256:** " + (f"`{e.sha256}` (of `{e.files[0]}`)" if e.sha256 else "not published"),
+                  "- **Config:** " + ", ".join(f"`{k}={v!r}`" for k, v in e.config.items()),
+                  f"- **Used by:** {', '.join(f'`{u}`' for u in e.used_by) or 'no notebook yet'}"]
+        if e.companions:
+            lines.append(f"- **Companion files:** {', '.join(f'`{c}` (<{KNOWN_FILES.get(c, e.url)}>)' for c in e.companions)}")
+        if e.notes:
+            lines.append(f"- **Notes:** {_md_escape(e.notes)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_registry_page(path: str | Path | None = None) -> Path:
+    """Write :func:`registry_markdown` to ``book/weights.md`` (or ``path``)."""
+    if path is None:
+        path = Path(__file__).resolve().parents[1] / "book" / "weights.md"
+    p = Path(path)
+    p.write_text(registry_markdown())
+    return p

@@ -46,6 +46,7 @@ seed = 0            # world seed: same seed, same scenes
 n_scenes = 8        # scenes for the per-class statistics and the throughput measurement
 size = 256          # scene side in pixels
 large_size = 2048   # side of the large scene
+data_root = None    # the dataset folder of rslab.data.catalog: when set (full profile), show each dataset found there
 """, tags=["parameters"])
 
 code("""
@@ -325,6 +326,45 @@ if dg_dir is not None and dg_dir.is_dir():
     display(viz.show_large_scene(dg, load_tree("deepglobe"), max_px=612))
 else:
     print("DeepGlobe sample not present; skipped.")
+""")
+
+md("""
+**The dataset catalog** (`rslab.data.catalog`): the full profile reads the real datasets from one
+`data_root` folder holding them under their official folder names. With `data_root` set, this cell
+lists which are there and shows one item of each; without it, it prints the expected layout.
+""")
+
+code("""
+import matplotlib.pyplot as plt
+
+from rslab.data.catalog import DATASETS, datasets_table, find_dataset, open_dataset
+
+if data_root is None:
+    print("data_root not set (the full profile sets it): the catalog expects")
+    print(datasets_table())
+else:
+    first_split = {"sen1floods11": "test", "rrsisd": "test", "refsegrs": "test", "sen12ms": None, "deepglobe": None}
+    for name, entry in DATASETS.items():
+        try:
+            find_dataset(name, data_root)
+        except FileNotFoundError as err:
+            print(f"{name}: not under {data_root} ({str(err).splitlines()[1].strip()})")
+            continue
+        data = open_dataset(name, data_root, first_split.get(name, "train"))
+        item = data[0]
+        print(f"{name}: {len(data)} items in {entry.folder}/ (reader {entry.reader}); used by {', '.join(entry.used_by)}")
+        if item.optical is not None:
+            title = f"{entry.title}: item 0" + (f", '{item.referring[0].text}'" if item.referring else "")
+            labels = item.labels if item.labels is not None else (item.referring[0].mask.astype("int64") if item.referring else None)
+            fig, axes = plt.subplots(1, 2 if labels is not None else 1, figsize=(7, 3.4), squeeze=False)
+            axes[0, 0].imshow(viz.optical_to_display(item.optical)); axes[0, 0].set_title("optical")
+            if labels is not None:
+                axes[0, 1].imshow(np.where(labels == 255, np.nan, labels), cmap="tab10", interpolation="nearest")
+                axes[0, 1].set_title("labels" if item.labels is not None else "referred mask")
+            for ax in axes.flat:
+                ax.axis("off")
+            fig.suptitle(title, fontsize=9)
+            plt.show()
 """)
 
 md("""

@@ -91,6 +91,15 @@ run_ablation = True     # step 5: train three more SAR encoders (L_CL + L_CMA, L
 run_ceiling = False     # step 4: train the two ceiling students (label map, optical) too; about 40 s more on the CPU
 real_tile = 64          # tile size for the real Sen1Floods11 chip
 num_threads = 2         # CPU threads for torch (2 on an idle 2-core CPU: 118 s vs 142 s with 1; use 1 on a busy machine)
+teacher = None          # None: the optical tower trained here (steps 1-2); a registry name, e.g. "clip-vit-b16-openai": that frozen CLIP tower (full profile)
+pair_dataset = "synthetic"   # "synthetic" | "sen12ms": co-registered Sentinel-1/2 pairs under data_root (full profile)
+eval_dataset = "synthetic"   # "synthetic" | "sen1floods11": zero-shot water / not-water on its test chips (full profile)
+n_eval_pairs = 256      # real pairs held out for SAR -> optical retrieval (the last ones of pair_dataset)
+warmup_steps = 10       # linear warm-up of the alignment (full profile)
+data_root = None        # the dataset folder of rslab.data.catalog (full profile)
+weights_dir = None      # folder of the official weights; None: $RSLAB_WEIGHTS_DIR (rslab.weights)
+device = "cpu"          # "cpu" | "auto" (a GPU when there is one) | "cuda"
+num_workers = 0         # DataLoader workers reading real pairs from disk
 """, tags=["parameters"])
 
 code("""
@@ -123,6 +132,120 @@ metrics = {}
 """)
 
 md("""
+## Full profile: the paper's setup
+
+With `teacher` set (the full profile: `clip-vit-b16-openai`), this notebook runs stage 1 as the paper
+does: a frozen pretrained optical–text tower (OpenAI CLIP ViT-B/16, QuickGELU) as $E_{opt}$, a SAR
+encoder of the same size (ViT-B/16, 2-channel patch embedding) trained with $\\mathcal{L}_{img}$ on
+co-registered SEN12MS Sentinel-1/2 pairs streamed from `data_root`, SAR→optical retrieval on held-out
+pairs and zero-shot water / not-water on Sen1Floods11's test chips. The synthetic-world tutorial
+below is then skipped; the ci and smoke profiles skip this section instead.
+""")
+
+code("""
+paper_setup = teacher is not None
+if paper_setup:  # every missing weights file and dataset in one error, within seconds
+    from rslab.data.catalog import open_dataset, require_inputs
+    from rslab.notebooks import resolve_device
+
+    if pair_dataset != "sen12ms" or eval_dataset != "sen1floods11":
+        raise ValueError("the paper setup needs pair_dataset='sen12ms' and eval_dataset='sen1floods11', got "
+                         f"{pair_dataset!r} and {eval_dataset!r}")
+    torch_device = resolve_device(device, profile)
+    found_weights, found_data = require_inputs([teacher], [pair_dataset, eval_dataset], weights_dir, data_root)
+    print("weights:", found_weights, "\\ndatasets:", found_data, "\\ndevice:", torch_device)
+elif pair_dataset != "synthetic" or eval_dataset != "synthetic":
+    raise ValueError("real pair/eval datasets need a pretrained teacher (teacher='clip-vit-b16-openai'): "
+                     "the tower trained in steps 1-2 knows only the synthetic world")
+""")
+
+code("""
+if paper_setup:
+    import copy
+
+    from rslab.recipes.alignment import (CLIPImageTower, PairWindows, SARViT, TeacherSARModel, clip_from_registry,
+                                         embed_pairs, train_teacher_sar_alignment)
+    from rslab.recipes.budget import print_budget, time_step
+    from rslab.weights import get_entry
+
+    clip_model, clip_text = clip_from_registry(teacher, weights_dir, torch_device)
+    clip_cfg = get_entry(teacher).config
+    torch.manual_seed(seed + 1)
+    sar_vit = SARViT(clip_cfg["model"], clip_cfg["quick_gelu"],
+                     init_from=clip_model.visual if sar_init_from_optical else None).to(torch_device)
+    unaligned_vit = copy.deepcopy(sar_vit).eval()  # the "before" encoder: same init, untrained
+    paper_model = TeacherSARModel(CLIPImageTower(clip_model), sar_vit)
+
+    pairs = open_dataset(pair_dataset, data_root, None)
+    n_held = min(n_eval_pairs, len(pairs) // 2)
+    train_ids = list(range(len(pairs) - n_held))[:n_align]
+    train_pairs = PairWindows(pairs, image_size, train_ids)
+    eval_pairs = PairWindows(pairs, image_size, range(len(pairs) - n_held, len(pairs)))
+    print(f"E_opt: {teacher} (frozen), E_SAR: {count_parameters(sar_vit) / 1e6:.1f} M parameters; "
+          f"{len(train_pairs)} training pairs, {len(eval_pairs)} held out ({image_size} px windows, crops of {crop})")
+""")
+
+code("""
+if paper_setup:
+    paper_augment = SARViewAugment(crop=crop, looks=(3.0, 12.0), speckle_window=3, max_offset_db=1.0)
+    paper_loss = ImageAlignmentLoss(lambda_cl, lambda_cma, temperature)
+    probe_opt, probe_sar = (torch.stack(x) for x in zip(*[train_pairs[i] for i in range(min(align_batch_size, len(train_pairs)))]))
+
+    def one_step():
+        opt_a, sar_a, sar_b = paper_augment(probe_opt.to(torch_device), probe_sar.to(torch_device))
+        out = paper_model(opt_a, sar_a, sar_b)
+        return paper_loss(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
+
+    plan = print_budget("SAR alignment (L_img)", align_steps, 3 * align_batch_size, time_step(one_step, sar_vit, repeats=1), torch_device)
+    t0 = time.perf_counter()
+    paper_history = train_teacher_sar_alignment(
+        paper_model, train_pairs, paper_loss, batch_size=align_batch_size, augment=paper_augment, num_workers=num_workers,
+        config=TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(warmup_steps, align_steps), seed=seed,
+                           log_every=max(1, align_steps // 50), progress=True, cpu=torch_device.type == "cpu",
+                           out_dir=run.artifacts / "paper_alignment"),
+    )
+    metrics["align_s"] = time.perf_counter() - t0
+    print(f"trained {align_steps} steps in {metrics['align_s']:.0f} s; final loss {paper_history[-1]['loss']:.3f}")
+""")
+
+code("""
+if paper_setup:
+    from rslab.models.alignment import zero_shot_accuracy
+
+    after = embed_pairs(paper_model, eval_pairs, num_workers=num_workers)
+    before = embed_pairs(paper_model, eval_pairs, sar_encoder=unaligned_vit, num_workers=num_workers)
+    # Sen1Floods11 test chips, the centre real_tile window of each: water when over half its labelled pixels are
+    floods = PairWindows(open_dataset(eval_dataset, data_root, "test"), real_tile)
+    flood_emb = {"after": embed_pairs(paper_model, floods, num_workers=num_workers)}
+    flood_emb["before"] = embed_pairs(paper_model, floods, sar_encoder=unaligned_vit, num_workers=num_workers)
+    labels = flood_emb["after"]["labels"]
+    labelled = (labels != 255).flatten(1).sum(1)
+    keep = labelled > 0
+    water_y = (((labels == 1).flatten(1).sum(1)) > labelled // 2).long()[keep]
+    water_prompts = clip_text.prompt_embeddings([["land", "farmland", "forest", "urban area", "bare ground"],
+                                                 ["water", "river", "lake", "flooded area"]])
+    for tag, emb in (("before", before), ("after", after)):
+        r = retrieval_scores(emb["sar"], emb["optical"], ks=(1, 5))
+        zs = zero_shot_accuracy(flood_emb[tag]["sar"][keep], water_prompts, water_y)
+        metrics[f"sar2opt_r1_{tag}"], metrics[f"sar2opt_r5_{tag}"] = r[1], r[5]
+        metrics[f"sar_zeroshot_acc_{tag}"], metrics[f"sar_zeroshot_balanced_acc_{tag}"] = zs["acc"], zs["balanced_acc"]
+        print(f"SAR {tag:>6}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} (chance {1 / len(eval_pairs):.3f}); water zero-shot "
+              f"accuracy {zs['acc']:.3f}, balanced {zs['balanced_acc']:.3f} ({int(keep.sum())} chips, {int(water_y.sum())} water)")
+    zs_opt = zero_shot_accuracy(flood_emb["after"]["optical"][keep], water_prompts, water_y)
+    metrics["optical_zeroshot_acc"], metrics["optical_zeroshot_balanced_acc"] = zs_opt["acc"], zs_opt["balanced_acc"]
+    print(f"optical teacher: water zero-shot accuracy {zs_opt['acc']:.3f}, balanced {zs_opt['balanced_acc']:.3f}")
+
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sar_vit.state_dict().items()}, str(run.artifacts / "sar_encoder_vit.safetensors"))
+    metrics["cpu_s"] = time.process_time() - cpu_start
+    results_path = run.save_results(metrics, teacher=teacher, pair_dataset=pair_dataset, eval_dataset=eval_dataset,
+                                    n_align_pairs=len(train_pairs), n_eval_pairs=len(eval_pairs), n_eval_chips=int(keep.sum()),
+                                    budget=plan)
+    print(f"saved to {run.artifacts}")
+""")
+
+md("""
 ## 1 · Data: co-registered optical/SAR pairs
 
 Training pairs are synthetic scenes `0 .. n_align-1`; the first `n_train` of them also lend their
@@ -134,27 +257,29 @@ the zero-shot chance level exactly 20 %.
 """)
 
 code("""
-world = SyntheticWorld(WorldConfig(size=image_size), seed=seed)
-tree, LEVEL = world.tree, 2
-zs_classes = ["herbaceous vegetation", "bare soil", "road", "forest", "building"]
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    world = SyntheticWorld(WorldConfig(size=image_size), seed=seed)
+    tree, LEVEL = world.tree, 2
+    zs_classes = ["herbaceous vegetation", "bare soil", "road", "forest", "building"]
 
-train_samples = [world.scene(i) for i in range(max(n_train, n_align))]
-eval_samples, eval_y = balanced_scenes(world, zs_classes, eval_per_class, level=LEVEL, text_split="heldout")
-opt_train, sar_train = pairs_to_tensors(train_samples[:n_align])
-opt_eval, sar_eval = pairs_to_tensors(eval_samples)
-print(f"train pairs {tuple(opt_train.shape)} optical, {tuple(sar_train.shape)} SAR; held-out pairs: {len(eval_samples)}")
+    train_samples = [world.scene(i) for i in range(max(n_train, n_align))]
+    eval_samples, eval_y = balanced_scenes(world, zs_classes, eval_per_class, level=LEVEL, text_split="heldout")
+    opt_train, sar_train = pairs_to_tensors(train_samples[:n_align])
+    opt_eval, sar_eval = pairs_to_tensors(eval_samples)
+    print(f"train pairs {tuple(opt_train.shape)} optical, {tuple(sar_train.shape)} SAR; held-out pairs: {len(eval_samples)}")
 """)
 
 code("""
-fig, axes = plt.subplots(2, 5, figsize=(12, 5))
-for k, ax in enumerate(axes.T):
-    s = eval_samples[k * eval_per_class]
-    ax[0].imshow(optical_to_display(s.optical)); ax[1].imshow(sar_to_display(s.sar, "rgb"))
-    ax[0].set_title(zs_classes[k], fontsize=9)
-for ax in axes.flat:
-    ax.set_xticks([]); ax.set_yticks([])
-axes[0, 0].set_ylabel("optical (RGB)"); axes[1, 0].set_ylabel("SAR (VV, VH, ratio)")
-fig.suptitle("The domain gap: the same five scenes seen by the two sensors"); plt.show()
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    fig, axes = plt.subplots(2, 5, figsize=(12, 5))
+    for k, ax in enumerate(axes.T):
+        s = eval_samples[k * eval_per_class]
+        ax[0].imshow(optical_to_display(s.optical)); ax[1].imshow(sar_to_display(s.sar, "rgb"))
+        ax[0].set_title(zs_classes[k], fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([]); ax.set_yticks([])
+    axes[0, 0].set_ylabel("optical (RGB)"); axes[1, 0].set_ylabel("SAR (VV, VH, ratio)")
+    fig.suptitle("The domain gap: the same five scenes seen by the two sensors"); plt.show()
 """)
 
 md("""
@@ -191,32 +316,33 @@ stand-in teacher only.
 """)
 
 code("""
-def preset(in_chans: int) -> ImageEncoderConfig:
-    sizes = dict(embed_dim=embed_dim, depth=sar_depth if in_chans == 2 and sar_depth is not None else depth, num_heads=num_heads)
-    overrides = {k: v for k, v in sizes.items() if v is not None}
-    return getattr(ImageEncoderConfig, encoder)(in_chans, img_size=image_size, out_dim=384, **overrides)
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    def preset(in_chans: int) -> ImageEncoderConfig:
+        sizes = dict(embed_dim=embed_dim, depth=sar_depth if in_chans == 2 and sar_depth is not None else depth, num_heads=num_heads)
+        overrides = {k: v for k, v in sizes.items() if v is not None}
+        return getattr(ImageEncoderConfig, encoder)(in_chans, img_size=image_size, out_dim=384, **overrides)
 
-text_encoder = MiniLMTextEncoder()
-train_texts = scene_texts(train_samples[:n_train], tree, LEVEL, layout_captions=lit_layout_captions,
-                          layout_repeat=lit_layout_repeat, seed=seed)
-text_encoder.encode(sorted({t for texts in train_texts for t in texts}, key=len))  # one batched pass, little padding
-train_text_emb = [text_encoder.encode(texts) for texts in train_texts]  # now from the cache
-print("example texts of scene 0:", train_texts[0][:2], "..." if lit_layout_captions == 0 else train_texts[0][-1])
+    text_encoder = MiniLMTextEncoder()
+    train_texts = scene_texts(train_samples[:n_train], tree, LEVEL, layout_captions=lit_layout_captions,
+                              layout_repeat=lit_layout_repeat, seed=seed)
+    text_encoder.encode(sorted({t for texts in train_texts for t in texts}, key=len))  # one batched pass, little padding
+    train_text_emb = [text_encoder.encode(texts) for texts in train_texts]  # now from the cache
+    print("example texts of scene 0:", train_texts[0][:2], "..." if lit_layout_captions == 0 else train_texts[0][-1])
 
-t0 = time.perf_counter()
-# the same training ground in another regional style: the second view of the image-image term
-restyled = restyled_scenes(world, train_samples[:n_train])
-optical_model = OpticalTextModel(preset(4))
-lit_history = train_locked_text(
-    optical_model, pairs_to_tensors(train_samples[:n_train])[0], train_text_emb, texts=train_texts, batch_size=batch_size, crop=lit_crop,
-    colour=lit_colour, view_weight=lit_view_weight, optical_other=pairs_to_tensors(restyled)[0],
-    dihedral=lit_layout_captions == 0,  # a flip would falsify "a river in the north-west"
-    config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25, progress=False),
-)
-optical_encoder = optical_model.encoder.eval()
-metrics["lit_s"] = time.perf_counter() - t0
-print(f"optical encoder: {count_parameters(optical_encoder) / 1e6:.2f} M parameters, "
-      f"locked-text tuning {metrics['lit_s']:.0f} s, final loss {lit_history[-1]['loss']:.3f}")
+    t0 = time.perf_counter()
+    # the same training ground in another regional style: the second view of the image-image term
+    restyled = restyled_scenes(world, train_samples[:n_train])
+    optical_model = OpticalTextModel(preset(4))
+    lit_history = train_locked_text(
+        optical_model, pairs_to_tensors(train_samples[:n_train])[0], train_text_emb, texts=train_texts, batch_size=batch_size, crop=lit_crop,
+        colour=lit_colour, view_weight=lit_view_weight, optical_other=pairs_to_tensors(restyled)[0],
+        dihedral=lit_layout_captions == 0,  # a flip would falsify "a river in the north-west"
+        config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25, progress=False),
+    )
+    optical_encoder = optical_model.encoder.eval()
+    metrics["lit_s"] = time.perf_counter() - t0
+    print(f"optical encoder: {count_parameters(optical_encoder) / 1e6:.2f} M parameters, "
+          f"locked-text tuning {metrics['lit_s']:.0f} s, final loss {lit_history[-1]['loss']:.3f}")
 """)
 
 md("""
@@ -229,16 +355,17 @@ knowledge of language. This is the optical *teacher's* ability that SAR should i
 """)
 
 code("""
-class_emb = {
-    "train synonyms": text_encoder.prompt_embeddings([tree.synonyms(c, "train") for c in zs_classes]),
-    "held-out synonyms": text_encoder.prompt_embeddings([tree.synonyms(c, "heldout") for c in zs_classes]),
-}
-print({c: tree.synonyms(c, "heldout") for c in zs_classes})
-f_opt_eval = embed_optical(optical_encoder, opt_eval)
-for name, emb in class_emb.items():
-    acc = zero_shot_accuracy(f_opt_eval, emb, eval_y)["acc"]
-    metrics[f"optical_zeroshot_acc_{name.split()[0].replace('-', '')}"] = acc
-    print(f"optical zero-shot accuracy, {name}: {acc:.3f}   (chance {1 / len(zs_classes):.3f})")
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    class_emb = {
+        "train synonyms": text_encoder.prompt_embeddings([tree.synonyms(c, "train") for c in zs_classes]),
+        "held-out synonyms": text_encoder.prompt_embeddings([tree.synonyms(c, "heldout") for c in zs_classes]),
+    }
+    print({c: tree.synonyms(c, "heldout") for c in zs_classes})
+    f_opt_eval = embed_optical(optical_encoder, opt_eval)
+    for name, emb in class_emb.items():
+        acc = zero_shot_accuracy(f_opt_eval, emb, eval_y)["acc"]
+        metrics[f"optical_zeroshot_acc_{name.split()[0].replace('-', '')}"] = acc
+        print(f"optical zero-shot accuracy, {name}: {acc:.3f}   (chance {1 / len(zs_classes):.3f})")
 """)
 
 md("""
@@ -250,10 +377,11 @@ teacher.
 """)
 
 code("""
-restyled_eval = restyled_scenes(world, eval_samples, offset=1)
-r = retrieval_scores(embed_optical(optical_encoder, pairs_to_tensors(restyled_eval)[0]), f_opt_eval, ks=(1, 5))
-metrics["optical_restyled_r1"], metrics["optical_restyled_r5"] = r[1], r[5]
-print(f"optical (other style) -> optical: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} (chance {1 / len(eval_samples):.3f})")
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    restyled_eval = restyled_scenes(world, eval_samples, offset=1)
+    r = retrieval_scores(embed_optical(optical_encoder, pairs_to_tensors(restyled_eval)[0]), f_opt_eval, ks=(1, 5))
+    metrics["optical_restyled_r1"], metrics["optical_restyled_r5"] = r[1], r[5]
+    print(f"optical (other style) -> optical: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} (chance {1 / len(eval_samples):.3f})")
 """)
 
 md("""
@@ -282,36 +410,38 @@ say where its negatives come from.
 """)
 
 code("""
-augment = SARViewAugment(crop=crop, looks=(3.0, 12.0), speckle_window=3, max_offset_db=1.0)
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    augment = SARViewAugment(crop=crop, looks=(3.0, 12.0), speckle_window=3, max_offset_db=1.0)
 
-def align(lam_cl: float, lam_cma: float, steps: int) -> tuple[SARAlignmentModel, list, float]:
-    torch.manual_seed(seed + 1)  # the same initial SAR encoder for every variant
-    model = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical)
-    t0 = time.perf_counter()
-    history = train_sar_alignment(
-        model, opt_train, sar_train, ImageAlignmentLoss(lam_cl, lam_cma, temperature), batch_size=align_batch_size,
-        augment=augment, optical_bank=optical_bank,
-        config=TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=25, progress=False),
-    )
-    return model, history, time.perf_counter() - t0
+    def align(lam_cl: float, lam_cma: float, steps: int) -> tuple[SARAlignmentModel, list, float]:
+        torch.manual_seed(seed + 1)  # the same initial SAR encoder for every variant
+        model = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical)
+        t0 = time.perf_counter()
+        history = train_sar_alignment(
+            model, opt_train, sar_train, ImageAlignmentLoss(lam_cl, lam_cma, temperature), batch_size=align_batch_size,
+            augment=augment, optical_bank=optical_bank,
+            config=TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=25, progress=False),
+        )
+        return model, history, time.perf_counter() - t0
 
-torch.manual_seed(seed + 1)
-unaligned_sar = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical).sar  # the "before" encoder: same init, untrained
-model, history, metrics["align_s"] = align(lambda_cl, lambda_cma, align_steps)
-sar_encoder = model.sar
-print(f"SAR encoder: {count_parameters(sar_encoder) / 1e6:.2f} M parameters, trained in {metrics['align_s']:.0f} s")
+    torch.manual_seed(seed + 1)
+    unaligned_sar = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical).sar  # the "before" encoder: same init, untrained
+    model, history, metrics["align_s"] = align(lambda_cl, lambda_cma, align_steps)
+    sar_encoder = model.sar
+    print(f"SAR encoder: {count_parameters(sar_encoder) / 1e6:.2f} M parameters, trained in {metrics['align_s']:.0f} s")
 """)
 
 code("""
-fig, ax = plt.subplots(figsize=(6, 3.5))
-steps = [h["step"] for h in history]
-for key, label in [("loss_cl", "$L_{CL}$ (SAR view a vs view b)"), ("loss_cma", "$L_{CMA}$ (SAR vs frozen optical)")]:
-    if key in history[-1]:
-        ax.plot(steps, [h[key] for h in history], marker="o", label=label)
-ax.axhline(np.log(len(opt_train) if optical_bank else align_batch_size), color="grey", ls=":",
-           label="chance level of $L_{CMA}$ (log of its candidates)")
-ax.set_xlabel("step"); ax.set_ylabel("InfoNCE loss"); ax.legend(); ax.set_title("Training losses of $L_{img}$")
-plt.show()
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history]
+    for key, label in [("loss_cl", "$L_{CL}$ (SAR view a vs view b)"), ("loss_cma", "$L_{CMA}$ (SAR vs frozen optical)")]:
+        if key in history[-1]:
+            ax.plot(steps, [h[key] for h in history], marker="o", label=label)
+    ax.axhline(np.log(len(opt_train) if optical_bank else align_batch_size), color="grey", ls=":",
+               label="chance level of $L_{CMA}$ (log of its candidates)")
+    ax.set_xlabel("step"); ax.set_ylabel("InfoNCE loss"); ax.legend(); ax.set_title("Training losses of $L_{img}$")
+    plt.show()
 """)
 
 md("""
@@ -321,21 +451,22 @@ masked out of the pooling; a tile that is mostly nodata is dropped by `check_pai
 """)
 
 code("""
-from rslab.models.alignment import check_pairs
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    from rslab.models.alignment import check_pairs
 
-for what, optical_bad, sar_bad in [
-    ("SAR smaller than optical", opt_train[:2], sar_train[:2, :, :32, :32]),
-    ("3-channel 'SAR'", opt_train[:2], torch.cat([sar_train[:2], sar_train[:2, :1]], dim=1)),
-]:
-    try:
-        check_pairs(optical_bad, sar_bad)
-    except ValueError as err:
-        print(f"{what}: ValueError: {err}")
-holey = sar_train[:3].clone()
-holey[1] = float("nan")            # all nodata -> dropped
-holey[2, :, :16] = float("nan")    # a quarter nodata -> kept, masked in the pooling
-print("kept pairs:", check_pairs(opt_train[:3], holey).tolist(),
-      "| embeddings finite:", bool(torch.isfinite(embed_sar(sar_encoder, holey[[0, 2]])).all()))
+    for what, optical_bad, sar_bad in [
+        ("SAR smaller than optical", opt_train[:2], sar_train[:2, :, :32, :32]),
+        ("3-channel 'SAR'", opt_train[:2], torch.cat([sar_train[:2], sar_train[:2, :1]], dim=1)),
+    ]:
+        try:
+            check_pairs(optical_bad, sar_bad)
+        except ValueError as err:
+            print(f"{what}: ValueError: {err}")
+    holey = sar_train[:3].clone()
+    holey[1] = float("nan")            # all nodata -> dropped
+    holey[2, :, :16] = float("nan")    # a quarter nodata -> kept, masked in the pooling
+    print("kept pairs:", check_pairs(opt_train[:3], holey).tolist(),
+          "| embeddings finite:", bool(torch.isfinite(embed_sar(sar_encoder, holey[[0, 2]])).all()))
 """)
 
 md("""
@@ -352,21 +483,22 @@ Both questions below are asked on **held-out pairs** and compared with the same 
 """)
 
 code("""
-f_sar_before = embed_sar(unaligned_sar, sar_eval)
-f_sar_after = embed_sar(sar_encoder, sar_eval)
-n_eval = len(eval_samples)
-rows = []
-for tag, f_sar in [("before", f_sar_before), ("after", f_sar_after)]:
-    r = retrieval_scores(f_sar, f_opt_eval, ks=(1, 5))
-    zs = {name: zero_shot_accuracy(f_sar, emb, eval_y)["acc"] for name, emb in class_emb.items()}
-    metrics[f"sar2opt_r1_{tag}"], metrics[f"sar2opt_r5_{tag}"] = r[1], r[5]
-    metrics[f"sar_zeroshot_acc_{tag}"] = zs["train synonyms"]
-    metrics[f"sar_zeroshot_acc_heldout_synonyms_{tag}"] = zs["held-out synonyms"]
-    rows.append((tag, r[1], r[5], zs["train synonyms"], zs["held-out synonyms"]))
-print(f"{'SAR encoder':<12}{'R@1':>8}{'R@5':>8}{'zero-shot':>11}{'zero-shot (held-out names)':>28}")
-for tag, r1, r5, z1, z2 in rows:
-    print(f"{tag:<12}{r1:>8.3f}{r5:>8.3f}{z1:>11.3f}{z2:>28.3f}")
-print(f"chance: R@1 {1 / n_eval:.3f}, R@5 {5 / n_eval:.3f}, zero-shot {1 / len(zs_classes):.3f}  ({n_eval} held-out pairs)")
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    f_sar_before = embed_sar(unaligned_sar, sar_eval)
+    f_sar_after = embed_sar(sar_encoder, sar_eval)
+    n_eval = len(eval_samples)
+    rows = []
+    for tag, f_sar in [("before", f_sar_before), ("after", f_sar_after)]:
+        r = retrieval_scores(f_sar, f_opt_eval, ks=(1, 5))
+        zs = {name: zero_shot_accuracy(f_sar, emb, eval_y)["acc"] for name, emb in class_emb.items()}
+        metrics[f"sar2opt_r1_{tag}"], metrics[f"sar2opt_r5_{tag}"] = r[1], r[5]
+        metrics[f"sar_zeroshot_acc_{tag}"] = zs["train synonyms"]
+        metrics[f"sar_zeroshot_acc_heldout_synonyms_{tag}"] = zs["held-out synonyms"]
+        rows.append((tag, r[1], r[5], zs["train synonyms"], zs["held-out synonyms"]))
+    print(f"{'SAR encoder':<12}{'R@1':>8}{'R@5':>8}{'zero-shot':>11}{'zero-shot (held-out names)':>28}")
+    for tag, r1, r5, z1, z2 in rows:
+        print(f"{tag:<12}{r1:>8.3f}{r5:>8.3f}{z1:>11.3f}{z2:>28.3f}")
+    print(f"chance: R@1 {1 / n_eval:.3f}, R@5 {5 / n_eval:.3f}, zero-shot {1 / len(zs_classes):.3f}  ({n_eval} held-out pairs)")
 """)
 
 md("""
@@ -455,30 +587,31 @@ on the held-out pairs, 250 steps each; the same picture as on the validation spl
 """)
 
 code("""
-if run_ceiling:
-    from dataclasses import replace
-    from rslab.models.alignment import embed_inputs, one_hot_labels
-    from rslab.models.encoders import ImageEncoder, preprocess_optical
-    from rslab.recipes.alignment import train_bank_student
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    if run_ceiling:
+        from dataclasses import replace
+        from rslab.models.alignment import embed_inputs, one_hot_labels
+        from rslab.models.encoders import ImageEncoder, preprocess_optical
+        from rslab.recipes.alignment import train_bank_student
 
-    bank = embed_optical(optical_encoder, opt_train)
-    n_leaf = tree.num_classes()
-    students = {
-        "label map": (one_hot_labels(np.stack([s.labels for s in train_samples[:n_align]]), n_leaf),
-                      one_hot_labels(np.stack([s.labels for s in eval_samples]), n_leaf)),
-        "optical": (preprocess_optical(opt_train), preprocess_optical(opt_eval)),
-    }
-    for name, (x_train, x_eval) in students.items():
-        torch.manual_seed(seed + 1)
-        student = ImageEncoder(replace(preset(2), in_chans=x_train.shape[1]))  # the SAR encoder's size
-        train_bank_student(student, x_train, bank, batch_size=align_batch_size, temperature=temperature,
-                           config=TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(10, align_steps), seed=seed,
-                                              log_every=25, progress=False))
-        r = retrieval_scores(embed_inputs(student, x_eval), f_opt_eval, ks=(1, 5))
-        metrics[f"ceiling_{name.replace(' ', '_')}_r1"] = r[1]
-        print(f"student given the {name:<10}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} ({align_steps} steps; SAR: {metrics['sar2opt_r1_after']:.3f})")
-else:
-    print("run_ceiling = False: see the table above for the measured ceiling.")
+        bank = embed_optical(optical_encoder, opt_train)
+        n_leaf = tree.num_classes()
+        students = {
+            "label map": (one_hot_labels(np.stack([s.labels for s in train_samples[:n_align]]), n_leaf),
+                          one_hot_labels(np.stack([s.labels for s in eval_samples]), n_leaf)),
+            "optical": (preprocess_optical(opt_train), preprocess_optical(opt_eval)),
+        }
+        for name, (x_train, x_eval) in students.items():
+            torch.manual_seed(seed + 1)
+            student = ImageEncoder(replace(preset(2), in_chans=x_train.shape[1]))  # the SAR encoder's size
+            train_bank_student(student, x_train, bank, batch_size=align_batch_size, temperature=temperature,
+                               config=TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(10, align_steps), seed=seed,
+                                                  log_every=25, progress=False))
+            r = retrieval_scores(embed_inputs(student, x_eval), f_opt_eval, ks=(1, 5))
+            metrics[f"ceiling_{name.replace(' ', '_')}_r1"] = r[1]
+            print(f"student given the {name:<10}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} ({align_steps} steps; SAR: {metrics['sar2opt_r1_after']:.3f})")
+    else:
+        print("run_ceiling = False: see the table above for the measured ceiling.")
 """)
 
 
@@ -495,21 +628,22 @@ SAR into the optical–text space.
 """)
 
 code("""
-ablation = {}
-if run_ablation:
-    t0 = time.perf_counter()
-    for name, (lam_cl, lam_cma) in {"L_CL + L_CMA": (lambda_cl, lambda_cma), "L_CMA only": (0.0, lambda_cma),
-                                    "L_CL only": (1.0, 0.0)}.items():
-        ablation[name] = embed_sar(align(lam_cl, lam_cma, ablation_steps)[0].sar, sar_eval)
-    metrics["ablation_s"] = time.perf_counter() - t0
-print(f"{ablation_steps} steps each (the headline run above had {align_steps})")
-print(f"{'objective':<16}{'R@1':>8}{'R@5':>8}{'zero-shot':>11}")
-for name, f_sar in ablation.items():
-    r = retrieval_scores(f_sar, f_opt_eval, ks=(1, 5))
-    acc = zero_shot_accuracy(f_sar, class_emb["train synonyms"], eval_y)["acc"]
-    key = name.lower().replace(" + ", "_").replace(" ", "_")
-    metrics[f"ablation_{key}_r1"], metrics[f"ablation_{key}_zeroshot_acc"] = r[1], acc
-    print(f"{name:<16}{r[1]:>8.3f}{r[5]:>8.3f}{acc:>11.3f}")
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    ablation = {}
+    if run_ablation:
+        t0 = time.perf_counter()
+        for name, (lam_cl, lam_cma) in {"L_CL + L_CMA": (lambda_cl, lambda_cma), "L_CMA only": (0.0, lambda_cma),
+                                        "L_CL only": (1.0, 0.0)}.items():
+            ablation[name] = embed_sar(align(lam_cl, lam_cma, ablation_steps)[0].sar, sar_eval)
+        metrics["ablation_s"] = time.perf_counter() - t0
+    print(f"{ablation_steps} steps each (the headline run above had {align_steps})")
+    print(f"{'objective':<16}{'R@1':>8}{'R@5':>8}{'zero-shot':>11}")
+    for name, f_sar in ablation.items():
+        r = retrieval_scores(f_sar, f_opt_eval, ks=(1, 5))
+        acc = zero_shot_accuracy(f_sar, class_emb["train synonyms"], eval_y)["acc"]
+        key = name.lower().replace(" + ", "_").replace(" ", "_")
+        metrics[f"ablation_{key}_r1"], metrics[f"ablation_{key}_zeroshot_acc"] = r[1], acc
+        print(f"{name:<16}{r[1]:>8.3f}{r[5]:>8.3f}{acc:>11.3f}")
 """)
 
 md("""
@@ -522,16 +656,17 @@ points, grouped by class like them.
 """)
 
 code("""
-p_opt, p_before, p_after = pca_2d(f_opt_eval, f_sar_before, f_sar_after)
-colors = plt.cm.tab10(eval_y.numpy())
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharex=True, sharey=True)
-for ax, p_sar, title in [(axes[0], p_before, "before alignment"), (axes[1], p_after, "after alignment")]:
-    ax.scatter(*p_opt.T, c=colors, marker="o", s=22, alpha=0.5, label="optical")
-    ax.scatter(*p_sar.T, c=colors, marker="x", s=22, label="SAR")
-    ax.set_title(f"SAR {title}"); ax.set_xlabel("PC 1")
-axes[0].set_ylabel("PC 2"); axes[0].legend(loc="best", fontsize=8)
-fig.suptitle("Colour = dominant class: " + ", ".join(f"{i}: {c}" for i, c in enumerate(zs_classes)), fontsize=9)
-plt.show()
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    p_opt, p_before, p_after = pca_2d(f_opt_eval, f_sar_before, f_sar_after)
+    colors = plt.cm.tab10(eval_y.numpy())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharex=True, sharey=True)
+    for ax, p_sar, title in [(axes[0], p_before, "before alignment"), (axes[1], p_after, "after alignment")]:
+        ax.scatter(*p_opt.T, c=colors, marker="o", s=22, alpha=0.5, label="optical")
+        ax.scatter(*p_sar.T, c=colors, marker="x", s=22, label="SAR")
+        ax.set_title(f"SAR {title}"); ax.set_xlabel("PC 1")
+    axes[0].set_ylabel("PC 2"); axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle("Colour = dominant class: " + ", ".join(f"{i}: {c}" for i, c in enumerate(zs_classes)), fontsize=9)
+    plt.show()
 """)
 
 md("""
@@ -548,35 +683,36 @@ terrain, a world the synthetic encoders never saw. The numbers are reported as t
 """)
 
 code("""
-from rslab.data.readers import find_sen1floods11_chip, read_sen1floods11, real_samples_dir
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    from rslab.data.readers import find_sen1floods11_chip, read_sen1floods11, real_samples_dir
 
-real = None
-root = real_samples_dir()
-if root is None or not (root / "sen1floods11").is_dir():
-    print("Real samples not found (../shared/real_samples/sen1floods11): skipping the real-data check.")
-else:
-    chip = read_sen1floods11(**find_sen1floods11_chip(root / "sen1floods11"))
-    real = tile_pairs(chip, real_tile, optical_bands=(3, 2, 1, 7))
-    lo = torch.quantile(real["optical"].transpose(0, 1).flatten(1), 0.02, dim=1).view(1, -1, 1, 1)
-    hi = torch.quantile(real["optical"].transpose(0, 1).flatten(1), 0.98, dim=1).view(1, -1, 1, 1)
-    real["optical"] = ((real["optical"] - lo) / (hi - lo)).clamp(0, 1)
-    labelled = (real["labels"] != 255).float().sum((1, 2)).clamp_min(1)
-    real_y = ((real["labels"] == 1).float().sum((1, 2)) / labelled > 0.5).long()  # 1 = water
-    level1 = tree.names(1)
-    water_prompts = text_encoder.prompt_embeddings([tree.synonyms(c, "train") for c in level1])
-    f_real_opt = embed_optical(optical_encoder, real["optical"])
-    for tag, enc in [("before", unaligned_sar), ("after", sar_encoder)]:
-        f_real_sar = embed_sar(enc, real["sar"])
-        r = retrieval_scores(f_real_sar, f_real_opt, ks=(1, 5))
-        pred_water = ((f_real_sar @ water_prompts.T).argmax(1) == level1.index("water")).long()
-        acc = zero_shot_accuracy(torch.eye(2)[pred_water], torch.eye(2), real_y)
-        metrics[f"real_sar2opt_r1_{tag}"], metrics[f"real_water_balanced_acc_{tag}"] = r[1], acc["balanced_acc"]
-        print(f"SAR {tag:>6}: tile R@1 {r[1]:.3f} R@5 {r[5]:.3f} (chance {1 / len(real_y):.3f}); "
-              f"water/not-water accuracy {acc['acc']:.3f}, balanced {acc['balanced_acc']:.3f}")
-    pred_opt = ((f_real_opt @ water_prompts.T).argmax(1) == level1.index("water")).long()
-    print(f"optical teacher: water/not-water balanced accuracy "
-          f"{zero_shot_accuracy(torch.eye(2)[pred_opt], torch.eye(2), real_y)['balanced_acc']:.3f}; "
-          f"{int(real_y.sum())} of {len(real_y)} tiles are water")
+    real = None
+    root = real_samples_dir()
+    if root is None or not (root / "sen1floods11").is_dir():
+        print("Real samples not found (../shared/real_samples/sen1floods11): skipping the real-data check.")
+    else:
+        chip = read_sen1floods11(**find_sen1floods11_chip(root / "sen1floods11"))
+        real = tile_pairs(chip, real_tile, optical_bands=(3, 2, 1, 7))
+        lo = torch.quantile(real["optical"].transpose(0, 1).flatten(1), 0.02, dim=1).view(1, -1, 1, 1)
+        hi = torch.quantile(real["optical"].transpose(0, 1).flatten(1), 0.98, dim=1).view(1, -1, 1, 1)
+        real["optical"] = ((real["optical"] - lo) / (hi - lo)).clamp(0, 1)
+        labelled = (real["labels"] != 255).float().sum((1, 2)).clamp_min(1)
+        real_y = ((real["labels"] == 1).float().sum((1, 2)) / labelled > 0.5).long()  # 1 = water
+        level1 = tree.names(1)
+        water_prompts = text_encoder.prompt_embeddings([tree.synonyms(c, "train") for c in level1])
+        f_real_opt = embed_optical(optical_encoder, real["optical"])
+        for tag, enc in [("before", unaligned_sar), ("after", sar_encoder)]:
+            f_real_sar = embed_sar(enc, real["sar"])
+            r = retrieval_scores(f_real_sar, f_real_opt, ks=(1, 5))
+            pred_water = ((f_real_sar @ water_prompts.T).argmax(1) == level1.index("water")).long()
+            acc = zero_shot_accuracy(torch.eye(2)[pred_water], torch.eye(2), real_y)
+            metrics[f"real_sar2opt_r1_{tag}"], metrics[f"real_water_balanced_acc_{tag}"] = r[1], acc["balanced_acc"]
+            print(f"SAR {tag:>6}: tile R@1 {r[1]:.3f} R@5 {r[5]:.3f} (chance {1 / len(real_y):.3f}); "
+                  f"water/not-water accuracy {acc['acc']:.3f}, balanced {acc['balanced_acc']:.3f}")
+        pred_opt = ((f_real_opt @ water_prompts.T).argmax(1) == level1.index("water")).long()
+        print(f"optical teacher: water/not-water balanced accuracy "
+              f"{zero_shot_accuracy(torch.eye(2)[pred_opt], torch.eye(2), real_y)['balanced_acc']:.3f}; "
+              f"{int(real_y.sum())} of {len(real_y)} tiles are water")
 """)
 
 md("""
@@ -586,42 +722,43 @@ The static figure shows the first held-out pair; the slider (in a live notebook)
 """)
 
 code("""
-from rslab import viz
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    from rslab import viz
 
-sim_sar_opt = f_sar_after @ f_opt_eval.T
-text_scores = f_sar_after @ class_emb["train synonyms"].T
+    sim_sar_opt = f_sar_after @ f_opt_eval.T
+    text_scores = f_sar_after @ class_emb["train synonyms"].T
 
-def show_pair(i: int = 0):
-    top = sim_sar_opt[i].argsort(descending=True)[:4].tolist()
-    fig, axes = plt.subplots(1, 6, figsize=(14, 2.6), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.4]})
-    axes[0].imshow(sar_to_display(sar_eval[i].numpy(), "rgb")); axes[0].set_title(f"SAR #{i}")
-    for ax, j in zip(axes[1:5], top):
-        ax.imshow(optical_to_display(opt_eval[j].numpy()))
-        ax.set_title(("match " if j == i else "") + f"#{j}  cos {sim_sar_opt[i, j]:.2f}", fontsize=9,
-                     color="green" if j == i else "black")
-    for ax in axes[:5]:
-        ax.set_xticks([]); ax.set_yticks([])
-    axes[5].barh(zs_classes, text_scores[i].numpy(), color=["C2" if k == int(eval_y[i]) else "C7" for k in range(len(zs_classes))])
-    axes[5].set_xlabel("cosine to class prompt"); axes[5].set_title("text scores (green = true class)", fontsize=9)
-    plt.show()
+    def show_pair(i: int = 0):
+        top = sim_sar_opt[i].argsort(descending=True)[:4].tolist()
+        fig, axes = plt.subplots(1, 6, figsize=(14, 2.6), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.4]})
+        axes[0].imshow(sar_to_display(sar_eval[i].numpy(), "rgb")); axes[0].set_title(f"SAR #{i}")
+        for ax, j in zip(axes[1:5], top):
+            ax.imshow(optical_to_display(opt_eval[j].numpy()))
+            ax.set_title(("match " if j == i else "") + f"#{j}  cos {sim_sar_opt[i, j]:.2f}", fontsize=9,
+                         color="green" if j == i else "black")
+        for ax in axes[:5]:
+            ax.set_xticks([]); ax.set_yticks([])
+        axes[5].barh(zs_classes, text_scores[i].numpy(), color=["C2" if k == int(eval_y[i]) else "C7" for k in range(len(zs_classes))])
+        axes[5].set_xlabel("cosine to class prompt"); axes[5].set_title("text scores (green = true class)", fontsize=9)
+        plt.show()
 
-show_pair(0)  # the static figure
+    show_pair(0)  # the static figure
 
-if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
-    import ipywidgets as widgets
+    if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
+        import ipywidgets as widgets
 
-    slider = widgets.IntSlider(0, 0, len(eval_samples) - 1, description="SAR tile")
-    explorer_out = widgets.Output()
+        slider = widgets.IntSlider(0, 0, len(eval_samples) - 1, description="SAR tile")
+        explorer_out = widgets.Output()
 
-    def on_slide(change):
-        with explorer_out:
-            explorer_out.clear_output(wait=True)
-            show_pair(change["new"])
+        def on_slide(change):
+            with explorer_out:
+                explorer_out.clear_output(wait=True)
+                show_pair(change["new"])
 
-    slider.observe(on_slide, names="value")
-    display(widgets.VBox([slider, explorer_out]))
-else:
-    print(viz.HEADLESS_NOTE)
+        slider.observe(on_slide, names="value")
+        display(widgets.VBox([slider, explorer_out]))
+    else:
+        print(viz.HEADLESS_NOTE)
 """)
 
 md("""
@@ -632,12 +769,13 @@ JSON config per encoder) from `artifacts/01_sar_alignment/`.
 """)
 
 code("""
-metrics["cpu_s"] = time.process_time() - cpu_start
-save_encoder(optical_encoder, run.artifacts / "optical_encoder")
-save_encoder(sar_encoder, run.artifacts / "sar_encoder")
-results_path = run.save_results(metrics, n_eval_pairs=n_eval, n_text_pairs=n_train, n_align_pairs=n_align)
-print(f"saved to {run.artifacts}")
-print({k: round(v, 3) for k, v in metrics.items()})
+if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
+    metrics["cpu_s"] = time.process_time() - cpu_start
+    save_encoder(optical_encoder, run.artifacts / "optical_encoder")
+    save_encoder(sar_encoder, run.artifacts / "sar_encoder")
+    results_path = run.save_results(metrics, n_eval_pairs=n_eval, n_text_pairs=n_train, n_align_pairs=n_align)
+    print(f"saved to {run.artifacts}")
+    print({k: round(v, 3) for k, v in metrics.items()})
 """)
 
 md("""

@@ -68,7 +68,12 @@ other_styles = 3         # local crops from the same ground in this many other r
 probe_steps = 200
 bench_repeats = 3        # timed forwards per variant in the cost table
 threads = 2              # torch CPU threads
-device = "cpu"           # "cpu" | "auto" (a GPU when there is one; the full profile)
+device = "cpu"           # "cpu" | "auto" (a GPU when there is one; the full profile) | "cuda"
+qsacl_preset = "tiny"    # QSACLConfig preset of the head and views: tiny | small | base (the paper's scale)
+pretrain_dataset = "synthetic"  # "synthetic" | "sen12ms": co-registered Sentinel-1/2 patches under data_root
+probe_dataset = "synthetic"     # "synthetic" | "sen1floods11": hand-labelled Sentinel-1/2 water chips
+data_root = None         # the dataset folder of rslab.data.catalog (full profile)
+num_workers = 0          # DataLoader workers streaming the pre-training scenes from disk
 """, tags=["parameters"])
 
 code("""
@@ -88,14 +93,23 @@ from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_varia
 from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, feature_diagnostics, multi_crop,
                                 query_attention_maps, query_class_affinity, view_overlap)
 from rslab.recipes.qsacl import linear_probe_miou, pretrain
-from rslab.notebooks import start_run
+from rslab.notebooks import resolve_device, start_run
 from rslab.train import plot_history
 from rslab.viz import colorize_labels, optical_to_display, sar_to_display
 
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 run = start_run("02_qsacl_pretraining", profile=profile, seed=seed)
-print("artifacts ->", run.artifacts)
+device = resolve_device(device, profile).type  # the full profile never falls back to the CPU silently
+real_data = [d for d in (pretrain_dataset, probe_dataset) if d != "synthetic"]
+if real_data:  # every missing dataset in one error, before anything is trained
+    from rslab.data.catalog import open_dataset, require_datasets
+
+    if pretrain_dataset != "sen12ms" or probe_dataset != "sen1floods11":
+        raise ValueError("real data needs pretrain_dataset='sen12ms' with probe_dataset='sen1floods11' (both "
+                         f"Sentinel-1/2 at 10 m), got {pretrain_dataset!r} and {probe_dataset!r}")
+    print("datasets:", require_datasets(real_data, data_root))
+print("artifacts ->", run.artifacts, "| device:", device)
 """)
 
 md("""
@@ -107,41 +121,59 @@ SAR is passed through `normalize_sar` (clip to the dB range, map to [-1, 1]): mo
 """)
 
 code("""
-world = SyntheticWorld(WorldConfig(size=scene_size), seed=seed)
-tree = load_tree("synthetic")
-num_classes = world.num_classes
-gsd = world.config.gsd_m  # metres per pixel; drives Adaptive Patch Merging
+if pretrain_dataset == "synthetic":
+    world = SyntheticWorld(WorldConfig(size=scene_size), seed=seed)
+    tree = load_tree("synthetic")
+    num_classes = world.num_classes
+    gsd = world.config.gsd_m  # metres per pixel; drives Adaptive Patch Merging
 
+    def to_tensors(start, n):
+        scenes = [world.scene(i) for i in range(start, start + n)]
+        optical, sar_db = pairs_to_tensors(scenes)
+        sar = normalize_sar(sar_db)
+        labels = torch.tensor(np.stack([s.labels for s in scenes]), dtype=torch.long)
+        return scenes, optical, sar, labels
 
-def to_tensors(start, n):
-    scenes = [world.scene(i) for i in range(start, start + n)]
-    optical, sar_db = pairs_to_tensors(scenes)
-    sar = normalize_sar(sar_db)
-    labels = torch.tensor(np.stack([s.labels for s in scenes]), dtype=torch.long)
-    return scenes, optical, sar, labels
+    t0 = time.perf_counter()
+    pre_scenes, pre_opt, pre_sar, _ = to_tensors(0, n_pretrain)            # unlabelled use only
+    probe_scenes, probe_opt, probe_sar, probe_lab = to_tensors(0, n_probe_train)  # a labelled subset
+    test_scenes, test_opt, test_sar, test_lab = to_tensors(100_000, n_probe_test)  # held out: other indices
+    print(f"{n_pretrain + n_probe_test} scenes in {time.perf_counter() - t0:.1f} s; {num_classes} classes; GSD {gsd} m")
 
+    # the pre-training scenes again, each in `other_styles` other regional styles: same layout, other colours
+    t0 = time.perf_counter()
+    alt_opt, alt_sar = [], []
+    for k in range(1, other_styles + 1):
+        optical, sar_db = pairs_to_tensors(restyled_scenes(world, pre_scenes, offset=k))
+        alt_opt.append(optical)
+        alt_sar.append(normalize_sar(sar_db))
+    alt_scenes = {"optical": torch.stack(alt_opt, 1), "sar": torch.stack(alt_sar, 1)} if other_styles else None
+    print(f"{other_styles} restyled copies of the pre-training scenes in {time.perf_counter() - t0:.1f} s")
+    s = test_scenes[0]
+    show = (s.optical, s.sar, s.labels)
+else:  # full profile: SEN12MS patches streamed from disk; Sen1Floods11 chips for the probe
+    from rslab.data.readers import SEN1FLOODS11_CLASSES
+    from rslab.data.readers.pairs import crop_pair
+    from rslab.recipes.qsacl import CatalogScenes, catalog_probe_tensors
+    from rslab.viz import flat_tree
 
-t0 = time.perf_counter()
-pre_scenes, pre_opt, pre_sar, _ = to_tensors(0, n_pretrain)            # unlabelled use only
-probe_scenes, probe_opt, probe_sar, probe_lab = to_tensors(0, n_probe_train)  # a labelled subset
-test_scenes, test_opt, test_sar, test_lab = to_tensors(100_000, n_probe_test)  # held out: other indices
-print(f"{n_pretrain + n_probe_test} scenes in {time.perf_counter() - t0:.1f} s; {num_classes} classes; GSD {gsd} m")
+    pairs = open_dataset(pretrain_dataset, data_root, None, limit=n_pretrain)
+    pre_opt, pre_sar = CatalogScenes(pairs, "optical", scene_size), CatalogScenes(pairs, "sar", scene_size)
+    probe_opt, probe_sar, probe_lab = catalog_probe_tensors(open_dataset(probe_dataset, data_root, "train"),
+                                                            scene_size, n_probe_train)
+    test_opt, test_sar, test_lab = catalog_probe_tensors(open_dataset(probe_dataset, data_root, "test"),
+                                                         scene_size, n_probe_test)
+    tree = flat_tree(SEN1FLOODS11_CLASSES, ["#d9d9d9", "#2166ac"], name="sen1floods11")
+    num_classes, gsd, alt_scenes = len(SEN1FLOODS11_CLASSES), 10.0, None
+    print(f"pre-training: {len(pairs)} {pretrain_dataset} pairs (streamed); probe: {len(probe_lab)} train / "
+          f"{len(test_lab)} test {probe_dataset} chips; {scene_size} px windows, GSD {gsd} m")
+    w = crop_pair(open_dataset(probe_dataset, data_root, "test")[0], scene_size)
+    show = (w["optical"], w["sar"], w["labels"])
 
-# the pre-training scenes again, each in `other_styles` other regional styles: same layout, other colours
-t0 = time.perf_counter()
-alt_opt, alt_sar = [], []
-for k in range(1, other_styles + 1):
-    optical, sar_db = pairs_to_tensors(restyled_scenes(world, pre_scenes, offset=k))
-    alt_opt.append(optical)
-    alt_sar.append(normalize_sar(sar_db))
-alt_scenes = {"optical": torch.stack(alt_opt, 1), "sar": torch.stack(alt_sar, 1)} if other_styles else None
-print(f"{other_styles} restyled copies of the pre-training scenes in {time.perf_counter() - t0:.1f} s")
-
-s = test_scenes[0]
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-axes[0].imshow(optical_to_display(s.optical)); axes[0].set_title("optical (RGB)")
-axes[1].imshow(sar_to_display(s.sar, channel="VV"), cmap="gray"); axes[1].set_title("SAR VV (dB, stretched)")
-axes[2].imshow(colorize_labels(s.labels, tree)); axes[2].set_title("labels (leaf classes)")
+axes[0].imshow(optical_to_display(show[0])); axes[0].set_title("optical (RGB)")
+axes[1].imshow(sar_to_display(show[1], channel="VV"), cmap="gray"); axes[1].set_title("SAR VV (dB, stretched)")
+axes[2].imshow(colorize_labels(show[2], tree)); axes[2].set_title("labels (leaf classes)")
 for ax in axes:
     ax.axis("off")
 fig.suptitle("One held-out scene: the same ground seen by two sensors")
@@ -264,10 +296,11 @@ ssl_kwargs = """dict(num_queries=num_queries, temperature=temperature, global_si
                   momentum=(momentum_start, momentum_end), intensity_jitter=intensity_jitter, attention=attention,
                   key_norm=key_norm, query_init_std=query_init_std)"""
 code(f"""
-qsacl_cfg = QSACLConfig.tiny(aggregation="query", **{ssl_kwargs})
-baseline_cfg = QSACLConfig.tiny(aggregation="mean", **{ssl_kwargs})
+qsacl_preset_fn = getattr(QSACLConfig, qsacl_preset)  # the head and views at the backbone's scale
+qsacl_cfg = qsacl_preset_fn(aggregation="query", **{ssl_kwargs})
+baseline_cfg = qsacl_preset_fn(aggregation="mean", **{ssl_kwargs})
 alt_view = alt_scenes["optical"][:1, 0] if alt_scenes else None  # scene 0 in another style
-globals_, locals_ = multi_crop(pre_opt[:1], qsacl_cfg, torch.Generator().manual_seed(seed), alt_images=alt_view)
+globals_, locals_ = multi_crop(torch.stack([pre_opt[0]]), qsacl_cfg, torch.Generator().manual_seed(seed), alt_images=alt_view)
 views = [("scene", pre_opt[0])] + ([("same ground, other style", alt_view[0])] if alt_scenes else []) + [(f"global {{i + 1}}", v[0]) for i, v in enumerate(globals_)] + \\
         [(f"local {{i + 1}}", v[0]) for i, v in enumerate(locals_)]
 fig, axes = plt.subplots(1, len(views), figsize=(2.6 * len(views), 2.8))
@@ -296,10 +329,24 @@ def pretrain_method(cfg):
     student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), cfg)
     t0 = time.perf_counter()
     trainer = pretrain(student, {"optical": pre_opt, "sar": pre_sar}, steps=steps, batch_size=batch_size,
-                       lr=lr, gsd=gsd, seed=seed, device=device, alt_scenes=alt_scenes)
+                       lr=lr, gsd=gsd, seed=seed, device=device, alt_scenes=alt_scenes, num_workers=num_workers)
     return trainer, time.perf_counter() - t0
 
 
+if pretrain_dataset != "synthetic":  # full profile: the plan and a measured step time before hours of training
+    import copy
+
+    from rslab.models.qsacl import pretraining_loss
+    from rslab.recipes.budget import print_budget, time_step
+
+    probe_student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), qsacl_cfg).to(device)
+    probe_teacher = copy.deepcopy(probe_student).eval()
+    probe_batch = torch.stack([pre_opt[i % len(pre_opt)] for i in range(batch_size)]).to(device)
+    seconds = time_step(lambda: pretraining_loss(probe_student, probe_teacher, probe_batch, "optical", gsd,
+                                                 torch.Generator().manual_seed(seed))["loss"], probe_student)
+    print_budget("QSACL pre-training (then the same for the image-level baseline)", steps,
+                 batch_size * (qsacl_cfg.num_global + qsacl_cfg.num_local), seconds, device)
+    del probe_student, probe_teacher, probe_batch
 qsacl_trainer, qsacl_s = pretrain_method(qsacl_cfg)
 base_trainer, base_s = pretrain_method(baseline_cfg)
 print(f"QSACL: {qsacl_s:.0f} s, image-level contrastive: {base_s:.0f} s for {steps} steps each")

@@ -70,6 +70,11 @@ headline_level = 1       # tree level of the headline metrics (1: 5 coarse class
 encoder_source = "conv"  # "conv" (trained here) | "qsacl" (notebook 02's backbone) | "auto" (qsacl when present)
 use_real = True          # one-shot prompting on ../shared/real_samples/loveda when present
 num_threads = 2          # CPU threads (use 1 on a busy shared machine)
+dataset = "synthetic"    # "synthetic" | "loveda": train on its train split, evaluate on its val split (full profile)
+text_weights = None      # None: the offline MiniLM; a registry name, e.g. "clip-vit-b16-openai": its CLIP text tower
+data_root = None         # the dataset folder of rslab.data.catalog (full profile)
+weights_dir = None       # folder of the official weights; None: $RSLAB_WEIGHTS_DIR (rslab.weights)
+device = "cpu"           # "cpu" | "auto" (a GPU when there is one) | "cuda"
 """, tags=["parameters"])
 
 code("""
@@ -87,16 +92,44 @@ from rslab.models import vita as V
 from rslab.recipes import vita as R
 from rslab.curriculum import sga_level_probs, sga_mu
 
+from rslab.notebooks import resolve_device
+
 torch.set_num_threads(num_threads)
 torch.manual_seed(seed)
 run = start_run("03_vita_sga", profile, seed)
 t_start, c_start = time.time(), time.process_time()
-world = SyntheticWorld(WorldConfig(size=size), seed=seed)
-tree = world.tree
-train_pool = ScenePool(world, range(n_train))
-eval_targets = ScenePool(world, range(100_000, 100_000 + n_eval))   # never seen in training
-eval_prompts = ScenePool(world, range(200_000, 200_000 + n_eval))   # prompts for them, also unseen
-text_encoder = MiniLMTextEncoder()
+device = resolve_device(device, profile).type  # the full profile never falls back to the CPU silently
+if dataset != "synthetic" or text_weights is not None:  # every missing input in one error, within seconds
+    from rslab.data.catalog import require_inputs
+
+    print(require_inputs([text_weights] if text_weights else [], [] if dataset == "synthetic" else [dataset],
+                         weights_dir, data_root))
+if dataset == "synthetic":
+    world = SyntheticWorld(WorldConfig(size=size), seed=seed)
+    tree = world.tree
+    train_pool = ScenePool(world, range(n_train))
+    eval_targets = ScenePool(world, range(100_000, 100_000 + n_eval))   # never seen in training
+    eval_prompts = ScenePool(world, range(200_000, 200_000 + n_eval))   # prompts for them, also unseen
+    modalities = ("optical", "sar")
+elif dataset == "loveda":  # full profile: LoveDA train for episodes; its val split halved into targets and prompts
+    from rslab.data.catalog import open_dataset
+    from rslab.data.tree import load_tree
+
+    tree = load_tree("loveda")
+    train_reader, val_reader = open_dataset(dataset, data_root, "train"), open_dataset(dataset, data_root, "val")
+    n_val = min(n_eval, len(val_reader) // 2)
+    train_pool = R.CatalogScenePool(train_reader, tree, size, range(min(n_train, len(train_reader))))
+    eval_targets = R.CatalogScenePool(val_reader, tree, size, range(n_val))
+    eval_prompts = R.CatalogScenePool(val_reader, tree, size, range(n_val, 2 * n_val))
+    modalities = ("optical",)  # LoveDA has no SAR
+else:
+    raise ValueError(f"dataset must be 'synthetic' or 'loveda', got {dataset!r}")
+if text_weights is None:
+    text_encoder = MiniLMTextEncoder()
+else:
+    from rslab.recipes.alignment import clip_from_registry
+
+    text_encoder = clip_from_registry(text_weights, weights_dir, device)[1]
 print(tree.pretty())
 print(f"pools ready in {time.time() - t_start:.1f} s: {len(train_pool)} train, {len(eval_targets)} eval targets, "
       f"{len(eval_prompts)} eval prompt scenes")
@@ -204,7 +237,8 @@ print("notebook 01 SAR encoder:", "found" if sar_dir.is_dir() and any(sar_dir.gl
 def build_model(model_seed=None, **overrides):
     torch.manual_seed(seed if model_seed is None else model_seed)
     # the text width follows the text encoder in use (MiniLM: 384; the base preset assumes CLIP's 512)
-    cfg = getattr(V.VITAConfig, preset)(**{"text_dim": text_encoder.dim, **overrides})
+    in_chans = {} if dataset == "synthetic" else {"in_chans": (("optical", train_pool.channels), ("sar", 2))}
+    cfg = getattr(V.VITAConfig, preset)(**{"text_dim": text_encoder.dim, **in_chans, **overrides})
     encoder = None
     source = encoder_source
     if source == "auto":
@@ -235,7 +269,16 @@ recipe = R.VITARecipe(steps=steps, batch_size=batch_size, sar_fraction=sar_fract
                       text_templates=text_templates, text_noise=text_noise, train_names=train_names)
 model = build_model()
 t0, c0 = time.time(), time.process_time()
-history = R.train(model, train_pool, text_encoder, recipe, log_every=max(1, steps // 40))
+from rslab.recipes.budget import print_budget, time_step
+
+first = next(iter(R.episode_factory(train_pool, recipe)(0)))  # images per step: targets + prompts
+seconds = None
+if dataset != "synthetic":  # time one forward + backward on the training device (full profile)
+    model.to(device)
+    first = first.to(device)
+    seconds = time_step(lambda: R.VITALoss(text_encoder, recipe)(model, first)[0], model)
+print_budget("VITA in-context training", steps, batch_size + len(first.prompt_images), seconds, device)
+history = R.train(model, train_pool, text_encoder, recipe, log_every=max(1, steps // 40), device=device)
 train_wall, train_cpu = time.time() - t0, time.process_time() - c0
 print(f"trained {steps} steps in {train_wall:.0f} s wall, {train_cpu:.0f} s CPU")
 
@@ -278,7 +321,7 @@ in the smoke budget.
 
 code("""
 table, per_class = {}, {}   # per_class[(names, level)]: optical T-mode IoU per class (kept for section 4's name transfer)
-for modality in ("optical", "sar"):
+for modality in modalities:
     for level in range(1, tree.depth + 1):
         ious = R.evaluate(model, eval_targets, eval_prompts, text_encoder, modality=modality, level=level,
                           names="canonical", seed=seed, per_class=True)
@@ -361,7 +404,8 @@ transfer = [R.name_transfer_summary(tree.names(headline_level), per_class[("cano
                                     per_class[("heldout", headline_level)])]
 for extra in range(1, ratio_seeds):   # the same recipe, other training seeds: the spread of the ratio
     m = build_model(model_seed=seed + extra)
-    R.train(m, train_pool, text_encoder, dataclasses.replace(recipe, seed=seed + extra), progress=False, log_every=max(1, steps // 5))
+    R.train(m, train_pool, text_encoder, dataclasses.replace(recipe, seed=seed + extra), progress=False, log_every=max(1, steps // 5),
+            device=device)
     transfer.append(R.text_name_transfer(m, eval_targets, eval_prompts, text_encoder, level=headline_level, seed=seed))
 print()
 print(f"T-mode IoU per class at level {headline_level}: seen names vs held-out synonyms (main model)")
@@ -438,7 +482,7 @@ code("""
 def short_run(model_overrides=None, **recipe_overrides):
     rec = dataclasses.replace(recipe, steps=ablation_steps, **recipe_overrides)   # the main recipe, shorter
     m = build_model(**(model_overrides or {}))
-    R.train(m, train_pool, text_encoder, rec, progress=False, log_every=max(1, ablation_steps // 5))
+    R.train(m, train_pool, text_encoder, rec, progress=False, log_every=max(1, ablation_steps // 5), device=device)
     return {level: R.evaluate(m, eval_targets, eval_prompts, text_encoder, modality="optical", level=level, seed=seed)
             for level in range(1, tree.depth + 1)}
 
@@ -526,8 +570,10 @@ metrics = {
     "text_unseen_over_seen_mean": float(np.mean([t["ratio"] for t in transfer])),
     "train_names": train_names,
     "heldout_names_nearest_other_class": int(sum(r["nearest"] != r["true"] for r in neighbours)),
-    "miou_sar_fused": table[("sar", headline_level)]["F"],
-    "miou_sar_visual": table[("sar", headline_level)]["V"], "miou_sar_text": table[("sar", headline_level)]["T"],
+    # None where the dataset has no SAR (LoveDA): not measured, never a made-up number
+    "miou_sar_fused": table[("sar", headline_level)]["F"] if "sar" in modalities else None,
+    "miou_sar_visual": table[("sar", headline_level)]["V"] if "sar" in modalities else None,
+    "miou_sar_text": table[("sar", headline_level)]["T"] if "sar" in modalities else None,
     "train_steps": steps, "train_wall_s": train_wall, "train_cpu_s": train_cpu,
     "params_base_former_decoder": base_parts["former+decoder"],
     "params_base_with_pixel_decoder_text_proj": base_parts["former+decoder+pixel_decoder+text_proj"],

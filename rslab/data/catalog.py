@@ -297,3 +297,28 @@ def datasets_table() -> str:
     for e in DATASETS.values():
         rows.append(f"| {e.name} | `{e.folder}/` | `{e.reader}` | {', '.join(e.used_by)} | {e.url} |")
     return "\n".join(rows)
+
+
+def require_inputs(weights=(), datasets=(), weights_dir=None, data_root=None, allow_download: bool = False):
+    """``(weights paths, dataset folders)`` for a notebook's full profile, or ONE ``FileNotFoundError``
+    listing every missing weights file (see :func:`rslab.weights.require`) AND every missing dataset:
+    a full-profile run stops in seconds with the complete list instead of failing one item at a time."""
+    weights, datasets = list(weights), list(datasets)
+    problems: list[str] = []
+    found_w: dict[str, Path] = {}
+    found_d: dict[str, Path] = {}
+    if weights:
+        from rslab.weights import require
+
+        try:
+            found_w = require(weights, weights_dir, allow_download=allow_download)
+        except FileNotFoundError as exc:
+            problems.append(str(exc))
+    if datasets:
+        try:
+            found_d = require_datasets(datasets, data_root)
+        except FileNotFoundError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise FileNotFoundError("missing inputs of the full profile:\n\n" + "\n\n".join(problems))
+    return found_w, found_d

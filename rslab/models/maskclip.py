@@ -22,8 +22,10 @@ average several prompt templates; classes may have synonyms (``"tree, forest"``)
 separately and merged by a max over names (the public post-processing); an optional
 probability threshold sends low-confidence patches to the background class.
 
-Weights: the full profile loads OpenAI ViT-B/16 from a local file (``load_openai_clip``);
-nothing is downloaded. Tests use :func:`tiny_open_clip`, a randomly initialised 12-block ViT.
+Weights: the full profile loads OpenAI ViT-B/16 through the weights registry
+(``load_openai_clip`` -> ``rslab.weights.load("clip-vit-b16-openai")``): OpenAI's TorchScript
+``ViT-B-16.pt`` or open_clip's files, always built with QuickGELU (OpenAI's activation); nothing
+is downloaded. Tests use :func:`tiny_open_clip`, a randomly initialised 12-block ViT.
 """
 
 from __future__ import annotations
@@ -107,22 +109,50 @@ def tiny_open_clip(seed: int = 0, image_size: int = 64, layers: int = 12) -> nn.
     return CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text).eval()
 
 
-def load_openai_clip(weights: str | os.PathLike, model_name: str = "ViT-B-16"
+def load_openai_clip(weights: str | os.PathLike | None = None, model_name: str = "ViT-B-16",
+                     quick_gelu: bool | None = None, verify: bool = True, device: str = "cpu"
                      ) -> tuple[nn.Module, object]:
-    """OpenAI CLIP (default ViT-B/16) from a local checkpoint; returns (model, tokenizer).
+    """OpenAI CLIP (default ViT-B/16) from a local file; returns (model, tokenizer).
 
-    Raises ``FileNotFoundError`` naming the path when the file is missing (no download).
+    ViT-B/16 goes through the weights registry (``rslab.weights.load("clip-vit-b16-openai")``):
+    ``weights`` may be OpenAI's own TorchScript ``ViT-B-16.pt``, open_clip's
+    ``open_clip_pytorch_model.bin`` / ``open_clip_model.safetensors`` of
+    ``timm/vit_base_patch16_clip_224.openai``, or a folder holding one; ``None`` searches
+    ``$RSLAB_WEIGHTS_DIR`` and the caches. The model is built with **QuickGELU**, the activation
+    OpenAI trained with; ``quick_gelu=False`` is refused (plain GELU gives silently wrong
+    features). The published sha256 of ``ViT-B-16.pt`` is checked unless ``verify=False`` or
+    ``RSLAB_SKIP_SHA256=1``. Other OpenAI models (``model_name``) are built by open_clip with
+    QuickGELU as well. Raises ``FileNotFoundError`` naming the path (nothing is downloaded).
     """
     import open_clip
 
-    path = Path(weights)
-    if not path.is_file():
+    from rslab import weights as W
+
+    if quick_gelu is False:
+        raise ValueError(f"OpenAI's {model_name} weights were trained with QuickGELU; building it with plain "
+                         "GELU (quick_gelu=False) gives silently wrong features. Leave quick_gelu unset.")
+    if weights is not None and not Path(weights).exists():
         raise FileNotFoundError(
-            f"CLIP weights not found at {path}. Put the OpenAI {model_name} checkpoint there "
-            "(e.g. the open_clip cache file 'open_clip_pytorch_model.bin' of "
-            "timm/vit_base_patch16_clip_224.openai) or pass its path; nothing is downloaded.")
-    model = open_clip.create_model(model_name, pretrained=str(path))
-    return model.eval(), open_clip.get_tokenizer(model_name)
+            f"CLIP weights not found at {weights}. Put OpenAI's {model_name} checkpoint there (its own "
+            "'ViT-B-16.pt', or open_clip's 'open_clip_pytorch_model.bin' of "
+            "timm/vit_base_patch16_clip_224.openai), pass its path, or pass None to search "
+            "$RSLAB_WEIGHTS_DIR; nothing is downloaded.")
+    if model_name == "ViT-B-16":
+        model = W.load("clip-vit-b16-openai", path=weights, device=device, verify=verify)
+        return model, open_clip.get_tokenizer(model_name)
+    if weights is None or not Path(weights).is_file():
+        raise FileNotFoundError(
+            f"CLIP weights not found at {weights}. Put OpenAI's {model_name} checkpoint there or pass its "
+            "path; nothing is downloaded.")
+    model = open_clip.create_model(model_name, pretrained=str(weights), force_quick_gelu=True)
+    return model.to(device).eval(), open_clip.get_tokenizer(model_name)
+
+
+def is_quick_gelu(model: nn.Module) -> bool:
+    """Whether an open_clip CLIP's image tower uses QuickGELU (OpenAI's activation)."""
+    from open_clip.model import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in model.visual.modules())
 
 
 def default_tokenizer(model_name: str = "ViT-B-16"):
@@ -229,7 +259,7 @@ class MaskClipSegmenter(nn.Module):
 
     Example::
 
-        model, tok = load_openai_clip("/weights/ViT-B-16-openai.bin")
+        model, tok = load_openai_clip("/weights/ViT-B-16.pt")   # or None: $RSLAB_WEIGHTS_DIR
         seg = MaskClipSegmenter(model, tok, MaskClipConfig())
         probs = seg.class_probs(images01, ["background", "building, roof", "road", "water"])
         # (B, 4, 28, 28) per-patch prior for ConInfer

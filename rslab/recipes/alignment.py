@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
 from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
 from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs, embed_optical, global_embedding
+from rslab.models.encoders import freeze
 from rslab.train import Trainer, TrainConfig
 
 
@@ -224,3 +225,195 @@ def train_bank_student(
     history = trainer.fit()
     encoder.eval()
     return history
+
+
+# --------------------------------------------------------------------------------------------
+# Full profile: a frozen CLIP image tower as E_opt and a SAR encoder of the same size, streamed
+# co-registered pairs (SEN12MS), Sen1Floods11 for the zero-shot check
+# --------------------------------------------------------------------------------------------
+
+
+def clip_from_registry(name: str, weights_dir=None, device="cpu"):
+    """``(model, text_encoder)``: the open_clip model of registry entry ``name`` (e.g.
+    ``"clip-vit-b16-openai"``, built with QuickGELU by :func:`rslab.weights.load`) and its text tower
+    as a :class:`~rslab.models.encoders.OpenCLIPTextEncoder` (the tokenizer ships with open_clip)."""
+    import open_clip
+
+    from rslab.models.encoders import OpenCLIPTextEncoder
+    from rslab.weights import get_entry, load
+
+    entry = get_entry(name)
+    if entry.family not in ("openai_clip", "open_clip"):
+        raise ValueError(f"{name} is a {entry.family} entry, not a CLIP model")
+    model = freeze(load(name, weights_dir, device=device))
+    return model, OpenCLIPTextEncoder(model, open_clip.get_tokenizer(entry.config["model"]), device=device)
+
+
+class CLIPImageTower(nn.Module):
+    """CLIP's image tower as the frozen optical encoder E_opt of stage 1 (SkySense-VITA Sec. 3.3).
+
+    ``forward(optical)``: (B, C >= 3, H, W) reflectance-like images in [0, 1] (the first three
+    channels are R, G, B) -> (B, D) image embeddings in CLIP's joint space. Inputs are resized to the
+    tower's image size and normalised with its mean/std, as CLIP's own preprocessing does."""
+
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        visual = getattr(clip_model, "visual", None)
+        if visual is None:
+            raise ValueError("clip_model must be an open_clip CLIP model (with .visual)")
+        self.visual = freeze(visual)
+        size = visual.image_size
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+        mean = getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
+        std = getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "CLIPImageTower":
+        super().train(False)  # frozen: always in eval mode
+        return self
+
+    def forward(self, optical: torch.Tensor) -> torch.Tensor:
+        if optical.ndim != 4 or optical.shape[1] < 3:
+            raise ValueError(f"optical must be (B, C >= 3, H, W) with R, G, B first, got {tuple(optical.shape)}")
+        x = optical[:, :3].to(self.mean.device, self.mean.dtype)
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bilinear", antialias=True,
+                                                align_corners=False)
+        return self.visual((x - self.mean) / self.std)
+
+
+class SARViT(nn.Module):
+    """E_SAR at the size of the CLIP tower: the same ViT (width, depth, heads, output projection), with a
+    2-channel patch embedding for (VV, VH). Trained from scratch (open_clip's initialisation) unless
+    ``init_from`` gives a tower to copy the blocks from. Input: dB, normalised by
+    :func:`~rslab.models.encoders.preprocess_sar` (NaN nodata -> 0), resized to the tower's size."""
+
+    def __init__(self, clip_model_name: str, quick_gelu: bool, init_from: nn.Module | None = None):
+        super().__init__()
+        import copy
+
+        import open_clip
+
+        visual = copy.deepcopy(init_from) if init_from is not None else \
+            open_clip.create_model(clip_model_name, pretrained=None, force_quick_gelu=quick_gelu).visual
+        for p in visual.parameters():
+            p.requires_grad_(True)
+        conv = visual.conv1
+        visual.conv1 = nn.Conv2d(2, conv.out_channels, conv.kernel_size, conv.stride, bias=conv.bias is not None)
+        self.visual = visual
+        size = visual.image_size
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+
+    def forward(self, sar_db: torch.Tensor) -> torch.Tensor:
+        from rslab.models.encoders import preprocess_sar
+
+        x, _ = preprocess_sar(sar_db)
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
+        return self.visual(x)
+
+
+class PairWindows(torch.utils.data.Dataset):
+    """Co-registered ``(optical RGB, SAR dB)`` windows of a catalog pair reader, read from disk per item.
+
+    Optical: Sentinel-2 B4, B3, B2 stretched per image between its 2nd and 98th percentile
+    (:func:`rslab.data.readers.s2_rgb`: CLIP expects a natural-looking picture; raw TOA reflectance is
+    dark); SAR: VV, VH in dB, NaN nodata kept (masked by the encoders). Centre ``size`` window."""
+
+    def __init__(self, reader, size: int, indices: Sequence[int] | None = None):
+        self.reader, self.size = reader, int(size)
+        self.indices = list(range(len(reader))) if indices is None else [int(i) for i in indices]
+        if not self.indices:
+            raise ValueError("PairWindows needs at least one pair")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        import numpy as np
+
+        from rslab.data.readers import s2_rgb
+        from rslab.data.readers.pairs import crop_pair
+
+        sample = self.reader[self.indices[i]]
+        if sample.optical is None or sample.sar is None:
+            raise ValueError(f"{self.reader!r} item {self.indices[i]}: a pair needs optical and SAR")
+        optical = s2_rgb(sample.optical) if sample.optical.shape[0] == 13 else np.clip(sample.optical[:3], 0, 1)
+        sample.optical = optical
+        w = crop_pair(sample, self.size, optical_bands=None)
+        out = (torch.from_numpy(np.ascontiguousarray(w["optical"])), torch.from_numpy(np.ascontiguousarray(w["sar"])))
+        return out if w["labels"] is None else (*out, torch.from_numpy(np.ascontiguousarray(w["labels"])))
+
+
+class TeacherSARModel(nn.Module):
+    """Frozen teacher E_opt + trainable E_SAR, returning the GAP/global features L_img consumes."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module):
+        super().__init__()
+        if any(p.requires_grad for p in teacher.parameters()):
+            raise ValueError("the optical teacher must be frozen (indirect alignment trains E_SAR only)")
+        self.optical, self.sar = teacher, student
+
+    def train(self, mode: bool = True) -> "TeacherSARModel":
+        super().train(mode)
+        self.optical.eval()
+        return self
+
+    def forward(self, optical: torch.Tensor | None, sar_a: torch.Tensor, sar_b: torch.Tensor | None = None) -> dict:
+        f_opt = None
+        if optical is not None:
+            with torch.no_grad():
+                f_opt = self.optical(optical).float()
+        return {"f_opt": f_opt, "f_sar_a": self.sar(sar_a), "f_sar_b": None if sar_b is None else self.sar(sar_b)}
+
+
+def train_teacher_sar_alignment(model: TeacherSARModel, pairs: torch.utils.data.Dataset, loss_fn: ImageAlignmentLoss,
+                                config: TrainConfig, batch_size: int = 64, augment: SARViewAugment | None = None,
+                                num_workers: int = 0) -> list[dict]:
+    """Stage-1 alignment (L_img = lambda_CL L_CL + lambda_CMA L_CMA, SkySense-VITA Sec. 3.3) on pairs
+    streamed from disk: ``pairs`` yields ``(optical (3, S, S), sar_db (2, S, S))``; ``num_workers``
+    DataLoader workers read them (pinned memory on a GPU). Only E_SAR learns."""
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {batch_size}")
+    if len(pairs) < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} training pairs, got {len(pairs)}")
+    augment = augment or SARViewAugment()
+    need_b, need_opt = loss_fn.lambda_cl > 0, loss_fn.lambda_cma > 0
+    loader = DataLoader(pairs, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+                        pin_memory=not config.cpu and torch.cuda.is_available(),
+                        generator=torch.Generator().manual_seed(config.seed))
+
+    def step(m: TeacherSARModel, batch) -> tuple[torch.Tensor, dict]:
+        device = next(m.sar.parameters()).device
+        optical, sar = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        opt_a, sar_a, sar_b = augment(optical, sar)
+        out = m(opt_a if need_opt else None, sar_a, sar_b if need_b else None)
+        loss = loss_fn(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
+        return loss, {k: v for k, v in loss_fn.last.items() if k != "loss"}
+
+    history = Trainer(model, step, loader, config).fit()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def embed_pairs(model: TeacherSARModel, pairs: torch.utils.data.Dataset, sar_encoder: nn.Module | None = None,
+                batch_size: int = 64, num_workers: int = 0) -> dict[str, torch.Tensor]:
+    """L2-normalised ``{"optical", "sar"}`` embeddings (N, D) of every pair (on the CPU), computed in
+    batches on the model's device; ``sar_encoder`` replaces ``model.sar`` (e.g. the untrained one),
+    and ``"labels"`` (N, S, S) comes back when the pairs carry labels."""
+    import torch.nn.functional as F
+
+    sar_encoder = sar_encoder if sar_encoder is not None else model.sar
+    device = next(sar_encoder.parameters()).device
+    was = sar_encoder.training
+    sar_encoder.eval()
+    out: dict[str, list] = {"optical": [], "sar": [], "labels": []}
+    for batch in DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+        out["optical"].append(F.normalize(model.optical(batch[0].to(device)).float(), dim=-1).cpu())
+        out["sar"].append(F.normalize(sar_encoder(batch[1].to(device)).float(), dim=-1).cpu())
+        if len(batch) > 2:
+            out["labels"].append(batch[2])
+    sar_encoder.train(was)
+    return {k: torch.cat(v) for k, v in out.items() if v}

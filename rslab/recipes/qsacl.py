@@ -17,16 +17,64 @@ from rslab.models.backbone import UnifiedBackbone
 from rslab.models.qsacl import ContrastiveSSL, LinearProbe, extract_features, pretraining_loss
 from rslab.train import EMA, Trainer, TrainConfig
 
-__all__ = ["pretrain", "fit_linear_probe", "linear_probe_miou"]
+__all__ = ["CatalogScenes", "catalog_probe_tensors", "pretrain", "fit_linear_probe", "linear_probe_miou"]
+
+
+class CatalogScenes(torch.utils.data.Dataset):
+    """One modality of a co-registered real dataset (a catalog reader such as
+    :class:`~rslab.data.readers.pairs.SEN12MSPairs`), read from disk item by item: the centre
+    ``size x size`` window, optical as Sentinel-2 B4, B3, B2, B8 in [0, 1] (the RGB + NIR layout of the
+    synthetic world), SAR normalised by :func:`rslab.data.sar.normalize_sar`. Nothing is held in
+    memory, so the pre-training set can be any size (full profile)."""
+
+    def __init__(self, reader, modality: str, size: int):
+        if modality not in ("optical", "sar"):
+            raise ValueError(f"modality must be 'optical' or 'sar', got {modality!r}")
+        if len(reader) < 2:
+            raise ValueError(f"need at least 2 scenes to pre-train on, the reader has {len(reader)}")
+        self.reader, self.modality, self.size = reader, modality, int(size)
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from rslab.data.readers.pairs import crop_pair
+        from rslab.data.sar import normalize_sar
+
+        window = crop_pair(self.reader[index], self.size)
+        if window[self.modality] is None:
+            raise ValueError(f"{self.reader!r} item {index} has no {self.modality} image")
+        x = window["optical"] if self.modality == "optical" else normalize_sar(window["sar"])
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def catalog_probe_tensors(reader, size: int, limit: int | None = None):
+    """``(optical, sar, labels)`` tensors of the first ``limit`` labelled items of ``reader`` (centre
+    windows; optical B4, B3, B2, B8; SAR normalised): the linear-probe sets, small enough for memory."""
+    from rslab.data.readers.pairs import crop_pair
+    from rslab.data.sar import normalize_sar
+
+    n = len(reader) if limit is None else min(int(limit), len(reader))
+    if n < 1:
+        raise ValueError("the probe set is empty")
+    windows = [crop_pair(reader[i], size) for i in range(n)]
+    if any(w["labels"] is None or w["optical"] is None or w["sar"] is None for w in windows):
+        raise ValueError(f"{reader!r}: probe items need optical, SAR and labels")
+    optical = torch.from_numpy(np.stack([w["optical"] for w in windows]))
+    sar = torch.from_numpy(np.stack([normalize_sar(w["sar"]) for w in windows]))
+    labels = torch.from_numpy(np.stack([w["labels"] for w in windows]).astype(np.int64))
+    return optical, sar, labels
 
 
 def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: int, batch_size: int = 16,
              lr: float = 2e-4, warmup_steps: int = 10, gsd: float | None = None, seed: int = 0,
              out_dir=None, progress: bool = False, device: str = "cpu",
-             alt_scenes: dict[str, torch.Tensor] | None = None):
+             alt_scenes: dict[str, torch.Tensor] | None = None, num_workers: int = 0):
     """Pre-train ``student`` (QSACL or the image-level baseline) with :class:`rslab.train.Trainer`.
 
-    ``scenes`` maps modality -> (N, C, H, W) normalised scenes; steps cycle through the modalities
+    ``scenes`` maps modality -> (N, C, H, W) normalised scenes, or a ``Dataset`` of (C, H, W) scenes
+    streamed from disk (e.g. :class:`CatalogScenes`; ``num_workers`` DataLoader workers read them,
+    sampled with replacement, seeded by (seed, epoch)); steps cycle through the modalities
     (one modality per batch, so one shared backbone learns all of them, as in SkySense V2). The
     EMA teacher follows ``student.cfg.momentum`` (cosine). AdamW with the paper's peak learning
     rate 2e-4 by default, cosine decay after ``warmup_steps``: on the tiny CPU preset a 10x larger
@@ -45,10 +93,17 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
         raise ValueError("scenes must map at least one modality to a (N, C, H, W) tensor")
     if steps < 1 or batch_size < 2 or not lr > 0:
         raise ValueError(f"need steps >= 1, batch_size >= 2 (InfoNCE negatives) and lr > 0, got {steps}, {batch_size}, {lr}")
+    streamed = {name for name, x in scenes.items() if isinstance(x, torch.utils.data.Dataset)}
     for name, x in scenes.items():
         student.backbone._check_modality(name)
+        if name in streamed:
+            if len(x) < 2:
+                raise ValueError(f"scenes[{name!r}] must hold >= 2 scenes, got {len(x)}")
+            continue
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] < 2:
-            raise ValueError(f"scenes[{name!r}] must be a (N >= 2, C, H, W) tensor, got {getattr(x, 'shape', None)}")
+            raise ValueError(f"scenes[{name!r}] must be a (N >= 2, C, H, W) tensor or a Dataset, got {getattr(x, 'shape', None)}")
+    if streamed and alt_scenes:
+        raise ValueError("alt_scenes needs in-memory scenes (tensors), not streamed Datasets")
     alts: dict[str, torch.Tensor] = {}
     for name, alt in (alt_scenes or {}).items():
         if name not in scenes:
@@ -63,10 +118,31 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
     modalities = list(scenes)
     ema = EMA(student, momentum=student.cfg.momentum, total_steps=steps)
 
+    def streams(epoch: int) -> dict:
+        """A DataLoader per streamed modality: random scenes with replacement, read by ``num_workers``
+        worker processes, pinned for the copy to a GPU."""
+        out = {}
+        for name in streamed:
+            per = -(-steps // len(modalities)) * batch_size
+            sampler = torch.utils.data.RandomSampler(
+                scenes[name], replacement=True, num_samples=per,
+                generator=torch.Generator().manual_seed(seed * 7919 + epoch * 31 + modalities.index(name)))
+            out[name] = iter(torch.utils.data.DataLoader(
+                scenes[name], batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                pin_memory=device != "cpu" and torch.cuda.is_available(), drop_last=True,
+                persistent_workers=False))
+        return out
+
     def batches(epoch: int):
         g = torch.Generator().manual_seed(seed * 7919 + epoch)
+        loaders = streams(epoch) if streamed else {}
         for i in range(steps):  # one "epoch" = the whole run; the trainer stops at max_steps
             modality = modalities[i % len(modalities)]
+            if modality in loaders:
+                batch = {"images": next(loaders[modality]), "modality": modality,
+                         "view_seed": seed * 1_000_003 + epoch * steps + i}
+                yield batch
+                continue
             data = scenes[modality]
             idx = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=g)
             batch = {"images": data[idx], "modality": modality, "view_seed": seed * 1_000_003 + epoch * steps + i}

@@ -261,12 +261,14 @@ def name_transfer_summary(names: Sequence[str], seen, unseen, *, lost_fraction: 
 
 
 def train(model: VITA, pool: ScenePool, text_encoder, recipe: VITARecipe, *, progress: bool = True,
-          log_every: int = 10, callbacks=()) -> list[dict]:
-    """Train ``model`` in place on episodes of ``pool`` with :class:`rslab.train.Trainer`; returns the history."""
+          log_every: int = 10, callbacks=(), device: str | None = None) -> list[dict]:
+    """Train ``model`` in place on episodes of ``pool`` with :class:`rslab.train.Trainer`; returns the history.
+    ``device="cpu"`` keeps training on the CPU even where a GPU is visible (None: the trainer's choice)."""
     from rslab.train import TrainConfig, Trainer
 
     config = TrainConfig(max_steps=recipe.steps, lr=recipe.lr, warmup_steps=min(recipe.warmup, recipe.steps),
-                         clip_grad_norm=1.0, log_every=log_every, progress=progress, seed=recipe.seed)
+                         clip_grad_norm=1.0, log_every=log_every, progress=progress, seed=recipe.seed,
+                         cpu=str(device) == "cpu")
     trainer = Trainer(model, VITALoss(text_encoder, recipe), episode_factory(pool, recipe), config,
                       callbacks=callbacks)
     return trainer.fit(resume=False)
@@ -340,3 +342,103 @@ def heldout_name_neighbours(tree, text_encoder, level: int, train_names: str = "
             rows.append({"name": h, "true": name, "nearest": names[j], "sim_true": float(s[c]),
                          "sim_nearest": float(s[j])})
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Full profile: episodes from a real segmentation dataset (LoveDA, ...), read from disk
+# --------------------------------------------------------------------------------------------
+
+
+class _LazyStack:
+    """``x[i]`` -> one item, ``x[ids]`` -> stacked items, read through ``fetch(i)``; ``shape`` as a tensor's."""
+
+    def __init__(self, n: int, fetch, item_shape: tuple[int, ...]):
+        self.n, self.fetch, self.shape = n, fetch, (n, *item_shape)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index):
+        if isinstance(index, torch.Tensor):
+            index = index.tolist()
+        if isinstance(index, (int, np.integer)):
+            if not -self.n <= int(index) < self.n:
+                raise IndexError(f"index {index} out of range for {self.n} scenes")
+            return self.fetch(int(index) % self.n)
+        if isinstance(index, slice):
+            index = range(*index.indices(self.n))
+        return torch.stack([self.fetch(int(i)) for i in np.asarray(list(index)).reshape(-1)])
+
+
+class CatalogScenePool:
+    """The :class:`~rslab.data.episodes.ScenePool` interface over a real labelled dataset (e.g. LoveDA's
+    :class:`~rslab.data.readers.MMSegFolder`), for VITA episodes in the full profile.
+
+    Scenes are read from disk when an episode needs them and resized to ``size`` (images bilinear
+    with antialiasing, labels nearest); a decoded scene is kept as uint8 (images rounded to 1/255:
+    the releases are 8-bit already) so that repeated episodes do not decode it again: about
+    ``4 * size**2`` bytes per scene (1 MB at 512 px, 2.6 GB for LoveDA's 2522 training scenes).
+    ``cache=False`` keeps nothing. Class presence per level is computed once from the labels.
+    ``tree``: the dataset's class tree (leaf ids = the reader's label ids), e.g. ``load_tree("loveda")``.
+    Optical only: ``images("sar")`` raises (the datasets the catalog has for V/T/F carry no SAR).
+    """
+
+    def __init__(self, reader, tree, size: int, indices=None, min_pixels: int = 24, cache: bool = True):
+        self.reader, self.tree, self.size, self.min_pixels, self.cache = reader, tree, int(size), min_pixels, cache
+        self.indices = list(range(len(reader))) if indices is None else [int(i) for i in indices]
+        if not self.indices:
+            raise ValueError("a CatalogScenePool needs at least one scene")
+        if self.size < 16:
+            raise ValueError(f"size must be >= 16 px, got {size}")
+        self._images: dict[int, torch.Tensor] = {}
+        self._labels: dict[int, torch.Tensor] = {}
+        first = self._load(0)
+        self.channels = int(first[0].shape[0])
+        self.styles = np.zeros(len(self.indices), dtype=np.int64)  # one "region": prompts from any scene
+        self.optical = _LazyStack(len(self), lambda i: self._load(i)[0], (self.channels, self.size, self.size))
+        self.labels = _LazyStack(len(self), lambda i: self._load(i)[1], (self.size, self.size))
+        self.presence: dict[int, np.ndarray] = {}
+        leaf = [self._load(i)[1] for i in range(len(self))] if len(self) else []
+        for level in range(1, self.tree.depth + 1):
+            lut = torch.from_numpy(self.tree.level_lut(level)).long()
+            k = self.tree.num_classes(level)
+            counts = []
+            for lab in leaf:
+                lv = lut[lab]
+                counts.append(torch.bincount(lv[lv != IGNORE_INDEX].flatten(), minlength=k)[:k])
+            self.presence[level] = (torch.stack(counts) >= min_pixels).numpy()
+        if not cache:
+            self._images.clear()
+            self._labels.clear()
+
+    def _load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i in self._images:
+            return self._images[i].float() / 255.0, self._labels[i].long()
+        sample = self.reader[self.indices[i]]
+        if sample.labels is None:
+            raise ValueError(f"{self.reader!r} item {self.indices[i]} has no labels; VITA episodes need them")
+        x = torch.from_numpy(np.asarray(sample.optical, dtype=np.float32))[None]
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                            align_corners=False)[0].clamp(0, 1)
+        lab = torch.from_numpy(np.asarray(sample.labels).astype(np.int64))[None, None].float()
+        lab = torch.nn.functional.interpolate(lab, size=(self.size, self.size), mode="nearest")[0, 0].long()
+        if lab.max() > 255 or lab.min() < 0:
+            raise ValueError(f"{self.reader!r} item {self.indices[i]}: label ids must lie in 0..255")
+        x8, lab8 = (x * 255).round().to(torch.uint8), lab.to(torch.uint8)
+        if self.cache:
+            self._images[i], self._labels[i] = x8, lab8
+        return x8.float() / 255.0, lab8.long()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def images(self, modality: str):
+        if modality == "optical":
+            return self.optical
+        if modality == "sar":
+            raise ValueError(f"{self.reader!r} has no SAR images; evaluate and train this pool on 'optical' only")
+        raise ValueError(f"modality must be 'optical' or 'sar', got {modality!r}")
+
+    def level_labels(self, level: int):
+        lut = torch.from_numpy(self.tree.level_lut(level)).long()
+        return _LazyStack(len(self), lambda i: lut[self._load(i)[1]], (self.size, self.size))

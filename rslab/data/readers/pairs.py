@@ -162,3 +162,35 @@ class DeepGlobeFolder(_LazyFolder):
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
         return read_deepglobe(*self.items[self._check_index(index)])
+
+
+#: Sentinel-2 bands B4, B3, B2, B8 (ids in :data:`S2_BANDS`): the RGB + NIR that the synthetic world's
+#: optical images and the project's encoders use.
+S2_RGBN: tuple[int, ...] = (3, 2, 1, 7)
+
+
+def crop_pair(sample: Sample, size: int, rng: np.random.Generator | None = None,
+              optical_bands: tuple[int, ...] | None = S2_RGBN) -> dict[str, np.ndarray | None]:
+    """A ``size x size`` window of a co-registered sample: ``{"optical", "sar", "labels"}``.
+
+    Centre window without ``rng``, a random one with it. ``optical`` keeps ``optical_bands``
+    (default B4, B3, B2, B8 of 13-band Sentinel-2; None keeps all) clipped to [0, 1] (TOA reflectance
+    above 1 is cloud glare); ``sar`` stays in dB with NaN nodata; absent fields are None.
+    """
+    h, w = sample.shape
+    if not isinstance(size, (int, np.integer)) or not 8 <= size <= min(h, w):
+        raise ValueError(f"size must be an int in [8, {min(h, w)}] for a {h}x{w} sample, got {size!r}")
+    if rng is None:
+        y, x = (h - size) // 2, (w - size) // 2
+    else:
+        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    win = (slice(y, y + size), slice(x, x + size))
+    optical = None
+    if sample.optical is not None:
+        optical = sample.optical if optical_bands is None else sample.optical[list(optical_bands)]
+        optical = np.clip(optical[(slice(None), *win)], 0.0, 1.0).astype(np.float32)
+    return {
+        "optical": optical,
+        "sar": None if sample.sar is None else sample.sar[(slice(None), *win)].astype(np.float32),
+        "labels": None if sample.labels is None else sample.labels[win],
+    }
