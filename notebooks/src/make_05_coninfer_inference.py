@@ -155,7 +155,7 @@ this machine in the default profile, so the branches come from the suite's own m
     strongest context the suite has (a one-Gaussian-per-class oracle, means from the true
     labels, on the validation scenes at level 3: 64% balanced patch accuracy for VITA's first
     encoder level, 68% for its mask features with the backbone, 53% for the backbone alone). In the full profile a label-free VFM
-    replaces all of this (`context_source` = a timm DINOv2 name). The early encoder level gave
+    replaces all of this (`context_source` = a DINOv2 entry of `rslab.weights`). The early encoder level gave
     the steadier validation curves over `T` for two separately trained VITA checkpoints; the
     mask features helped much with one checkpoint and little with the other.
 
