@@ -139,6 +139,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _cmd_weights_list(args: argparse.Namespace) -> int:
     from rslab import weights as W
 
+    if args.path is not None and not Path(args.path).exists():
+        raise FileNotFoundError(f"weights folder not found: {args.path}")
     rows = [[r["name"], r["family"], ", ".join(r["files"]), r["paper_model"].split(":")[0],
              ", ".join(u.split("_")[0] for u in r["used_by"]) or "-",
              f"found {r['found']}" if r["found"] else "missing"] for r in W.status(args.path)]

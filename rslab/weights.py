@@ -458,7 +458,7 @@ def _entries() -> dict[str, WeightsEntry]:
         e.append(WeightsEntry(
             name=f"sam2.1-hiera-{size}", family="sam2", files=(file,),
             paper_model=f"SAM 2.1 Hiera-{_SAM2_SHORT[size]}"
-                        + (": RS2-SAM2's SAM2 (Sec. 4, 'SAM2-Hiera-Large')" if size == "large" else
+                        + (": RS2-SAM2's SAM2 (training setup: 'SAM2-Hiera-Large')" if size == "large" else
                            ": the small sibling of RS2-SAM2's SAM2 (CPU runs)" if size == "tiny" else ""),
             url=KNOWN_FILES[file], sha256=None,
             config={"sam2_config": f"configs/sam2.1/sam2.1_hiera_{cfg_tag}.yaml", "hiera_embed_dim": dim,
@@ -494,7 +494,7 @@ def _entries() -> dict[str, WeightsEntry]:
         e.append(WeightsEntry(
             name=f"beit3-{size}", family="beit3", files=(file,),
             paper_model=f"BEiT-3 {size.title()}: RS2-SAM2's Union Encoder"
-                        + (" (Sec. 4, 'BEiT-3-Large')" if size == "large" else ""),
+                        + (" (training setup: 'BEiT-3-Large')" if size == "large" else ""),
             url=KNOWN_FILES[file], sha256=None,
             config={"img_size": 224, "patch_size": 16, "vocab_size": 64010, "max_text_positions": 1024,
                     **arch, "tokenizer": "beit3.spm"},
@@ -641,10 +641,12 @@ def find(name: str, path: str | Path | None = None, allow_download: bool = False
 
 
 def require(names: Iterable[str] | str, path: str | Path | None = None,
-            allow_download: bool = False) -> dict[str, Path]:
+            allow_download: bool = False, companions: bool = False) -> dict[str, Path]:
     """``{name: path}`` for every entry, or ONE ``FileNotFoundError`` listing every missing entry
     (its accepted files, the places looked, the download URL). Unknown names are a ``ValueError``
-    listing them all before anything is searched. ``path`` is one folder searched for each."""
+    listing them all before anything is searched. ``path`` is one folder searched for each. With
+    ``companions=True`` the releases' companion files (BEiT-3's ``beit3.spm``) are required too and
+    listed in the same error when absent."""
     if isinstance(names, str):
         names = [names]
     names = list(dict.fromkeys(names))
@@ -659,12 +661,19 @@ def require(names: Iterable[str] | str, path: str | Path | None = None,
         p, report = _find_entry(WEIGHTS[n], path, allow_download)
         if p is None:
             missing.append(report)
-        else:
-            found[n] = p
+            continue
+        found[n] = p
+        for c in WEIGHTS[n].companions if companions else ():
+            try:
+                find_companion(n, c, path)
+            except FileNotFoundError as exc:
+                missing.append(f"companion of {n!r}: {exc}")
     if missing:
+        absent = [n for n in names if n not in found]
         raise FileNotFoundError(
-            f"{len(missing)} of {len(names)} required weights missing "
-            f"({', '.join(n for n in names if n not in found)}):\n\n" + "\n\n".join(missing))
+            f"{len(absent)} of {len(names)} required weights missing ({', '.join(absent) or 'none'})"
+            f"{f', {len(missing) - len(absent)} companion file(s) missing' if len(missing) > len(absent) else ''}"
+            ":\n\n" + "\n\n".join(missing))
     return found
 
 
@@ -892,15 +901,18 @@ def _load_sam2(entry: WeightsEntry, path: Path, device: str, mode: str = "eval",
 
 
 def _load_timm(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    import sys
+
     import timm
-    from timm.models.vision_transformer import checkpoint_filter_fn
 
     raw = _as_state_dict(read_checkpoint(path), path, ("model", "state_dict"))
     guess = _guess_layout(raw)
     if guess not in ("a timm ViT state dict", "an original DINOv2 checkpoint"):
         _check_layout_only_guess(raw, path, entry, f"a timm {entry.config['timm']} state dict or Meta's original file")
     model = timm.create_model(entry.config["timm"], pretrained=False, **kw)
-    sd = checkpoint_filter_fn(dict(raw), model)  # timm's own conversion (Meta's DINOv2 keys, pos-embed size)
+    # the model's own timm conversion (Meta's DINOv2/v3 key names, positional-embedding size)
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    sd = filter_fn(dict(raw), model) if filter_fn is not None else raw
     _check_layout(model, sd, path, entry, f"timm {entry.config['timm']} (patch {entry.config['patch_size']}, "
                   f"width {entry.config['embed_dim']}, depth {entry.config['depth']})")
     model.load_state_dict(sd, strict=True)

@@ -18,7 +18,9 @@ Layouts written (``file=`` picks another accepted one):
 * ``sam2.1-hiera-*``: ``sam2.1_hiera_{tiny,small,base_plus,large}.pt`` = ``{"model": state_dict}``.
 * ``dinov2-*`` / ``dinov3-*``: timm's ``timm--<model>/model.safetensors``; DINOv2's
   ``dinov2_vit*14_pretrain.pth`` (Meta's keys, with ``mask_token``) on request.
-* ``beit3-*``: ``beit3_{base,large}_patch16_224.pth`` = ``{"model": {"beit3.<name>": tensor}}``.
+* ``beit3-*``: ``beit3_{base,large}_patch16_224.pth`` = ``{"model": {"beit3.<name>": tensor}}``,
+  and beside it a small trained ``beit3.spm`` (when ``sentencepiece`` is installed; its vocabulary
+  is a few dozen pieces, not XLM-R's).
 * ``minilm-l6-v2``: a random BERT of MiniLM's config saved with transformers' ``save_pretrained``
   (plus the packaged tokenizer files) in ``sentence-transformers--all-MiniLM-L6-v2/``.
 
@@ -182,11 +184,37 @@ def write_official_weights(name: str, directory: str | Path, seed: int = 0, file
                                                           "depth", "heads", "mlp_dim", "max_text_positions")})
         tmpl = _meta_state_dict(lambda: BEiT3(cfg))
         sd = {f"beit3.{k}": v for k, v in random_state_dict(tmpl, seed).items()}
-        return _save({"model": sd}, root / file)
+        out = _save({"model": sd}, root / file)
+        write_test_spm(root / "beit3.spm")
+        return out
 
     if entry.family == "hf":
         return _write_random_minilm(entry, repo_dir, seed)
     raise ValueError(f"{entry.name}: no writer for family {entry.family!r}")
+
+
+_SPM_WORDS = ("the building near river large industrial roof road car forest water field left right small "
+              "red white parking lot bridge ship harbour tree vehicle north south east west of on in").split()
+
+
+def write_test_spm(path: str | Path, vocab_size: int = 48) -> Path | None:
+    """A small sentencepiece model (trained on a few remote-sensing phrases) standing in for
+    BEiT-3's ``beit3.spm``; ``None`` when the ``sentencepiece`` package is absent."""
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        return None
+    import io
+
+    words = _SPM_WORDS
+    sents = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(9)) for i in range(300)]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sents), model_writer=buf, vocab_size=vocab_size,
+                                   model_type="unigram", minloglevel=2, hard_vocab_limit=False)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(buf.getvalue())
+    return p
 
 
 def _write_random_minilm(entry, folder: Path, seed: int) -> Path:

@@ -6,6 +6,7 @@ CLI and the generated book page."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,7 @@ def official(tmp_path_factory):
 
     yield write
     _WRITTEN.clear()
+    shutil.rmtree(root, ignore_errors=True)  # gigabytes with the slow entries: not kept by pytest
 
 
 def _first_float(sd):
@@ -405,3 +407,64 @@ def test_random_state_dict_is_seeded():
     x, y, z = random_state_dict(tmpl, 0), random_state_dict(tmpl, 0), random_state_dict(tmpl, 1)
     assert torch.equal(x["a"], y["a"]) and not torch.equal(x["a"], z["a"]) and x["n"].dtype == torch.long
     assert 0.005 < x["a"].std() < 0.05
+
+
+def test_beit3_tokenizer_reads_the_spm_with_xlmr_ids(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    from rslab.models.beit3 import beit3_tokenizer
+    from rslab.weights_testing import write_test_spm
+
+    path = write_test_spm(tmp_path / "beit3.spm")
+    tok = beit3_tokenizer(path)
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    text = "the building near the river"
+    ids = tok([text, "car"])["input_ids"]
+    assert ids[0] == [0] + [i + 1 for i in sp.encode(text)] + [2]  # <s> ... </s>, fairseq offset 1
+    assert tok.pad_token_id == 1 and tok.decode(ids[0]) == text
+    assert 3 in tok("§", add_special_tokens=False)["input_ids"]  # sentencepiece's <unk> is XLM-R's 3
+    assert all(i != 1 for i in ids[0])
+    bad = tmp_path / "bad.spm"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a sentencepiece model"):
+        beit3_tokenizer(bad)
+    with pytest.raises(FileNotFoundError, match="beit3.spm"):
+        beit3_tokenizer(tmp_path / "missing" / "beit3.spm")
+
+
+def test_require_with_companions_reports_the_missing_tokenizer(tmp_path, monkeypatch):
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    monkeypatch.setenv("RSLAB_WEIGHTS_DIR", str(wdir))
+    (wdir / "beit3_base_patch16_224.pth").write_bytes(b"x")  # find() does not read files
+    assert W.require(["beit3-base"]) == {"beit3-base": (wdir / "beit3_base_patch16_224.pth").resolve()}
+    with pytest.raises(FileNotFoundError) as err:
+        W.require(["beit3-base"], companions=True)
+    msg = str(err.value)
+    assert "0 of 1 required weights missing (none), 1 companion file(s) missing" in msg
+    assert str(wdir / "beit3.spm") in msg and W.KNOWN_FILES["beit3.spm"] in msg
+    (wdir / "beit3.spm").write_bytes(b"spm")
+    assert "beit3-base" in W.require(["beit3-base"], companions=True)
+
+
+def test_download_only_when_allowed_then_found(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(name, kind):  # what the library downloaders do: fill their cache
+        calls.append((name, kind))
+        target = W.torch_checkpoints_dir() / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"x")
+
+    monkeypatch.setattr(W, "_download", fake_download)
+    with pytest.raises(FileNotFoundError, match="allow_download=True"):
+        W.find("beit3-large")
+    assert calls == []
+    path = W.find("beit3-large", allow_download=True)
+    assert calls == [("beit3_large_patch16_224.pth", "file")] and path.name == "beit3_large_patch16_224.pth"
+
+    def offline(name, kind):
+        raise OSError("no network")
+
+    monkeypatch.setattr(W, "_download", offline)
+    with pytest.raises(FileNotFoundError, match="download attempt failed: OSError: no network"):
+        W.find("sam2.1-hiera-small", allow_download=True)
