@@ -236,25 +236,17 @@ class BEiT3TokenEncoder:
     ``truncate=True`` (then it is cut, and :func:`rslab.recipes.rs2sam2.check_expression_lengths`
     warns about it before training)."""
 
-    # XLM-R's fairseq dictionary, which BEiT-3 uses (transformers' XLMRobertaTokenizer does the same):
-    # <s> 0, <pad> 1, </s> 2, <unk> 3, then sentencepiece id + 1 (sentencepiece's own <unk>, id 0 -> 3)
-    bos_token_id, pad_token_id, eos_token_id, unk_token_id = 0, 1, 2, 3
-
     def __init__(self, spm_path, max_tokens: int = 40, truncate: bool = False):
-        import sentencepiece
+        from rslab.models.beit3 import beit3_tokenizer
 
-        path = Path(spm_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"BEiT-3 sentencepiece model not found: {path} (beit3.spm of the BEiT-3 release; "
-                                    "rslab.weights.find_companion('beit3-large') looks for it)")
         if not isinstance(max_tokens, int) or max_tokens < 3:
             raise ValueError(f"max_tokens must be an int >= 3 (<s>, one word piece, </s>), got {max_tokens!r}")
-        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        self.tokenizer = beit3_tokenizer(spm_path)  # XLM-R ids: <s> 0, <pad> 1, </s> 2, <unk> 3
+        self.pad_token_id = self.tokenizer.pad_token_id
         self.max_tokens, self.truncate = max_tokens, truncate
 
     def _ids(self, expressions: Sequence[str]) -> list[list[int]]:
-        return [[self.bos_token_id, *(i + 1 if i else self.unk_token_id for i in self.sp.encode(t)), self.eos_token_id]
-                for t in expressions]
+        return self.tokenizer(list(expressions), add_special_tokens=True)["input_ids"]
 
     def lengths(self, expressions: Sequence[str]) -> list[int]:
         """Tokens per expression (with ``<s>``/``</s>``), before any truncation."""
