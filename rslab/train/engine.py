@@ -181,7 +181,9 @@ def _make_accelerator(mixed_precision: str, cpu: bool, seed: int):
         mixed_precision=mixed_precision, cpu=cpu, step_scheduler_with_optimizer=False,
         # split_batches: the DataLoader's batch_size is the global batch (same results on 1 or N GPUs);
         # seedable sampler: the shuffle order is a function of (seed, epoch), so resuming can replay it.
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed),
+        # non_blocking: batches from pinned memory (rslab.train.make_loader on a GPU) copy asynchronously
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed,
+                                                  non_blocking=True),
     )
     try:
         return Accelerator(**kwargs)
@@ -248,7 +250,7 @@ class _BatchStream:
                     raise ValueError(f"batch of {size} samples cannot be split over {acc.num_processes} processes")
                 part = size // acc.num_processes
                 batch = slice_tensors(batch, slice(acc.process_index * part, (acc.process_index + 1) * part))
-            yield send_to_device(batch, acc.device)
+            yield send_to_device(batch, acc.device, non_blocking=True)  # asynchronous from pinned memory
 
 
 def _rng_state() -> dict[str, Any]:
