@@ -365,3 +365,19 @@ def test_expression_lengths_are_checked_before_training():
     with pytest.warns(UserWarning, match="truncated to 4 tokens"):
         out = rt.check_expression_lengths(enc, ["a b", "the very long one"], on_long="truncate")
     assert enc.truncate and out["too_long"] == 1 and out["max_tokens_seen"] == 6
+
+
+def test_expression_texts_of_readers_without_reading_images(tmp_path, monkeypatch):
+    from rslab.data.catalog import open_dataset
+    from rslab.data.catalog_testing import write_tiny_dataset
+
+    for name in ("rrsisd", "refsegrs"):
+        write_tiny_dataset(name, tmp_path, n=2, size=32)
+        data = ReferringDataset.from_reader(open_dataset(name, tmp_path, "train"))
+        expected = data.texts  # reads every image
+        reader = type(data.samples)
+        monkeypatch.setattr(reader, "__getitem__", lambda self, i: pytest.fail("an image was read"))
+        assert rt.expression_texts(data) == expected and len(expected) >= 2
+        monkeypatch.undo()
+    synthetic = _dataset(2)
+    assert rt.expression_texts(synthetic) == synthetic.texts

@@ -394,7 +394,8 @@ else:  # BEiT-3 reads its own token ids (the release's sentencepiece model besid
     encoder = BEiT3TokenEncoder(W.find_companion(union_encoder, path=weights_dir), max_tokens=base_cfg.max_text_tokens)
     prepare = lambda m: load_union_weights(m, union_encoder, weights_dir, allow_download=allow_download)
 # every expression against the token limit now, not at the first long one deep into training
-lengths = rt.check_expression_lengths(encoder, train_data.texts + eval_data.texts, on_long=long_expressions)
+lengths = rt.check_expression_lengths(encoder, rt.expression_texts(train_data) + rt.expression_texts(eval_data),
+                                      on_long=long_expressions)
 print(f"expressions: {lengths['n']} distinct, longest {lengths['max_tokens_seen']} tokens "
       f"(limit {base_cfg.max_text_tokens}), {lengths['too_long']} over it")
 wanted = set(rt.ABLATION_ROWS) if ablation_rows == "all" else {r.strip() for r in ablation_rows.split(",")}

@@ -39,7 +39,7 @@ __all__ = [
     "make_batches", "stream_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
     "save_rs2sam2", "load_rs2sam2", "StandinPretrainConfig", "PromptableSAM2", "sample_prompts",
     "pretrain_sam2_standin", "standin_checkpoint", "StandinResult", "evaluate_promptable",
-    "is_new_part", "new_part_lr_scale", "check_expression_lengths",
+    "is_new_part", "new_part_lr_scale", "check_expression_lengths", "expression_texts",
 ]
 
 # The paper's component ablation (RefSegRS), in its order. Each row only changes these switches.
@@ -426,6 +426,27 @@ def check_expression_lengths(encoder, texts: Sequence[str], on_long: str = "erro
         encoder.truncate = True
         (warn or (lambda m: warnings.warn(m, stacklevel=3)))(msg + f": they are truncated to {limit} tokens.")
     return summary
+
+
+def expression_texts(data: ReferringDataset) -> list[str]:
+    """Every expression of ``data``, in order, without reading its images when it comes from a
+    referring reader (RRSIS-D, RefSegRS keep their expressions in ``reader.items``): checking a real
+    training set's expressions must not decode thousands of 1024 px images. Otherwise
+    ``data.texts``."""
+    if not isinstance(data, ReferringDataset):
+        raise ValueError(f"data must be a ReferringDataset, got {type(data).__name__}")
+    items = getattr(data.samples, "items", None)
+    if isinstance(items, list) and all(j == 0 for _, j in data.index):
+        out = []
+        for i, _ in data.index:
+            text = items[i][1]
+            if isinstance(text, dict):  # RRSIS-D: (ref, sentence) with the sentence's raw text
+                text = text.get("raw", text.get("sent", ""))
+            if not isinstance(text, str):
+                return data.texts
+            out.append(text.strip())
+        return out
+    return data.texts
 
 
 def _row_key(cfg: RS2SAM2Config, tcfg: RS2SAM2TrainConfig, sam2_checkpoint) -> dict:
