@@ -102,7 +102,13 @@ def test_vita_train_evaluate_segment_on_another_device(small_pool):
         got = evaluate(model, small_pool, small_pool, _HashText(), level=1, batch_size=3, other_style=False)
         assert got == pytest.approx(ref, abs=1e-6)  # the same numbers, computed "on the device"
         text_name_transfer(model, small_pool, small_pool, _HashText(), level=1)
-        target = small_pool.scenes["optical"][:2] if hasattr(small_pool, "scenes") else None
+        # what notebook 03's evaluation did before: an episode built on the CPU fed to the model as is
+        from rslab.data.episodes import make_episode
+
+        ep = make_episode(small_pool, [0, 1], small_pool, 1, "optical", np.random.default_rng(0))
+        with pytest.raises(DeviceMismatchError):
+            model(ep.target, ep.modality, ep.prompt_images, ep.prompt_masks, ep.modality, None, modes=("V",),
+                  ctx_valid=ep.ctx_valid)
         train(model, small_pool, _HashText(), VITARecipe(steps=2, batch_size=2, num_points=64), progress=False)
         assert next(model.parameters()).device == dev
 
