@@ -3,6 +3,8 @@
     rslab notebooks run [--profile smoke] [--only 03 ...] [--keep-going] [-p key=value | NN.key=value ...]
     rslab notebooks list [--profile smoke]
     rslab notebooks results
+    rslab notebooks full-profile-page [--write | --check]
+    rslab notebooks datasets [--data-root /data/rs]
     rslab book build
     rslab readme-table [--write]
     rslab weights list [--path DIR]
@@ -79,6 +81,42 @@ def _cmd_notebooks_list(args: argparse.Namespace) -> int:
     absent = [s for s in nbs.NOTEBOOK_STEMS if s not in {nb.stem for nb in found}]
     for stem in absent:
         print(f"{stem:<24} (notebooks/{stem}.ipynb not written yet)")
+    return 0
+
+
+def _cmd_notebooks_full_profile_page(args: argparse.Namespace) -> int:
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    text = nbs.full_profile_page(root)
+    page = root / nbs.FULL_PROFILE_PAGE
+    if args.write:
+        page.write_text(text)
+        print(f"wrote {page}")
+        return 0
+    if args.check:
+        if not page.is_file() or page.read_text() != text:
+            print(f"{page} is stale: run `rslab notebooks full-profile-page --write`", file=sys.stderr)
+            return 1
+        print(f"{page} is up to date")
+        return 0
+    print(text, end="")
+    return 0
+
+
+def _cmd_notebooks_datasets(args: argparse.Namespace) -> int:
+    from rslab.data.catalog import DATASETS, find_dataset, resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    missing = 0
+    for name, entry in DATASETS.items():
+        try:
+            folder = find_dataset(name, root)
+            print(f"{name:<13} found    {folder}  (used by {', '.join(entry.used_by)})")
+        except FileNotFoundError as exc:
+            missing += 1
+            print(f"{name:<13} MISSING  {str(exc).splitlines()[1].strip()[2:]}\n{'':<22}get it from {entry.url}")
+    print(f"\n{len(DATASETS) - missing} of {len(DATASETS)} catalog datasets under {root}")
     return 0
 
 
@@ -192,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls = nb_sub.add_parser("list", help="list notebooks and the parameters a profile gives them")
     ls.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"))
     ls.set_defaults(func=_cmd_notebooks_list)
+    fp = nb_sub.add_parser("full-profile-page", help="render book/full_profile.md (paper vs full profile settings, "
+                           "weights and datasets per notebook) from the profiles, the registry and the catalog")
+    fp.add_argument("--write", action="store_true", help="write book/full_profile.md")
+    fp.add_argument("--check", action="store_true", help="exit 1 when the committed page is stale")
+    fp.set_defaults(func=_cmd_notebooks_full_profile_page)
+    ds = nb_sub.add_parser("datasets", help="which catalog datasets a data_root holds (official folder names)")
+    ds.add_argument("--data-root", default=None, help="the folder holding the datasets (default: $RSLAB_DATA_ROOT)")
+    ds.set_defaults(func=_cmd_notebooks_datasets)
     res = nb_sub.add_parser("results", help="print the results table from artifacts/ (no execution)")
     res.add_argument("--all-metrics", action="store_true", help="also print every metric of each notebook")
     res.set_defaults(func=_cmd_notebooks_results)

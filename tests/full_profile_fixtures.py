@@ -78,10 +78,12 @@ def overrides_args(stems, extra: dict[str, object] | None = None) -> list[str]:
 
 
 def run_full(stems, tmp_path: Path, weights_dir: Path | None, data_root: Path | None,
-             extra: dict[str, object] | None = None, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
+             extra: dict[str, object] | None = None, timeout: float = 600,
+             keep_going: bool = False) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``rslab notebooks run --profile full --only <stems> -p device=cpu`` with :data:`TINY`
     overrides, ``data_root`` and ``$RSLAB_WEIGHTS_DIR=weights_dir`` (random weights: no sha256 check);
-    artifacts and executed notebooks go under ``tmp_path``. Returns (process, seconds)."""
+    artifacts and executed notebooks go under ``tmp_path`` (``build/results_summary.json`` holds each
+    notebook's status and ``runner_wall_s``). Returns (process, seconds)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RSLAB_SKIP_SHA256": "1", "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("RSLAB_DATA_ROOT", None)
@@ -92,7 +94,7 @@ def run_full(stems, tmp_path: Path, weights_dir: Path | None, data_root: Path | 
     params = {"device": "cpu", **({"data_root": str(data_root)} if data_root is not None else {}), **(extra or {})}
     cmd = [sys.executable, "-m", "rslab.cli", "notebooks", "run", "--profile", "full", "--only", *stems,
            "--artifacts-dir", str(tmp_path / "artifacts"), "--build-dir", str(tmp_path / "build"),
-           *overrides_args(stems, params)]
+           *(["--keep-going"] if keep_going else []), *overrides_args(stems, params)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     return proc, time.perf_counter() - t0

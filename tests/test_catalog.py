@@ -127,3 +127,14 @@ def test_sen1floods11_split_list_naming_a_missing_chip(tmp_path):
         Sen1Floods11Folder(folder, "test")
     with pytest.raises(ValueError, match="split must be one of"):
         Sen1Floods11Folder(folder, "holdout")
+
+
+def test_cli_lists_found_and_missing_datasets(tmp_path, capsys):
+    from rslab.cli import main
+
+    write_tiny_dataset("sen12ms", tmp_path, n=1, size=16)
+    assert main(["notebooks", "datasets", "--data-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"sen12ms       found    {tmp_path / 'SEN12MS'}" in out
+    assert "loveda        MISSING" in out and DATASETS["loveda"].url in out
+    assert f"1 of {len(DATASETS)} catalog datasets" in out

@@ -266,8 +266,9 @@ class CLIPImageTower(nn.Module):
         self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
         mean = getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
         std = getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        device = next(visual.parameters()).device  # the buffers live where the tower does
+        self.register_buffer("mean", torch.tensor(mean, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, device=device).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> "CLIPImageTower":
         super().train(False)  # frozen: always in eval mode
