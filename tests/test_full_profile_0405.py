@@ -90,3 +90,35 @@ def test_notebook_05_full_profile_reaches_results_with_benchmarks(inputs_0405, t
     assert "miou_large_joint" in m  # the tiled large-scene section ran (no silent skip)
     for name in ("loveda", "potsdam", "vaihingen", "deepglobe"):
         assert 0.0 <= m[f"miou_{name}_prior"] <= 1.0 and 0.0 <= m[f"miou_{name}_joint"] <= 1.0
+
+
+def test_notebooks_04_05_missing_inputs_stop_fast_with_one_message(tmp_path):
+    """No weights, no datasets: each notebook stops within 30 s (kernel start included) with ONE
+    error naming every missing weights entry (with where to get it) and every missing dataset."""
+    import nbformat
+
+    from rslab.data.catalog import DATASETS
+    from rslab.weights import get_entry
+
+    empty_weights, empty_data = tmp_path / "no_weights", tmp_path / "no_data"
+    empty_weights.mkdir()
+    empty_data.mkdir()
+    stems = ("04_rs2sam2", "05_coninfer_inference")
+    proc, _ = run_full(stems, tmp_path, empty_weights, empty_data, timeout=300, keep_going=True)
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+    summary = {r["notebook"]: r for r in json.loads((tmp_path / "build" / "results_summary.json").read_text())}
+    wanted = {"04_rs2sam2": (("sam2.1-hiera-large", "beit3-large"), ("rrsisd",)),
+              "05_coninfer_inference": (("clip-vit-b16-openai", "dinov2-vitb14"),
+                                        ("loveda", "potsdam", "vaihingen", "deepglobe"))}
+    for stem, (weights, datasets) in wanted.items():
+        assert summary[stem]["status"] == "failed" and "FileNotFoundError" in summary[stem]["error"], summary[stem]
+        assert summary[stem]["runner_wall_s"] < 30, f"{stem} took {summary[stem]['runner_wall_s']} s"
+        executed = nbformat.read(str(tmp_path / "build" / "notebooks" / f"{stem}.ipynb"), as_version=4)
+        errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert len(errors) == 1, stem
+        message = errors[0]["evalue"]
+        for name in weights:
+            assert f"weights {name!r}" in message and get_entry(name).url in message, (stem, name, message)
+        for name in datasets:
+            assert f"- {name}:" in message and DATASETS[name].url in message, (stem, name, message)
+        assert not (tmp_path / "artifacts" / stem / "results.json").exists()

@@ -94,6 +94,20 @@ torch.set_num_threads(num_threads)
 run = start_run("04_rs2sam2", profile, seed)
 device = resolve_device(device, profile)
 print(f"profile={profile}  device={device}  torch threads={torch.get_num_threads()}")
+
+# every missing weights file (with BEiT-3's tokenizer) and dataset in one error, before anything runs
+from rslab import weights as W
+from rslab.data.catalog import require_datasets
+problems = []
+named = [n for n in (sam2_checkpoint, union_encoder) if n and str(n) in W.WEIGHTS]
+for check in ((lambda: W.require(named, weights_dir, allow_download=allow_download, companions=True)) if named else None,
+              (lambda: require_datasets([dataset], data_root)) if dataset != "synthetic" else None):
+    try:
+        check and check()
+    except FileNotFoundError as err:
+        problems.append(str(err))
+if problems:
+    raise FileNotFoundError("missing inputs of notebook 04:\\n\\n" + "\\n\\n".join(problems))
 """)
 
 md("""

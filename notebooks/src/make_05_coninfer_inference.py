@@ -119,6 +119,12 @@ lut = world.tree.level_lut(level)
 class_names = world.tree.names(level)
 K = len(class_names)
 print(f"profile={profile}  device={device}  level {level}: {K} classes {class_names}")
+# every missing weights file and dataset in one error, before anything runs
+from rslab import weights as W
+from rslab.data.catalog import require_inputs
+require_inputs([n for n, used in ((clip_name, prior_source == "maskclip_star"),
+                                  (context_source, context_source not in ("backbone", "standin"))) if used],
+               list(benchmarks), weights_dir, data_root, allow_download=allow_download)
 """)
 
 md("""
