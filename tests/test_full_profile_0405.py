@@ -118,7 +118,8 @@ def test_notebooks_04_05_missing_inputs_stop_fast_with_one_message(tmp_path):
         assert len(errors) == 1, stem
         message = errors[0]["evalue"]
         for name in weights:
-            assert f"weights {name!r}" in message and get_entry(name).url in message, (stem, name, message)
+            assert f"weights {name!r}" in message and get_entry(name).name in message, (stem, name, message)
+        assert message.count("to get them:") >= len(weights), message  # where to download each
         for name in datasets:
             assert f"- {name}:" in message and DATASETS[name].url in message, (stem, name, message)
         assert not (tmp_path / "artifacts" / stem / "results.json").exists()
