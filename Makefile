@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install tutorial notebooks notebooks-gen test test-fast bench book book-check clean strip
+.PHONY: install tutorial notebooks notebooks-gen test test-fast bench gpu-check book book-check clean strip
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ test-fast: install
 
 bench: install
 	$(PY) -m benchmarks
+
+# each notebook's full-size model for a few steps on one GPU (random weights, nothing downloaded):
+# step time, peak GPU memory, images/s, CPU-vs-GPU agreement -> build/gpu_check.json (<= 10 min on one H100/H200)
+gpu-check: install
+	$(PY) -m benchmarks.gpu_check --out build/gpu_check.json
 
 book: install
 	$(VENV)/bin/rslab book build

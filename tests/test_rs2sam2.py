@@ -182,3 +182,57 @@ def test_token_encoder_rejects_bad_expressions():
         enc(["  "])
     with pytest.raises(ValueError, match="too long"):
         enc(["the small red car parked nearest to the long winding river in the north"])
+
+
+def _tiny_spm(folder) -> "Path":
+    """A sentencepiece model trained in milliseconds on a few phrases (stands in for beit3.spm)."""
+    import io
+
+    spm = pytest.importorskip("sentencepiece")
+    words = ["the", "left", "right", "square", "lake", "field", "road", "large", "small", "building", "river"]
+    sentences = [" ".join(words[(i * 7 + j) % len(words)] for j in range(5)) for i in range(200)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=30,
+                                   minloglevel=2)
+    path = folder / "beit3.spm"
+    path.write_bytes(model.getvalue())
+    return path
+
+
+def test_beit3_union_encoder_loads_the_release_layout_and_segments(tmp_path, monkeypatch):
+    """RS2-SAM2 with the paper's union encoder: BEiT-3 (here shrunk to 32 wide, 2 blocks) loaded
+    strictly from a file in the release's layout through the registry, text as BEiT-3 token ids."""
+    import dataclasses
+
+    import rslab.weights as W
+    from rslab.models.beit3 import BEiT3, BEiT3Config
+    from rslab.models.rs2sam2 import BEiT3TokenEncoder, RS2SAM2, RS2SAM2Config, load_union_weights
+
+    cfg = dataclasses.replace(RS2SAM2Config.tiny(image_size=64), union_encoder="beit3", union_dim=32, union_depth=2,
+                              union_heads=2, union_image_size=32, union_patch=16)
+    entry = W.get_entry("beit3-base")
+    small = dict(entry.config, embed_dim=32, depth=2, heads=2, mlp_dim=128, img_size=32)
+    monkeypatch.setitem(W.WEIGHTS, "beit3-base", dataclasses.replace(entry, config=small))
+    monkeypatch.setenv("RSLAB_WEIGHTS_DIR", str(tmp_path))
+    torch.manual_seed(3)
+    release = BEiT3(BEiT3Config(img_size=32, embed_dim=32, depth=2, heads=2, mlp_dim=128))
+    torch.save({"model": {f"beit3.{k}": v for k, v in release.state_dict().items()}}, tmp_path / entry.files[0])
+    spm = _tiny_spm(tmp_path)
+    assert W.find_companion("beit3-base") == spm.resolve()
+
+    torch.manual_seed(0)
+    model = RS2SAM2(cfg)
+    assert load_union_weights(model, "beit3-base") == (tmp_path / entry.files[0]).resolve()
+    for k, v in release.state_dict().items():
+        assert torch.equal(model.union.beit3.state_dict()[k], v), k
+    tokens = BEiT3TokenEncoder(spm, max_tokens=24)
+    ids, pad = tokens(["the left square", "the large river"])
+    assert ids.dtype == torch.long and ids[:, 0].eq(0).all() and (ids[~pad] != 3).any() and not pad[:, 0].any()
+    out = model(torch.rand(2, 3, 64, 64), ids, pad)
+    assert out["masks"].shape == (2, 1, 64, 64) and out["pseudo_mask"].shape == (2, 1, 2, 2)
+    with pytest.raises(ValueError, match="token ids"):
+        model(torch.rand(2, 3, 64, 64), torch.randn(2, 3, 384), pad[:, :3])
+    with pytest.raises(ValueError, match="too long"):
+        tokens(["the left square road lake field river building small large " * 3])
+    with pytest.raises(ValueError, match="union encoder is 'vit'"):
+        load_union_weights(RS2SAM2(RS2SAM2Config.tiny(image_size=64)), "beit3-base")

@@ -307,3 +307,77 @@ def test_new_parts_get_their_own_learning_rate():
     assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="new_lr_mult"):
         rt.RS2SAM2TrainConfig(new_lr_mult=0)
+
+
+def test_interrupted_ablation_resumes_and_skips_finished_rows(tmp_path, monkeypatch):
+    """A re-run on the same out_dir skips finished rows and resumes an interrupted one from its
+    checkpoint; the numbers equal an uninterrupted run's. Row budgets may differ (row_steps)."""
+    data = _dataset(4)
+    tcfg = rt.RS2SAM2TrainConfig(steps=2, batch_size=4, progress=False, checkpoint_every=1)
+    kw = dict(rows=["baseline", "full"], log=None, row_steps={"full": 3})
+    reference = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, **kw)
+    assert reference.steps == {"baseline": 2, "full": 3} and "| 3 |" in reference.table()
+
+    real_eval = rt.evaluate_referring
+    calls = []
+
+    def stop_on_full(model, *a, **k):  # the run "dies" after training the full row, before it is scored
+        calls.append(model.cfg.use_mpg)
+        if model.cfg.use_mpg:
+            raise KeyboardInterrupt
+        return real_eval(model, *a, **k)
+
+    monkeypatch.setattr(rt, "evaluate_referring", stop_on_full)
+    with pytest.raises(KeyboardInterrupt):
+        rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, out_dir=tmp_path, **kw)
+    assert (tmp_path / "baseline" / "metrics.json").is_file() and not (tmp_path / "full" / "metrics.json").exists()
+    assert (tmp_path / "full" / "train" / "checkpoints").is_dir()
+    monkeypatch.setattr(rt, "evaluate_referring", real_eval)
+
+    trained = []
+    real_train = rt.train_rs2sam2
+    monkeypatch.setattr(rt, "train_rs2sam2", lambda cfg, *a, **k: trained.append(cfg.use_mpg) or real_train(cfg, *a, **k))
+    again = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, out_dir=tmp_path, **kw)
+    assert trained == [True]                        # the baseline row was skipped
+    assert again.metrics == reference.metrics       # resumed training gives the uninterrupted numbers
+    assert [r["loss"] for r in again.histories["full"] if "loss" in r] == \
+        [r["loss"] for r in reference.histories["full"] if "loss" in r]
+    trained.clear()
+    changed = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, out_dir=tmp_path, **{**kw, "row_steps": {"full": 2}})
+    assert trained == [True] and changed.steps["full"] == 2  # other settings: that row is retrained from step 0
+    assert [r["step"] for r in changed.histories["full"] if "loss" in r][-1] == 2
+    with pytest.raises(ValueError, match="row_steps"):
+        rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, rows=["full"], row_steps={"everything": 3})
+
+
+def test_expression_lengths_are_checked_before_training():
+    class Tok(FakeTokens):
+        max_tokens = 4
+        truncate = False
+
+        def lengths(self, texts):
+            return [len(t.split()) + 2 for t in texts]
+
+    enc = Tok()
+    assert rt.check_expression_lengths(enc, ["a b", "a b"]) == {"n": 1, "too_long": 0, "max_tokens_seen": 4}
+    with pytest.raises(ValueError, match="1 of 2 distinct expressions exceed the 4-token limit"):
+        rt.check_expression_lengths(enc, ["a b", "the very long one"])
+    with pytest.warns(UserWarning, match="truncated to 4 tokens"):
+        out = rt.check_expression_lengths(enc, ["a b", "the very long one"], on_long="truncate")
+    assert enc.truncate and out["too_long"] == 1 and out["max_tokens_seen"] == 6
+
+
+def test_expression_texts_of_readers_without_reading_images(tmp_path, monkeypatch):
+    from rslab.data.catalog import open_dataset
+    from rslab.data.catalog_testing import write_tiny_dataset
+
+    for name in ("rrsisd", "refsegrs"):
+        write_tiny_dataset(name, tmp_path, n=2, size=32)
+        data = ReferringDataset.from_reader(open_dataset(name, tmp_path, "train"))
+        expected = data.texts  # reads every image
+        reader = type(data.samples)
+        monkeypatch.setattr(reader, "__getitem__", lambda self, i: pytest.fail("an image was read"))
+        assert rt.expression_texts(data) == expected and len(expected) >= 2
+        monkeypatch.undo()
+    synthetic = _dataset(2)
+    assert rt.expression_texts(synthetic) == synthetic.texts

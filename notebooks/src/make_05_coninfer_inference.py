@@ -80,8 +80,15 @@ consensus_temperatures = [5, 10, 20, 50, 100]  # grid of the consensus temperatu
 context_options = ["backbone[0]", "text_tokens+backbone[0]", "vita_encoder[0]+backbone[0]", "vita+backbone[0]"]  # context candidates compared on the validation scenes
 context_modalities = ["optical", "sar"]  # backbone inputs whose features are concatenated (co-registered)
 joint_mode = "auto"      # reference | paper | auto (the mode with the higher validation mIoU); both are reported
-clip_weights = ""                # full profile: path to OpenAI ViT-B/16 open_clip weights
-dino_weights = ""                # full profile: path to the timm DINO checkpoint
+device = "auto"          # auto (the GPU when present) | cpu | cuda: where CLIP, DINOv2 and the suite models run
+weights_dir = None       # official weights folder for the full profile (default: $RSLAB_WEIGHTS_DIR; `rslab weights list`)
+allow_download = False   # let rslab.weights fetch missing official weights
+data_root = None         # datasets under their official folder names (rslab.data.catalog), for `benchmarks`
+clip_name = "clip-vit-b16-openai"  # rslab.weights entry of the MaskCLIP* prior (OpenAI ViT-B/16, QuickGELU)
+clip_input_size = 448    # MaskCLIP* input side (px)
+context_size = 448       # DINOv2 context input side (px)
+benchmarks = []          # real benchmarks under data_root: loveda, potsdam, vaihingen, deepglobe (full profile)
+n_benchmark_images = 50  # images per benchmark (the first of its evaluation split)
 """, tags=["parameters"])
 
 code("""
@@ -100,15 +107,25 @@ from rslab.models.backbone import load_backbone
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import coninfer as rc
 
+from rslab.notebooks import resolve_device
+
 cpu0 = time.process_time()
-torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes a shared CPU
+device = resolve_device(device, profile)
+if device.type == "cpu":
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes a shared CPU
 torch.manual_seed(seed)
 run = start_run("05_coninfer_inference", profile=profile, seed=seed)
 world = SyntheticWorld(WorldConfig(size=size), seed=seed)
 lut = world.tree.level_lut(level)
 class_names = world.tree.names(level)
 K = len(class_names)
-print(f"profile={profile}  level {level}: {K} classes {class_names}")
+print(f"profile={profile}  device={device}  level {level}: {K} classes {class_names}")
+# every missing weights file and dataset in one error, before anything runs
+from rslab import weights as W
+from rslab.data.catalog import require_inputs
+require_inputs([n for n, used in ((clip_name, prior_source == "maskclip_star"),
+                                  (context_source, context_source not in ("backbone", "standin"))) if used],
+               list(benchmarks), weights_dir, data_root, allow_download=allow_download)
 """)
 
 md(r"""
@@ -142,7 +159,7 @@ this machine in the default profile, so the branches come from the suite's own m
     (256 px; a scene index fixes only the style and scene type, the layouts differ), never
     seen by any model, but this context is *supervised*, unlike the paper's DINOv3, and so the
     strongest context the suite has (lab notes). In the full profile a label-free VFM replaces
-    all of this (`context_source` = a timm DINOv2 name).
+    all of this (`context_source` = a DINOv2 entry of `rslab.weights`).
 
 The models are loaded from `artifacts/` when notebooks 01/02/03 have run; notebooks 01/02 are
 otherwise (`train_missing`) trained here on a small budget with the same library functions, or
@@ -256,14 +273,24 @@ context_model = ci.fit_patch_classifier(flat(torch.stack([describe(s) for s in c
                                         world.tree.num_classes(), hidden=64, steps=300, seed=seed)
 if encoders is not None:
     class_emb = text_encoder.prompt_embeddings([world.tree.synonyms(n, "train") for n in class_names])
+# official foundation models by registry name (rslab.weights): one error lists every missing file
+from rslab import weights as W
+official = [n for n, used in ((clip_name, prior_source == "maskclip_star"),
+                              (context_source, context_source not in ("backbone", "standin"))) if used]
+if official:
+    print("official weights:", {n: str(p) for n, p in W.require(official, weights_dir, allow_download).items()})
+maskclip_names = [", ".join([n] + world.tree.synonyms(n)) for n in class_names]
 if prior_source == "maskclip_star":
-    from rslab.models.maskclip import MaskClipSegmenter, MaskClipConfig, load_openai_clip
-    clip, tok = load_openai_clip(clip_weights)
-    seg = MaskClipSegmenter(clip, tok, MaskClipConfig())
-if context_source not in ("backbone", "standin"):   # a timm DINOv2 model name (full profile)
-    import timm
-    dino = timm.create_model(context_source, pretrained=True, num_classes=0, dynamic_img_size=True,
-                             pretrained_cfg_overlay=dict(file=dino_weights)).eval()
+    from rslab.models.maskclip import MaskClipSegmenter, MaskClipConfig
+    clip = W.load(clip_name, weights_dir, device=device)   # OpenAI ViT-B/16 with QuickGELU, as trained
+    seg = MaskClipSegmenter(clip, config=MaskClipConfig(input_size=clip_input_size))
+if context_source not in ("backbone", "standin"):   # a DINOv2 registry entry (full profile)
+    dino = W.load(context_source, weights_dir, device=device, num_classes=0, dynamic_img_size=True)
+for m in (encoders or {}).values():    # the suite models run where the foundation models do
+    m.to(device)
+for m in (backbone, vita):
+    if m is not None:
+        m.to(device)
 
 def branch_maps(scenes, optical, sar_db):
     # every available prior as log-probabilities at T 1 (scores for the calibration), and every context
@@ -281,11 +308,10 @@ def branch_maps(scenes, optical, sar_db):
         ctx.update(rc.build_contexts(keys, {"optical": optical, "sar": normalize_sar(sar_db)}, grid,
                                      **suite_models, modalities=context_modalities, gsd=world.config.gsd_m))
     if prior_source == "maskclip_star":
-        names = [", ".join([n] + world.tree.synonyms(n)) for n in class_names]
-        scores["maskclip_star"] = torch.cat([seg.class_probs(optical[i:i + 8, :3], names)
+        scores["maskclip_star"] = torch.cat([seg.class_probs(optical[i:i + 8, :3], maskclip_names)
                                              for i in range(0, len(optical), 8)]).clamp_min(1e-12).log()
     if context_source not in ("backbone", "standin"):
-        ctx[context_source] = rc.vit_token_maps(dino, optical[:, :3])
+        ctx[context_source] = rc.vit_token_maps(dino, optical[:, :3], size=context_size)
     return rc.to_grid(scores, grid), rc.to_grid(ctx, grid)
 
 suite_models = dict(backbone=backbone, encoder=encoders["optical"] if encoders is not None else None, vita=vita)
@@ -715,12 +741,18 @@ big_labels = lut[big.labels]
 big_image = torch.cat([torch.from_numpy(big.optical),
                        torch.from_numpy(normalize_sar(big.sar).astype(np.float32))])
 n_opt = big.optical.shape[0]
+tile_grid = (tile // patch, tile // patch)
 def big_prior_fn(tiles):
     if prior_source == "text":
         return rc.text_prior_maps(encoders["optical"], tiles[:, :n_opt], class_emb, "optical", prior_T["text"])
+    if prior_source == "maskclip_star":   # MaskCLIP* per tile, on the tile's patch grid, at its calibrated T
+        logp = seg.class_probs(tiles[:, :3], maskclip_names).clamp_min(1e-12).log()
+        return torch.softmax(rc.to_grid({"p": logp}, tile_grid)["p"] / prior_T["maskclip_star"], 1)
     return torch.softmax(prior_model.map(torch.stack([ci.patch_statistics(t[:n_opt], patch, scales=(1,))[:n_opt]
                                                       for t in tiles])).clamp_min(1e-12).log() / prior_T["weak"], 1)
 def big_feature_fn(tiles):
+    if context_source not in ("backbone", "standin"):   # DINOv2 tokens of each tile
+        return rc.to_grid({"c": rc.vit_token_maps(dino, tiles[:, :3], size=context_size)}, tile_grid)["c"]
     if suite_context:
         parts = {"optical": tiles[:, :n_opt], "sar": tiles[:, n_opt:]}   # SAR channels already normalised
         return rc.build_contexts([context_key], parts, (tile // patch, tile // patch), **suite_models,
@@ -728,9 +760,8 @@ def big_feature_fn(tiles):
     return context_model.map(torch.stack([torch.cat([ci.patch_statistics(t[:n_opt], patch),
                                                      ci.patch_statistics(t[n_opt:], patch)]) for t in tiles]),
                              what="features")
-tiled_ok = prior_source in ("text", "weak") and context_source in ("backbone", "standin")
-scene = ci.refine_scene(big_prior_fn, big_feature_fn, big_image, tile=tile,
-                        config=settings[joint_key], batch_tiles=4) if tiled_ok else None
+# every prior and context of this notebook has a tiled path: the section runs in every profile
+scene = ci.refine_scene(big_prior_fn, big_feature_fn, big_image, tile=tile, config=settings[joint_key], batch_tiles=4)
 if scene is not None:
     miou_large_prior = ci.pixel_miou(scene.prior_probs[None], big_labels, K)[0]
     miou_large_joint = ci.pixel_miou(scene.probs[None], big_labels, K)[0]
@@ -804,6 +835,53 @@ md(r"""
 """)
 
 code("""
+# The paper's evaluation on real benchmarks (full profile): training-free, as ConInfer is. MaskCLIP*
+# on the dataset's class names gives the prior, DINOv2 the context; the consensus temperature and
+# mode are the ones chosen on the validation scenes above.
+from rslab.data.catalog import open_dataset
+from rslab.data.readers import LOVEDA_CLASSES, ISPRS_CLASSES, DEEPGLOBE_CLASSES
+bench = {}
+bench_classes = {"loveda": LOVEDA_CLASSES, "potsdam": ISPRS_CLASSES, "vaihingen": ISPRS_CLASSES,
+                 "deepglobe": DEEPGLOBE_CLASSES}
+unknown = [b for b in benchmarks if b not in bench_classes]
+if unknown:
+    raise ValueError(f"benchmarks: no reader for {unknown}; choose from {sorted(bench_classes)}")
+if benchmarks and (prior_source != "maskclip_star" or context_source in ("backbone", "standin")):
+    raise ValueError("benchmarks need prior_source='maskclip_star' and a DINOv2 context_source (the paper's branches)")
+if benchmarks:
+    from rslab.data.catalog import require_datasets
+    require_datasets(benchmarks, data_root)   # one error naming every missing dataset and its layout
+for name in benchmarks:
+    t0 = time.perf_counter()
+    reader = open_dataset(name, data_root, None if name == "deepglobe" else "val")
+    items = [reader[i] for i in range(min(int(n_benchmark_images), len(reader)))]
+    names_b = [str(c) for c in bench_classes[name]]
+    kb = len(names_b)
+    bgrid = (max(1, clip_input_size // 16), max(1, clip_input_size // 16))
+    labels_b, z_b, p_b = [], [], []
+    for it in items:   # one image at a time: real images differ in size
+        rgb = torch.from_numpy(np.ascontiguousarray(it.optical[:3])).float()[None].clamp(0, 1)
+        logp = seg.class_probs(rgb, names_b).clamp_min(1e-12).log()
+        ctx_b = rc.vit_token_maps(dino, rgb, size=context_size)
+        maps = rc.to_grid({"p": logp, "c": ctx_b}, bgrid)
+        p_b.append(torch.softmax(maps["p"] / prior_T["maskclip_star"], 1)); z_b.append(maps["c"])
+        labels_b.append(np.asarray(it.labels))
+    prior_b = torch.cat(p_b)
+    joint_b, _ = refine_pools(prior_b, torch.cat(z_b), settings[joint_key])
+    from rslab.metrics import SegmentationMeter
+    meters = {"prior": SegmentationMeter(kb), "joint": SegmentationMeter(kb)}   # dataset-level mIoU
+    for i, lab in enumerate(labels_b):   # each prediction upsampled to its image's own label size
+        for key, probs in (("prior", prior_b), ("joint", joint_b)):
+            up = torch.nn.functional.interpolate(probs[i:i + 1].float(), size=lab.shape, mode="bilinear",
+                                                 align_corners=False)
+            meters[key].update(up.argmax(1)[0].numpy(), lab)
+    mp, mj = (float(meters[k].compute()["miou"]) for k in ("prior", "joint"))
+    bench[name] = {"prior": float(mp), "joint": float(mj), "n_images": len(items)}
+    print(f"{name}: {len(items)} images, mIoU MaskCLIP* {100 * mp:.1f} -> ConInfer {100 * mj:.1f} "
+          f"({time.perf_counter() - t0:.0f} s)")
+""")
+
+code("""
 metrics = {
     "miou_prior": scores["prior"][0],
     "miou_context_only": scores["context_only"][0],
@@ -834,6 +912,8 @@ metrics = {
 if scene is not None:
     metrics.update(miou_large_prior=miou_large_prior, miou_large_joint=miou_large_joint)
 metrics.update({f"miou_real_{k}": v for k, v in real.items()})
+for name, b in bench.items():
+    metrics[f"miou_{name}_prior"], metrics[f"miou_{name}_joint"] = b["prior"], b["joint"]
 print(open(run.save_results(metrics)).read())
 """)
 

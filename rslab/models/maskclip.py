@@ -351,15 +351,17 @@ class MaskClipSegmenter(nn.Module):
         if key not in self._cache:
             self._cache[key] = self.text_prototypes(names)
         protos = self._cache[key]
+        images = images.to(next(self.clip.parameters()).device)  # inputs follow the model
         feats = self.dense_features(self.preprocess(images))
-        return torch.einsum("bchw,qc->bqhw", feats, protos.to(feats.dtype))
+        return torch.einsum("bchw,qc->bqhw", feats, protos.to(feats.device, feats.dtype))  # cache may predate .to()
 
     def class_probs(self, images: torch.Tensor, classes: Sequence[str | Sequence[str]],
                     merge: bool = True) -> torch.Tensor:
         """Eq. 4 per patch: softmax(logit_scale * cos) over all names, then (``merge``) the max
-        over each class's synonyms -> (B, K, gh, gw); with ``merge=False`` (B, Q, gh, gw)."""
+        over each class's synonyms -> (B, K, gh, gw); with ``merge=False`` (B, Q, gh, gw). Computed on
+        the model's device, returned on the CPU."""
         names, index = parse_class_names(classes)
-        probs = torch.softmax(self.config.logit_scale * self.patch_logits(images, names), dim=1)
+        probs = torch.softmax(self.config.logit_scale * self.patch_logits(images, names), dim=1).cpu()
         return merge_synonyms(probs, index) if merge else probs
 
     def predict(self, images: torch.Tensor, classes: Sequence[str | Sequence[str]]) -> torch.Tensor:

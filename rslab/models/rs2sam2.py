@@ -63,6 +63,10 @@ class RS2SAM2Config:
         bhfm_ratio / alpha_t / alpha_i / bhfm_heads: BHFM width ratio, blend weights and heads.
         train_hiera: train all of Hiera (no pretrained weights) instead of only its adapters.
         boundary_weight: lambda_tbl of the text-guided boundary loss (0 = off, for the ablation).
+        union_encoder: ``"vit"`` (the in-repo joint transformer over MiniLM token states, trained
+            from scratch) or ``"beit3"`` (the paper's BEiT-3 Multiway Transformer,
+            :mod:`rslab.models.beit3`, reading BEiT-3 token ids; its weights come from the
+            registry's ``beit3-base`` / ``beit3-large`` entries, :meth:`with_beit3`).
     """
 
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -83,6 +87,7 @@ class RS2SAM2Config:
     bhfm_heads: int = 1
     train_hiera: bool = False
     boundary_weight: float = 0.2
+    union_encoder: str = "vit"
 
     @classmethod
     def tiny(cls, **kw) -> "RS2SAM2Config":
@@ -119,7 +124,20 @@ class RS2SAM2Config:
             **kw,
         )
 
+    def with_beit3(self, size: str = "large") -> "RS2SAM2Config":
+        """This config with the paper's union encoder: BEiT-3 ``size`` (``"base"``: 768 wide, 12
+        blocks, 12 heads; ``"large"``: 1024, 24, 16; the paper uses BEiT-3-Large) at its
+        pre-training input of 224 px, patch 16."""
+        sizes = {"base": (768, 12, 12), "large": (1024, 24, 16)}
+        if size not in sizes:
+            raise ValueError(f"BEiT-3 size must be one of {list(sizes)}, got {size!r}")
+        dim, depth, heads = sizes[size]
+        return replace(self, union_encoder="beit3", union_dim=dim, union_depth=depth, union_heads=heads,
+                       union_image_size=224, union_patch=16)
+
     def __post_init__(self):
+        if self.union_encoder not in ("vit", "beit3"):
+            raise ValueError(f"union_encoder must be 'vit' or 'beit3', got {self.union_encoder!r}")
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16 (SAM2's stride), got {self.image_size}")
         if self.union_image_size % self.union_patch:
@@ -180,6 +198,99 @@ class UnionEncoder(nn.Module):
         tokens = self.norm(tokens)
         n_vis = v.shape[1]
         return tokens[:, 0], tokens[:, 1:n_vis], tokens[:, n_vis:]
+
+
+class BEiT3UnionEncoder(nn.Module):
+    """The paper's union encoder (RS2-SAM2 Sec. 3.1): BEiT-3 over ``[image CLS; patches; text]``.
+
+    ``forward(image, text_ids, text_pad)``: the image is resized to BEiT-3's input size and
+    normalised as in BEiT-3 (mean = std = 0.5); ``text_ids (B, L)`` are BEiT-3 (XLM-R
+    sentencepiece) token ids with ``<s> ... </s>`` (:class:`BEiT3TokenEncoder`). Returns the image
+    ``[CLS]`` token ``(B, D)`` (the paper's ``V_cls``), the patch tokens ``(B, Np, D)`` and the text
+    tokens ``(B, L, D)``, as :class:`UnionEncoder` does.
+    """
+
+    def __init__(self, cfg: RS2SAM2Config):
+        super().__init__()
+        from rslab.models.beit3 import BEiT3, BEiT3Config
+
+        self.image_size = cfg.union_image_size
+        self.beit3 = BEiT3(BEiT3Config(img_size=cfg.union_image_size, patch_size=cfg.union_patch,
+                                       embed_dim=cfg.union_dim, depth=cfg.union_depth, heads=cfg.union_heads,
+                                       mlp_dim=4 * cfg.union_dim))
+        g = cfg.union_image_size // cfg.union_patch
+        self.grid = (g, g)
+
+    def forward(self, image: torch.Tensor, text_ids: torch.Tensor, text_pad: torch.Tensor):
+        x = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        out = self.beit3(images=(x - 0.5) / 0.5, text_ids=text_ids, text_padding_mask=text_pad)
+        tokens, split = out["tokens"], out["split"]
+        return tokens[:, 0], tokens[:, 1:split], tokens[:, split:]
+
+
+class BEiT3TokenEncoder:
+    """Token ids ``(B, L)`` int64 and padding masks ``(B, L)`` bool for :class:`BEiT3UnionEncoder`,
+    from the BEiT-3 release's sentencepiece model (``beit3.spm``, found by ``rslab.weights``).
+
+    ``max_tokens`` counts the ``<s>``/``</s>`` tokens; a longer expression raises, unless
+    ``truncate=True`` (then it is cut, and :func:`rslab.recipes.rs2sam2.check_expression_lengths`
+    warns about it before training)."""
+
+    def __init__(self, spm_path, max_tokens: int = 40, truncate: bool = False):
+        from rslab.models.beit3 import beit3_tokenizer
+
+        if not isinstance(max_tokens, int) or max_tokens < 3:
+            raise ValueError(f"max_tokens must be an int >= 3 (<s>, one word piece, </s>), got {max_tokens!r}")
+        self.tokenizer = beit3_tokenizer(spm_path)  # XLM-R ids: <s> 0, <pad> 1, </s> 2, <unk> 3
+        self.pad_token_id = self.tokenizer.pad_token_id
+        self.max_tokens, self.truncate = max_tokens, truncate
+
+    def _ids(self, expressions: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(expressions), add_special_tokens=True)["input_ids"]
+
+    def lengths(self, expressions: Sequence[str]) -> list[int]:
+        """Tokens per expression (with ``<s>``/``</s>``), before any truncation."""
+        return [len(ids) for ids in self._ids(list(expressions))]
+
+    def __call__(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(expressions, str):
+            raise ValueError("pass a list of expressions, not a single string")
+        for text in expressions:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"referring expressions must be non-empty strings, got {text!r}")
+        ids = self._ids(list(expressions))
+        too_long = [t for t, i in zip(expressions, ids) if len(i) > self.max_tokens]
+        if too_long and not self.truncate:
+            raise ValueError(f"expression too long ({self.max_tokens} BEiT-3 tokens max): {too_long[0][:80]!r}...; "
+                             "shorten it, raise RS2SAM2Config.max_text_tokens, or truncate (check_expression_lengths)")
+        ids = [i if len(i) <= self.max_tokens else i[:self.max_tokens - 1] + [i[-1]] for i in ids]
+        length = max(len(i) for i in ids)
+        pad_id = self.pad_token_id
+        out = torch.full((len(ids), length), pad_id, dtype=torch.long)
+        pad = torch.ones(len(ids), length, dtype=torch.bool)
+        for r, i in enumerate(ids):
+            out[r, :len(i)] = torch.tensor(i, dtype=torch.long)
+            pad[r, :len(i)] = False
+        return out, pad
+
+
+def load_union_weights(model: "RS2SAM2", name: str = "beit3-large", path=None, allow_download: bool = False) -> Path:
+    """Load the BEiT-3 release named ``name`` in ``rslab.weights`` into ``model``'s union encoder
+    (strict: every tensor of the release's encoder, shapes checked). Returns the file used."""
+    from rslab import weights as W
+
+    if model.cfg.union_encoder != "beit3":
+        raise ValueError(f"the model's union encoder is {model.cfg.union_encoder!r}; build it with "
+                         f"cfg.with_beit3(...) to load {name!r}")
+    file = W.find(name, path, allow_download=allow_download)
+    loaded = W.load(name, file)
+    mine = model.union.beit3
+    if loaded.cfg.embed_dim != mine.cfg.embed_dim or loaded.cfg.depth != mine.cfg.depth:
+        raise ValueError(f"{file} is BEiT-3 width {loaded.cfg.embed_dim}, depth {loaded.cfg.depth}; the model's union "
+                         f"encoder is width {mine.cfg.embed_dim}, depth {mine.cfg.depth}: use the matching entry")
+    device = next(mine.parameters()).device
+    mine.load_state_dict({k: v.to(device) for k, v in loaded.state_dict().items()}, strict=True)
+    return file
 
 
 class BHFM(nn.Module):
@@ -375,7 +486,7 @@ class RS2SAM2(nn.Module):
             for blk in trunk.blocks
         )
         d_model = self.sam.sam_prompt_encoder.embed_dim
-        self.union = UnionEncoder(cfg)
+        self.union = UnionEncoder(cfg) if cfg.union_encoder == "vit" else BEiT3UnionEncoder(cfg)
         self.text_guidance = TextGuidedAttention(d_model, ud, heads=1) if cfg.use_bhfm else None
         self.mpg = MaskPromptGenerator(ud, cfg.union_heads) if cfg.use_mpg else None
         self.sparse_from_cls = nn.Linear(ud, d_model)
@@ -427,7 +538,11 @@ class RS2SAM2(nn.Module):
                 f"images must be RGB (B, 3, H, W), got {tuple(images.shape)}; pass the optical image's "
                 "red, green and blue bands (e.g. sample.optical[:3]) scaled to [0, 1]."
             )
-        if text_states.ndim != 3 or text_states.shape[0] != images.shape[0] or text_states.shape[-1] != self.cfg.text_dim:
+        if self.cfg.union_encoder == "beit3":
+            if text_states.ndim != 2 or text_states.shape[0] != images.shape[0] or text_states.dtype != torch.long:
+                raise ValueError(f"with the BEiT-3 union encoder the text is (B={images.shape[0]}, L) int64 token ids "
+                                 f"(BEiT3TokenEncoder), got {text_states.dtype} {tuple(text_states.shape)}")
+        elif text_states.ndim != 3 or text_states.shape[0] != images.shape[0] or text_states.shape[-1] != self.cfg.text_dim:
             raise ValueError(
                 f"text_states must be (B={images.shape[0]}, L, {self.cfg.text_dim}), got {tuple(text_states.shape)}"
             )

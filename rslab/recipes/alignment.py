@@ -218,7 +218,7 @@ def train_bank_student(
 
     def step(m: nn.Module, batch) -> tuple[torch.Tensor, dict]:
         device = next(m.parameters()).device
-        f = global_embedding(m(inputs[batch[0]].to(device)))
+        f = global_embedding(m(inputs[batch[0].cpu()].to(device)))  # CPU data, indices from the (GPU) loader
         return info_nce(f, bank_on(device), temperature, index=batch[0].to(device)), {}
 
     trainer = Trainer(encoder, step, _loader(inputs.shape[0], batch_size, config.seed), config)

@@ -178,25 +178,35 @@ def stage_key(stages: Sequence[int]) -> str:
 
 @torch.no_grad()
 def encoder_token_maps(encoder: ImageEncoder, optical: torch.Tensor) -> torch.Tensor:
-    """The notebook-01 optical encoder's patch tokens as a (B, D, h, w) map (a context candidate)."""
+    """The notebook-01 optical encoder's patch tokens as a (B, D, h, w) map (a context candidate),
+    computed on the encoder's device, returned on the CPU."""
     _check_images(optical, "optical")
     encoder.eval()
-    tokens, hw = encoder.forward_tokens(preprocess_optical(optical))
-    return tokens.reshape(optical.shape[0], *hw, -1).permute(0, 3, 1, 2)
+    tokens, hw = encoder.forward_tokens(preprocess_optical(optical.to(next(encoder.parameters()).device)))
+    return tokens.reshape(optical.shape[0], *hw, -1).permute(0, 3, 1, 2).float().cpu()
 
 
 @torch.no_grad()
-def vit_token_maps(vit, rgb: torch.Tensor, size: int = 448) -> torch.Tensor:
+def vit_token_maps(vit, rgb: torch.Tensor, size: int = 448, batch_size: int = 8) -> torch.Tensor:
     """Patch tokens of a timm ViT (e.g. DINOv2, full profile) at ``size`` px as a (B, D, g, g) map.
 
     ``rgb`` (B, 3, H, W) in [0, 1] is resized to ``size``; prefix tokens (CLS, registers) are dropped.
+    The ViT runs on its own device (the GPU when it was moved there) over ``batch_size`` images at a
+    time; the map comes back on the CPU.
     """
     _check_images(rgb, "rgb")
     if rgb.shape[1] != 3:
         raise ValueError(f"rgb must have 3 channels, got {rgb.shape[1]}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     g = size // vit.patch_embed.patch_size[0]
-    tokens = vit.forward_features(F.interpolate(rgb, size=size, mode="bilinear", align_corners=False))
-    return tokens[:, tokens.shape[1] - g * g:].transpose(1, 2).reshape(len(tokens), -1, g, g)
+    device = next(vit.parameters()).device
+    out = []
+    for i in range(0, rgb.shape[0], batch_size):
+        x = F.interpolate(rgb[i:i + batch_size].to(device), size=size, mode="bilinear", align_corners=False)
+        tokens = vit.forward_features(x)
+        out.append(tokens[:, tokens.shape[1] - g * g:].transpose(1, 2).reshape(len(tokens), -1, g, g).float().cpu())
+    return torch.cat(out)
 
 
 def to_grid(maps: dict[str, torch.Tensor], grid: tuple[int, int]) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ __all__ = [
     "make_batches", "stream_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
     "save_rs2sam2", "load_rs2sam2", "StandinPretrainConfig", "PromptableSAM2", "sample_prompts",
     "pretrain_sam2_standin", "standin_checkpoint", "StandinResult", "evaluate_promptable",
-    "is_new_part", "new_part_lr_scale",
+    "is_new_part", "new_part_lr_scale", "check_expression_lengths", "expression_texts",
 ]
 
 # The paper's component ablation (RefSegRS), in its order. Each row only changes these switches.
@@ -80,11 +80,23 @@ class RS2SAM2TrainConfig:
     seed: int = 0
     progress: bool = True
     new_lr_mult: float = 1.0
+    grad_accum_steps: int = 1             # batches per optimiser step (the paper's batch where it does not fit)
+    num_workers: int | str = "auto"       # loader processes for data read on the fly ("auto": 0 on CPU, more on GPU)
+    mixed_precision: str = "auto"         # rslab.train: bf16 autocast on GPUs that support it, fp32 on the CPU
+    estimate_warmup: int = 0              # >0: print Trainer.estimate (timed over this many passes) before training
+    checkpoint_every: int = 0             # with an out_dir: a resumable checkpoint every this many steps (0: at the end)
+    cpu: bool = False                     # train on the CPU even when a GPU is present
 
     def __post_init__(self):
         if not self.new_lr_mult > 0:
             raise ValueError(f"new_lr_mult must be > 0, got {self.new_lr_mult!r}")
-        _check_run_settings(self, ("steps", "batch_size"))
+        if self.num_workers != "auto" and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            raise ValueError(f"num_workers must be 'auto' or an int >= 0, got {self.num_workers!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
+        if not isinstance(self.estimate_warmup, int) or self.estimate_warmup < 0:
+            raise ValueError(f"estimate_warmup must be an int >= 0, got {self.estimate_warmup!r}")
+        _check_run_settings(self, ("steps", "batch_size", "grad_accum_steps"))
 
 
 def _check_run_settings(run, int_fields: Sequence[str]) -> None:
@@ -103,6 +115,9 @@ def _trainer_config(run, **extra):
     """The :class:`rslab.train.TrainConfig` of a run config (steps, AdamW, warm-up, clip, seed, progress)."""
     from rslab.train import TrainConfig
 
+    for key in ("grad_accum_steps", "mixed_precision", "cpu"):
+        if hasattr(run, key):
+            extra.setdefault(key, getattr(run, key))
     return TrainConfig(max_steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
                        clip_grad_norm=run.clip_grad_norm, log_every=max(1, min(10, run.steps // 10)), seed=run.seed,
                        progress=run.progress, **extra)
@@ -127,6 +142,7 @@ class AblationResult:
     models: dict[str, RS2SAM2] = field(default_factory=dict)
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     train_s: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
 
     def table(self, keys: Sequence[str] = ("pr50", "pr70", "pr90", "oiou", "miou", "empty")) -> str:
         """The ablation as a Markdown table, values in percent (as the paper reports them).
@@ -134,11 +150,12 @@ class AblationResult:
         ``empty`` (not in the paper) is the share of expressions with an empty predicted mask."""
         names = {"pr50": "Pr@0.5", "pr70": "Pr@0.7", "pr90": "Pr@0.9", "oiou": "oIoU", "miou": "mIoU",
                  "empty": "empty masks"}
-        lines = ["| configuration | " + " | ".join(names.get(k, k) for k in keys) + " | train s |",
-                 "|---|" + "---:|" * (len(keys) + 1)]
+        lines = ["| configuration | " + " | ".join(names.get(k, k) for k in keys) + " | steps | train s |",
+                 "|---|" + "---:|" * (len(keys) + 2)]
         for row, m in self.metrics.items():
             cells = " | ".join(f"{100 * m[k]:.1f}" for k in keys)
-            lines.append(f"| {ABLATION_LABELS.get(row, row)} | {cells} | {self.train_s.get(row, float('nan')):.0f} |")
+            lines.append(f"| {ABLATION_LABELS.get(row, row)} | {cells} | {self.steps.get(row, '?')} | "
+                         f"{self.train_s.get(row, float('nan')):.0f} |")
         return "\n".join(lines)
 
     def flat(self) -> dict[str, float]:
@@ -186,12 +203,14 @@ def make_batches(stacked: dict, encoder: MiniLMTokenEncoder, batch_size: int, se
 
 
 def stream_batches(data: ReferringDataset, encoder: MiniLMTokenEncoder, batch_size: int, image_size: int,
-                   seed: int = 0, num_workers: int = 0) -> Callable[[int], Iterator[dict]]:
+                   seed: int = 0, num_workers: int | str = 0) -> Callable[[int], Iterator[dict]]:
     """Like :func:`make_batches` but reading items on the fly (real datasets too large for memory).
 
     Images are resized to ``image_size`` per batch; each epoch is a seeded shuffle.
+    ``num_workers`` loader processes read and resize items in parallel with training
+    (``"auto"``: :func:`rslab.train.auto_num_workers`); the order does not depend on it.
     """
-    from torch.utils.data import DataLoader
+    from rslab.train import make_loader
 
     if len(data) < batch_size:
         raise ValueError(f"only {len(data)} training expressions for a batch of {batch_size}")
@@ -203,8 +222,8 @@ def stream_batches(data: ReferringDataset, encoder: MiniLMTokenEncoder, batch_si
 
     def batches(epoch: int) -> Iterator[dict]:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=g,
-                            num_workers=num_workers, collate_fn=to_batch)
+        loader = make_loader(data, batch_size, shuffle=True, drop_last=True, generator=g, num_workers=num_workers,
+                             collate_fn=to_batch)  # workers decode + resize while the GPU trains; pinned on GPUs
         for b in loader:
             states, pad = encoder(b.pop("texts"))
             yield {**b, "text_states": states, "text_pad": pad}
@@ -225,7 +244,7 @@ def _loss_fn(model: torch.nn.Module, batch: dict):
 def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: MiniLMTokenEncoder,
                   tcfg: RS2SAM2TrainConfig | None = None, out_dir: str | Path | None = None,
                   model: RS2SAM2 | None = None, eval_fn: Callable | None = None,
-                  sam2_checkpoint: str | Path | None = None) -> TrainedRS2SAM2:
+                  sam2_checkpoint: str | Path | None = None, resume: bool = True) -> TrainedRS2SAM2:
     """Fine-tune RS2-SAM2 on ``train`` (a dataset, or its ``stacked(cfg.image_size)`` dict).
 
     ``model`` lets the caller pass a prepared model (e.g. after :func:`load_sam2_checkpoint`);
@@ -233,6 +252,8 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     the Trainer's history and checkpoints (None: in memory). ``sam2_checkpoint``: a SAM2 checkpoint
     (``{"model": state_dict}``) loaded non-strictly before training (:func:`load_sam2_checkpoint`);
     its missing/unexpected keys are returned in ``load_report``. Returns the model in eval mode.
+    With ``out_dir`` and ``resume`` (the default), a run interrupted there continues from its last
+    checkpoint (and a finished one is not retrained); ``resume=False`` starts over.
     """
     from rslab.models.rs2sam2 import load_sam2_checkpoint
     from rslab.train import Trainer, default_optimizer
@@ -242,7 +263,7 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
         raise ValueError(f"cfg must be an RS2SAM2Config, got {type(cfg).__name__}")
     if isinstance(train, ReferringDataset) and not _fits_in_memory(train, cfg.image_size):
         # more than ~2 GB as tensors (a real dataset at 1024 px): read it on the fly
-        batches = stream_batches(train, encoder, tcfg.batch_size, cfg.image_size, tcfg.seed)
+        batches = stream_batches(train, encoder, tcfg.batch_size, cfg.image_size, tcfg.seed, tcfg.num_workers)
     else:
         stacked = train.stacked(cfg.image_size) if isinstance(train, ReferringDataset) else train
         if stacked["images"].shape[-1] != cfg.image_size:
@@ -255,12 +276,14 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     elif model.cfg != cfg:
         raise ValueError("model.cfg differs from cfg; pass the model's own config")
     report = load_sam2_checkpoint(model, sam2_checkpoint) if sam2_checkpoint is not None else None
-    config = _trainer_config(tcfg, out_dir=out_dir)
+    config = _trainer_config(tcfg, out_dir=out_dir, checkpoint_every=tcfg.checkpoint_every)
     optimizer = default_optimizer(model, tcfg.lr, tcfg.weight_decay, fused=True,
                                   lr_scale=new_part_lr_scale(tcfg.new_lr_mult))
     trainer = Trainer(model, _loss_fn, batches, config, optimizer=optimizer, eval_fn=eval_fn)
+    if tcfg.estimate_warmup:
+        trainer.estimate(warmup=tcfg.estimate_warmup)
     start = time.perf_counter()
-    history = trainer.fit(resume=False)
+    history = trainer.fit(resume=bool(resume) and out_dir is not None)
     train_s = time.perf_counter() - start
     model = trainer.model.eval()
     return TrainedRS2SAM2(model=model, history=list(history), train_s=train_s, steps=tcfg.steps, load_report=report)
@@ -368,39 +391,173 @@ def segment(model: RS2SAM2, encoder: MiniLMTokenEncoder, image: np.ndarray | tor
 # Ablation
 
 
+def check_expression_lengths(encoder, texts: Sequence[str], on_long: str = "error",
+                             warn: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Check every distinct expression against the token encoder's limit BEFORE training (a long
+    run must not stop at the first over-long expression of a late batch).
+
+    ``encoder``: :class:`~rslab.models.rs2sam2.MiniLMTokenEncoder` or
+    :class:`~rslab.models.rs2sam2.BEiT3TokenEncoder`. ``on_long="error"`` raises one
+    ``ValueError`` naming how many expressions exceed ``encoder.max_tokens`` and the longest ones;
+    ``"truncate"`` sets ``encoder.truncate`` (they are cut to the limit) and warns with the same
+    numbers. Returns ``{"n": distinct expressions, "too_long": count, "max_tokens_seen": longest}``.
+    """
+    import warnings
+
+    if on_long not in ("error", "truncate"):
+        raise ValueError(f"on_long must be 'error' or 'truncate', got {on_long!r}")
+    unique = list(dict.fromkeys(texts))
+    if not unique:
+        raise ValueError("no expressions to check")
+    if hasattr(encoder, "lengths"):
+        lengths = encoder.lengths(unique)
+    else:  # MiniLM: word pieces with [CLS]/[SEP], as the encoder counts them
+        tok = encoder.text_encoder.tokenizer(unique, padding=False, truncation=False)
+        lengths = [len(i) for i in tok["input_ids"]]
+    limit = encoder.max_tokens
+    long = sorted(((n, t) for n, t in zip(lengths, unique) if n > limit), reverse=True)
+    summary = {"n": len(unique), "too_long": len(long), "max_tokens_seen": max(lengths)}
+    if long:
+        examples = "; ".join(f"{n} tokens: {t[:60]!r}" for n, t in long[:3])
+        msg = (f"{len(long)} of {len(unique)} distinct expressions exceed the {limit}-token limit of the text encoder "
+               f"(longest {long[0][0]}; {examples})")
+        if on_long == "error":
+            raise ValueError(msg + ". Raise max_text_tokens, or pass on_long='truncate' to cut them (with a warning).")
+        encoder.truncate = True
+        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(msg + f": they are truncated to {limit} tokens.")
+    return summary
+
+
+def expression_texts(data: ReferringDataset) -> list[str]:
+    """Every expression of ``data``, in order, without reading its images when it comes from a
+    referring reader (RRSIS-D, RefSegRS keep their expressions in ``reader.items``): checking a real
+    training set's expressions must not decode thousands of 1024 px images. Otherwise
+    ``data.texts``."""
+    if not isinstance(data, ReferringDataset):
+        raise ValueError(f"data must be a ReferringDataset, got {type(data).__name__}")
+    items = getattr(data.samples, "items", None)
+    if isinstance(items, list) and all(j == 0 for _, j in data.index):
+        out = []
+        for i, _ in data.index:
+            text = items[i][1]
+            if isinstance(text, dict):  # RRSIS-D: (ref, sentence) with the sentence's raw text
+                text = text.get("raw", text.get("sent", ""))
+            if not isinstance(text, str):
+                return data.texts
+            out.append(text.strip())
+        return out
+    return data.texts
+
+
+def _row_key(cfg: RS2SAM2Config, tcfg: RS2SAM2TrainConfig, sam2_checkpoint) -> dict:
+    """What a finished row's results depend on (compared before a row is skipped on re-run)."""
+    run = {k: v for k, v in dataclasses.asdict(tcfg).items()
+           if k not in ("progress", "num_workers", "estimate_warmup", "checkpoint_every", "cpu")}
+    return {"model": json.loads(json.dumps(dataclasses.asdict(cfg))), "train": json.loads(json.dumps(run)),
+            "sam2_checkpoint": None if sam2_checkpoint is None else Path(sam2_checkpoint).name}
+
+
 def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: ReferringDataset,
                  encoder: MiniLMTokenEncoder, tcfg: RS2SAM2TrainConfig | None = None,
                  rows: Sequence[str] | None = None, keep_models: bool = True,
                  sam2_checkpoint: str | Path | None = None,
-                 log: Callable[[str], None] | None = print) -> AblationResult:
-    """Train and evaluate each ablation row with the same data, steps, batch, lr and seed.
+                 log: Callable[[str], None] | None = print, out_dir: str | Path | None = None,
+                 row_steps: dict[str, int] | None = None,
+                 prepare: Callable[[RS2SAM2], None] | None = None) -> AblationResult:
+    """Train and evaluate each ablation row with the same data, lr and seed.
 
     ``base_cfg`` gives everything but the row switches (:data:`ABLATION_ROWS`). The training
     tensors are built once and shared. Returns per-row metrics on ``eval_data`` (original
     resolution), the trained models (``keep_models``) and histories. ``sam2_checkpoint`` (the
-    official one, or our pre-trained stand-in) initialises SAM2 in every row alike.
+    official one, or our pre-trained stand-in) initialises SAM2 in every row alike; ``prepare``
+    (optional) is called on each freshly built model before training (e.g. to load the union
+    encoder's pretrained weights).
+
+    ``row_steps``: optimiser steps per row where they differ from ``tcfg.steps`` (e.g. the paper's
+    budget for ``full`` and a smaller one for the other rows); every row states its steps in the
+    log and in ``result.steps``.
+
+    ``out_dir`` makes the ablation resumable: each row trains into ``out_dir/<row>/train`` (an
+    interrupted row continues from its last checkpoint) and, once evaluated, writes
+    ``out_dir/<row>/metrics.json`` and its model; a re-run skips every row whose metrics file was
+    written with the same settings (a row with other settings is retrained).
     """
     rows = list(ABLATION_ROWS) if rows is None else list(rows)
     unknown = [r for r in rows if r not in ABLATION_ROWS]
     if unknown:
         raise ValueError(f"unknown ablation rows {unknown}; choose from {list(ABLATION_ROWS)}")
+    row_steps = dict(row_steps or {})
+    bad = {r: v for r, v in row_steps.items() if r not in ABLATION_ROWS or not isinstance(v, int) or v < 1}
+    if bad:
+        raise ValueError(f"row_steps must map ablation rows ({list(ABLATION_ROWS)}) to ints >= 1, got {bad}")
     tcfg = tcfg or RS2SAM2TrainConfig()
-    # build the tensors once for all rows (train_rs2sam2 streams a dataset too large for memory)
-    stacked = train.stacked(base_cfg.image_size) if _fits_in_memory(train, base_cfg.image_size) else train
+    out = None if out_dir is None else Path(out_dir)
     result = AblationResult(metrics={})
+    stacked = None
     for row in rows:
         cfg = dataclasses.replace(base_cfg, **ABLATION_ROWS[row])
-        trained = train_rs2sam2(cfg, stacked, encoder, tcfg, sam2_checkpoint=sam2_checkpoint)
+        rcfg = dataclasses.replace(tcfg, steps=row_steps.get(row, tcfg.steps))
+        key = _row_key(cfg, rcfg, sam2_checkpoint)
+        done = None if out is None else _finished_row(out / row, key)
+        if done is not None:
+            result.metrics[row], result.histories[row], result.train_s[row] = done
+            result.steps[row] = rcfg.steps
+            if keep_models:
+                result.models[row] = load_rs2sam2(out / row / "model")
+            if log is not None:
+                log(f"{ABLATION_LABELS[row]:34s} finished earlier ({out / row / 'metrics.json'}): skipped")
+            continue
+        if stacked is None:  # build the tensors once for all rows (a dataset too large for memory streams)
+            stacked = train.stacked(base_cfg.image_size) if _fits_in_memory(train, base_cfg.image_size) else train
+        model = None
+        if prepare is not None:
+            torch.manual_seed(rcfg.seed)
+            model = RS2SAM2(cfg)
+            prepare(model)
+        resume = False
+        if out is not None:  # resume only a row started with the same settings; otherwise start it over
+            key_path = out / row / "key.json"
+            try:
+                resume = json.loads(key_path.read_text()) == key
+            except (OSError, ValueError):
+                resume = False
+            key_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(key_path, json.dumps(key, indent=1))
+        trained = train_rs2sam2(cfg, stacked, encoder, rcfg, sam2_checkpoint=sam2_checkpoint, model=model,
+                                out_dir=None if out is None else out / row / "train", resume=resume)
         result.metrics[row] = evaluate_referring(trained.model, eval_data, encoder)
         result.histories[row] = trained.history
         result.train_s[row] = trained.train_s
+        result.steps[row] = rcfg.steps
+        if out is not None:
+            save_rs2sam2(trained.model, out / row / "model")
+            write_text_atomically(out / row / "metrics.json", json.dumps(
+                {"key": key, "metrics": result.metrics[row], "train_s": trained.train_s}, indent=1))
         if keep_models:
             result.models[row] = trained.model
         if log is not None:
             m = result.metrics[row]
             log(f"{ABLATION_LABELS[row]:34s} mIoU {m['miou']:.3f}  oIoU {m['oiou']:.3f}  Pr@0.5 {m['pr50']:.3f}  "
-                f"empty {m['empty']:.2f}  area ratio {m['area_ratio']:.2f}  ({trained.train_s:.0f} s, {tcfg.steps} steps)")
+                f"empty {m['empty']:.2f}  area ratio {m['area_ratio']:.2f}  ({trained.train_s:.0f} s, {rcfg.steps} steps)")
     return result
+
+
+def _finished_row(folder: Path, key: dict):
+    """``(metrics, history, train_s)`` of a row finished in ``folder`` with settings ``key``, else None."""
+    from rslab.train import load_history
+
+    path = folder / "metrics.json"
+    if not path.is_file() or not (folder / "model" / "model.safetensors").is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("key") != key:
+        return None
+    history_path = folder / "train" / "history.jsonl"
+    history = load_history(history_path) if history_path.is_file() else []
+    return saved["metrics"], history, float(saved.get("train_s", 0.0))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -697,13 +854,14 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
 
 @torch.no_grad()
 def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: dict, seed: int = 0,
-                        batch_size: int = 64) -> dict[str, float]:
+                        batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, float]:
     """How well a (stand-in) SAM2 checkpoint does SAM's own task on ``segments``.
 
     ``segments``: :func:`rslab.data.referring.promptable_segments` of HELD-OUT scenes. For each prompt
     kind alone (one positive point, maybe a negative one; a jittered box; the coarse mask) returns the
     mIoU of the predicted masks (logits > 0) at the segments' resolution, and ``coarse_prompt``: the
-    mIoU of the coarse mask prompt itself (what the decoder must improve on).
+    mIoU of the coarse mask prompt itself (what the decoder must improve on). The model runs on
+    ``device`` (inputs follow it; masks come back to the CPU).
     """
     from rslab.models.rs2sam2 import build_sam2_model
 
@@ -713,7 +871,7 @@ def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: di
     model = PromptableSAM2(build_sam2_model(cfg))
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.sam.load_state_dict(state.get("model", state), strict=True)
-    model.eval()
+    model.to(device).eval()
     masks = segments["masks"]
     images = segments["images"][segments["image_index"]]
     gt = masks > 0.5
@@ -727,9 +885,9 @@ def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: di
     out = {}
     for kind, (pp, pb) in {"point": (1.0, 0.0), "box": (0.0, 1.0), "mask": (0.0, 0.0)}.items():
         pr = sample_prompts(masks, StandinPretrainConfig(p_point=pp, p_box=pb), m_in, g)
-        logits = torch.cat([model(images[i:i + batch_size], pr["coords"][i:i + batch_size], pr["labels"][i:i + batch_size],
-                                  pr["mask_inputs"][i:i + batch_size], pr["has_mask"][i:i + batch_size])
-                            for i in range(0, len(masks), batch_size)])
+        on = (lambda t, i: t[i:i + batch_size].to(device))
+        logits = torch.cat([model(on(images, i), on(pr["coords"], i), on(pr["labels"], i), on(pr["mask_inputs"], i),
+                                  on(pr["has_mask"], i)).float().cpu() for i in range(0, len(masks), batch_size)])
         out[kind] = miou(logits[:, 0] > 0)
         if kind == "mask":
             coarse = torch.nn.functional.interpolate(pr["mask_inputs"], size=masks.shape[-2:], mode="bilinear",

@@ -166,14 +166,19 @@ def predict(model: VITA, ep: Episode, text_encoder, mode: str) -> torch.Tensor:
 
 def _class_map(model: VITA, target, modality, prompt_images, prompt_masks, text, mode: str,
                valid: torch.Tensor) -> torch.Tensor:
-    """One mode's class ids ``(B, H, W)`` at target size (Mask2Former semantic inference); a class
-    with ``valid (B, K)`` False is never chosen. Prompts / text a mode does not use are dropped."""
+    """One mode's class ids ``(B, H, W)`` at target size (Mask2Former semantic inference), on the CPU;
+    a class with ``valid (B, K)`` False is never chosen. Prompts / text a mode does not use are
+    dropped. The inputs may be on any device: they are moved to the model's."""
     use_prompts = mode in ("V", "F")
-    out = model(target, modality, prompt_images if use_prompts else None, prompt_masks if use_prompts else None,
-                modality, text, modes=(mode,), ctx_valid=valid)["final"][mode]
+    device = next(model.parameters()).device  # inputs follow the model (the Trainer may have moved it to a GPU)
+    on = (lambda t: None if t is None else t.to(device))
+    valid = valid.to(device)
+    out = model(on(target), modality, on(prompt_images) if use_prompts else None,
+                on(prompt_masks) if use_prompts else None, modality, on(text), modes=(mode,),
+                ctx_valid=valid)["final"][mode]
     scores = semantic_inference(out["class_logits"], out["mask_logits"])
     scores = torch.nn.functional.interpolate(scores, size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return scores.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)
+    return scores.masked_fill(~valid[:, :, None, None], -1.0).argmax(1).cpu()  # class ids back on the CPU, once
 
 
 def ignore_unprompted(labels: torch.Tensor, prompted: torch.Tensor) -> torch.Tensor:

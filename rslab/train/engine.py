@@ -44,7 +44,7 @@ from .ema import EMA
 from .history import HistoryWriter, load_history
 from .schedule import constant_with_warmup, cosine_with_warmup
 
-__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "default_optimizer"]
+__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "default_optimizer", "RunEstimate"]
 
 LossOutput = torch.Tensor | tuple[torch.Tensor, dict[str, Any]] | dict[str, Any]
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -77,6 +77,7 @@ class TrainConfig:
     out_dir: str | Path | None = None     # checkpoints/ and history.jsonl go here; None = in memory only
     progress: bool = True
     cpu: bool = False                     # force the CPU even when a GPU is present
+    compile: bool | str = False           # torch.compile the model's forward (True = inductor; or a backend name)
 
     def __post_init__(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
@@ -99,6 +100,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"TrainConfig.clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}")
+        if not isinstance(self.compile, (bool, str)) or self.compile == "":
+            raise ValueError(f"TrainConfig.compile must be True/False or a torch.compile backend name such as "
+                             f"'inductor', got {self.compile!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.ema_momentum is not None:
@@ -177,7 +181,9 @@ def _make_accelerator(mixed_precision: str, cpu: bool, seed: int):
         mixed_precision=mixed_precision, cpu=cpu, step_scheduler_with_optimizer=False,
         # split_batches: the DataLoader's batch_size is the global batch (same results on 1 or N GPUs);
         # seedable sampler: the shuffle order is a function of (seed, epoch), so resuming can replay it.
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed),
+        # non_blocking: batches from pinned memory (rslab.train.make_loader on a GPU) copy asynchronously
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True, data_seed=seed,
+                                                  non_blocking=True),
     )
     try:
         return Accelerator(**kwargs)
@@ -244,7 +250,7 @@ class _BatchStream:
                     raise ValueError(f"batch of {size} samples cannot be split over {acc.num_processes} processes")
                 part = size // acc.num_processes
                 batch = slice_tensors(batch, slice(acc.process_index * part, (acc.process_index + 1) * part))
-            yield send_to_device(batch, acc.device)
+            yield send_to_device(batch, acc.device, non_blocking=True)  # asynchronous from pinned memory
 
 
 def _rng_state() -> dict[str, Any]:
@@ -285,6 +291,53 @@ def _split_loss_output(out: LossOutput) -> tuple[torch.Tensor, dict[str, Any]]:
         raise ValueError("the loss does not require grad: compute it from the model passed to loss_fn, "
                          "outside torch.no_grad(), and check that some parameters have requires_grad=True")
     return (out if out.ndim == 0 else out.reshape(())), logs
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+@dataclass
+class RunEstimate:
+    """What :meth:`Trainer.estimate` measured and extrapolated (printed before a long run)."""
+
+    steps: int                       # optimiser steps of the run
+    done: int                        # steps already done (a resumed run)
+    samples_per_step: int | None     # images (or items) per optimiser step, all processes and micro-batches
+    tokens_per_step: int | None
+    step_s: float | None             # seconds per optimiser step (None: not timed)
+    device: str
+    precision: str
+    grad_accum_steps: int
+    processes: int
+    method: str
+
+    @property
+    def expected_s(self) -> float | None:
+        """Expected seconds for the steps still to do (None when not timed)."""
+        return None if self.step_s is None else self.step_s * (self.steps - self.done)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "expected_s": self.expected_s}
+
+    def __str__(self) -> str:
+        per = "?" if self.samples_per_step is None else str(self.samples_per_step)
+        toks = "" if self.tokens_per_step is None else f", {self.tokens_per_step} tokens"
+        head = (f"rslab.train estimate: {self.steps} steps ({self.steps - self.done} to go), {per} samples{toks} per "
+                f"step ({self.processes} process(es) x grad_accum {self.grad_accum_steps}), on {self.device}, "
+                f"precision {self.precision}")
+        if self.step_s is None:
+            return head + "; not timed"
+        return head + f"; {self.step_s:.3g} s/step -> expected {_hms(self.expected_s)} ({self.method})"
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +398,10 @@ class Trainer:
         # whole loss_fn instead (covering a teacher forward and the loss too), so undo the patch to
         # leave the user's model untouched for inference after training.
         self._unwrapped = self.accelerator.unwrap_model(self._model, keep_fp32_wrapper=False)
+        if config.compile:
+            # Module.compile() compiles __call__ in place: parameter names, state_dict keys and
+            # checkpoints stay those of the plain model (no "_orig_mod." prefix)
+            self._unwrapped.compile(backend="inductor" if config.compile is True else config.compile)
 
         if ema is None and config.ema_momentum is not None:
             ema = EMA(self.model, config.ema_momentum)
@@ -566,6 +623,87 @@ class Trainer:
         self._history.append(record)
         for callback in self.callbacks:
             callback(self, self._history.records[-1])
+
+    # ---- sizing
+
+    def estimate(self, warmup: int = 3, tokens_per_sample: int | None = None, show: bool = True) -> "RunEstimate":
+        """Time ``warmup`` forward + backward passes on the run's next batches and extrapolate to the
+        remaining steps; prints (``show``) steps, samples (and tokens) per step and the expected time.
+
+        Method: a timed warm-up, not a FLOP count. The first pass is run untimed (compilation,
+        cuDNN autotuning, allocator warm-up); the optimiser step is not included (small next to
+        forward + backward for these models). The training state is untouched: no optimiser step,
+        gradients cleared, buffers (e.g. BatchNorm statistics) and every RNG restored, and the data
+        stream is not advanced, so a run with an estimate equals one without (a ``loss_fn`` that
+        keeps private random state of its own is the exception: pass ``warmup=0`` to skip timing).
+        """
+        from accelerate.utils import find_batch_size
+
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0 (0: no timing), got {warmup!r}")
+        cfg, acc = self.config, self.accelerator
+        done = self.step
+        if done == 0 and self.out_dir is not None:  # fit() will resume from a checkpoint: count its steps
+            path = find_resumable(self.out_dir)
+            if path is not None:
+                done = int(torch.load(path / "state.pt", map_location="cpu", weights_only=True)["step"])
+        remaining = max(0, cfg.max_steps - done)
+        batches = self._stream.batches(self.epoch, self.batch_in_epoch)
+        try:
+            first = next(batches)
+        except StopIteration:
+            raise ValueError("train_data yielded no batches: nothing to estimate") from None
+        try:
+            per_device = find_batch_size(first)
+        except (TypeError, ValueError):
+            per_device = None
+        samples = None if per_device is None else per_device * acc.num_processes * cfg.grad_accum_steps
+        step_s = None
+        if warmup and remaining:
+            model = self._model
+            buffers = {k: v.detach().clone() for k, v in self.model.named_buffers()}
+            py_state, np_state = random.getstate(), np.random.get_state()
+            devices = [self.device] if self.device.type == "cuda" else []
+            autocast = acc.autocast if self.mixed_precision != "no" else contextlib.nullcontext
+            was_training = model.training
+            model.train()
+            try:
+                with torch.random.fork_rng(devices=devices):
+                    times = []
+                    for i in range(warmup + 1):
+                        batch = first if i == 0 else next(batches, first)
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
+                        t0 = time.perf_counter()
+                        with autocast():
+                            loss, _ = _split_loss_output(self.loss_fn(model, batch))
+                        loss.backward()
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
+                        if i:
+                            times.append(time.perf_counter() - t0)
+                        self.optimizer.optimizer.zero_grad(set_to_none=True)
+                step_s = float(np.median(times)) * cfg.grad_accum_steps
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+                with torch.no_grad():
+                    for k, v in self.model.named_buffers():
+                        v.copy_(buffers[k])
+                self.optimizer.optimizer.zero_grad(set_to_none=True)
+                model.train(was_training)
+        if hasattr(batches, "close"):
+            batches.close()
+        est = RunEstimate(steps=cfg.max_steps, done=min(done, cfg.max_steps), samples_per_step=samples,
+                          tokens_per_step=None if samples is None or tokens_per_sample is None
+                          else samples * tokens_per_sample,
+                          step_s=step_s, device=_device_name(self.device), precision=self.mixed_precision,
+                          grad_accum_steps=cfg.grad_accum_steps, processes=acc.num_processes,
+                          method=f"timed warm-up: median of {warmup} forward+backward passes after one untimed"
+                          if step_s is not None else "not timed")
+        if show and self.is_main_process:
+            print(est)
+        return est
 
     # ---- evaluation
 
