@@ -26,13 +26,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from rslab.data.sample import IGNORE_INDEX
 PR_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch here
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor (or anything tensor-like)
         x = x.detach().cpu().numpy()
     try:
         return np.asarray(x)
@@ -297,3 +299,25 @@ def recall_at_k(similarity, gt_index, k: int | Sequence[int] = (1, 5)) -> dict[i
     gt_score = sim[np.arange(sim.shape[0]), gt][:, None]
     rank = (sim > gt_score).sum(axis=1) + (sim == gt_score).sum(axis=1) - 1
     return {int(kk): float((rank < kk).mean()) for kk in ks}
+
+
+def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int = 255
+               ) -> tuple[float, np.ndarray]:
+    """Pixel mIoU of patch-level predictions (ConInfer, notebook 05).
+
+    Upsample (B, K, h, w) patch probabilities bilinearly to the (B, H, W) labels' size, take
+    the argmax, and return (mIoU, per-class IoU) via :class:`SegmentationMeter`."""
+    if not isinstance(probs, torch.Tensor):
+        raise ValueError(f"probs must be a (B, K, h, w) torch tensor, got {type(probs).__name__}")
+    lab = np.asarray(labels)
+    if lab.ndim == 2:
+        lab = lab[None]
+    if probs.ndim != 4 or probs.shape[0] != lab.shape[0]:
+        raise ValueError(f"probs (B, K, h, w) {tuple(probs.shape)} and labels (B, H, W) "
+                         f"{lab.shape} must share B")
+    pred = F.interpolate(probs.float(), size=lab.shape[1:], mode="bilinear",
+                         align_corners=False).argmax(1).cpu().numpy()
+    meter = SegmentationMeter(num_classes, ignore_index)
+    meter.update(pred, lab)
+    scores = meter.compute()
+    return scores["miou"], scores["iou"]
