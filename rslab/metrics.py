@@ -321,3 +321,31 @@ def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int 
     meter.update(pred, lab)
     scores = meter.compute()
     return scores["miou"], scores["iou"]
+
+
+def retrieval_scores(query: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Recall@K of query i retrieving gallery i (cosine similarity); via :func:`recall_at_k`."""
+    if query.shape != gallery.shape:
+        raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)} must be paired row by row")
+    sim = F.normalize(query, dim=-1) @ F.normalize(gallery, dim=-1).T
+    return recall_at_k(sim, np.arange(len(query)), ks)
+
+
+def zero_shot_predict(image_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """Class index with the highest cosine similarity between image and class-prompt embeddings."""
+    if image_emb.ndim != 2 or class_emb.ndim != 2 or image_emb.shape[1] != class_emb.shape[1]:
+        raise ValueError(
+            f"need (N, D) image and (C, D) class embeddings of the same D, got {tuple(image_emb.shape)}, {tuple(class_emb.shape)}"
+        )
+    return (F.normalize(image_emb, dim=-1) @ F.normalize(class_emb, dim=-1).T).argmax(1)
+
+
+def zero_shot_accuracy(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Accuracy and balanced accuracy (mean per-class recall over classes present) of zero-shot prediction."""
+    pred = zero_shot_predict(image_emb, class_emb)
+    targets = torch.as_tensor(targets)
+    if targets.shape != pred.shape:
+        raise ValueError(f"targets must be ({len(pred)},), got {tuple(targets.shape)}")
+    acc = float((pred == targets).float().mean())
+    recalls = [float((pred[targets == c] == c).float().mean()) for c in targets.unique().tolist()]
+    return {"acc": acc, "balanced_acc": float(np.mean(recalls))}
