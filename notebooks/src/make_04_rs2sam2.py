@@ -146,7 +146,7 @@ spatial, size and colour words to be understood.
 
 code("""
 if dataset == "synthetic":
-    from rslab.data.referring import class_oracle_scores
+    from rslab.recipes.referring import class_oracle_scores
 
     colour_words = sorted({c for s in train_data.samples for c in s.meta.get("instance_colour", []) if c})
     kinds = eval_data.kind_counts(colour_words)
