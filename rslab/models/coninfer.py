@@ -346,7 +346,7 @@ def prior_from_logits(logits, scale: float = 100.0) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def gaussian_loglik(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor,
                     chunk_size: int = 16384, include_logdet: bool = False) -> torch.Tensor:
-    """Diagonal-Gaussian log-likelihoods ``l_ik = -1/2 sum_d (x_id - mu_kd)^2 / var_d`` (N, K).
+    """Eqs. 5-6's components: diagonal-Gaussian log-likelihoods ``l_ik = -1/2 sum_d (x_id - mu_kd)^2 / var_d`` (N, K).
 
     ``variances`` is (D,) (shared by all components, as in the public code) or (K, D). The squared
     distance is expanded into matrix products, ``x^2 @ w - 2 x @ (w mu)^T + (w mu^2).sum``, in
@@ -426,9 +426,33 @@ def init_means(x: torch.Tensor, prior: torch.Tensor, top_k: int, normalize: bool
     return weighted / top_p.sum(dim=0).clamp_min(1e-12)[:, None]
 
 
+def init_variances(x: torch.Tensor, prior: torch.Tensor, shared: bool, init_var: float | None,
+                   var_floor: float, chunk_size: int = 16384) -> torch.Tensor:
+    """Eq. 10: the initial diagonal variances, (D,) when ``shared`` else (K, D), floored at ``var_floor``.
+
+    Shared (the public code): ``init_var`` or ``1 / D`` everywhere. Per component (``"paper"``
+    mode): ``init_var`` everywhere, or the variance pooled over all patches with the prior as the
+    responsibilities (Eq. 10 with Eq. 9's weights), the same for every component; the means
+    keep their Eq. 9 initialisation (:func:`init_means`).
+    """
+    if x.ndim != 2 or prior.ndim != 2 or x.shape[0] != prior.shape[0]:
+        raise ValueError(f"need x (N, D) and prior (N, K) over the same patches, got {tuple(x.shape)} and "
+                         f"{tuple(prior.shape)}")
+    k, d = prior.shape[1], x.shape[1]
+    if shared:
+        var0 = init_var if init_var is not None else 1.0 / d
+        variances = torch.full((d,), float(var0), device=x.device)
+    elif init_var is not None:
+        variances = torch.full((k, d), float(init_var), device=x.device)
+    else:
+        _, pooled = m_step(x, prior, True, False, var_floor, chunk_size)
+        variances = pooled.expand(k, d).clone()
+    return variances.clamp_min(var_floor)
+
+
 def tempered_log_posterior(loglik: torch.Tensor, temperature: float,
                            log_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 11 with temperature: ``log q = log softmax(loglik / T + log pi)``; uniform weights
+    """Eqs. 6 and 11 with temperature: ``log q = log softmax(loglik / T + log pi)``; uniform weights
     (the paper's footnote, the public code) when ``log_weights`` is None."""
     s = loglik / temperature
     if log_weights is not None:
@@ -503,8 +527,6 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
         x = standardize_features(x)
     device = torch.device(cfg.device) if cfg.device else x.device
     prior, x = prior.to(device), x.to(device)
-    n, k = prior.shape
-    d = x.shape[1]
     log_prior = prior.clamp_min(cfg.prior_floor).log()
     rule = "geometric" if cfg.mode == "paper" else "product"
 
@@ -513,17 +535,8 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
             means, _ = m_step(x, prior, True, cfg.normalize_means, cfg.var_floor, cfg.chunk_size)
         else:                                                                    # public code: top-k
             means = init_means(x, prior, cfg.top_k_init, cfg.normalize_means)
-        if cfg.shared_variance:
-            var0 = cfg.init_var if cfg.init_var is not None else 1.0 / d
-            variances = torch.full((d,), float(var0), device=device)
-        else:                                                                    # Eq. 10
-            if cfg.init_var is not None:
-                variances = torch.full((k, d), float(cfg.init_var), device=device)
-            else:
-                _, pooled = m_step(x, prior, True, False, cfg.var_floor, cfg.chunk_size)
-                variances = pooled.expand(k, d).clone()
-            # keep the Eq. 9 means; only the variances come from the prior responsibilities
-        variances = variances.clamp_min(cfg.var_floor)
+        variances = init_variances(x, prior, cfg.shared_variance, cfg.init_var, cfg.var_floor,  # Eq. 10
+                                   cfg.chunk_size)
 
         log_weights = mixture_log_weights(prior) if cfg.mixture_weights == "estimated" else None
         result = ConInferResult(z=prior, posterior=prior, means=means, variances=variances)
