@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from rslab.data.sample import ReferringExpression, Sample
@@ -134,8 +135,6 @@ def segment_masks(instances: np.ndarray, labels: np.ndarray, min_area_frac: floa
     smaller than ``min_area_frac`` of the image are dropped. The class names are never returned:
     these masks train SAM's promptable, class-agnostic task (a point or box in, a mask out).
     """
-    from scipy import ndimage
-
     inst, lab = np.asarray(instances), np.asarray(labels)
     if inst.ndim != 2 or inst.shape != lab.shape:
         raise ValueError(f"instances and labels must be (H, W) maps of one size, got {inst.shape} and {lab.shape}")

@@ -40,8 +40,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from rslab.data.pairs import dominant_class
+from rslab.data.synthetic_text import make_layout_caption
 from rslab.io import write_atomically, write_text_atomically
 from rslab.models.encoders import (
     DEFAULT_TEMPLATES,
@@ -197,8 +199,6 @@ def scene_texts(samples: Sequence, tree, level: int = 2, split: str = "train", l
     synonyms drawn with a generator seeded by ``seed``), each listed ``layout_repeat`` times: the
     layout then weighs more in the random draw of one text per step at no extra text-encoding cost
     (the text encoder caches by string)."""
-    from rslab.data.synthetic_text import make_layout_caption
-
     if layout_captions < 0 or layout_repeat < 1:
         raise ValueError(f"need layout_captions >= 0 and layout_repeat >= 1, got {layout_captions}, {layout_repeat}")
     rng = np.random.default_rng(seed)
@@ -274,8 +274,6 @@ def one_hot_labels(labels: torch.Tensor | np.ndarray, num_classes: int, ignore_i
 
 def save_encoder(encoder: ImageEncoder, path: str | Path) -> Path:
     """Write ``<path>.safetensors`` (weights) and ``<path>.json`` (config), each atomically."""
-    from safetensors.torch import save_file
-
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     weights, config = path.with_suffix(".safetensors"), path.with_suffix(".json")
@@ -287,8 +285,6 @@ def save_encoder(encoder: ImageEncoder, path: str | Path) -> Path:
 
 def load_encoder(path: str | Path, map_location: str = "cpu") -> ImageEncoder:
     """Rebuild an :class:`ImageEncoder` saved by :func:`save_encoder` (path with or without suffix)."""
-    from safetensors.torch import load_file
-
     path = Path(path).with_suffix("")
     weights, config = path.with_suffix(".safetensors"), path.with_suffix(".json")
     for f in (weights, config):

@@ -1,5 +1,11 @@
 """The book: stage the executed notebooks and pages, build with Jupyter Book, check the HTML, and
-write the generated pages (results table, the full profile's page)."""
+write the generated pages (results table, the full profile's page).
+
+nbformat, yaml, jupyter_server_mathjax and ``rslab.data.catalog`` (whose package loads torch) are
+imported inside the functions that use them: ``import rslab.cli`` must stay light
+(``tests/test_packaging.py``), and the book's tools are optional at run time. ``rslab.weights`` is
+light and imported at the top.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,17 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+from html import unescape
+from html.parser import HTMLParser
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rslab.notebooks.runner import (DEFAULTS_KEY, METRIC_KEYS, RESULTS_START, NotebookResult, _format_value,
                                    collect_results, find_root, load_profile, update_readme)
+from rslab.weights import WEIGHTS
 
 
 def _toc_files(toc: Any) -> Iterator[dict]:
@@ -245,8 +255,6 @@ def build_book(
 ) -> Path:
     """Stage the book (`stage_book`) and build it with Jupyter Book 1 (execution off, offline)
     into ``<build_dir>/book/html/``; returns that folder. Raises RuntimeError when the build fails."""
-    import subprocess
-
     root = Path(root).resolve() if root else find_root()
     build_dir = Path(build_dir).resolve() if build_dir else root / "build"
     staging = stage_book(root, build_dir, log, artifacts_dir)
@@ -276,9 +284,6 @@ _REMOTE = re.compile(r"^\s*(?:https?:)?//", re.I)
 def _html_problems(text: str, page: Path, html_root: Path, where: str) -> list[str]:
     """Remote scripts/stylesheets/frames and missing or remote images in one HTML document
     (iframes' ``srcdoc`` documents are checked too)."""
-    from html import unescape
-    from html.parser import HTMLParser
-
     problems: list[str] = []
 
     class Scan(HTMLParser):
@@ -350,8 +355,6 @@ def screenshot_page(page: str | Path, png: str | Path, width: int = 1280, height
                     chromium: str | None = None, wait_ms: int = 8000) -> Path:
     """Render ``page`` (a built HTML file) in headless Chromium, with the network unreachable,
     into ``png``; ``wait_ms`` lets MathJax typeset first. Raises RuntimeError without Chromium."""
-    import subprocess
-
     page, png = Path(page).resolve(), Path(png).resolve()
     if not page.is_file():
         raise FileNotFoundError(f"{page} does not exist; build the book first (`rslab book build`)")
@@ -403,7 +406,6 @@ def full_profile_page(root: str | Path | None = None) -> str:
     import yaml
 
     from rslab.data.catalog import DATASETS
-    from rslab.weights import WEIGHTS
 
     root = Path(root).resolve() if root else find_root()
     full = load_profile(root, "full")

@@ -27,7 +27,7 @@ def artifacts_root() -> Path:
 
 
 def _device_name() -> str:
-    import torch
+    import torch  # here, not at the top: `import rslab.notebooks` (the CLI) must not load torch
 
     if torch.cuda.is_available():
         return f"cuda:{torch.cuda.get_device_name(0)}"
