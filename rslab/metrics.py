@@ -26,13 +26,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from rslab.data.sample import IGNORE_INDEX
 PR_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch here
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor (or anything tensor-like)
         x = x.detach().cpu().numpy()
     try:
         return np.asarray(x)
@@ -297,3 +299,53 @@ def recall_at_k(similarity, gt_index, k: int | Sequence[int] = (1, 5)) -> dict[i
     gt_score = sim[np.arange(sim.shape[0]), gt][:, None]
     rank = (sim > gt_score).sum(axis=1) + (sim == gt_score).sum(axis=1) - 1
     return {int(kk): float((rank < kk).mean()) for kk in ks}
+
+
+def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int = 255
+               ) -> tuple[float, np.ndarray]:
+    """Pixel mIoU of patch-level predictions (ConInfer, notebook 05).
+
+    Upsample (B, K, h, w) patch probabilities bilinearly to the (B, H, W) labels' size, take
+    the argmax, and return (mIoU, per-class IoU) via :class:`SegmentationMeter`."""
+    if not isinstance(probs, torch.Tensor):
+        raise ValueError(f"probs must be a (B, K, h, w) torch tensor, got {type(probs).__name__}")
+    lab = np.asarray(labels)
+    if lab.ndim == 2:
+        lab = lab[None]
+    if probs.ndim != 4 or probs.shape[0] != lab.shape[0]:
+        raise ValueError(f"probs (B, K, h, w) {tuple(probs.shape)} and labels (B, H, W) "
+                         f"{lab.shape} must share B")
+    pred = F.interpolate(probs.float(), size=lab.shape[1:], mode="bilinear",
+                         align_corners=False).argmax(1).cpu().numpy()
+    meter = SegmentationMeter(num_classes, ignore_index)
+    meter.update(pred, lab)
+    scores = meter.compute()
+    return scores["miou"], scores["iou"]
+
+
+def retrieval_scores(query: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Recall@K of query i retrieving gallery i (cosine similarity); via :func:`recall_at_k`."""
+    if query.shape != gallery.shape:
+        raise ValueError(f"query {tuple(query.shape)} and gallery {tuple(gallery.shape)} must be paired row by row")
+    sim = F.normalize(query, dim=-1) @ F.normalize(gallery, dim=-1).T
+    return recall_at_k(sim, np.arange(len(query)), ks)
+
+
+def zero_shot_predict(image_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """Class index with the highest cosine similarity between image and class-prompt embeddings."""
+    if image_emb.ndim != 2 or class_emb.ndim != 2 or image_emb.shape[1] != class_emb.shape[1]:
+        raise ValueError(
+            f"need (N, D) image and (C, D) class embeddings of the same D, got {tuple(image_emb.shape)}, {tuple(class_emb.shape)}"
+        )
+    return (F.normalize(image_emb, dim=-1) @ F.normalize(class_emb, dim=-1).T).argmax(1)
+
+
+def zero_shot_accuracy(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Accuracy and balanced accuracy (mean per-class recall over classes present) of zero-shot prediction."""
+    pred = zero_shot_predict(image_emb, class_emb)
+    targets = torch.as_tensor(targets)
+    if targets.shape != pred.shape:
+        raise ValueError(f"targets must be ({len(pred)},), got {tuple(targets.shape)}")
+    acc = float((pred == targets).float().mean())
+    recalls = [float((pred[targets == c] == c).float().mean()) for c in targets.unique().tolist()]
+    return {"acc": acc, "balanced_acc": float(np.mean(recalls))}

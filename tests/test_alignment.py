@@ -13,15 +13,14 @@ from rslab.models.alignment import (
     AlignmentConfig,
     OpticalTextModel,
     SARAlignmentModel,
-    check_pairs,
     embed_optical,
     embed_sar,
     load_encoder,
-    pca_2d,
-    retrieval_scores,
     save_encoder,
-    zero_shot_accuracy,
 )
+from rslab.data.pairs import check_pairs
+from rslab.metrics import retrieval_scores, zero_shot_accuracy
+from rslab.viz import pca_2d
 from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
 from rslab.train import TrainConfig
 
@@ -197,7 +196,7 @@ def test_data_helpers_on_the_synthetic_world():
 
     from rslab.data.sample import Sample
     from rslab.data.synthetic import SyntheticWorld, WorldConfig
-    from rslab.models.alignment import balanced_scenes, dominant_class, pairs_to_tensors, tile_pairs
+    from rslab.data.pairs import balanced_scenes, dominant_class, pairs_to_tensors, tile_pairs
 
     world = SyntheticWorld(WorldConfig(size=64), seed=0)
     tree = world.tree
@@ -285,7 +284,7 @@ def test_restyled_scenes_keep_the_ground_and_change_the_colours():
     import numpy as np
 
     from rslab.data.synthetic import SyntheticWorld, WorldConfig
-    from rslab.models.alignment import restyled_scenes
+    from rslab.data.pairs import restyled_scenes
 
     world = SyntheticWorld(WorldConfig(size=64), seed=0)
     samples = [world.scene(i) for i in range(4)]
@@ -303,7 +302,8 @@ def test_restyled_scenes_keep_the_ground_and_change_the_colours():
 
 def test_scene_texts_caption_then_every_template_and_synonym():
     from rslab.data.synthetic import SyntheticWorld, WorldConfig
-    from rslab.models.alignment import dominant_class, scene_texts
+    from rslab.data.pairs import dominant_class
+    from rslab.models.alignment import scene_texts
     from rslab.models.encoders import DEFAULT_TEMPLATES
 
     world = SyntheticWorld(WorldConfig(size=64), seed=0)

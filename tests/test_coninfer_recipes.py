@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rslab.models.alignment import save_encoder, zero_shot_predict
+from rslab.metrics import zero_shot_predict
+from rslab.models.alignment import save_encoder
 from rslab.models.backbone import BackboneConfig, UnifiedBackbone
 from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_optical
 from rslab.recipes import coninfer as rc

@@ -173,7 +173,8 @@ def test_expression_kinds():
 
 def test_class_oracle_scores_on_synthetic_scenes():
     """The class-union oracle is exact for a class that occurs once and never above 1."""
-    from rslab.data.referring import class_oracle_scores, expression_kind
+    from rslab.data.referring import expression_kind
+    from rslab.recipes.referring import class_oracle_scores
     from rslab.data.synthetic import SyntheticWorld, WorldConfig
 
     world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)

@@ -113,17 +113,17 @@ import torch
 from rslab.data.augment import SARViewAugment
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.losses.contrastive import ImageAlignmentLoss
+from rslab.data.pairs import balanced_scenes, pairs_to_tensors, restyled_scenes, tile_pairs
+from rslab.metrics import retrieval_scores, zero_shot_accuracy
 from rslab.models.alignment import (
-    OpticalTextModel, SARAlignmentModel, balanced_scenes, embed_optical, embed_sar,
-    pairs_to_tensors, pca_2d, restyled_scenes, retrieval_scores, save_encoder, scene_texts, tile_pairs,
-    zero_shot_accuracy,
+    OpticalTextModel, SARAlignmentModel, embed_optical, embed_sar, save_encoder, scene_texts,
 )
 from rslab.recipes.alignment import train_locked_text, train_sar_alignment
 from rslab.models.encoders import ImageEncoderConfig, MiniLMTextEncoder, count_parameters
 from rslab.notebooks import start_run
 from rslab.train import TrainConfig
 from rslab import viz
-from rslab.viz import optical_to_display, sar_to_display
+from rslab.viz import optical_to_display, pca_2d, sar_to_display
 
 torch.set_num_threads(num_threads)
 torch.manual_seed(seed)
@@ -211,7 +211,7 @@ if paper_setup:
 
 code("""
 if paper_setup:
-    from rslab.models.alignment import zero_shot_accuracy
+    from rslab.metrics import zero_shot_accuracy
 
     after = embed_pairs(paper_model, eval_pairs, num_workers=num_workers)
     before = embed_pairs(paper_model, eval_pairs, sar_encoder=unaligned_vit, num_workers=num_workers)
@@ -454,7 +454,7 @@ masked out of the pooling; a tile that is mostly nodata is dropped by `check_pai
 
 code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
-    from rslab.models.alignment import check_pairs
+    from rslab.data.pairs import check_pairs
 
     for what, optical_bad, sar_bad in [
         ("SAR smaller than optical", opt_train[:2], sar_train[:2, :, :32, :32]),

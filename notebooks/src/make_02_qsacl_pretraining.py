@@ -88,7 +88,7 @@ from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
 from rslab import viz
-from rslab.models.alignment import pairs_to_tensors, restyled_scenes
+from rslab.data.pairs import pairs_to_tensors, restyled_scenes
 from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes,
                                   profile_variants, save_backbone)
 from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, feature_diagnostics, multi_crop,

@@ -169,7 +169,7 @@ spatial, size and colour words to be understood.
 
 code("""
 if dataset == "synthetic":
-    from rslab.data.referring import class_oracle_scores
+    from rslab.recipes.referring import class_oracle_scores
 
     colour_words = sorted({c for s in train_data.samples for c in s.meta.get("instance_colour", []) if c})
     kinds = eval_data.kind_counts(colour_words)
@@ -342,8 +342,9 @@ The full profile loads the official SAM2.1 checkpoint and keeps exactly that spl
 **Deviation in the default profile**: the rows start from the stand-in checkpoint of 2b, but with
 `train_hiera=True` Hiera is **trained too** (hence `hiera frozen = 0` above; the frozen parameters are
 SAM2's video-memory modules, which image segmentation never uses). The reason: a frozen Hiera is only as good as its pre-training, and the stand-in that fits a CPU
-run is far weaker than SA-1B; development runs (lab notes) found a frozen Hiera on a short
-stand-in near zero mIoU, while training it gave the rows room to learn. Set `train_hiera=False`
+run is far weaker than SA-1B; with 400 steps per row at lr 5e-4 (lab notes, "Frozen or trained Hiera
+on the stand-in", up to 2026-12-06) a frozen Hiera on a 500-step stand-in stayed near zero mIoU, while
+training it gave the rows room to learn. Set `train_hiera=False`
 (and raise `standin_steps`) to run the paper's split on the stand-in.
 """)
 

@@ -106,6 +106,8 @@ from rslab import viz
 from rslab.models.backbone import load_backbone
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import coninfer as rc
+from rslab.recipes import coninfer_fit as cf
+from rslab.metrics import pixel_miou
 
 from rslab.notebooks import resolve_device
 
@@ -265,10 +267,10 @@ t0 = time.perf_counter()
 grid = (size // patch, size // patch)
 # stand-ins (cheap; always built)
 colour = lambda s: ci.patch_statistics(s.optical, patch, scales=(1,))[: s.optical.shape[0]]
-prior_model = ci.fit_patch_classifier(flat(torch.stack([colour(s) for s in prior_scenes])),
+prior_model = cf.fit_patch_classifier(flat(torch.stack([colour(s) for s in prior_scenes])),
                                       patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
 leaf_lut = world.tree.level_lut(world.tree.depth)
-context_model = ci.fit_patch_classifier(flat(torch.stack([describe(s) for s in context_scenes])),
+context_model = cf.fit_patch_classifier(flat(torch.stack([describe(s) for s in context_scenes])),
                                         patch_targets(context_scenes, leaf_lut, world.tree.num_classes()),
                                         world.tree.num_classes(), hidden=64, steps=300, seed=seed)
 if encoders is not None:
@@ -351,7 +353,7 @@ code("""
 t0 = time.perf_counter()
 val_patch_labels = torch.stack([ci.patch_labels(l, patch, K) for l in val_labels])
 prior_grid = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-prior_T = {name: float(prior_temperature) if prior_temperature else ci.fit_temperature(sc, val_patch_labels, prior_grid)[0]
+prior_T = {name: float(prior_temperature) if prior_temperature else cf.fit_temperature(sc, val_patch_labels, prior_grid)[0]
            for name, sc in val_scores.items()}
 def as_prior(scores, name):
     return torch.softmax(scores[name] / prior_T[name], dim=1)
@@ -361,12 +363,12 @@ else:
     candidates = {context_source: val_contexts[context_source]}
 # the comparison contexts get their own T on the same grid (never chosen as this run's context)
 compared = {k: val_contexts[k] for k in ("standin", "text_tokens") if k in val_contexts and k not in candidates}
-val_rows = ci.grid_search(as_prior(val_scores, prior_source), {**candidates, **compared}, val_labels, K,
+val_rows = cf.grid_search(as_prior(val_scores, prior_source), {**candidates, **compared}, val_labels, K,
                           temperatures=consensus_temperatures, n_iter=n_iter, pool_images=pool_images)
 def choose(names):   # best validation row among the contexts in names
     return max([r for r in val_rows if r["features"] in names and (joint_mode == "auto" or r["mode"] == joint_mode)],
                key=lambda r: r["miou"])
-tau_of = {name: {m: r["temperature"] for m, r in ci.best_by_mode([r for r in val_rows if r["features"] == name]).items()}
+tau_of = {name: {m: r["temperature"] for m, r in cf.best_by_mode([r for r in val_rows if r["features"] == name]).items()}
           for name in {**candidates, **compared}}
 best_row = choose(candidates)
 # what this run would pick without notebook 03 (the fallback), chosen the same way, reported on the test scenes
@@ -427,7 +429,7 @@ probs = {"prior": test_prior}
 fits = {}
 for name, cfg in settings.items():
     probs[name], fits[name] = refine_pools(test_prior, test_feats, cfg)
-scores = {name: ci.pixel_miou(p, test_labels, K) for name, p in probs.items()}
+scores = {name: pixel_miou(p, test_labels, K) for name, p in probs.items()}
 print(f"prior {prior_source!r} + context {context_source!r}; joint = {joint_key}")
 print(f"ConInfer on {n_test_scenes} scenes x {len(settings)} settings: {time.perf_counter() - t0:.1f} s")
 print(f"{'class':>24} " + " ".join(f"{n:>12}" for n in scores))
@@ -523,10 +525,10 @@ if encoders is not None and prior_source == "text":
         sc = {sp: rc.text_prior_maps(encoders["optical"], x, emb_l, "optical", temperature=1.0).clamp_min(1e-12).log()
               for sp, x in (("val", val_optical), ("test", test_optical))}
         vlab = torch.stack([ci.patch_labels(lut_l[s.labels], patch, len(names_l)) for s in val_scenes])
-        t_l = float(prior_temperature) if prior_temperature else ci.fit_temperature(sc["val"], vlab, prior_grid)[0]
+        t_l = float(prior_temperature) if prior_temperature else cf.fit_temperature(sc["val"], vlab, prior_grid)[0]
         p_l = torch.softmax(sc["test"] / t_l, 1)
         lab_l = np.stack([lut_l[s.labels] for s in test_scenes])
-        m_p, iou_p = ci.pixel_miou(p_l, lab_l, len(names_l))
+        m_p, iou_p = pixel_miou(p_l, lab_l, len(names_l))
         row = {"classes": len(names_l), "prior_temperature": t_l, "prior": m_p}
         per_class = {"prior": iou_p}
         share = {"truth": np.bincount(lab_l[lab_l != 255].ravel(), minlength=len(names_l)) / (lab_l != 255).sum(),
@@ -535,7 +537,7 @@ if encoders is not None and prior_source == "text":
             for pi in ("uniform", "estimated"):   # estimated: Eq. 5 weights re-estimated (a deviation, diagnosis only)
                 cfg_l = dataclasses.replace(settings[f"joint_{mode}"], mixture_weights=pi)
                 z, _ = refine_pools(p_l, test_feats, cfg_l)
-                m_l, iou_l = ci.pixel_miou(z, lab_l, len(names_l))
+                m_l, iou_l = pixel_miou(z, lab_l, len(names_l))
                 row[f"joint_{mode}" + ("" if pi == "uniform" else "_estimated_weights")] = m_l
                 per_class[f"{mode[:3]} {pi[:3]}."] = iou_l
                 share[f"{mode[:3]} {pi[:3]}."] = np.bincount(z.argmax(1).ravel().numpy(), minlength=len(names_l)) / z[:, 0].numel()
@@ -571,7 +573,7 @@ code("""
 t0 = time.perf_counter()
 combos = {}
 for pname, pmaps in priors.items():
-    base = ci.pixel_miou(pmaps, test_labels, K)[0]
+    base = pixel_miou(pmaps, test_labels, K)[0]
     for cname, fmaps in contexts.items():
         row = {"prior": base}
         for mode in ("reference", "paper"):
@@ -579,7 +581,7 @@ for pname, pmaps in priors.items():
                 row[mode] = scores[f"joint_{mode}"][0]
                 continue
             z, _ = refine_pools(pmaps, fmaps, setting(mode, tau_of[cname][mode]))
-            row[mode] = ci.pixel_miou(z, test_labels, K)[0]
+            row[mode] = pixel_miou(z, test_labels, K)[0]
         combos[f"{pname}+{cname}"] = row
 fallback = None
 if fallback_row is not None:   # the context chosen on validation among the candidates without VITA
@@ -704,7 +706,7 @@ if encoders is not None:
     sar_prior_source = "text_sar"
 else:
     sar_mean = lambda s: ci.patch_statistics(normalize_sar(s.sar).astype(np.float32), patch, scales=(1,))[:2]
-    sar_prior_model = ci.fit_patch_classifier(flat(torch.stack([sar_mean(s) for s in prior_scenes])),
+    sar_prior_model = cf.fit_patch_classifier(flat(torch.stack([sar_mean(s) for s in prior_scenes])),
                                               patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
     sar_prior = sar_prior_model.map(torch.stack([sar_mean(s) for s in test_scenes]))
     sar_prior_source = "weak"
@@ -713,14 +715,14 @@ if suite_context and context_key != "text_tokens":
                                   modalities=["sar"], gsd=world.config.gsd_m)[context_key]   # its SAR path only
     sar_context_source = "sar:" + context_key
 else:
-    sar_context = ci.fit_patch_classifier(flat(torch.stack([describe(s, sar_only=True) for s in context_scenes])),
+    sar_context = cf.fit_patch_classifier(flat(torch.stack([describe(s, sar_only=True) for s in context_scenes])),
                                           patch_targets(context_scenes, leaf_lut, world.tree.num_classes()),
                                           world.tree.num_classes(), hidden=64, steps=300, seed=seed)
     sar_feats = sar_context.map(torch.stack([describe(s, sar_only=True) for s in test_scenes]), what="features")
     sar_context_source = "standin"
 sar_ref, _ = refine_pools(sar_prior, sar_feats, settings["joint_reference"])
 sar_paper, _ = refine_pools(sar_prior, sar_feats, settings["joint_paper"])
-miou_sar = {n: ci.pixel_miou(p, test_labels, K)[0] for n, p in
+miou_sar = {n: pixel_miou(p, test_labels, K)[0] for n, p in
             {"prior": sar_prior, "joint_reference": sar_ref, "joint_paper": sar_paper}.items()}
 print(f"SAR prior {sar_prior_source!r}, context {sar_context_source!r}:",
       {n: round(100 * v, 1) for n, v in miou_sar.items()}, f"({time.perf_counter() - t0:.1f} s)")
@@ -763,8 +765,8 @@ def big_feature_fn(tiles):
 # every prior and context of this notebook has a tiled path: the section runs in every profile
 scene = ci.refine_scene(big_prior_fn, big_feature_fn, big_image, tile=tile, config=settings[joint_key], batch_tiles=4)
 if scene is not None:
-    miou_large_prior = ci.pixel_miou(scene.prior_probs[None], big_labels, K)[0]
-    miou_large_joint = ci.pixel_miou(scene.probs[None], big_labels, K)[0]
+    miou_large_prior = pixel_miou(scene.prior_probs[None], big_labels, K)[0]
+    miou_large_joint = pixel_miou(scene.probs[None], big_labels, K)[0]
     print(f"{large_size} px scene, {len(scene.positions)} tiles of {tile} px, "
           f"{scene.result.z.shape[0]} patches in one mixture: mIoU prior {100 * miou_large_prior:.1f}, "
           f"joint {100 * miou_large_joint:.1f}  ({time.perf_counter() - t0:.1f} s)")
@@ -805,13 +807,13 @@ else:
     if len(crops) >= 2:
         kl = len(LOVEDA_CLASSES)
         col = lambda s: ci.patch_statistics(s.optical[:3], rpatch, scales=(1,))[:3]
-        pm = ci.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(), kl, seed=seed)
+        pm = cf.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(), kl, seed=seed)
         pr = pm.map(torch.stack([col(s) for s in crops[1:]]))
         fe = torch.stack([ci.patch_statistics(s.optical[:3], rpatch) for s in crops[1:]])
         zz, _ = ci.refine_maps(pr, fe, cfg)
         lab = np.stack([s.labels for s in crops[1:]])
-        real["loveda_prior"] = ci.pixel_miou(pr, lab, kl)[0]
-        real["loveda_joint"] = ci.pixel_miou(zz, lab, kl)[0]
+        real["loveda_prior"] = pixel_miou(pr, lab, kl)[0]
+        real["loveda_joint"] = pixel_miou(zz, lab, kl)[0]
     dg = root / "deepglobe_landcover"
     if (dg / "6399_sat.jpg").is_file():
         s = read_deepglobe(dg / "6399_sat.jpg", dg / "6399_mask.png")
@@ -819,14 +821,14 @@ else:
         img = torch.from_numpy(s.optical[:3])
         q = img.shape[1] // 2
         col = lambda t: ci.patch_statistics(t, rpatch, scales=(1,))
-        pm = ci.fit_patch_classifier(flat(col(img[:, :q, :q])[None]),
+        pm = cf.fit_patch_classifier(flat(col(img[:, :q, :q])[None]),
                                      ci.patch_labels(s.labels[:q, :q], rpatch, kd).flatten(), kd, seed=seed)
         sc = ci.refine_scene(lambda t: pm.map(torch.stack([col(x) for x in t])),
                              lambda t: torch.stack([ci.patch_statistics(x, rpatch) for x in t]),
                              img, tile=512, config=cfg, batch_tiles=4)
         held = s.labels.copy(); held[:q, :q] = 255  # evaluate outside the training quarter
-        real["deepglobe_prior"] = ci.pixel_miou(sc.prior_probs[None], held, kd)[0]
-        real["deepglobe_joint"] = ci.pixel_miou(sc.probs[None], held, kd)[0]
+        real["deepglobe_prior"] = pixel_miou(sc.prior_probs[None], held, kd)[0]
+        real["deepglobe_joint"] = pixel_miou(sc.probs[None], held, kd)[0]
     print({k: round(100 * v, 1) for k, v in real.items()})
 """)
 

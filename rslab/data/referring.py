@@ -23,12 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from rslab.data.sample import ReferringExpression, Sample
 
 __all__ = ["ReferringDataset", "ReferringFilter", "split_scene_indices", "collate_referring", "rgb_image", "resize_rgb",
-           "resize_mask", "EXPRESSION_KINDS", "expression_kind", "class_oracle_scores", "segment_masks",
+           "resize_mask", "EXPRESSION_KINDS", "expression_kind", "segment_masks",
            "promptable_segments"]
 
 
@@ -126,37 +127,6 @@ def expression_kind(text: str, colour_words: Sequence[str] = ()) -> str:
     return "class only"
 
 
-def class_oracle_scores(world, indices: Sequence[int], filter: "ReferringFilter | None" = None) -> dict[str, dict]:
-    """How far knowing only the referred *class* gets: two oracles on the world's scenes.
-
-    - ``class_union``: predict every object of the referred class (semantic segmentation);
-    - ``largest_of_class``: predict the largest object of the referred class.
-    Both are scored with :class:`rslab.metrics.ReferringMeter` on the expressions ``filter``
-    keeps. A model that recognises classes but cannot tell objects of one class apart scores
-    about as much as these; the gap to 1 is what spatial, size and colour words are needed for.
-    """
-    from rslab.metrics import ReferringMeter
-
-    filter = filter or ReferringFilter()
-    meters = {"class_union": ReferringMeter(), "largest_of_class": ReferringMeter()}
-    for i in indices:
-        s = world.scene(int(i))
-        inst_class = np.asarray(s.meta.get("instance_class", ()))
-        if s.instances is None or not len(inst_class):
-            raise ValueError("class_oracle_scores needs scenes with instances and meta['instance_class'] (a SyntheticWorld)")
-        inst = np.asarray(s.instances)
-        for e in (s.referring[j] for j in filter.select(s.referring)):  # the expressions from_world keeps
-            ids = np.flatnonzero(inst_class == inst_class[e.instance_id])
-            ids = ids[np.isin(ids, np.unique(inst))]
-            areas = np.array([(inst == k).sum() for k in ids])
-            gt = np.asarray(e.mask, dtype=bool)
-            meters["class_union"].update(np.isin(inst, ids), gt)
-            meters["largest_of_class"].update(inst == ids[int(np.argmax(areas))], gt)
-    if not meters["class_union"].ious:
-        raise ValueError("no expressions kept in these scenes; widen the filter")
-    return {k: m.compute() for k, m in meters.items()}
-
-
 def segment_masks(instances: np.ndarray, labels: np.ndarray, min_area_frac: float = 0.01) -> list[np.ndarray]:
     """Class-agnostic segments of one scene, as SA-1B-style "whole things and stuff" masks.
 
@@ -165,8 +135,6 @@ def segment_masks(instances: np.ndarray, labels: np.ndarray, min_area_frac: floa
     smaller than ``min_area_frac`` of the image are dropped. The class names are never returned:
     these masks train SAM's promptable, class-agnostic task (a point or box in, a mask out).
     """
-    from scipy import ndimage
-
     inst, lab = np.asarray(instances), np.asarray(labels)
     if inst.ndim != 2 or inst.shape != lab.shape:
         raise ValueError(f"instances and labels must be (H, W) maps of one size, got {inst.shape} and {lab.shape}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtri
@@ -162,17 +163,23 @@ def _grid_lines(lo: int, hi: int, spacing: tuple[int, int], rng) -> list[int]:
     return pos
 
 
-# ----------------------------------------------------------------------------- main
-def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
-    if scene_type not in SCENE_TYPES:
-        raise ValueError(f"scene_type must be one of {SCENE_TYPES}, got {scene_type!r}.")
-    H = W = size
-    p = _scene_params(scene_type, size, rng)
-    ys = np.arange(H, dtype=np.float32)[:, None]
-    xs = np.arange(W, dtype=np.float32)[None, :]
-    objs = _Objects()
+# ----------------------------------------------------------------------------- the painting steps
+# Each step draws from the same generator in a fixed order; changing the order (or the number of
+# draws) of any step changes every scene of the world.
+class _Parcels(NamedTuple):
+    labels: np.ndarray          # (H, W) uint8 leaf ids after painting the parcels
+    parcel_id: np.ndarray       # (H, W) parcel index
+    parcel_class: np.ndarray    # (n_parcels,) leaf id of each parcel
+    n_parcels: int
+    stripe_period: np.ndarray   # (n_parcels,) crop-row period
+    stripe_along_u: np.ndarray  # (n_parcels,) crop rows along u (else along v)
+    u: np.ndarray               # (H, W) rotated coordinates of the grid
+    v: np.ndarray
 
-    # 1. Field parcels: a rotated, staggered rectangular grid (cadastral strips).
+
+def _paint_parcels(rng: np.random.Generator, H: int, W: int, ys: np.ndarray, xs: np.ndarray) -> _Parcels:
+    """Step 1, field parcels: a rotated, staggered rectangular grid (cadastral strips) of
+    cropland / grassland / bare soil."""
     theta = rng.uniform(-0.45, 0.45)
     c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
     u = xs * c + ys * s
@@ -192,8 +199,13 @@ def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
     labels = parcel_class[parcel_id]
     stripe_period = rng.uniform(3.0, 7.0, size=n_parcels).astype(np.float32)
     stripe_along_u = rng.random(n_parcels) < 0.5
+    return _Parcels(labels, parcel_id, parcel_class, n_parcels, stripe_period, stripe_along_u, u, v)
 
-    # 2. Urban patches (rectangles); lawns inside.
+
+def _paint_urban_patches(rng: np.random.Generator, labels: np.ndarray, p: dict, size: int
+                         ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """Step 2, settlements: rectangles painted as grass lawns; returns the urban mask and the rectangles."""
+    H = W = size
     urban = np.zeros((H, W), bool)
     patches = []
     for _ in range(p["n_patches"]):
@@ -202,15 +214,26 @@ def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
         patches.append((y0, y0 + ph, x0, x0 + pw))
         urban[y0 : y0 + ph, x0 : x0 + pw] = True
     np.copyto(labels, np.uint8(GRASSLAND), where=urban)
+    return urban, patches
 
-    # 3. Forest blobs: thresholded smooth noise; conifer vs broadleaf from a second field.
+
+def _paint_forest(rng: np.random.Generator, labels: np.ndarray, urban: np.ndarray, p: dict) -> None:
+    """Step 3, forest blobs: thresholded smooth noise outside settlements; conifer vs broadleaf
+    from a second field."""
+    H, W = labels.shape
     forest_noise = smooth_noise(rng, H, W, 34.0) + 0.35 * smooth_noise(rng, H, W, 9.0)
     thr = float(ndtri(1.0 - p["forest"])) * 1.06
     forest = (forest_noise > thr) & ~urban
     conifer = smooth_noise(rng, H, W, 70.0) > rng.uniform(-0.8, 0.8)
     np.copyto(labels, np.where(conifer, np.uint8(CONIFER), np.uint8(BROADLEAF)), where=forest)  # full-array ops beat masked fancy indexing
 
-    # 4. Lakes: star-shaped blobs (radius modulated by low harmonics), outside settlements.
+
+def _paint_lakes(rng: np.random.Generator, labels: np.ndarray, urban: np.ndarray, objs: _Objects, p: dict,
+                 scene_type: str, ys: np.ndarray, xs: np.ndarray) -> list[tuple]:
+    """Step 4, lakes: star-shaped blobs (radius modulated by low harmonics) outside settlements;
+    each is an instance. Returns ``(instance id, y0, y1, x0, x1, inside mask)`` per lake."""
+    H, W = labels.shape
+    size = H
     n_lakes = int(rng.poisson(p["lakes"]))
     lakes = []
     for _ in range(n_lakes):
@@ -231,31 +254,43 @@ def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
         labels[y0:y1, x0:x1][inside] = LAKE
         objs.rect[lid] = (y0, y1, x0, x1)
         lakes.append((lid, y0, y1, x0, x1, inside))
+    return lakes
 
-    # 5. River: a meandering band around a sum-of-sines centreline, any direction.
+
+def _paint_river(rng: np.random.Generator, labels: np.ndarray, p: dict, size: int, ys: np.ndarray,
+                 xs: np.ndarray) -> bool:
+    """Step 5, the river: a meandering band around a sum-of-sines centreline, any direction,
+    passing near the scene centre. Returns whether a river (of at least 50 px) was painted."""
+    H = W = size
     has_river = bool(rng.random() < p["river"])
-    river = None
-    if has_river:
-        ang = rng.uniform(0, np.pi)
-        ca, sa = np.float32(np.cos(ang)), np.float32(np.sin(ang))
-        along = xs * ca + ys * sa
-        across = ys * ca - xs * sa
-        n_u = int(3 * size) + 4
-        t = np.arange(n_u, dtype=np.float32) - size
-        # pass near the scene centre: its across-coordinate, plus a random offset
-        centre = np.full(n_u, float((H / 2) * ca - (W / 2) * sa) + rng.uniform(-0.25, 0.25) * size, np.float32)
-        for _ in range(3):
-            lam = rng.uniform(120, 420) * max(1.0, size / 512) ** 0.5
-            centre += np.float32(rng.uniform(6, 26)) * np.sin(2 * np.pi * t / lam + rng.uniform(0, 2 * np.pi))
-        half = rng.uniform(5, 11) * max(1.0, size / 512) ** 0.3 + 1.5 * np.sin(2 * np.pi * t / rng.uniform(80, 200))
-        idx = np.clip(along.astype(np.int32) + size, 0, n_u - 1)
-        river = np.abs(across - centre[idx]) < half[idx]
-        if river.sum() < 50:
-            has_river, river = False, None
-        else:
-            np.copyto(labels, np.uint8(RIVER), where=river)
+    if not has_river:
+        return False
+    ang = rng.uniform(0, np.pi)
+    ca, sa = np.float32(np.cos(ang)), np.float32(np.sin(ang))
+    along = xs * ca + ys * sa
+    across = ys * ca - xs * sa
+    n_u = int(3 * size) + 4
+    t = np.arange(n_u, dtype=np.float32) - size
+    # pass near the scene centre: its across-coordinate, plus a random offset
+    centre = np.full(n_u, float((H / 2) * ca - (W / 2) * sa) + rng.uniform(-0.25, 0.25) * size, np.float32)
+    for _ in range(3):
+        lam = rng.uniform(120, 420) * max(1.0, size / 512) ** 0.5
+        centre += np.float32(rng.uniform(6, 26)) * np.sin(2 * np.pi * t / lam + rng.uniform(0, 2 * np.pi))
+    half = rng.uniform(5, 11) * max(1.0, size / 512) ** 0.3 + 1.5 * np.sin(2 * np.pi * t / rng.uniform(80, 200))
+    idx = np.clip(along.astype(np.int32) + size, 0, n_u - 1)
+    river = np.abs(across - centre[idx]) < half[idx]
+    if river.sum() < 50:
+        return False
+    np.copyto(labels, np.uint8(RIVER), where=river)
+    return True
 
-    # 6. Roads: a grid per settlement plus straight rural roads; remember segments for vehicles.
+
+def _paint_roads(rng: np.random.Generator, labels: np.ndarray, p: dict, patches: list, size: int
+                 ) -> tuple[np.ndarray, list[tuple], list[tuple]]:
+    """Step 6, roads: straight rural roads, then a grid per settlement with one through-road to
+    the scene edge (roads cross the river as bridges). Returns the road mask, the segments
+    ``(horizontal, centre, lo, hi, half_width)`` (where vehicles go) and the blocks between roads."""
+    H = W = size
     road = np.zeros((H, W), bool)
     segments = []  # (horizontal, centre, lo, hi, half_width)
     blocks = []
@@ -293,8 +328,15 @@ def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
             for ca_, cb in zip(cols[:-1], cols[1:]):
                 blocks.append((ra + half + 1, rb - half, ca_ + half + 1, cb - half))
     np.copyto(labels, np.uint8(ROAD), where=road)
+    return road, segments, blocks
 
-    # 7. Buildings in blocks: residential rows of houses, industrial halls on bare yards, parks.
+
+def _plan_blocks(rng: np.random.Generator, labels: np.ndarray, road: np.ndarray, blocks: list, p: dict
+                 ) -> tuple[list[tuple], np.ndarray]:
+    """Step 7a, the blocks between roads: residential rows of houses, industrial halls on bare
+    yards, parks (a copse of broadleaf trees) or vacant lots. Yards, parks and lots are painted
+    now; the buildings are returned as ``(class, rect, height)`` and placed by
+    :func:`_label_instances` (never on water or road). Also returns the water-or-road mask."""
     water_or_road = (labels == RIVER) | (labels == LAKE) | road
     buildings = []
     for (y0, y1, x0, x1) in blocks:
@@ -338,13 +380,22 @@ def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
             sub[~water_or_road[cy - ry : cy + ry, cx - rx : cx + rx]] = BROADLEAF
         else:  # construction site / vacant lot
             labels[y0:y1, x0:x1][~water_or_road[y0:y1, x0:x1]] = BARE
+    return buildings, water_or_road
 
+
+def _label_instances(labels: np.ndarray, parcels: _Parcels, lakes: list, has_river: bool, road: np.ndarray,
+                     water_or_road: np.ndarray, buildings: list, objs: _Objects) -> np.ndarray:
+    """Step 7b, the instance map (no random draws): visible cropland parcels (>= 16 px, no
+    slivers), lakes, the river, no instance on roads, then the buildings (skipped when they
+    would touch water or road), which also overwrite the labels."""
+    H, W = labels.shape
+    parcel_id, n_parcels = parcels.parcel_id, parcels.n_parcels
     instances = np.zeros((H, W), np.int32)
     # parcels as instances: cropland parcels only (the countable fields), where still visible.
     crop_vis = labels == CROPLAND
     visible = np.bincount(np.where(crop_vis, parcel_id, n_parcels).ravel(), minlength=n_parcels + 1)[:n_parcels] >= 16  # no slivers
     pid_to_inst = np.zeros(n_parcels, np.int32)
-    for pid in np.flatnonzero(visible & (parcel_class == CROPLAND)):
+    for pid in np.flatnonzero(visible & (parcels.parcel_class == CROPLAND)):
         pid_to_inst[pid] = objs.add(CROPLAND)
     np.copyto(instances, pid_to_inst[parcel_id], where=crop_vis)
     for (lid, y0, y1, x0, x1, inside) in lakes:
@@ -361,8 +412,14 @@ def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
         bid = objs.add(cls, (y0, y1, x0, x1), height)
         labels[y0:y1, x0:x1] = cls
         instances[y0:y1, x0:x1] = bid
+    return instances
 
-    # 8. Vehicles on roads, along the lanes (cars ~ 3x5 px, trucks ~ 3x9 px at 1 m GSD).
+
+def _place_vehicles(rng: np.random.Generator, labels: np.ndarray, instances: np.ndarray, segments: list,
+                    objs: _Objects, scene_type: str) -> None:
+    """Step 8, vehicles on roads, along the lanes (cars ~ 3x5 px, trucks ~ 3x9 px at 1 m GSD); a
+    vehicle off the road or overlapping another is dropped."""
+    H, W = labels.shape
     density = {"rural": 0.006, "suburban": 0.012, "urban": 0.02, "mixed": 0.01}[scene_type]
     for horizontal, centre, lo, hi, half in segments:
         n = int(rng.poisson(density * (hi - lo)))
@@ -382,11 +439,43 @@ def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
             labels[y0:y1, x0:x1] = cls
             instances[y0:y1, x0:x1] = vid
 
+
+# ----------------------------------------------------------------------------- main
+def make_layout(rng: np.random.Generator, size: int, scene_type: str) -> Layout:
+    """Draw one ``size`` x ``size`` layout of ``scene_type`` (one of :data:`SCENE_TYPES`) from ``rng``.
+
+    The steps run in the painter's order of the module docstring, each drawing from ``rng`` in
+    turn: field parcels (:func:`_paint_parcels`) -> settlements (:func:`_paint_urban_patches`) ->
+    forest (:func:`_paint_forest`) -> lakes (:func:`_paint_lakes`) -> river (:func:`_paint_river`)
+    -> roads (:func:`_paint_roads`) -> blocks and buildings (:func:`_plan_blocks`,
+    :func:`_label_instances`) -> vehicles (:func:`_place_vehicles`) -> the canopy texture
+    (:func:`fine_texture`). The scene type sets the densities (:func:`_scene_params`). Same
+    generator state, same layout, bit for bit.
+    """
+    if scene_type not in SCENE_TYPES:
+        raise ValueError(f"scene_type must be one of {SCENE_TYPES}, got {scene_type!r}.")
+    H = W = size
+    p = _scene_params(scene_type, size, rng)
+    ys = np.arange(H, dtype=np.float32)[:, None]
+    xs = np.arange(W, dtype=np.float32)[None, :]
+    objs = _Objects()
+
+    parcels = _paint_parcels(rng, H, W, ys, xs)
+    labels = parcels.labels
+    urban, patches = _paint_urban_patches(rng, labels, p, size)
+    _paint_forest(rng, labels, urban, p)
+    lakes = _paint_lakes(rng, labels, urban, objs, p, scene_type, ys, xs)
+    has_river = _paint_river(rng, labels, p, size, ys, xs)
+    road, segments, blocks = _paint_roads(rng, labels, p, patches, size)
+    buildings, water_or_road = _plan_blocks(rng, labels, road, blocks, p)
+    instances = _label_instances(labels, parcels, lakes, has_river, road, water_or_road, buildings, objs)
+    _place_vehicles(rng, labels, instances, segments, objs, scene_type)
+
     return Layout(
         labels=labels, instances=instances,
         inst_class=np.asarray(objs.cls, np.int64), inst_rect=np.asarray(objs.rect, np.int32).reshape(-1, 4),
         inst_height=np.asarray(objs.height, np.float32), inst_horizontal=np.asarray(objs.horiz, bool),
-        parcel_id=parcel_id, parcel_stripe_period=stripe_period, parcel_stripe_along_u=stripe_along_u,
-        u=u, v=v, canopy=fine_texture(rng, H, W), scene_type=scene_type, has_river=has_river,
-        extras={"patches": patches, "n_parcels": n_parcels},
+        parcel_id=parcels.parcel_id, parcel_stripe_period=parcels.stripe_period,
+        parcel_stripe_along_u=parcels.stripe_along_u, u=parcels.u, v=parcels.v, canopy=fine_texture(rng, H, W),
+        scene_type=scene_type, has_river=has_river, extras={"patches": patches, "n_parcels": parcels.n_parcels},
     )

@@ -9,8 +9,8 @@ with a per-patch consensus distribution ``z`` (Sec. 3.3, Eqs. 7-8):
 
 where ``q_i`` is the mixture posterior of patch ``i`` (Eq. 6; uniform mixture weights). Sec. 3.4
 optimises it by alternation: initialise the mixture from the prior (Eqs. 9-10), then repeat
-E-step (posterior q, Eq. 11) -> consensus update of z (Eq. 12) -> M-step with z as the
-responsibilities (Eqs. 13-14). Sec. 3.6: the final per-patch prediction is ``z``.
+E-step (posterior q, Eq. 11, :func:`e_step`) -> consensus update of z (Eq. 12,
+:func:`consensus`) -> M-step with z as the responsibilities (Eqs. 13-14, :func:`m_step`). Sec. 3.6: the final per-patch prediction is ``z``.
 
 Modes (``ConInferConfig.mode``):
 
@@ -47,7 +47,8 @@ products ``||x||^2_w - 2 x (w*mu)^T + ||mu||^2_w`` evaluated in chunks of patche
 memory is O(chunk * K) beyond the inputs. ``straightforward_reference`` keeps the public
 code's broadcasting ``(x - mu)^2`` form as the test oracle and benchmark baseline.
 
-Choosing the settings (``fit_temperature``, ``grid_search``, ``best_by_mode``): the prior's
+Choosing the settings lives in :mod:`rslab.recipes.coninfer_fit` (``fit_temperature``,
+``grid_search``, ``best_by_mode``, and ``fit_patch_classifier`` for the stand-in branches): the prior's
 softmax temperature is calibrated by NLL on labelled validation patches, and the consensus
 temperature ``T`` is chosen on validation scenes. ``T`` must follow the feature dimension D
 (the log-likelihood sums over D dimensions): the public ``T = 50`` is set for D = 1024 DINOv3
@@ -67,8 +68,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from rslab.metrics import SegmentationMeter
 
 MODES = ("reference", "paper", "decoupled", "context_only")
 
@@ -202,7 +201,8 @@ class ConInferResult:
 # --------------------------------------------------------------------------------------------
 # input validation
 # --------------------------------------------------------------------------------------------
-def _as_tensor(x, name: str) -> torch.Tensor:
+def as_tensor(x, name: str) -> torch.Tensor:
+    """A numpy array (made contiguous, shared memory) or a tensor as a tensor; anything else is refused."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
@@ -222,7 +222,7 @@ def check_image(image, name: str = "image", ndim: int = 3, allow_nan: bool = Fal
     :data:`MAX_ABS_VALUE`. ``allow_nan=True`` lets NaN through (for callers that document their
     nodata handling, e.g. SAR nodata in the encoders' preprocessing); +-inf is still refused.
     """
-    x = _as_tensor(image, name)
+    x = as_tensor(image, name)
     layout = "(C, H, W)" if ndim == 3 else "(B, C, H, W)"
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {layout}, got shape {tuple(x.shape)}")
@@ -290,8 +290,8 @@ def validate_inputs(prior, features, top_k_init: int = 1) -> tuple[torch.Tensor,
     K < 2, rows that sum to zero, negative or non-finite values, mismatched N, or a pool with
     fewer patches than ``top_k_init``.
     """
-    prior = _as_tensor(prior, "prior")
-    features = _as_tensor(features, "features")
+    prior = as_tensor(prior, "prior")
+    features = as_tensor(features, "features")
     if prior.ndim != 2:
         raise ValueError(f"prior must be (N, K) probabilities, got shape {tuple(prior.shape)}")
     if features.ndim != 2:
@@ -337,7 +337,7 @@ def validate_inputs(prior, features, top_k_init: int = 1) -> tuple[torch.Tensor,
 
 def prior_from_logits(logits, scale: float = 100.0) -> torch.Tensor:
     """Eq. 4: per-patch class distribution ``softmax(scale * cosine)``; the public code uses 100."""
-    logits = _as_tensor(logits, "logits").float()
+    logits = as_tensor(logits, "logits").float()
     return torch.softmax(scale * logits, dim=-1)
 
 
@@ -346,7 +346,7 @@ def prior_from_logits(logits, scale: float = 100.0) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def gaussian_loglik(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor,
                     chunk_size: int = 16384, include_logdet: bool = False) -> torch.Tensor:
-    """Diagonal-Gaussian log-likelihoods ``l_ik = -1/2 sum_d (x_id - mu_kd)^2 / var_d`` (N, K).
+    """Eqs. 5-6's components: diagonal-Gaussian log-likelihoods ``l_ik = -1/2 sum_d (x_id - mu_kd)^2 / var_d`` (N, K).
 
     ``variances`` is (D,) (shared by all components, as in the public code) or (K, D). The squared
     distance is expanded into matrix products, ``x^2 @ w - 2 x @ (w mu)^T + (w mu^2).sum``, in
@@ -426,14 +426,59 @@ def init_means(x: torch.Tensor, prior: torch.Tensor, top_k: int, normalize: bool
     return weighted / top_p.sum(dim=0).clamp_min(1e-12)[:, None]
 
 
+def init_variances(x: torch.Tensor, prior: torch.Tensor, shared: bool, init_var: float | None,
+                   var_floor: float, chunk_size: int = 16384) -> torch.Tensor:
+    """Eq. 10: the initial diagonal variances, (D,) when ``shared`` else (K, D), floored at ``var_floor``.
+
+    Shared (the public code): ``init_var`` or ``1 / D`` everywhere. Per component (``"paper"``
+    mode): ``init_var`` everywhere, or the variance pooled over all patches with the prior as the
+    responsibilities (Eq. 10 with Eq. 9's weights), the same for every component; the means
+    keep their Eq. 9 initialisation (:func:`init_means`).
+    """
+    if x.ndim != 2 or prior.ndim != 2 or x.shape[0] != prior.shape[0]:
+        raise ValueError(f"need x (N, D) and prior (N, K) over the same patches, got {tuple(x.shape)} and "
+                         f"{tuple(prior.shape)}")
+    k, d = prior.shape[1], x.shape[1]
+    if shared:
+        var0 = init_var if init_var is not None else 1.0 / d
+        variances = torch.full((d,), float(var0), device=x.device)
+    elif init_var is not None:
+        variances = torch.full((k, d), float(init_var), device=x.device)
+    else:
+        _, pooled = m_step(x, prior, True, False, var_floor, chunk_size)
+        variances = pooled.expand(k, d).clone()
+    return variances.clamp_min(var_floor)
+
+
 def tempered_log_posterior(loglik: torch.Tensor, temperature: float,
                            log_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 11 with temperature: ``log q = log softmax(loglik / T + log pi)``; uniform weights
+    """Eqs. 6 and 11 with temperature: ``log q = log softmax(loglik / T + log pi)``; uniform weights
     (the paper's footnote, the public code) when ``log_weights`` is None."""
     s = loglik / temperature
     if log_weights is not None:
         s = s + log_weights[None, :]
     return torch.log_softmax(s, dim=1)
+
+
+def e_step(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor, temperature: float,
+           log_weights: torch.Tensor | None = None, include_logdet: bool = False,
+           chunk_size: int = 16384) -> torch.Tensor:
+    """Eq. 11, the E-step: the (tempered) mixture posterior ``log q_ik`` of every patch, (N, K).
+
+    ``log q = log softmax(l / T + log pi)`` with ``l`` the diagonal-Gaussian log-likelihoods of
+    :func:`gaussian_loglik` (Eq. 6's components) and ``pi`` uniform when ``log_weights`` is None.
+    ``include_logdet`` adds each component's ``-1/2 sum_d log var_kd`` (needed when the components
+    have their own (K, D) variances, the ``"paper"`` mode). The M-step is :func:`m_step`.
+    """
+    if x.ndim != 2 or means.ndim != 2 or x.shape[1] != means.shape[1]:
+        raise ValueError(f"need x (N, D) and means (K, D) with the same D, got {tuple(x.shape)} and "
+                         f"{tuple(means.shape)}")
+    if variances.shape not in ((means.shape[1],), tuple(means.shape)):
+        raise ValueError(f"variances must be (D,) or (K, D) = {tuple(means.shape)}, got {tuple(variances.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    loglik = gaussian_loglik(x, means, variances, chunk_size, include_logdet=include_logdet)
+    return tempered_log_posterior(loglik, temperature, log_weights)
 
 
 def mixture_log_weights(resp: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
@@ -482,8 +527,6 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
         x = standardize_features(x)
     device = torch.device(cfg.device) if cfg.device else x.device
     prior, x = prior.to(device), x.to(device)
-    n, k = prior.shape
-    d = x.shape[1]
     log_prior = prior.clamp_min(cfg.prior_floor).log()
     rule = "geometric" if cfg.mode == "paper" else "product"
 
@@ -492,25 +535,15 @@ def coninfer(prior, features, config: ConInferConfig | None = None) -> ConInferR
             means, _ = m_step(x, prior, True, cfg.normalize_means, cfg.var_floor, cfg.chunk_size)
         else:                                                                    # public code: top-k
             means = init_means(x, prior, cfg.top_k_init, cfg.normalize_means)
-        if cfg.shared_variance:
-            var0 = cfg.init_var if cfg.init_var is not None else 1.0 / d
-            variances = torch.full((d,), float(var0), device=device)
-        else:                                                                    # Eq. 10
-            if cfg.init_var is not None:
-                variances = torch.full((k, d), float(cfg.init_var), device=device)
-            else:
-                _, pooled = m_step(x, prior, True, False, cfg.var_floor, cfg.chunk_size)
-                variances = pooled.expand(k, d).clone()
-            # keep the Eq. 9 means; only the variances come from the prior responsibilities
-        variances = variances.clamp_min(cfg.var_floor)
+        variances = init_variances(x, prior, cfg.shared_variance, cfg.init_var, cfg.var_floor,  # Eq. 10
+                                   cfg.chunk_size)
 
         log_weights = mixture_log_weights(prior) if cfg.mixture_weights == "estimated" else None
         result = ConInferResult(z=prior, posterior=prior, means=means, variances=variances)
         previous = prior.argmax(dim=1)
         for it in range(int(cfg.n_iter) + 1):
-            loglik = gaussian_loglik(x, means, variances, cfg.chunk_size,
-                                     include_logdet=not cfg.shared_variance)     # Eq. 11
-            log_q = tempered_log_posterior(loglik, cfg.tau, log_weights)
+            log_q = e_step(x, means, variances, cfg.tau, log_weights,                   # Eq. 11
+                           include_logdet=not cfg.shared_variance, chunk_size=cfg.chunk_size)
             q = log_q.exp()
             if cfg.mode == "context_only":
                 z = q
@@ -789,7 +822,7 @@ def patch_statistics(image, patch: int = 8, scales: Sequence[int] = (1, 3, 7)) -
 def patch_labels(labels, patch: int, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
     """Majority class of each patch of an (H, W) label map (ignored pixels do not vote; a patch
     with no valid pixel gets ``ignore_index``)."""
-    lab = _as_tensor(labels, "labels")
+    lab = as_tensor(labels, "labels")
     if lab.is_floating_point():
         raise ValueError(f"labels must be integer class ids, got dtype {lab.dtype}")
     lab = lab.long()
@@ -843,144 +876,9 @@ class PatchClassifier(torch.nn.Module):
         return out.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-def fit_patch_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int = 0,
-                         steps: int = 300, lr: float = 3e-3, batch: int = 1024, seed: int = 0,
-                         ignore_index: int = 255) -> PatchClassifier:
-    """Train a :class:`PatchClassifier` on (N, F) descriptors and (N,) labels with AdamW."""
-    x, y = _as_tensor(x, "x").float(), _as_tensor(y, "y").long()
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"need x (N, F) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
-    keep = y != ignore_index
-    x, y = x[keep], y[keep]
-    if len(y) == 0:
-        raise ValueError("no labelled patches to train on (all ignore_index)")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):   # seeded init without touching the caller's global RNG
-        torch.manual_seed(seed)
-        model = PatchClassifier(x.shape[1], num_classes, hidden)
-    model.mean.copy_(x.mean(0))
-    # population std: one labelled patch gives std 0 (-> the floor), not the NaN of the unbiased form
-    model.std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 def standardize_features(features: torch.Tensor) -> torch.Tensor:
     """z-score each dimension over the pool, then unit-normalise each patch (DINO tokens are
     unit-normalised in the public code; the reference mode's unit-norm means assume it)."""
     f = features.float()
     f = (f - f.mean(0)) / f.std(0).clamp_min(1e-6)
     return F.normalize(f, dim=1)
-
-
-def pixel_miou(probs: torch.Tensor, labels, num_classes: int, ignore_index: int = 255
-               ) -> tuple[float, np.ndarray]:
-    """Upsample (B, K, h, w) patch probabilities bilinearly to the (B, H, W) labels' size, take
-    the argmax, and return (mIoU, per-class IoU) via :class:`rslab.metrics.SegmentationMeter`."""
-    lab = np.asarray(labels)
-    if lab.ndim == 2:
-        lab = lab[None]
-    if probs.ndim != 4 or probs.shape[0] != lab.shape[0]:
-        raise ValueError(f"probs (B, K, h, w) {tuple(probs.shape)} and labels (B, H, W) "
-                         f"{lab.shape} must share B")
-    pred = F.interpolate(probs.float(), size=lab.shape[1:], mode="bilinear",
-                         align_corners=False).argmax(1).cpu().numpy()
-    meter = SegmentationMeter(num_classes, ignore_index)
-    meter.update(pred, lab)
-    scores = meter.compute()
-    return scores["miou"], scores["iou"]
-
-
-# --------------------------------------------------------------------------------------------
-# choosing the settings on labelled validation scenes (never on the test scenes)
-# --------------------------------------------------------------------------------------------
-def fit_temperature(scores, labels, grid: Sequence[float] = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5),
-                    ignore_index: int = 255) -> tuple[float, dict[float, float]]:
-    """Calibrate a prior ``softmax(scores / T)`` (Eq. 4 with ``1 / T`` as the logit scale).
-
-    Picks, from ``grid``, the ``T`` that minimises the mean negative log-likelihood of the true
-    class over labelled validation patches (temperature scaling, Guo et al. 2017). ConInfer
-    multiplies the prior into the consensus (Eq. 12), so an over-confident prior (T too small)
-    leaves the context no room, and an under-confident one lets poor clusters overrule it.
-
-    Args:
-        scores: (N, K) per-patch class scores (cosines), or (B, K, h, w) maps.
-        labels: (N,) class indices, or (B, h, w) patch labels; ``ignore_index`` is skipped.
-    Returns ``(best T, {T: mean NLL})``.
-    """
-    s = _as_tensor(scores, "scores").float()
-    y = _as_tensor(labels, "labels").long()
-    if s.ndim == 4:
-        if y.ndim != 3 or y.shape != (s.shape[0], *s.shape[2:]):
-            raise ValueError(f"labels must be (B, h, w) = {(s.shape[0], *s.shape[2:])} for (B, K, h, w) scores, "
-                             f"got {tuple(y.shape)}")
-        s, y = s.permute(0, 2, 3, 1).reshape(-1, s.shape[1]), y.reshape(-1)
-    if s.ndim != 2 or y.shape != (s.shape[0],):
-        raise ValueError(f"need scores (N, K) and labels (N,), got {tuple(s.shape)} and {tuple(y.shape)}")
-    if not len(grid) or any(not t > 0 for t in grid):
-        raise ValueError(f"grid must be a non-empty list of temperatures > 0, got {list(grid)}")
-    keep = y != ignore_index
-    if not keep.any():
-        raise ValueError("no labelled patch to calibrate on (all ignore_index)")
-    s, y = s[keep], y[keep]
-    if (y < 0).any() or (y >= s.shape[1]).any():
-        raise ValueError(f"labels must be in [0, {s.shape[1]}) or {ignore_index}")
-    nll = {float(t): float(F.cross_entropy(s / t, y)) for t in grid}
-    return min(nll, key=nll.get), nll
-
-
-def grid_search(prior_maps: torch.Tensor, feature_sets: dict[str, torch.Tensor], labels, num_classes: int,
-                modes: Sequence[str] = ("reference", "paper"), temperatures: Sequence[float] = (2, 5, 10, 20, 50),
-                n_iter: int = 10, pool_images: int = 16, standardize: bool = True,
-                top_k_init: int = 8) -> list[dict]:
-    """Score every (context features, mode, consensus temperature T) on labelled scenes.
-
-    Meant for **validation** scenes: pick the settings here, then run them once on the test
-    scenes. The posterior sharpness of Eq. 11 grows with the feature dimension D (the
-    log-likelihood is a sum over D dimensions), so the public code's T = 50 (DINOv3 ViT-L,
-    D = 1024) is far too soft for 64-d features; T has to be chosen for the features at hand.
-
-    Args:
-        prior_maps: (B, K, h, w) prior probabilities of the validation scenes.
-        feature_sets: name -> (B, D, h, w) candidate context features of the same scenes.
-        labels: (B, H, W) pixel labels (``pixel_miou``).
-    Returns one dict per setting: features, mode, temperature, miou, prior_miou, gain.
-    """
-    if not feature_sets:
-        raise ValueError("feature_sets is empty: pass at least one name -> (B, D, h, w) map")
-    for name, f in feature_sets.items():
-        if f.ndim != 4 or f.shape[0] != prior_maps.shape[0] or f.shape[2:] != prior_maps.shape[2:]:
-            raise ValueError(f"feature set {name!r} {tuple(f.shape)} must share batch and grid with the prior "
-                             f"{tuple(prior_maps.shape)}")
-    for m in modes:
-        if m not in MODES:
-            raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
-    base = pixel_miou(prior_maps, labels, num_classes)[0]
-    rows = []
-    for name, f in feature_sets.items():
-        for mode in modes:
-            for t in temperatures:
-                cfg = ConInferConfig(mode=mode, n_iter=n_iter, temperature=float(t), top_k_init=top_k_init,
-                                     standardize=standardize)
-                z, _ = refine_maps(prior_maps, f, cfg, pool_images=pool_images)
-                m = pixel_miou(z, labels, num_classes)[0]
-                rows.append(dict(features=name, mode=mode, temperature=float(t), miou=m, prior_miou=base,
-                                 gain=m - base))
-    return rows
-
-
-def best_by_mode(rows: list[dict]) -> dict[str, dict]:
-    """The highest-mIoU row of :func:`grid_search` for each mode (first one on ties)."""
-    if not rows:
-        raise ValueError("no rows: run grid_search first")
-    best: dict[str, dict] = {}
-    for r in rows:
-        if r["mode"] not in best or r["miou"] > best[r["mode"]]["miou"]:
-            best[r["mode"]] = r
-    return best

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
 from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
-from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, check_pairs, embed_optical, global_embedding
+from rslab.data.pairs import check_pairs
+from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, embed_optical, global_embedding
 from rslab.models.encoders import freeze
 from rslab.train import Trainer, TrainConfig
 

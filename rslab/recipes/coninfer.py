@@ -377,8 +377,8 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
     from rslab.data.augment import SARViewAugment
     from rslab.losses.contrastive import ImageAlignmentLoss
-    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, pairs_to_tensors, restyled_scenes,
-                                        scene_texts)
+    from rslab.data.pairs import pairs_to_tensors, restyled_scenes
+    from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, scene_texts
     from rslab.recipes.alignment import train_locked_text, train_sar_alignment
     from rslab.models.encoders import MiniLMTextEncoder
     from rslab.train import TrainConfig

@@ -47,8 +47,8 @@ class VITARecipe:
             Not in the paper: a regulariser so the text branch covers a neighbourhood of each
             class in the text encoder's space. Off by default: with MiniLM it pulls the branch
             towards MiniLM's neighbourhoods, where some held-out synonyms sit nearer another
-            class; notebook 03 measured no gain from 0.03 over 0 (built-up's held-out name was lost in
-            one seed of three either way).
+            class; notebook 03 measured no gain from 0.03 over 0 on 2026-11-23 (commit ae0c546;
+            built-up's held-out name was lost in one seed of three either way).
         train_names: class names of training episodes: ``"train"`` a random one of the class's
             canonical name and training synonyms; ``"region"`` also the training names of tree
             nodes covering exactly the same pixels (:func:`rslab.data.episodes.region_names`,

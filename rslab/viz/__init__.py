@@ -8,6 +8,7 @@
   once (in a loop or when assigned too; :mod:`rslab.viz.display`).
 - :mod:`rslab.viz.report`: ``report`` / ``report_table``, Markdown written from the run's variables.
 - :mod:`rslab.viz.maps`: ``scene_map`` / ``save_map_html`` (leafmap, imported on first use).
+- :mod:`rslab.viz.embeddings`: ``pca_2d`` (one 2-D PCA over several embedding sets, for scatter plots).
 - :mod:`rslab.viz.widgets`: ``widgets_enabled`` (explorers only at a live kernel, never headless).
 
 Training curves are drawn by ``rslab.train.plot_history``.
@@ -29,6 +30,7 @@ from rslab.viz.figures import (
     show_styles,
     speckle_std_db,
 )
+from rslab.viz.embeddings import pca_2d
 from rslab.viz.display import LabFigure, figure_png, show
 from rslab.viz.maps import png_data_uri, save_map_html, scene_map, to_rgba_uint8
 from rslab.viz.palette import (
@@ -47,6 +49,7 @@ from rslab.viz.widgets import HEADLESS_ENV, HEADLESS_NOTE, widgets_enabled
 __all__ = [
     "HEADLESS_ENV",
     "LabFigure",
+    "pca_2d",
     "Report",
     "figure_png",
     "report",

@@ -1,0 +1,145 @@
+"""ConInfer's loops: the stand-in patch classifiers and the choice of settings on validation scenes.
+
+The method itself (the joint EM of Sec. 3.4, tiling, the stand-in descriptors and the
+:class:`~rslab.models.coninfer.PatchClassifier` module) lives in :mod:`rslab.models.coninfer`;
+this recipe holds what trains, selects or scores around it (notebook 05):
+
+* :func:`fit_patch_classifier`: trains a :class:`PatchClassifier` (the default profile's weak
+  prior, or an MLP whose hidden activations serve as context features) with AdamW.
+* :func:`fit_temperature`: calibrates the prior's softmax temperature (Eq. 4's logit scale) by
+  NLL on labelled validation patches.
+* :func:`grid_search` / :func:`best_by_mode`: score every (context features, mode, consensus
+  temperature T) on validation scenes and keep the best per mode. Neither choice is the paper's
+  (it fixes both); notebook 05 says so.
+
+The classifier keeps its own short AdamW loop rather than :class:`rslab.train.Trainer`: the
+engine reseeds the process-wide Python/numpy/torch generators and moves to a GPU with autocast
+when one is present, which would change the priors notebook 05 measures; this loop leaves the
+caller's generators untouched and runs in float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from rslab.metrics import pixel_miou
+from rslab.models.coninfer import MODES, ConInferConfig, PatchClassifier, as_tensor, refine_maps
+
+__all__ = ["fit_patch_classifier", "fit_temperature", "grid_search", "best_by_mode"]
+
+
+def fit_patch_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int = 0,
+                         steps: int = 300, lr: float = 3e-3, batch: int = 1024, seed: int = 0,
+                         ignore_index: int = 255) -> PatchClassifier:
+    """Train a :class:`PatchClassifier` on (N, F) descriptors and (N,) labels with AdamW."""
+    x, y = as_tensor(x, "x").float(), as_tensor(y, "y").long()
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"need x (N, F) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+    keep = y != ignore_index
+    x, y = x[keep], y[keep]
+    if len(y) == 0:
+        raise ValueError("no labelled patches to train on (all ignore_index)")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):   # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        model = PatchClassifier(x.shape[1], num_classes, hidden)
+    model.mean.copy_(x.mean(0))
+    # population std: one labelled patch gives std 0 (-> the floor), not the NaN of the unbiased form
+    model.std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def fit_temperature(scores, labels, grid: Sequence[float] = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5),
+                    ignore_index: int = 255) -> tuple[float, dict[float, float]]:
+    """Calibrate a prior ``softmax(scores / T)`` (Eq. 4 with ``1 / T`` as the logit scale).
+
+    Picks, from ``grid``, the ``T`` that minimises the mean negative log-likelihood of the true
+    class over labelled validation patches (temperature scaling, Guo et al. 2017). ConInfer
+    multiplies the prior into the consensus (Eq. 12), so an over-confident prior (T too small)
+    leaves the context no room, and an under-confident one lets poor clusters overrule it.
+
+    Args:
+        scores: (N, K) per-patch class scores (cosines), or (B, K, h, w) maps.
+        labels: (N,) class indices, or (B, h, w) patch labels; ``ignore_index`` is skipped.
+    Returns ``(best T, {T: mean NLL})``.
+    """
+    s = as_tensor(scores, "scores").float()
+    y = as_tensor(labels, "labels").long()
+    if s.ndim == 4:
+        if y.ndim != 3 or y.shape != (s.shape[0], *s.shape[2:]):
+            raise ValueError(f"labels must be (B, h, w) = {(s.shape[0], *s.shape[2:])} for (B, K, h, w) scores, "
+                             f"got {tuple(y.shape)}")
+        s, y = s.permute(0, 2, 3, 1).reshape(-1, s.shape[1]), y.reshape(-1)
+    if s.ndim != 2 or y.shape != (s.shape[0],):
+        raise ValueError(f"need scores (N, K) and labels (N,), got {tuple(s.shape)} and {tuple(y.shape)}")
+    if not len(grid) or any(not t > 0 for t in grid):
+        raise ValueError(f"grid must be a non-empty list of temperatures > 0, got {list(grid)}")
+    keep = y != ignore_index
+    if not keep.any():
+        raise ValueError("no labelled patch to calibrate on (all ignore_index)")
+    s, y = s[keep], y[keep]
+    if (y < 0).any() or (y >= s.shape[1]).any():
+        raise ValueError(f"labels must be in [0, {s.shape[1]}) or {ignore_index}")
+    nll = {float(t): float(F.cross_entropy(s / t, y)) for t in grid}
+    return min(nll, key=nll.get), nll
+
+
+def grid_search(prior_maps: torch.Tensor, feature_sets: dict[str, torch.Tensor], labels, num_classes: int,
+                modes: Sequence[str] = ("reference", "paper"), temperatures: Sequence[float] = (2, 5, 10, 20, 50),
+                n_iter: int = 10, pool_images: int = 16, standardize: bool = True,
+                top_k_init: int = 8) -> list[dict]:
+    """Score every (context features, mode, consensus temperature T) on labelled scenes.
+
+    Meant for **validation** scenes: pick the settings here, then run them once on the test
+    scenes. The posterior sharpness of Eq. 11 grows with the feature dimension D (the
+    log-likelihood is a sum over D dimensions), so the public code's T = 50 (DINOv3 ViT-L,
+    D = 1024) is far too soft for 64-d features; T has to be chosen for the features at hand.
+
+    Args:
+        prior_maps: (B, K, h, w) prior probabilities of the validation scenes.
+        feature_sets: name -> (B, D, h, w) candidate context features of the same scenes.
+        labels: (B, H, W) pixel labels (:func:`rslab.metrics.pixel_miou`).
+    Returns one dict per setting: features, mode, temperature, miou, prior_miou, gain.
+    """
+    if not feature_sets:
+        raise ValueError("feature_sets is empty: pass at least one name -> (B, D, h, w) map")
+    for name, f in feature_sets.items():
+        if f.ndim != 4 or f.shape[0] != prior_maps.shape[0] or f.shape[2:] != prior_maps.shape[2:]:
+            raise ValueError(f"feature set {name!r} {tuple(f.shape)} must share batch and grid with the prior "
+                             f"{tuple(prior_maps.shape)}")
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r}; choose from {MODES}")
+    base = pixel_miou(prior_maps, labels, num_classes)[0]
+    rows = []
+    for name, f in feature_sets.items():
+        for mode in modes:
+            for t in temperatures:
+                cfg = ConInferConfig(mode=mode, n_iter=n_iter, temperature=float(t), top_k_init=top_k_init,
+                                     standardize=standardize)
+                z, _ = refine_maps(prior_maps, f, cfg, pool_images=pool_images)
+                m = pixel_miou(z, labels, num_classes)[0]
+                rows.append(dict(features=name, mode=mode, temperature=float(t), miou=m, prior_miou=base,
+                                 gain=m - base))
+    return rows
+
+
+def best_by_mode(rows: list[dict]) -> dict[str, dict]:
+    """The highest-mIoU row of :func:`grid_search` for each mode (first one on ties)."""
+    if not rows:
+        raise ValueError("no rows: run grid_search first")
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["mode"] not in best or r["miou"] > best[r["mode"]]["miou"]:
+            best[r["mode"]] = r
+    return best
