@@ -125,8 +125,8 @@ def _toy_pairs(n: int, seed: int):
 def test_alignment_recipes_on_another_device():
     from rslab.data.augment import SARViewAugment
     from rslab.losses.contrastive import ImageAlignmentLoss
-    from rslab.models.alignment import (OpticalTextModel, SARAlignmentModel, embed_inputs, embed_optical, embed_sar,
-                                        retrieval_scores, zero_shot_accuracy)
+    from rslab.metrics import retrieval_scores, zero_shot_accuracy
+    from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, embed_inputs, embed_optical, embed_sar
     from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
     from rslab.recipes.alignment import train_bank_student, train_locked_text, train_sar_alignment
     from rslab.train import TrainConfig

@@ -509,7 +509,7 @@ md(r"""
 
 code("""
 if paper_setup:  # the full profile's numbers (SEN12MS retrieval, Sen1Floods11 water zero-shot)
-    viz.report(
+    run_report = viz.report(
         "On {n_eval} held-out {pairs} pairs, SAR -> optical **R@1 went from {r1_before:.3f} to {r1_after:.3f}** "
         "(R@5 {r5_before:.3f} -> {r5_after:.3f}; chance R@1 is {chance:.3f}). Zero-shot water / not-water on "
         "{n_chips} {chips} chips went from **{zs_before:.3f} to {zs_after:.3f}**; the frozen optical teacher "
@@ -520,7 +520,7 @@ if paper_setup:  # the full profile's numbers (SEN12MS retrieval, Sen1Floods11 w
         zs_before=metrics["sar_zeroshot_acc_before"], zs_after=metrics["sar_zeroshot_acc_after"],
         zs_opt=metrics["optical_zeroshot_acc"])
 else:
-    viz.report(
+    run_report = viz.report(
         "On {n_eval} held-out pairs, SAR -> optical **R@1 went from {r1_before:.3f} to {r1_after:.3f}** "
         "(R@5 {r5_before:.3f} -> {r5_after:.3f}; chance R@1 is {chance:.3f}). Zero-shot classification of SAR "
         "by text prompts went from **{zs_before:.3f} to {zs_after:.3f}** with the training class names and "
@@ -533,6 +533,7 @@ else:
         zsh_before=metrics["sar_zeroshot_acc_heldout_synonyms_before"],
         zsh_after=metrics["sar_zeroshot_acc_heldout_synonyms_after"], zs_chance=1 / len(zs_classes),
         zs_opt=metrics["optical_zeroshot_acc_train"], zsh_opt=metrics["optical_zeroshot_acc_heldout"])
+run_report
 """, tags=["report"])
 
 md(r"""

@@ -327,16 +327,18 @@ head = table[("optical", headline_level)]
 """)
 
 code("""
+sar_row = table.get(("sar", headline_level))  # None when the dataset has no SAR (LoveDA in the full profile)
 viz.report(
     "**This run** ({steps} training steps, {train_wall:.0f} s on this machine), optical, level {level} "
     "({k} classes): **V {v:.3f}, T {t:.3f}, F {f:.3f}** mIoU; text prompts with held-out names "
-    "{unseen:.3f}, i.e. {ratio:.0%} of the seen names. SAR input: V {sv:.3f}, T {st:.3f}, F {sf:.3f}. "
-    "The smoke-profile targets: each optical mode at least 0.5, F within 0.02 of the better "
+    "{unseen:.3f}, i.e. {ratio:.0%} of the seen names. "
+    + ("SAR input: V {sv:.3f}, T {st:.3f}, F {sf:.3f}. " if sar_row else "This dataset has no SAR input. ")
+    + "The smoke-profile targets: each optical mode at least 0.5, F within 0.02 of the better "
     "unimodal mode, unseen names at least 80% of seen ones.",
     steps=steps, train_wall=train_wall, level=headline_level, k=tree.num_classes(headline_level),
     v=head["V"], t=head["T"], f=head["F"], unseen=unseen[headline_level],
-    ratio=unseen[headline_level] / max(head["T"], 1e-9), sv=table[("sar", headline_level)]["V"],
-    st=table[("sar", headline_level)]["T"], sf=table[("sar", headline_level)]["F"])
+    ratio=unseen[headline_level] / max(head["T"], 1e-9),
+    **({"sv": sar_row["V"], "st": sar_row["T"], "sf": sar_row["F"]} if sar_row else {}))
 """, tags=["report"])
 
 md(r"""
