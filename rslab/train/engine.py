@@ -29,7 +29,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +333,40 @@ class RunEstimate:
         return head + f"; {self.step_s:.3g} s/step -> expected {_hms(self.expected_s)} ({self.method})"
 
 
+@dataclass
+class _LogWindow:
+    """What the training loop gathers between two history records."""
+
+    start: float                                   # perf_counter() when the window opened
+    losses: list[torch.Tensor] = field(default_factory=list)  # per-step losses (stay on the device)
+    logs: dict[str, list[Any]] = field(default_factory=dict)  # extra scalars from loss_fn
+    samples: int | None = 0                        # None: a batch without tensors, no throughput
+
+    def add(self, logs: dict[str, Any], batch: Any) -> None:
+        from accelerate.utils import find_batch_size
+
+        for k, v in logs.items():
+            self.logs.setdefault(k, []).append(v.detach() if isinstance(v, torch.Tensor) else v)
+        if self.samples is not None:
+            try:
+                self.samples += find_batch_size(batch)
+            except (TypeError, ValueError):
+                self.samples = None
+
+
+@dataclass
+class _Loop:
+    """The state of one ``Trainer.fit`` call (one session of a possibly resumed run)."""
+
+    model: nn.Module               # the prepared (possibly DDP-wrapped) model
+    autocast: Callable[[], Any]
+    backward: Callable[[torch.Tensor], Any]
+    batches: Iterator[Any]
+    window: _LogWindow
+    session_start: float
+    bar: Any                       # tqdm progress bar
+
+
 def _hms(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -453,100 +487,136 @@ class Trainer:
         ``resume=True`` continues from the newest intact checkpoint in ``out_dir`` (a finished run
         returns at once, so re-running a notebook does not retrain); ``resume=False`` starts over
         and deletes that run's old checkpoints; a path resumes from that checkpoint directory.
-        """
-        cfg, acc = self.config, self.accelerator
-        self._start(resume)
-        if self.step >= cfg.max_steps:
-            if self.is_main_process and cfg.progress:
-                print(f"rslab.train: already at step {self.step}/{cfg.max_steps}"
-                      + (f" (loaded {self.last_checkpoint})" if self.last_checkpoint else ""))
-            return self.history
 
-        from accelerate.utils import find_batch_size
+        The steps: :meth:`_start` (fresh or resumed state), :meth:`_open_loop`, then per optimiser
+        step :meth:`_train_step` (micro-batches + update) and :meth:`_after_step` (log, evaluate,
+        checkpoint), and :meth:`_close_loop`.
+        """
+        self._start(resume)
+        if self._already_done():
+            return self.history
+        loop = self._open_loop()
+        try:
+            while self.step < self.config.max_steps:
+                lr = self._train_step(loop)
+                self._after_step(loop, lr)
+        finally:
+            self._close_loop(loop)
+        return self.history
+
+    def _already_done(self) -> bool:
+        """True (and says so) when the resumed run has already reached ``max_steps``."""
+        cfg = self.config
+        if self.step < cfg.max_steps:
+            return False
+        if self.is_main_process and cfg.progress:
+            print(f"rslab.train: already at step {self.step}/{cfg.max_steps}"
+                  + (f" (loaded {self.last_checkpoint})" if self.last_checkpoint else ""))
+        return True
+
+    def _open_loop(self) -> "_Loop":
+        """The loop's fixed parts (model, autocast, backward), its batch stream and progress bar."""
         from tqdm.auto import tqdm
 
-        model, accum = self._model, cfg.grad_accum_steps
+        cfg, acc = self.config, self.accelerator
         # Without fp16 grad scaling accelerate's backward is loss.backward() plus a division by 1, and
         # autocast is a no-op when precision is fp32: skip both wrappers on that hot path.
         autocast = acc.autocast if self.mixed_precision != "no" else contextlib.nullcontext
         backward = acc.backward if acc.scaler is not None else torch.Tensor.backward
-        model.train()
+        self._model.train()
         batches = self._stream.batches(self.epoch, self.batch_in_epoch)
-        window: list[torch.Tensor] = []          # per-step losses since the last log (stay on device)
-        window_logs: dict[str, list[Any]] = {}
-        window_samples, window_start = 0, time.perf_counter()
+        window = _LogWindow(start=time.perf_counter())
         session_start = self._session_start = time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (cfg.progress and self.is_main_process))
-        try:
-            while self.step < cfg.max_steps:
-                step_loss = None
-                for micro in range(accum):
-                    batch, batches = self._next_batch(batches)
-                    try:
-                        sync = contextlib.nullcontext() if micro == accum - 1 else acc.no_sync(model)
-                        with sync:
-                            with autocast():
-                                loss, logs = _split_loss_output(self.loss_fn(model, batch))
-                            backward(loss if accum == 1 else loss / accum)
-                    except torch.OutOfMemoryError as err:
-                        raise self._oom_error(err, batch) from None
-                    loss = loss.detach()
-                    step_loss = loss if step_loss is None else step_loss + loss
-                    for k, v in logs.items():
-                        window_logs.setdefault(k, []).append(v.detach() if isinstance(v, torch.Tensor) else v)
-                    if window_samples is not None:
-                        try:
-                            window_samples += find_batch_size(batch)
-                        except (TypeError, ValueError):
-                            window_samples = None  # batch without tensors: no throughput
-                if cfg.clip_grad_norm is not None:
-                    acc.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-                lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
-                if acc.scaler is None:
-                    # accelerate's optimizer wrapper only matters with a grad scaler (fp16); otherwise its
-                    # step/zero_grad cost importlib and inspect look-ups per call (~0.5 ms, a lot for a
-                    # small model), so call the wrapped optimizer directly.
-                    self.optimizer.optimizer.step()
-                else:
-                    self.optimizer.step()
-                if acc.scaler is None or not self.optimizer.step_was_skipped:
-                    self.scheduler.step()  # fp16: a step skipped for overflow does not advance the schedule
-                self.optimizer.optimizer.zero_grad(set_to_none=True)
-                if self.ema is not None:
-                    self.ema.update(self.model, self.step)
-                self.step += 1
-                window.append(step_loss if accum == 1 else step_loss / accum)
-                bar.update(1)
+        return _Loop(self._model, autocast, backward, batches, window, session_start, bar)
 
-                last = self.step == cfg.max_steps
-                do_log = self.step % cfg.log_every == 0 or last
-                do_eval = self.eval_fn is not None and (last or (cfg.eval_every and self.step % cfg.eval_every == 0))
-                do_ckpt = self.out_dir is not None and (last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0))
-                if not (do_log or do_eval or do_ckpt):
-                    continue
-                losses = self._checked_losses(window)  # raises NonFiniteLossError before anything is saved
-                if do_log:
-                    now = time.perf_counter()
-                    record = {"step": self.step, "epoch": self.epoch, "loss": float(losses.mean()), "lr": lr,
-                              **self._mean_logs(window_logs)}
-                    if window_samples:
-                        record["samples_per_s"] = round(window_samples * acc.num_processes / (now - window_start), 2)
-                    record["wall_s"] = round(self._wall_s + now - session_start, 3)
-                    self._record(record)
-                    bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
-                    window, window_logs, window_samples, window_start = [], {}, 0, now
-                if do_eval:
-                    self.evaluate()
-                if do_ckpt:
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-            self._wall_s += time.perf_counter() - session_start
-            self._session_start = None
-            if hasattr(batches, "close"):
-                batches.close()
-        return self.history
+    def _close_loop(self, loop: "_Loop") -> None:
+        """Close the bar and the batch stream; add this session's time to the run's wall time."""
+        loop.bar.close()
+        self._wall_s += time.perf_counter() - loop.session_start
+        self._session_start = None
+        if hasattr(loop.batches, "close"):
+            loop.batches.close()
+
+    def _train_step(self, loop: "_Loop") -> float:
+        """One optimiser step over ``grad_accum_steps`` micro-batches; returns the lr it used."""
+        accum = self.config.grad_accum_steps
+        step_loss = None
+        for micro in range(accum):
+            loss = self._micro_step(loop, last=micro == accum - 1)
+            step_loss = loss if step_loss is None else step_loss + loss
+        lr = self._optimizer_step(loop.model)
+        loop.window.losses.append(step_loss if accum == 1 else step_loss / accum)
+        loop.bar.update(1)
+        return lr
+
+    def _micro_step(self, loop: "_Loop", last: bool) -> torch.Tensor:
+        """Forward + backward of one batch (gradients synchronised on the ``last`` micro-batch only)."""
+        accum = self.config.grad_accum_steps
+        batch, loop.batches = self._next_batch(loop.batches)
+        try:
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(loop.model)
+            with sync:
+                with loop.autocast():
+                    loss, logs = _split_loss_output(self.loss_fn(loop.model, batch))
+                loop.backward(loss if accum == 1 else loss / accum)
+        except torch.OutOfMemoryError as err:
+            raise self._oom_error(err, batch) from None
+        loss = loss.detach()
+        loop.window.add(logs, batch)
+        return loss
+
+    def _optimizer_step(self, model: nn.Module) -> float:
+        """Clip, update, advance the schedule and the EMA teacher; returns the lr the update used."""
+        cfg, acc = self.config, self.accelerator
+        if cfg.clip_grad_norm is not None:
+            acc.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+        if acc.scaler is None:
+            # accelerate's optimizer wrapper only matters with a grad scaler (fp16); otherwise its
+            # step/zero_grad cost importlib and inspect look-ups per call (~0.5 ms, a lot for a
+            # small model), so call the wrapped optimizer directly.
+            self.optimizer.optimizer.step()
+        else:
+            self.optimizer.step()
+        if acc.scaler is None or not self.optimizer.step_was_skipped:
+            self.scheduler.step()  # fp16: a step skipped for overflow does not advance the schedule
+        self.optimizer.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        return lr
+
+    def _after_step(self, loop: "_Loop", lr: float) -> None:
+        """The periodic actions due after this step: log, evaluate, checkpoint (all at the last step)."""
+        cfg = self.config
+        last = self.step == cfg.max_steps
+        do_log = self.step % cfg.log_every == 0 or last
+        do_eval = self.eval_fn is not None and (last or (cfg.eval_every and self.step % cfg.eval_every == 0))
+        do_ckpt = self.out_dir is not None and (last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0))
+        if not (do_log or do_eval or do_ckpt):
+            return
+        losses = self._checked_losses(loop.window.losses)  # raises NonFiniteLossError before anything is saved
+        if do_log:
+            self._log_window(loop, losses, lr)
+        if do_eval:
+            self.evaluate()
+        if do_ckpt:
+            self.save_checkpoint()
+
+    def _log_window(self, loop: "_Loop", losses: torch.Tensor, lr: float) -> None:
+        """Write one history record (mean loss and logs since the last one) and start a new window."""
+        now = time.perf_counter()
+        window = loop.window
+        record = {"step": self.step, "epoch": self.epoch, "loss": float(losses.mean()), "lr": lr,
+                  **self._mean_logs(window.logs)}
+        if window.samples:
+            record["samples_per_s"] = round(window.samples * self.accelerator.num_processes / (now - window.start), 2)
+        record["wall_s"] = round(self._wall_s + now - loop.session_start, 3)
+        self._record(record)
+        loop.bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
+        loop.window = _LogWindow(start=now)
 
     def _next_batch(self, batches: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
         """Next batch, rolling over to the next epoch (and its reshuffle) when one ends."""
