@@ -109,7 +109,7 @@ def test_vita_train_evaluate_segment_on_another_device(small_pool):
         with pytest.raises(DeviceMismatchError):
             model(ep.target, ep.modality, ep.prompt_images, ep.prompt_masks, ep.modality, None, modes=("V",),
                   ctx_valid=ep.ctx_valid)
-        train(model, small_pool, _HashText(), VITARecipe(steps=2, batch_size=2, num_points=64), progress=False)
+        train(model, small_pool, _HashText(), VITARecipe(max_steps=2, batch_size=2, num_points=64), progress=False)
         assert next(model.parameters()).device == dev
 
 
@@ -161,7 +161,7 @@ def test_alignment_recipes_on_another_device():
 def test_qsacl_pretrain_and_linear_probe_on_another_device():
     from rslab.models.backbone import BackboneConfig, UnifiedBackbone
     from rslab.models.qsacl import ContrastiveSSL, QSACLConfig, feature_diagnostics, query_attention_maps
-    from rslab.recipes.qsacl import linear_probe_miou, pretrain
+    from rslab.recipes.qsacl import linear_probe_miou, pretrain, pretrain_config
 
     torch.manual_seed(0)
     cfg = QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=64, local_size=32)
@@ -170,7 +170,7 @@ def test_qsacl_pretrain_and_linear_probe_on_another_device():
     with other_device(trainer=True) as dev:
         student = ContrastiveSSL(UnifiedBackbone(BackboneConfig.tiny(embed_dim=16, depths=(1, 1, 1, 1),
                                                                      num_heads=(1, 2, 2, 4))), cfg)
-        trainer = pretrain(student, {"optical": scenes}, steps=2, batch_size=2, device="auto")
+        trainer = pretrain(student, {"optical": scenes}, pretrain_config(2, device="auto"), batch_size=2)
         assert next(trainer.model.parameters()).device == dev
         assert next(trainer.ema_model.parameters()).device == dev
         out = linear_probe_miou(student.backbone, scenes, labels, scenes, labels, 3, "optical", gsd=1.0, steps=2)
@@ -204,7 +204,7 @@ def test_rs2sam2_train_evaluate_segment_and_standin_on_another_device(tmp_path):
         samples.append(Sample(optical=img, referring=[ReferringExpression("the bright square", mask, "a")]))
     data = ReferringDataset(samples)
     with other_device(trainer=True) as dev:
-        trained = rt.train_rs2sam2(cfg, data, tokens, rt.RS2SAM2TrainConfig(steps=1, batch_size=2, progress=False))
+        trained = rt.train_rs2sam2(cfg, data, tokens, rt.RS2SAM2TrainConfig(max_steps=1, batch_size=2, progress=False))
         assert next(trained.model.parameters()).device == dev
         metrics = rt.evaluate_referring(trained.model, data, tokens)
         assert 0.0 <= metrics["miou"] <= 1.0
@@ -214,7 +214,7 @@ def test_rs2sam2_train_evaluate_segment_and_standin_on_another_device(tmp_path):
 
         world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)
         segs = promptable_segments(world, range(1, 3), cfg.image_size, min_area_frac=0.02)
-        pcfg = rt.StandinPretrainConfig(steps=1, images_per_step=2, prompts_per_image=2, min_area_frac=0.02)
+        pcfg = rt.StandinPretrainConfig(max_steps=1, images_per_step=2, prompts_per_image=2, min_area_frac=0.02)
         model, history, _, _ = rt.pretrain_sam2_standin(dataclasses_replace(cfg, train_hiera=False), segs, pcfg)
         assert next(model.parameters()).device == dev
         path = tmp_path / "sam2.pt"

@@ -38,19 +38,19 @@ def test_catalog_scene_pool_reads_lazily_and_counts_presence(data_root):
 def test_streamed_scenes_pretrain_one_step(data_root):
     from rslab.models.backbone import BackboneConfig, UnifiedBackbone
     from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
-    from rslab.recipes.qsacl import CatalogScenes, catalog_probe_tensors, pretrain
+    from rslab.recipes.qsacl import CatalogScenes, catalog_probe_tensors, pretrain, pretrain_config
 
     pairs = open_dataset("sen12ms", data_root, None)
     opt, sar = CatalogScenes(pairs, "optical", 32), CatalogScenes(pairs, "sar", 32)
     assert opt[0].shape == (4, 32, 32) and sar[0].shape == (2, 32, 32) and float(sar[0].abs().max()) <= 1
     cfg = QSACLConfig.tiny(num_queries=2, global_size=16, local_size=16)
     student = ContrastiveSSL(UnifiedBackbone(BackboneConfig.tiny()), cfg)
-    trainer = pretrain(student, {"optical": opt, "sar": sar}, steps=2, batch_size=2, gsd=10.0)
+    trainer = pretrain(student, {"optical": opt, "sar": sar}, pretrain_config(2), batch_size=2, gsd=10.0)
     assert trainer.step == 2 and all(np.isfinite(h["loss"]) for h in trainer.history if "loss" in h)
     x, s, y = catalog_probe_tensors(open_dataset("sen1floods11", data_root, "test"), 16, limit=2)
     assert x.shape == (2, 4, 16, 16) and s.shape == (2, 2, 16, 16) and y.shape == (2, 16, 16)
     with pytest.raises(ValueError, match="in-memory scenes"):
-        pretrain(student, {"optical": opt}, steps=1, batch_size=2, alt_scenes={"optical": torch.zeros(4, 4, 32, 32)})
+        pretrain(student, {"optical": opt}, pretrain_config(1), batch_size=2, alt_scenes={"optical": torch.zeros(4, 4, 32, 32)})
 
 
 def test_clip_teacher_and_sar_vit_follow_their_device():

@@ -285,22 +285,24 @@ def test_feature_diagnostics_detects_collapse():
 
 
 def test_pretrain_runs_and_validates(tiny_backbone_cfg):
-    from rslab.recipes.qsacl import pretrain
+    from rslab.recipes.qsacl import pretrain, pretrain_config
 
     torch.manual_seed(0)
     student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg),
                              QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=32, local_size=32))
     scenes = {"optical": torch.rand(4, 4, 64, 64), "sar": torch.rand(4, 2, 64, 64) * 2 - 1}
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    trainer = pretrain(student, scenes, steps=2, batch_size=4, seed=0)
+    trainer = pretrain(student, scenes, pretrain_config(2, seed=0), batch_size=4)
     assert trainer.ema_model is not None and len([r for r in trainer.history if "contrastive" in r]) >= 1
     changed = [k for k, v in student.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
     assert any(k.startswith("backbone.tokenizers.optical") for k in changed)
     assert any(k.startswith("backbone.tokenizers.sar") for k in changed)  # the batches alternate modalities
     with pytest.raises(ValueError, match="batch_size >= 2"):
-        pretrain(student, scenes, steps=2, batch_size=1)
+        pretrain(student, scenes, pretrain_config(2), batch_size=1)
     with pytest.raises(ValueError, match="no tokenizer"):
-        pretrain(student, {"lidar": torch.rand(4, 1, 64, 64)}, steps=1)
+        pretrain(student, {"lidar": torch.rand(4, 1, 64, 64)}, pretrain_config(1))
+    with pytest.raises(ValueError, match="TrainConfig"):
+        pretrain(student, scenes, 2)
 
 
 def test_multi_crop_alt_images_feed_the_local_views():
@@ -327,17 +329,17 @@ def test_query_init_std_default_follows_the_aggregator():
 
 
 def test_pretrain_with_alt_scenes(tiny_backbone_cfg):
-    from rslab.recipes.qsacl import pretrain
+    from rslab.recipes.qsacl import pretrain, pretrain_config
 
     torch.manual_seed(0)
     cfg = QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=32, local_size=32)
     scenes = {"optical": torch.rand(4, 4, 64, 64)}
     alt = torch.rand(4, 2, 4, 64, 64)
-    trainer = pretrain(ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg), scenes, steps=2, batch_size=4,
+    trainer = pretrain(ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg), scenes, pretrain_config(2), batch_size=4,
                        alt_scenes={"optical": alt})
     assert len([r for r in trainer.history if "contrastive" in r]) >= 1
     student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg)
     with pytest.raises(ValueError, match="alt_scenes"):
-        pretrain(student, scenes, steps=1, batch_size=4, alt_scenes={"optical": alt[:3]})
+        pretrain(student, scenes, pretrain_config(1), batch_size=4, alt_scenes={"optical": alt[:3]})
     with pytest.raises(ValueError, match="lacks"):
-        pretrain(student, scenes, steps=1, batch_size=4, alt_scenes={"sar": torch.rand(4, 1, 2, 64, 64)})
+        pretrain(student, scenes, pretrain_config(1), batch_size=4, alt_scenes={"sar": torch.rand(4, 1, 2, 64, 64)})

@@ -155,7 +155,7 @@ def test_fused_default_optimizer_matches_the_unfused_one():
 def ablation():
     """Two rows, two steps each: shared by the tests below (building SAM2 takes a while)."""
     data = _dataset(4)
-    result = rt.run_ablation(CFG, data, data, FakeTokens(), rt.RS2SAM2TrainConfig(steps=2, batch_size=4, progress=False),
+    result = rt.run_ablation(CFG, data, data, FakeTokens(), rt.RS2SAM2TrainConfig(max_steps=2, batch_size=4, progress=False),
                              rows=["baseline", "full"], log=None)
     return data, result
 
@@ -222,10 +222,10 @@ def test_segment_validates_inputs():
 
 def test_train_config_validation():
     with pytest.raises(ValueError, match="steps"):
-        rt.RS2SAM2TrainConfig(steps=0)
+        rt.RS2SAM2TrainConfig(max_steps=0)
     with pytest.raises(ValueError, match="batch_size"):
         rt.RS2SAM2TrainConfig(batch_size=0)
-    assert rt.RS2SAM2TrainConfig(steps=5, warmup_steps=50).warmup_steps == 5
+    assert rt.RS2SAM2TrainConfig(max_steps=5, warmup_steps=50).warmup_steps == 5
 
 
 # ------------------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_standin_checkpoint_made_reused_and_loadable(tmp_path):
 
     world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)
     cfg = RS2SAM2Config.tiny(image_size=32, union_image_size=32, union_dim=32, union_heads=2)
-    pcfg = rt.StandinPretrainConfig(steps=2, images_per_step=2, prompts_per_image=2, min_area_frac=0.02)
+    pcfg = rt.StandinPretrainConfig(max_steps=2, images_per_step=2, prompts_per_image=2, min_area_frac=0.02)
     path = tmp_path / "standin" / "sam2_standin.pt"
     made = rt.standin_checkpoint(path, cfg, world, range(1, 5), pcfg, eval_indices=range(5, 7))
     assert not made.reused and path.is_file() and path.with_name(path.name + ".json").is_file()
@@ -270,8 +270,8 @@ def test_standin_checkpoint_made_reused_and_loadable(tmp_path):
     stamp = path.stat().st_mtime_ns
     again = rt.standin_checkpoint(path, cfg, world, range(1, 5), pcfg)
     assert again.reused and path.stat().st_mtime_ns == stamp
-    other = rt.standin_checkpoint(path, cfg, world, range(1, 5), dataclasses_replace(pcfg, steps=3))
-    assert not other.reused and other.provenance["key"]["pretrain"]["steps"] == 3
+    other = rt.standin_checkpoint(path, cfg, world, range(1, 5), dataclasses_replace(pcfg, max_steps=3))
+    assert not other.reused and other.provenance["key"]["pretrain"]["max_steps"] == 3
     # it loads like an official SAM2 checkpoint: only the RS2-SAM2 adapters are missing
     torch.manual_seed(1)
     model = rt.RS2SAM2(cfg)
@@ -313,7 +313,7 @@ def test_interrupted_ablation_resumes_and_skips_finished_rows(tmp_path, monkeypa
     """A re-run on the same out_dir skips finished rows and resumes an interrupted one from its
     checkpoint; the numbers equal an uninterrupted run's. Row budgets may differ (row_steps)."""
     data = _dataset(4)
-    tcfg = rt.RS2SAM2TrainConfig(steps=2, batch_size=4, progress=False, checkpoint_every=1)
+    tcfg = rt.RS2SAM2TrainConfig(max_steps=2, batch_size=4, progress=False, checkpoint_every=1)
     kw = dict(rows=["baseline", "full"], log=None, row_steps={"full": 3})
     reference = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, **kw)
     assert reference.steps == {"baseline": 2, "full": 3} and "| 3 |" in reference.table()

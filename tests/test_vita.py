@@ -264,7 +264,7 @@ def small_pool():
 def test_episode_factory_is_deterministic_and_follows_the_schedule(small_pool):
     from rslab.recipes.vita import VITARecipe, episode_factory
 
-    rec = VITARecipe(steps=6, batch_size=2, level_mode="hard", sar_fraction=0.5)
+    rec = VITARecipe(max_steps=6, batch_size=2, level_mode="hard", sar_fraction=0.5)
     a, b = list(episode_factory(small_pool, rec)(0)), list(episode_factory(small_pool, rec)(0))
     assert [e.level for e in a] == [1, 1, 2, 2, 3, 3]
     assert all(torch.equal(x.target, y.target) and x.modality == y.modality for x, y in zip(a, b))
@@ -273,8 +273,8 @@ def test_episode_factory_is_deterministic_and_follows_the_schedule(small_pool):
     from rslab.data.episodes import region_names
 
     tree = small_pool.tree
-    region = list(episode_factory(small_pool, VITARecipe(steps=6, batch_size=2, train_names="region"))(0))
-    assert [e.level for e in region] == [e.level for e in list(episode_factory(small_pool, VITARecipe(steps=6, batch_size=2))(0))]
+    region = list(episode_factory(small_pool, VITARecipe(max_steps=6, batch_size=2, train_names="region"))(0))
+    assert [e.level for e in region] == [e.level for e in list(episode_factory(small_pool, VITARecipe(max_steps=6, batch_size=2))(0))]
     assert all(n in region_names(tree, c) for e in region for n, c in zip(e.class_names, tree.names(e.level)))
 
 
@@ -283,7 +283,7 @@ def test_loss_sums_trained_modes_and_backpropagates(small_pool):
 
     torch.manual_seed(0)
     model = VITA(_cfg())
-    ep = next(iter(episode_factory(small_pool, VITARecipe(steps=2, batch_size=2, sar_fraction=0.0))(0)))
+    ep = next(iter(episode_factory(small_pool, VITARecipe(max_steps=2, batch_size=2, sar_fraction=0.0))(0)))
     torch.manual_seed(1)
     full, logs = VITALoss(_HashText(), VITARecipe(num_points=64))(model, ep)
     torch.manual_seed(1)

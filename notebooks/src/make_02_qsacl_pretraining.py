@@ -93,7 +93,7 @@ from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_varia
                                   profile_variants, save_backbone)
 from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, feature_diagnostics, multi_crop,
                                 query_attention_maps, query_class_affinity, view_overlap)
-from rslab.recipes.qsacl import linear_probe_miou, pretrain
+from rslab.recipes.qsacl import linear_probe_miou, pretrain, pretrain_config
 from rslab.notebooks import resolve_device, start_run
 from rslab.train import plot_history
 from rslab.viz import colorize_labels, optical_to_display, sar_to_display
@@ -333,8 +333,8 @@ def pretrain_method(cfg):
     torch.manual_seed(seed)  # same backbone initialisation for every method
     student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), cfg)
     t0 = time.perf_counter()
-    trainer = pretrain(student, {"optical": pre_opt, "sar": pre_sar}, steps=steps, batch_size=batch_size,
-                       lr=lr, gsd=gsd, seed=seed, device=device, alt_scenes=alt_scenes, num_workers=num_workers)
+    trainer = pretrain(student, {"optical": pre_opt, "sar": pre_sar}, pretrain_config(steps, lr=lr, seed=seed, device=device),
+                       batch_size=batch_size, gsd=gsd, alt_scenes=alt_scenes, num_workers=num_workers)
     return trainer, time.perf_counter() - t0
 
 

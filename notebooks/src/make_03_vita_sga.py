@@ -267,7 +267,7 @@ layer and image, with the same loss.
 """)
 
 code("""
-recipe = R.VITARecipe(steps=steps, batch_size=batch_size, sar_fraction=sar_fraction, tau_sga=tau_sga, seed=seed,
+recipe = R.VITARecipe(max_steps=steps, batch_size=batch_size, sar_fraction=sar_fraction, tau_sga=tau_sga, seed=seed,
                       text_templates=text_templates, text_noise=text_noise, train_names=train_names)
 model = build_model()
 t0, c0 = time.time(), time.process_time()

@@ -301,7 +301,7 @@ if checkpoint_path is None and int(standin_steps) > 0:
         raise ValueError("the stand-in pre-training uses the synthetic world; give sam2_checkpoint= for real data")
     from rslab.data.referring import promptable_segments
 
-    pcfg = rt.StandinPretrainConfig(steps=int(standin_steps), lr=float(standin_lr), min_area_frac=min_area_frac, seed=seed)
+    pcfg = rt.StandinPretrainConfig(max_steps=int(standin_steps), lr=float(standin_lr), min_area_frac=min_area_frac, seed=seed)
     standin_file = run.artifacts / "sam2_standin" / f"sam2_standin_{model_size}_{image_size}px.pt"
     standin = rt.standin_checkpoint(standin_file, base_cfg, world, train_idx, pcfg, eval_indices=eval_idx)
     checkpoint_path = standin.path
@@ -413,7 +413,7 @@ print(f"expressions: {lengths['n']} distinct, longest {lengths['max_tokens_seen'
       f"(limit {base_cfg.max_text_tokens}), {lengths['too_long']} over it")
 wanted = set(rt.ABLATION_ROWS) if ablation_rows == "all" else {r.strip() for r in ablation_rows.split(",")}
 rows = [r for r in rt.ABLATION_ROWS if r in wanted | {"baseline", "full"}]  # results.json needs both ends
-tcfg = rt.RS2SAM2TrainConfig(steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=seed, progress=False,
+tcfg = rt.RS2SAM2TrainConfig(max_steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=seed, progress=False,
                              grad_accum_steps=int(grad_accum_steps), num_workers=num_workers,
                              checkpoint_every=int(checkpoint_every), estimate_warmup=int(estimate_warmup),
                              cpu=device.type == "cpu")

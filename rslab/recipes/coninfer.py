@@ -421,7 +421,7 @@ def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = 
     from rslab.data.sar import normalize_sar
     from rslab.models.backbone import build_backbone
     from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
-    from rslab.recipes.qsacl import pretrain
+    from rslab.recipes.qsacl import pretrain, pretrain_config
 
     if steps < 1 or n_scenes < 2:
         raise ValueError(f"need steps >= 1 and n_scenes >= 2, got {steps}, {n_scenes}")
@@ -434,8 +434,8 @@ def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = 
     # notebook 02's smoke settings: global 64 px / local 32 px views, no colour jitter, fast EMA
     qcfg = QSACLConfig.tiny(global_size=64, local_size=32, num_local=1, intensity_jitter=0.0, momentum=(0.9, 0.99))
     student = ContrastiveSSL(build_backbone(preset), qcfg)
-    trainer = pretrain(student, {"optical": optical, "sar": sar}, steps=steps, batch_size=batch_size, lr=lr,
-                       gsd=world.config.gsd_m, seed=seed)
+    trainer = pretrain(student, {"optical": optical, "sar": sar}, pretrain_config(steps, lr=lr, seed=seed),
+                       batch_size=batch_size, gsd=world.config.gsd_m)
     return trainer.ema_model.backbone.eval()
 
 

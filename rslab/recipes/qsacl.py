@@ -17,7 +17,8 @@ from rslab.models.backbone import UnifiedBackbone
 from rslab.models.qsacl import ContrastiveSSL, LinearProbe, extract_features, pretraining_loss
 from rslab.train import EMA, Trainer, TrainConfig
 
-__all__ = ["CatalogScenes", "catalog_probe_tensors", "pretrain", "fit_linear_probe", "linear_probe_miou"]
+__all__ = ["CatalogScenes", "catalog_probe_tensors", "PAPER_LR", "pretrain_config", "pretrain", "fit_linear_probe",
+           "linear_probe_miou"]
 
 
 class CatalogScenes(torch.utils.data.Dataset):
@@ -66,23 +67,42 @@ def catalog_probe_tensors(reader, size: int, limit: int | None = None):
     return optical, sar, labels
 
 
-def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: int, batch_size: int = 16,
-             lr: float = 2e-4, warmup_steps: int = 10, gsd: float | None = None, seed: int = 0,
-             out_dir=None, progress: bool = False, device: str = "cpu",
-             alt_scenes: dict[str, torch.Tensor] | None = None, num_workers: int = 0):
+#: SkySense V2's peak pre-training learning rate (AdamW), the ``lr`` of :func:`pretrain_config`.
+PAPER_LR = 2e-4
+
+
+def pretrain_config(max_steps: int, *, lr: float = PAPER_LR, warmup_steps: int = 10, seed: int = 0,
+                    out_dir=None, progress: bool = False, device: str = "cpu") -> TrainConfig:
+    """The :class:`rslab.train.TrainConfig` of a QSACL pre-training run: AdamW at ``lr`` with
+    ``warmup_steps`` of warm-up (clamped to ``max_steps``) and cosine decay, a history record every
+    ``max_steps // 20`` steps. ``device="cpu"`` forces the CPU; ``"auto"`` (or ``"cuda"``) lets the
+    trainer use a GPU when there is one."""
+    if str(device).split(":")[0] not in ("cpu", "auto", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'auto' or 'cuda', got {device!r}")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    return TrainConfig(max_steps=max_steps, lr=lr, warmup_steps=min(warmup_steps, max_steps), seed=seed,
+                       log_every=max(1, max_steps // 20), out_dir=out_dir, progress=progress, cpu=device == "cpu")
+
+
+def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], config: TrainConfig, batch_size: int = 16,
+             gsd: float | None = None, alt_scenes: dict[str, torch.Tensor] | None = None, num_workers: int = 0):
     """Pre-train ``student`` (QSACL or the image-level baseline) with :class:`rslab.train.Trainer`.
+
+    ``config``: the run's budget (``max_steps``, ``lr``, ``warmup_steps``, ``seed``, ``cpu``...), usually
+    :func:`pretrain_config`; ``batch_size``: scenes per step (the engine's budget has no batch size:
+    batches are built here).
 
     ``scenes`` maps modality -> (N, C, H, W) normalised scenes, or a ``Dataset`` of (C, H, W) scenes
     streamed from disk (e.g. :class:`CatalogScenes`; ``num_workers`` DataLoader workers read them,
     sampled with replacement, seeded by (seed, epoch)); steps cycle through the modalities
     (one modality per batch, so one shared backbone learns all of them, as in SkySense V2). The
     EMA teacher follows ``student.cfg.momentum`` (cosine). AdamW with the paper's peak learning
-    rate 2e-4 by default, cosine decay after ``warmup_steps``: on the tiny CPU preset a 10x larger
+    rate 2e-4 (:data:`PAPER_LR`), cosine decay after ``warmup_steps``: on the tiny CPU preset a 10x larger
     rate made the last-stage features collapse (a near-constant vector of effective rank 2-3)
     and the linear probe fall below random init. Views are drawn from a generator
     seeded by (seed, step), so a run is reproducible and resumes exactly. Returns the trainer
     (``trainer.model`` = student, ``trainer.ema_model`` = teacher, ``trainer.history``).
-    ``device="cpu"`` forces the CPU; ``"auto"`` lets the trainer use a GPU when there is one.
 
     ``alt_scenes`` (optional): modality -> (N, K, C, H, W) (or (N, C, H, W), K = 1) other
     renderings of the same N scenes (same ground, e.g. other regional styles). When a modality
@@ -91,8 +111,12 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
     """
     if not scenes:
         raise ValueError("scenes must map at least one modality to a (N, C, H, W) tensor")
-    if steps < 1 or batch_size < 2 or not lr > 0:
-        raise ValueError(f"need steps >= 1, batch_size >= 2 (InfoNCE negatives) and lr > 0, got {steps}, {batch_size}, {lr}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a rslab.train.TrainConfig (e.g. pretrain_config(max_steps)), "
+                         f"got {type(config).__name__}")
+    if batch_size < 2:
+        raise ValueError(f"need batch_size >= 2 (InfoNCE negatives), got {batch_size}")
+    steps, seed = config.max_steps, config.seed
     streamed = {name for name, x in scenes.items() if isinstance(x, torch.utils.data.Dataset)}
     for name, x in scenes.items():
         student.backbone._check_modality(name)
@@ -129,7 +153,7 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
                 generator=torch.Generator().manual_seed(seed * 7919 + epoch * 31 + modalities.index(name)))
             out[name] = iter(torch.utils.data.DataLoader(
                 scenes[name], batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                pin_memory=device != "cpu" and torch.cuda.is_available(), drop_last=True,
+                pin_memory=not config.cpu and torch.cuda.is_available(), drop_last=True,
                 persistent_workers=False))
         return out
 
@@ -156,8 +180,6 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], steps: in
         g = torch.Generator().manual_seed(int(batch["view_seed"]))
         return pretraining_loss(model, ema.model, batch["images"], batch["modality"], gsd, g, batch.get("alt_images"))
 
-    config = TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(warmup_steps, steps), seed=seed,
-                         log_every=max(1, steps // 20), out_dir=out_dir, progress=progress, cpu=device == "cpu")
     trainer = Trainer(student, loss_fn, batches, config, ema=ema)
     trainer.fit(resume=False)
     return trainer

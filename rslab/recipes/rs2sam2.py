@@ -63,7 +63,7 @@ ABLATION_LABELS: dict[str, str] = {
 class RS2SAM2TrainConfig:
     """Optimisation settings of one run (the paper: AdamW, batch 1 on 8 GPUs, 40-60 epochs).
 
-    steps: optimiser steps; batch_size: expressions per step; lr / weight_decay: AdamW;
+    max_steps: optimiser steps; batch_size: expressions per step; lr / weight_decay: AdamW;
     warmup_steps: linear warm-up before the cosine decay; clip_grad_norm: global gradient-norm
     clip (None = off); seed: model initialisation and batch order; progress: tqdm bar.
     new_lr_mult: learning-rate factor for the parts that no SAM2 checkpoint provides (union encoder,
@@ -71,7 +71,7 @@ class RS2SAM2TrainConfig:
     (1.0: one rate for all, the default).
     """
 
-    steps: int = 200
+    max_steps: int = 200
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -96,30 +96,31 @@ class RS2SAM2TrainConfig:
             raise ValueError(f"checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
         if not isinstance(self.estimate_warmup, int) or self.estimate_warmup < 0:
             raise ValueError(f"estimate_warmup must be an int >= 0, got {self.estimate_warmup!r}")
-        _check_run_settings(self, ("steps", "batch_size", "grad_accum_steps"))
+        _check_run_settings(self, ("max_steps", "batch_size", "grad_accum_steps"))
 
 
 def _check_run_settings(run, int_fields: Sequence[str]) -> None:
     """Checks shared by :class:`RS2SAM2TrainConfig` and :class:`StandinPretrainConfig`: ``int_fields``
-    are ints >= 1 and ``lr > 0``; the warm-up is clamped to ``steps`` (a CI profile with few steps)."""
+    are ints >= 1 and ``lr > 0``; the warm-up is clamped to ``max_steps`` (a CI profile with few steps)."""
     for name in int_fields:
         v = getattr(run, name)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     if not run.lr > 0:
         raise ValueError(f"lr must be > 0, got {run.lr!r}")
-    run.warmup_steps = min(int(run.warmup_steps), run.steps)
+    run.warmup_steps = min(int(run.warmup_steps), run.max_steps)
 
 
 def _trainer_config(run, **extra):
-    """The :class:`rslab.train.TrainConfig` of a run config (steps, AdamW, warm-up, clip, seed, progress)."""
+    """The :class:`rslab.train.TrainConfig` of a run config, whose budget fields carry TrainConfig's names
+    (``max_steps``, ``lr``, ``weight_decay``, ``warmup_steps``, ``clip_grad_norm``, ``seed``, ``progress``)."""
     from rslab.train import TrainConfig
 
     for key in ("grad_accum_steps", "mixed_precision", "cpu"):
         if hasattr(run, key):
             extra.setdefault(key, getattr(run, key))
-    return TrainConfig(max_steps=run.steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
-                       clip_grad_norm=run.clip_grad_norm, log_every=max(1, min(10, run.steps // 10)), seed=run.seed,
+    return TrainConfig(max_steps=run.max_steps, lr=run.lr, weight_decay=run.weight_decay, warmup_steps=run.warmup_steps,
+                       clip_grad_norm=run.clip_grad_norm, log_every=max(1, min(10, run.max_steps // 10)), seed=run.seed,
                        progress=run.progress, **extra)
 
 
@@ -286,7 +287,7 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     history = trainer.fit(resume=bool(resume) and out_dir is not None)
     train_s = time.perf_counter() - start
     model = trainer.model.eval()
-    return TrainedRS2SAM2(model=model, history=list(history), train_s=train_s, steps=tcfg.steps, load_report=report)
+    return TrainedRS2SAM2(model=model, history=list(history), train_s=train_s, steps=tcfg.max_steps, load_report=report)
 
 
 def is_new_part(name: str) -> bool:
@@ -473,7 +474,7 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
     (optional) is called on each freshly built model before training (e.g. to load the union
     encoder's pretrained weights).
 
-    ``row_steps``: optimiser steps per row where they differ from ``tcfg.steps`` (e.g. the paper's
+    ``row_steps``: optimiser steps per row where they differ from ``tcfg.max_steps`` (e.g. the paper's
     budget for ``full`` and a smaller one for the other rows); every row states its steps in the
     log and in ``result.steps``.
 
@@ -496,12 +497,12 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
     stacked = None
     for row in rows:
         cfg = dataclasses.replace(base_cfg, **ABLATION_ROWS[row])
-        rcfg = dataclasses.replace(tcfg, steps=row_steps.get(row, tcfg.steps))
+        rcfg = dataclasses.replace(tcfg, max_steps=row_steps.get(row, tcfg.max_steps))
         key = _row_key(cfg, rcfg, sam2_checkpoint)
         done = None if out is None else _finished_row(out / row, key)
         if done is not None:
             result.metrics[row], result.histories[row], result.train_s[row] = done
-            result.steps[row] = rcfg.steps
+            result.steps[row] = rcfg.max_steps
             if keep_models:
                 result.models[row] = load_rs2sam2(out / row / "model")
             if log is not None:
@@ -528,7 +529,7 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
         result.metrics[row] = evaluate_referring(trained.model, eval_data, encoder)
         result.histories[row] = trained.history
         result.train_s[row] = trained.train_s
-        result.steps[row] = rcfg.steps
+        result.steps[row] = rcfg.max_steps
         if out is not None:
             save_rs2sam2(trained.model, out / row / "model")
             write_text_atomically(out / row / "metrics.json", json.dumps(
@@ -538,7 +539,7 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
         if log is not None:
             m = result.metrics[row]
             log(f"{ABLATION_LABELS[row]:34s} mIoU {m['miou']:.3f}  oIoU {m['oiou']:.3f}  Pr@0.5 {m['pr50']:.3f}  "
-                f"empty {m['empty']:.2f}  area ratio {m['area_ratio']:.2f}  ({trained.train_s:.0f} s, {rcfg.steps} steps)")
+                f"empty {m['empty']:.2f}  area ratio {m['area_ratio']:.2f}  ({trained.train_s:.0f} s, {rcfg.max_steps} steps)")
     return result
 
 
@@ -610,7 +611,7 @@ def load_rs2sam2(directory: str | Path, device: str | torch.device = "cpu") -> R
 class StandinPretrainConfig:
     """SAM-style promptable pre-training of SAM2 (the stand-in for SA-1B pre-training).
 
-    steps / images_per_step / prompts_per_image: optimiser steps; images encoded per step; segments
+    max_steps / images_per_step / prompts_per_image: optimiser steps; images encoded per step; segments
     prompted per image (SAM also decodes many prompts per encoded image). lr / weight_decay /
     warmup_steps / clip_grad_norm: AdamW with warm-up + cosine. p_point / p_box: share of prompts
     that are one positive point (with a negative point half the time) / a jittered box; the rest
@@ -620,7 +621,7 @@ class StandinPretrainConfig:
     segment. seed: initialisation, batch order and prompts.
     """
 
-    steps: int = 300
+    max_steps: int = 300
     images_per_step: int = 8
     prompts_per_image: int = 4
     lr: float = 2e-3
@@ -635,7 +636,7 @@ class StandinPretrainConfig:
     progress: bool = False
 
     def __post_init__(self):
-        _check_run_settings(self, ("steps", "images_per_step", "prompts_per_image"))
+        _check_run_settings(self, ("max_steps", "images_per_step", "prompts_per_image"))
         if not (0 <= self.p_point and 0 <= self.p_box and self.p_point + self.p_box <= 1):
             raise ValueError(f"p_point and p_box must be >= 0 with a sum <= 1, got {self.p_point}, {self.p_box}")
 
@@ -839,7 +840,7 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
                  "initialisation on SAM's promptable, class-agnostic segmentation task (point, box or coarse-mask "
                  "prompt -> segment mask) on the segments of synthetic TRAINING scenes only"),
         "not": (f"not Meta's SAM2 weights and not SA-1B (11 M images, 1.1 B masks): {int(segs['images'].shape[0])} "
-                f"synthetic images of one world, {int(segs['masks'].shape[0])} segments, {pcfg.steps} steps on a CPU"),
+                f"synthetic images of one world, {int(segs['masks'].shape[0])} segments, {pcfg.max_steps} steps on a CPU"),
         "key": key, "n_images": int(segs["images"].shape[0]), "n_segments": int(segs["masks"].shape[0]),
         "pretrain_s": wall_s + data_s, "pretrain_cpu_s": cpu_s, "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,

@@ -31,8 +31,8 @@ class VITARecipe:
     """Budget and switches of one VITA training run.
 
     Attributes:
-        steps / batch_size / lr / warmup: optimisation budget (AdamW, warm-up + cosine, gradient
-            norm clipped at 1). Tuned on the CPU budget: lr 3e-3 with deep supervision learns
+        max_steps / batch_size / lr / warmup_steps / seed: optimisation budget, named as in
+            :class:`rslab.train.TrainConfig` (AdamW, warm-up + cosine, gradient norm clipped at 1). Tuned on the CPU budget: lr 3e-3 with deep supervision learns
             in a few hundred steps; 1e-3 or no aux loss stayed on the initial plateau far longer.
         sar_fraction: share of episodes whose targets and prompts are SAR.
         level_mode / tau_sga: the level curriculum (``"sga"``, ``"fine"``, ``"hard"``).
@@ -53,13 +53,13 @@ class VITARecipe:
             canonical name and training synonyms; ``"region"`` also the training names of tree
             nodes covering exactly the same pixels (:func:`rslab.data.episodes.region_names`,
             e.g. ``bare soil`` for ``bare land``). Held-out synonyms are never used.
-        seed: episode sampling seed.
+        seed: episode sampling and training seed.
     """
 
-    steps: int = 300
+    max_steps: int = 300
     batch_size: int = 8
     lr: float = 3e-3
-    warmup: int = 20
+    warmup_steps: int = 20
     sar_fraction: float = 0.5
     level_mode: str = "sga"
     tau_sga: float = 0.5
@@ -77,8 +77,8 @@ class VITARecipe:
             raise ValueError(f"sar_fraction must be in [0, 1], got {self.sar_fraction}")
         if not self.train_modes or any(m not in MODES for m in self.train_modes):
             raise ValueError(f"train_modes must be a non-empty subset of {MODES}, got {self.train_modes}")
-        if self.batch_size < 1 or self.steps < 1:
-            raise ValueError("steps and batch_size must be >= 1")
+        if self.batch_size < 1 or self.max_steps < 1:
+            raise ValueError(f"max_steps and batch_size must be >= 1, got {self.max_steps}, {self.batch_size}")
         if self.text_templates not in ("average", "sample"):
             raise ValueError(f"text_templates must be 'average' or 'sample', got {self.text_templates!r}")
         if self.text_noise < 0:
@@ -89,12 +89,12 @@ class VITARecipe:
 
 def episode_factory(pool: ScenePool, recipe: VITARecipe, steps_per_epoch: int | None = None):
     """``epoch -> iterable of Episodes``, deterministic in (seed, step), for :class:`rslab.train.Trainer`."""
-    schedule = LevelSchedule(pool.tree.depth, recipe.steps, recipe.level_mode, recipe.tau_sga, recipe.seed)
-    steps_per_epoch = steps_per_epoch or recipe.steps
+    schedule = LevelSchedule(pool.tree.depth, recipe.max_steps, recipe.level_mode, recipe.tau_sga, recipe.seed)
+    steps_per_epoch = steps_per_epoch or recipe.max_steps
 
     def batches(epoch: int):
         for i in range(steps_per_epoch):
-            step = min(epoch * steps_per_epoch + i, recipe.steps)
+            step = min(epoch * steps_per_epoch + i, recipe.max_steps)
             rng = np.random.default_rng((recipe.seed, 7, step))
             modality = "sar" if rng.random() < recipe.sar_fraction else "optical"
             ids = rng.choice(len(pool), size=recipe.batch_size, replace=False)
@@ -266,7 +266,7 @@ def train(model: VITA, pool: ScenePool, text_encoder, recipe: VITARecipe, *, pro
     ``device="cpu"`` keeps training on the CPU even where a GPU is visible (None: the trainer's choice)."""
     from rslab.train import TrainConfig, Trainer
 
-    config = TrainConfig(max_steps=recipe.steps, lr=recipe.lr, warmup_steps=min(recipe.warmup, recipe.steps),
+    config = TrainConfig(max_steps=recipe.max_steps, lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, recipe.max_steps),
                          clip_grad_norm=1.0, log_every=log_every, progress=progress, seed=recipe.seed,
                          cpu=str(device) == "cpu")
     trainer = Trainer(model, VITALoss(text_encoder, recipe), episode_factory(pool, recipe), config,
