@@ -252,6 +252,37 @@ def test_linear_probe_recovers_linearly_separable_labels():
         fit_linear_probe(feats, labels, num_classes=2)
 
 
+def test_linear_probe_on_the_engine_equals_a_plain_adam_loop_and_keeps_global_rngs():
+    import random
+
+    import numpy as np
+
+    from rslab.models.qsacl import LinearProbe
+
+    g = torch.Generator().manual_seed(1)
+    feats, labels = torch.randn(4, 8, 8, 8, generator=g), torch.randint(0, 3, (4, 32, 32), generator=g)
+    labels[0, :6] = 255
+    # the reference: a plain full-batch Adam loop, seeded as the probe is
+    torch.manual_seed(0)
+    ref = LinearProbe(feats.mean(dim=(0, 2, 3)), feats.std(dim=(0, 2, 3)).clamp_min(1e-6), 3)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.05, weight_decay=1e-4)
+    y = labels[:, 2::4, 2::4]
+    for _ in range(7):
+        loss = F.cross_entropy(ref(feats, y.shape[-2:]), y, ignore_index=255)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    after_ref = torch.get_rng_state()
+    random.seed(3), np.random.seed(3)
+    py, npy = random.getstate(), np.random.get_state()[1].copy()
+    probe = fit_linear_probe(feats, labels, num_classes=3, steps=7, lr=0.05, weight_decay=1e-4, seed=0)
+    for (name, a), b in zip(probe.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name
+    # the trainer re-seeds the global RNGs; the probe restores them (torch: as after the probe's init)
+    assert torch.equal(torch.get_rng_state(), after_ref)
+    assert random.getstate() == py and (np.random.get_state()[1] == npy).all()
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="aggregation"):
         QSACLConfig(aggregation="max")

@@ -3,10 +3,12 @@ with QSACL or the image-level contrastive baseline, and the frozen-feature linea
 
 The models, views, loss assembly and feature extraction live in :mod:`rslab.models.qsacl`
 (and :mod:`rslab.losses.qsacl`); this module adds the optimisation: :class:`~rslab.train.Trainer`
-with an :class:`~rslab.train.EMA` teacher for pre-training, and Adam for the probe.
+with an :class:`~rslab.train.EMA` teacher for pre-training, and the same trainer with Adam for the probe.
 """
 
 from __future__ import annotations
+
+import random
 
 import numpy as np
 import torch
@@ -191,7 +193,8 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     """Train a 1x1-conv probe on frozen ``features`` (N, C, h, w) against ``labels`` (N, H, W):
     logits are upsampled (bilinear) to the label grid subsampled every ``label_stride`` pixels
     (a 16x cheaper loss at stride 4, still finer than the features) and trained with
-    cross-entropy, full batch, Adam. Evaluate at full resolution with ``probe(f, (H, W))``."""
+    cross-entropy, full batch, Adam, ``steps`` steps of :class:`rslab.train.Trainer`. Evaluate at
+    full resolution with ``probe(f, (H, W))``."""
     if features.ndim != 4 or labels.ndim != 3 or features.shape[0] != labels.shape[0]:
         raise ValueError(f"features (N, C, h, w) and labels (N, H, W) must share N, got {tuple(features.shape)}, {tuple(labels.shape)}")
     if label_stride < 1:
@@ -202,17 +205,26 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     mean = features.mean(dim=(0, 2, 3))
     std = features.std(dim=(0, 2, 3)).clamp_min(1e-6)
     probe = LinearProbe(mean, std, num_classes).to(features.device)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     # one label per stride x stride cell (its centre pixel); logits interpolated to that grid
     off = label_stride // 2
     labels = labels[:, off::label_stride, off::label_stride].long()
     # standardise once (what probe.forward does on every call): same maths, ~2x faster on CPU
     standardised = probe.standardise(features)
-    for _ in range(steps):
-        loss = F.cross_entropy(probe.classify(standardised, labels.shape[-2:]), labels, ignore_index=ignore_index)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def loss_fn(model: LinearProbe, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        f, y = batch
+        return F.cross_entropy(model.classify(f, y.shape[-2:]), y, ignore_index=ignore_index)
+
+    # the engine with the probe's own optimiser: Adam (L2 weight decay), constant lr, fp32, one full batch
+    config = TrainConfig(max_steps=steps, lr=lr, weight_decay=weight_decay, schedule="constant", mixed_precision="no",
+                         seed=seed, log_every=steps, progress=False, cpu=features.device.type == "cpu")
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    # the trainer seeds every global RNG at its start; the probe leaves them as it found them
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[features.device] if features.device.type == "cuda" else []):
+        Trainer(probe, loss_fn, [(standardised, labels)], config, optimizer=optimizer).fit(resume=False)
+    random.setstate(py_state)
+    np.random.set_state(np_state)
     return probe.eval()
 
 
