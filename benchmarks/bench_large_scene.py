@@ -69,7 +69,6 @@ def _worker(path: str, size: int, threads: int) -> None:
     import resource
     import time
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(threads)

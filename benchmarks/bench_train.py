@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rslab.train import Trainer, TrainConfig, cosine_with_warmup
+from rslab.train import TrainConfig, Trainer, cosine_with_warmup
 
 WIDTH, BATCH, SAMPLES = 256, 64, 4096
 

@@ -98,7 +98,7 @@ def cases(tiny: bool) -> list[Case]:
 
     def build02():
         model = ContrastiveSSL(UnifiedBackbone(bb_cfg), q_cfg)
-        model.teacher = EMA(model, (0.996, 1.0), total_steps=1000).model  # noqa: the EMA teacher rides along
+        model.teacher = EMA(model, (0.996, 1.0), total_steps=1000).model  # the EMA teacher rides along
         return model
 
     out.append(Case("02_qsacl_pretraining", f"UnifiedBackbone {bb_cfg.embed_dim}d {bb_cfg.depths} + QSACL at {size02} px",

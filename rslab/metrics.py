@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from rslab.data.sample import IGNORE_INDEX
+
 PR_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 

@@ -1056,7 +1056,7 @@ def registry_markdown() -> str:
                   f"- **Family / loader:** `{e.family}`",
                   f"- **Official file(s), preferred first:** {', '.join(f'`{f}`' for f in e.files)}",
                   f"- **Download:** <{e.url}>" + (f" (also `hf download {e.hf_repo}`)" if e.hf_repo else ""),
-                  f"- **sha256:** " + (f"`{e.sha256}` (of `{e.files[0]}`)" if e.sha256 else "not published"),
+                  "- **sha256:** " + (f"`{e.sha256}` (of `{e.files[0]}`)" if e.sha256 else "not published"),
                   "- **Config:** " + ", ".join(f"`{k}={v!r}`" for k, v in e.config.items()),
                   f"- **Used by:** {', '.join(f'`{u}`' for u in e.used_by) or 'no notebook yet'}"]
         if e.companions:

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from rslab.data.augment import SARViewAugment
+from rslab.data.pairs import check_pairs
 from rslab.losses.contrastive import ImageAlignmentLoss
-from rslab.recipes.alignment import train_locked_text, train_sar_alignment
+from rslab.metrics import retrieval_scores, zero_shot_accuracy
 from rslab.models.alignment import (
     AlignmentConfig,
     OpticalTextModel,
@@ -18,11 +19,10 @@ from rslab.models.alignment import (
     load_encoder,
     save_encoder,
 )
-from rslab.data.pairs import check_pairs
-from rslab.metrics import retrieval_scores, zero_shot_accuracy
-from rslab.viz import pca_2d
 from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
+from rslab.recipes.alignment import train_locked_text, train_sar_alignment
 from rslab.train import TrainConfig
+from rslab.viz import pca_2d
 
 TINY = dict(embed_dim=32, depth=1, num_heads=2, img_size=16, out_dim=16)
 
@@ -194,9 +194,9 @@ def test_save_and_load_roundtrip(tmp_path):
 def test_data_helpers_on_the_synthetic_world():
     import numpy as np
 
+    from rslab.data.pairs import balanced_scenes, dominant_class, pairs_to_tensors, tile_pairs
     from rslab.data.sample import Sample
     from rslab.data.synthetic import SyntheticWorld, WorldConfig
-    from rslab.data.pairs import balanced_scenes, dominant_class, pairs_to_tensors, tile_pairs
 
     world = SyntheticWorld(WorldConfig(size=64), seed=0)
     tree = world.tree
@@ -283,8 +283,8 @@ def test_sar_encoder_can_start_from_the_optical_blocks():
 def test_restyled_scenes_keep_the_ground_and_change_the_colours():
     import numpy as np
 
-    from rslab.data.synthetic import SyntheticWorld, WorldConfig
     from rslab.data.pairs import restyled_scenes
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
 
     world = SyntheticWorld(WorldConfig(size=64), seed=0)
     samples = [world.scene(i) for i in range(4)]
@@ -301,8 +301,8 @@ def test_restyled_scenes_keep_the_ground_and_change_the_colours():
 
 
 def test_scene_texts_caption_then_every_template_and_synonym():
-    from rslab.data.synthetic import SyntheticWorld, WorldConfig
     from rslab.data.pairs import dominant_class
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
     from rslab.models.alignment import scene_texts
     from rslab.models.encoders import DEFAULT_TEMPLATES
 

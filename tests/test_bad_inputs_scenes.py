@@ -11,8 +11,14 @@ import pytest
 import tifffile
 from _bad_inputs import png, raises, rgb, tif, truncate, warns
 
-from rslab.data.readers import DEEPGLOBE_COLOURS, open_raster, read_deepglobe, read_sen1floods11, real_samples_dir
-from rslab.data.readers import checks
+from rslab.data.readers import (
+    DEEPGLOBE_COLOURS,
+    checks,
+    open_raster,
+    read_deepglobe,
+    read_sen1floods11,
+    real_samples_dir,
+)
 from rslab.data.sample import IGNORE_INDEX as IGN
 
 # ------------------------------------------------------------------------------ DeepGlobe

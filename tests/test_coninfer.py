@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,6 @@ from rslab.models.coninfer import (
     straightforward_reference,
     tile_scene,
 )
-
 
 
 def clusters(n=2000, d=512, k=5, noise=3.0, prior_boost=1.0, seed=0):
@@ -155,10 +153,12 @@ def test_bad_inputs_raise_clear_errors():
     prior, x, _ = clusters(n=50, d=16, k=3)
     with pytest.raises(ValueError, match="K >= 2"):
         coninfer(torch.ones(50, 1), x)
-    bad = prior.clone(); bad[3] = 0
+    bad = prior.clone()
+    bad[3] = 0
     with pytest.raises(ValueError, match="all-zero rows"):
         coninfer(bad, x)
-    bad = prior.clone(); bad[5, 1] = float("nan")
+    bad = prior.clone()
+    bad[5, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         coninfer(bad, x)
     with pytest.raises(ValueError, match="N=50 patches but features have N=49"):
@@ -168,7 +168,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="negative"):
         coninfer(prior - 0.5, x)
     with pytest.raises(ValueError, match="features have 1 rows with NaN"):
-        xb = x.clone(); xb[0, 0] = float("inf"); coninfer(prior, xb)
+        xb = x.clone()
+        xb[0, 0] = float("inf")
+        coninfer(prior, xb)
     with pytest.raises(ValueError, match="mode must be one of"):
         ConInferConfig(mode="fast")
     with pytest.raises(ValueError, match=r"\(N, D\)"):
@@ -177,7 +179,8 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_prior_zero_entries_are_allowed_and_stay_zero_in_reference_mode():
     prior, x, _ = clusters(n=300, d=32, k=3)
-    prior = prior.clone(); prior[:10, 2] = 0.0
+    prior = prior.clone()
+    prior[:10, 2] = 0.0
     z = coninfer(prior, x, ConInferConfig(n_iter=3)).z
     assert torch.isfinite(z).all() and float(z[:10, 2].max()) < 1e-9
 

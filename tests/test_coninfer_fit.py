@@ -22,8 +22,12 @@ def test_fit_patch_classifier_learns_and_pixel_miou():
     assert model.features(x).shape == (600, 8)
     f = standardize_features(x * 10 + 5)
     assert torch.allclose(f.norm(dim=1), torch.ones(600), atol=1e-5)
-    probs = torch.zeros(1, 2, 2, 2); probs[0, 0, :, 0] = 1; probs[0, 1, :, 1] = 1
-    lab = np.zeros((4, 4), dtype=np.int64); lab[:, 2:] = 1; lab[0, 0] = 1
+    probs = torch.zeros(1, 2, 2, 2)
+    probs[0, 0, :, 0] = 1
+    probs[0, 1, :, 1] = 1
+    lab = np.zeros((4, 4), dtype=np.int64)
+    lab[:, 2:] = 1
+    lab[0, 0] = 1
     miou, ious = pixel_miou(probs, lab, 2)
     assert ious.tolist() == pytest.approx([7 / 8, 8 / 9]) and miou == pytest.approx((7 / 8 + 8 / 9) / 2)
 

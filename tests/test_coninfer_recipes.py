@@ -16,7 +16,6 @@ from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_o
 from rslab.recipes import coninfer as rc
 
 
-
 def tiny_encoder(in_chans: int = 4, out_dim: int = 16, seed: int = 0) -> ImageEncoder:
     torch.manual_seed(seed)
     cfg = ImageEncoderConfig.tiny(in_chans, embed_dim=32, depth=1, num_heads=2, img_size=32, out_dim=out_dim)

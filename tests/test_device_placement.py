@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rslab.testing.device import OTHER_DEVICE, DeviceMismatchError, OtherDeviceTensor, other_device
+from rslab.testing.device import DeviceMismatchError, OtherDeviceTensor, other_device
 
 
 def _on_cpu(x):
@@ -93,7 +93,7 @@ def small_pool():
 
 
 def test_vita_train_evaluate_segment_on_another_device(small_pool):
-    from rslab.recipes.vita import VITARecipe, evaluate, segment, text_name_transfer, train
+    from rslab.recipes.vita import VITARecipe, evaluate, text_name_transfer, train
 
     model = _vita()
     ref = evaluate(model, small_pool, small_pool, _HashText(), level=1, batch_size=3, other_style=False)

@@ -5,8 +5,8 @@ message listing all of them. (Notebooks 04/05 reuse the fixtures in tests/full_p
 from __future__ import annotations
 
 import pytest
-
 from full_profile_fixtures import NEEDS, full_inputs, read_results, run_full  # noqa: F401 (fixture)
+
 from rslab.data.catalog import DATASETS
 from rslab.notebooks import METRIC_KEYS
 from rslab.weights import get_entry
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 STEMS = ("00_data_tour", "01_sar_alignment", "02_qsacl_pretraining", "03_vita_sga")
 
 
-def test_full_profile_reaches_results_for_00_to_03(full_inputs, tmp_path):
+def test_full_profile_reaches_results_for_00_to_03(full_inputs, tmp_path):  # noqa: F811 (fixture)
     proc, seconds = run_full(STEMS, tmp_path, full_inputs["weights_dir"], full_inputs["data_root"])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     for stem in STEMS:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from full_profile_fixtures import DATA_N, DATA_SIZE, full_inputs, read_results, run_full  # noqa: F401
 
 pytest.importorskip("sam2")
@@ -37,7 +36,7 @@ TINY_0405: dict[str, dict[str, object]] = {
 
 
 @pytest.fixture(scope="session")
-def inputs_0405(full_inputs):
+def inputs_0405(full_inputs):  # noqa: F811 (fixture)
     """The shared full-profile folders plus what notebooks 04 and 05 read."""
     from rslab import weights as W
     from rslab.data.catalog import DATASETS

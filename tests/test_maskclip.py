@@ -22,7 +22,6 @@ from rslab.models.maskclip import (  # noqa: E402
 )
 
 
-
 @pytest.fixture(scope="module")
 def model():
     return tiny_open_clip(seed=0, image_size=64)

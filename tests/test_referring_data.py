@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from rslab.data.referring import (
-    ReferringDataset, ReferringFilter, collate_referring, resize_rgb, rgb_image, split_scene_indices,
+    ReferringDataset,
+    ReferringFilter,
+    collate_referring,
+    resize_rgb,
+    rgb_image,
+    split_scene_indices,
 )
 from rslab.data.sample import ReferringExpression, Sample
 
@@ -174,8 +179,8 @@ def test_expression_kinds():
 def test_class_oracle_scores_on_synthetic_scenes():
     """The class-union oracle is exact for a class that occurs once and never above 1."""
     from rslab.data.referring import expression_kind
-    from rslab.recipes.referring import class_oracle_scores
     from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.recipes.referring import class_oracle_scores
 
     world = SyntheticWorld(WorldConfig(size=64, nir=False), seed=0)
     filt = ReferringFilter(min_area_frac=0.05)

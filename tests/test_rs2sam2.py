@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -61,6 +63,7 @@ def test_boundary_text_weight_is_bounded():
 def test_bhfm_starts_as_identity_on_hiera(model):
     """Zero-initialised BHFM outputs leave a (pretrained) Hiera's features unchanged at init."""
     from sam2.build_sam import build_sam2  # noqa: F401  (ensures hydra is initialised)
+
     from rslab.models.rs2sam2 import build_sam2_model
 
     plain = build_sam2_model(model.cfg)
@@ -206,7 +209,7 @@ def test_beit3_union_encoder_loads_the_release_layout_and_segments(tmp_path, mon
 
     import rslab.weights as W
     from rslab.models.beit3 import BEiT3, BEiT3Config
-    from rslab.models.rs2sam2 import BEiT3TokenEncoder, RS2SAM2, RS2SAM2Config, load_union_weights
+    from rslab.models.rs2sam2 import RS2SAM2, BEiT3TokenEncoder, RS2SAM2Config, load_union_weights
 
     cfg = dataclasses.replace(RS2SAM2Config.tiny(image_size=64), union_encoder="beit3", union_dim=32, union_depth=2,
                               union_heads=2, union_image_size=32, union_patch=16)

@@ -10,8 +10,8 @@ pytest.importorskip("sam2")
 
 from rslab.data.referring import ReferringDataset  # noqa: E402
 from rslab.data.sample import ReferringExpression, Sample  # noqa: E402
-from rslab.recipes import rs2sam2 as rt  # noqa: E402
 from rslab.models.rs2sam2 import RS2SAM2Config  # noqa: E402
+from rslab.recipes import rs2sam2 as rt  # noqa: E402
 
 CFG = RS2SAM2Config.tiny(image_size=32, union_image_size=32, union_dim=32, union_heads=2, train_hiera=True)
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +14,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from rslab.train import (EMA, NonFiniteLossError, Trainer, TrainConfig, cosine_momentum, cosine_with_warmup,
-                         list_checkpoints, load_history, load_weights, plot_history, verify_checkpoint,
-                         warmup_cosine_factor)
+from rslab.train import (
+    EMA,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    cosine_momentum,
+    cosine_with_warmup,
+    list_checkpoints,
+    load_history,
+    load_weights,
+    plot_history,
+    verify_checkpoint,
+    warmup_cosine_factor,
+)
 
 torch.set_num_threads(1)
 

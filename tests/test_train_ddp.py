@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from _tiny_run import ENV, SCRIPT, run_in_process  # noqa: E402
+from safetensors.torch import load_file
 
 # 96 samples = 6 full global batches of 16: with an incomplete last batch, accelerate (even_batches)
 # completes it with samples from the epoch's start on several processes, unlike one process.

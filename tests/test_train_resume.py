@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from _tiny_run import ENV, SCRIPT, run_in_process  # noqa: E402
+from safetensors.torch import load_file
 
 STEPS = 24
 

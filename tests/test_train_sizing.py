@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train import assert_same_weights, make_model, make_trainer, weights
 from torch.utils.data import TensorDataset
 
-from rslab.train import Trainer, TrainConfig, auto_num_workers, make_loader
-from test_train import assert_same_weights, ce_loss, make_data, make_model, make_trainer, weights
+from rslab.train import TrainConfig, auto_num_workers, make_loader
 
 torch.set_num_threads(1)
 

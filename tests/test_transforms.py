@@ -10,8 +10,18 @@ from rslab.data.datasets import SyntheticSegmentation
 from rslab.data.sample import ReferringExpression, Sample
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.transforms import (
-    CenterCrop, Compose, RandomCrop, RandomHorizontalFlip, RandomResizedCrop, RandomRot90, crop, flip, resize,
-    rewrite_directions, rot90, sample_to_tensors,
+    CenterCrop,
+    Compose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomRot90,
+    crop,
+    flip,
+    resize,
+    rewrite_directions,
+    rot90,
+    sample_to_tensors,
 )
 
 OPT = np.array([0.1, 0.3, 0.5, 0.7, 0.9], np.float32)  # optical value per block class

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-
 from rslab.losses.set_prediction import SetCriterion
 from rslab.models.vita import (
     VITA,

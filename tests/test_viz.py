@@ -18,9 +18,9 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
+from rslab import viz
 from rslab.data.sample import IGNORE_INDEX, ReferringExpression, Sample
 from rslab.data.tree import SemanticTree
-from rslab import viz
 from rslab.viz.sar import NODATA_COLOR
 
 # Depth-3, unbalanced: "water" is a leaf at level 1 (its own descendant at levels 2 and 3).

@@ -273,7 +273,7 @@ def open_dataset(name: str, data_root: str | Path | None, split: str | None = "t
     rrsisd ``train``/``val``/``test``; refsegrs ``train``/``val``/``test``; sen12ms and deepglobe
     have no official split (``split`` must be None or "train", which means all of it)."""
     from .readers import RRSISD, MMSegFolder, RefSegRS
-    from .readers.pairs import DeepGlobeFolder, SEN12MSPairs, Sen1Floods11Folder
+    from .readers.pairs import DeepGlobeFolder, Sen1Floods11Folder, SEN12MSPairs
 
     if name in ("sen12ms", "deepglobe") and split not in (None, "train"):
         raise ValueError(f"{name} has no official split {split!r}; pass split=None (the whole set)")

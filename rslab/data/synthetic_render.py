@@ -22,7 +22,18 @@ import numpy as np
 
 from rslab.data.sar import linear_to_db
 from rslab.data.synthetic_layout import (
-    BARE, BROADLEAF, CAR, CONIFER, CROPLAND, GRASSLAND, INDUSTRIAL, LAKE, RESIDENTIAL, RIVER, ROAD, TRUCK,
+    BARE,
+    BROADLEAF,
+    CAR,
+    CONIFER,
+    CROPLAND,
+    GRASSLAND,
+    INDUSTRIAL,
+    LAKE,
+    RESIDENTIAL,
+    RIVER,
+    ROAD,
+    TRUCK,
     Layout,
 )
 

@@ -16,7 +16,19 @@ import numpy as np
 
 from rslab.data.sample import ReferringExpression
 from rslab.data.synthetic_layout import (
-    BARE, BROADLEAF, CAR, CONIFER, CROPLAND, GRASSLAND, INDUSTRIAL, LAKE, RESIDENTIAL, RIVER, ROAD, TRUCK, Layout,
+    BARE,
+    BROADLEAF,
+    CAR,
+    CONIFER,
+    CROPLAND,
+    GRASSLAND,
+    INDUSTRIAL,
+    LAKE,
+    RESIDENTIAL,
+    RIVER,
+    ROAD,
+    TRUCK,
+    Layout,
 )
 from rslab.data.synthetic_render import Appearance
 from rslab.data.tree import SemanticTree

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rslab.data.sample import IGNORE_INDEX, ReferringExpression, Sample
+from rslab.data.sample import IGNORE_INDEX, Sample
 from rslab.data.sar import db_to_linear, linear_to_db, normalize_sar, sar_valid_mask
 
 __all__ = [

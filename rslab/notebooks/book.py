@@ -15,14 +15,23 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from html import unescape
 from html.parser import HTMLParser
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rslab.notebooks.runner import (DEFAULTS_KEY, METRIC_KEYS, RESULTS_START, NotebookResult, _format_value,
-                                   collect_results, find_root, load_profile, update_readme)
+from rslab.notebooks.runner import (
+    DEFAULTS_KEY,
+    METRIC_KEYS,
+    RESULTS_START,
+    NotebookResult,
+    _format_value,
+    collect_results,
+    find_root,
+    load_profile,
+    update_readme,
+)
 from rslab.weights import WEIGHTS
 
 

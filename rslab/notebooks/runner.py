@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 PROFILES = ("ci", "smoke", "full")
 NOTEBOOK_STEMS = (
     "00_data_tour",

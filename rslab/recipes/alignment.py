@@ -14,12 +14,11 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
-from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
 from rslab.data.pairs import check_pairs
+from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
 from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, embed_optical, global_embedding
 from rslab.models.encoders import freeze
-from rslab.train import Trainer, TrainConfig
-
+from rslab.train import TrainConfig, Trainer
 
 
 def _loader(n: int, batch_size: int, seed: int):

@@ -376,11 +376,11 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
     from dataclasses import replace
 
     from rslab.data.augment import SARViewAugment
-    from rslab.losses.contrastive import ImageAlignmentLoss
     from rslab.data.pairs import pairs_to_tensors, restyled_scenes
+    from rslab.losses.contrastive import ImageAlignmentLoss
     from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, scene_texts
-    from rslab.recipes.alignment import train_locked_text, train_sar_alignment
     from rslab.models.encoders import MiniLMTextEncoder
+    from rslab.recipes.alignment import train_locked_text, train_sar_alignment
     from rslab.train import TrainConfig
 
     if n_train < batch_size:

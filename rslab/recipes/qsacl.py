@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rslab.metrics import iou_per_class
 from rslab.models.backbone import UnifiedBackbone
 from rslab.models.qsacl import ContrastiveSSL, LinearProbe, extract_features, pretraining_loss
-from rslab.train import EMA, Trainer, TrainConfig
+from rslab.train import EMA, TrainConfig, Trainer
 
 __all__ = ["CatalogScenes", "catalog_probe_tensors", "PAPER_LR", "pretrain_config", "pretrain", "fit_linear_probe",
            "linear_probe_miou"]

@@ -31,8 +31,13 @@ import torch
 
 from rslab.data.referring import ReferringDataset, resize_mask, resize_rgb, rgb_image
 from rslab.io import write_atomically, write_text_atomically
-from rslab.models.rs2sam2 import (MiniLMTokenEncoder, RS2SAM2, RS2SAM2Config, freeze_video_modules,
-                                   sam2_decoder_image_inputs)
+from rslab.models.rs2sam2 import (
+    RS2SAM2,
+    MiniLMTokenEncoder,
+    RS2SAM2Config,
+    freeze_video_modules,
+    sam2_decoder_image_inputs,
+)
 
 __all__ = [
     "ABLATION_ROWS", "ABLATION_LABELS", "RS2SAM2TrainConfig", "TrainedRS2SAM2", "AblationResult",

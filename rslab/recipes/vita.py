@@ -12,7 +12,7 @@ Entry points: :func:`train` (Trainer wrapper), :func:`evaluate` (held-out mIoU p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

@@ -5,9 +5,9 @@ See ``book/training.md`` (the book's "Training" page) for the design and multi-G
 """
 
 from .checkpoint import check_state_dict_compatible, find_resumable, list_checkpoints, load_weights, verify_checkpoint
-from .ema import EMA, cosine_momentum
 from .data import auto_num_workers, make_loader
-from .engine import NonFiniteLossError, RunEstimate, Trainer, TrainConfig, default_optimizer
+from .ema import EMA, cosine_momentum
+from .engine import NonFiniteLossError, RunEstimate, TrainConfig, Trainer, default_optimizer
 from .history import load_history, plot_history
 from .schedule import constant_with_warmup, cosine_with_warmup, warmup_cosine_factor
 

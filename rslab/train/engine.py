@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import math
 import random
 import shutil
 import time
@@ -38,8 +37,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import (CHECKPOINTS, check_state_dict_compatible, find_resumable, list_checkpoints,
-                         remove_stale_temporaries, write_checkpoint)
+from .checkpoint import (
+    CHECKPOINTS,
+    check_state_dict_compatible,
+    find_resumable,
+    list_checkpoints,
+    remove_stale_temporaries,
+    write_checkpoint,
+)
 from .ema import EMA
 from .history import HistoryWriter, load_history
 from .schedule import constant_with_warmup, cosine_with_warmup

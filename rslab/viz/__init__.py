@@ -14,6 +14,8 @@
 Training curves are drawn by ``rslab.train.plot_history``.
 """
 
+from rslab.viz.display import LabFigure, figure_png, show
+from rslab.viz.embeddings import pca_2d
 from rslab.viz.figures import (
     plot_backscatter_by_class,
     plot_db_histogram,
@@ -30,8 +32,6 @@ from rslab.viz.figures import (
     show_styles,
     speckle_std_db,
 )
-from rslab.viz.embeddings import pca_2d
-from rslab.viz.display import LabFigure, figure_png, show
 from rslab.viz.maps import png_data_uri, save_map_html, scene_map, to_rgba_uint8
 from rslab.viz.palette import (
     colorize_labels,

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from rslab.train import Trainer, TrainConfig  # noqa: E402
+from rslab.train import TrainConfig, Trainer  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
 

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo, when run as a plain script
-from rslab.train import EMA, Trainer, TrainConfig  # noqa: E402
+from rslab.train import EMA, TrainConfig, Trainer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

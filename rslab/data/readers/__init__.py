@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .checks import ReadConversionWarning
 from .coco_mask import polygons_to_mask, rle_decode, rle_encode, segmentation_to_mask
 from .labels import (
     DEEPGLOBE_CLASSES,
@@ -44,9 +45,8 @@ from .labels import (
 )
 from .mmseg import ENCODINGS, MMSegFolder
 from .referring import RRSISD, RefSegRS
-from .windowed import WindowedRaster, open_raster
-from .checks import ReadConversionWarning
 from .scenes import S2_BANDS, find_sen1floods11_chip, read_deepglobe, read_sen1floods11, s2_rgb
+from .windowed import WindowedRaster, open_raster
 
 #: Environment variable that points at the real-samples folder (overrides the default).
 REAL_SAMPLES_ENV = "RSLAB_REAL_SAMPLES"

@@ -105,7 +105,7 @@ def optical_scale(dtype, lo, hi, path="") -> float:
     whole file's range to use one divisor for every window.
     """
     dtype, where = np.dtype(dtype), _where(path)
-    if dtype == bool:
+    if dtype == np.dtype(bool):
         return 1.0
     if dtype == np.uint8:
         return 255.0
