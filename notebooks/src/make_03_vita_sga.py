@@ -451,7 +451,7 @@ the ablations on is in the lab notes.
 
 code("""
 def short_run(model_overrides=None, **recipe_overrides):
-    rec = dataclasses.replace(recipe, steps=ablation_steps, **recipe_overrides)   # the main recipe, shorter
+    rec = dataclasses.replace(recipe, max_steps=ablation_steps, **recipe_overrides)   # the main recipe, shorter
     m = build_model(**(model_overrides or {}))
     R.train(m, train_pool, text_encoder, rec, progress=False, log_every=max(1, ablation_steps // 5), device=device)
     return {level: R.evaluate(m, eval_targets, eval_prompts, text_encoder, modality="optical", level=level, seed=seed)
