@@ -463,8 +463,11 @@ def render_markdown(summary: Summary) -> str:
         lines.append("")
     totals = d["wall_s_per_seed_total"]
     if totals:
-        lines += ["Sum of the notebooks' `wall_s` per seed: "
-                  + ", ".join(f"seed {s}: {v:.0f} s" for s, v in sorted(totals.items(), key=lambda kv: int(kv[0]))) + "."]
+        n_nb = len(summary.rows)
+        count = {s: sum(str(s) in w["per_seed"] for w in d["wall_s"].values()) for s in totals}
+        lines += ["Sum of the notebooks' `wall_s` per seed: " + ", ".join(
+            f"seed {s}: {v:.0f} s" + (f" ({count[s]} of {n_nb} notebooks so far)" if count[s] < n_nb else "")
+            for s, v in sorted(totals.items(), key=lambda kv: int(kv[0]))) + "."]
     counts = {v: sum(c["verdict"] == v for c in d["claims"]) for v in VERDICTS}
     lines += ["", "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "."]
     if summary.problems:
