@@ -219,8 +219,10 @@ def _cmd_evidence_table(args: argparse.Namespace) -> int:
     from rslab import notebooks as nbs
 
     root = nbs.find_root()
-    claims, _ = ev.load_claims(args.claims or root / ev.DEFAULT_CLAIMS)
-    summary = ev.aggregate(args.out or root / ev.DEFAULT_OUT, claims, profile=args.profile, seeds=args.seeds)
+    claims_file = args.claims or root / ev.DEFAULT_CLAIMS
+    claims, _ = ev.load_claims(claims_file)
+    summary = ev.aggregate(args.out or root / ev.DEFAULT_OUT, claims, profile=args.profile, seeds=args.seeds,
+                           diagnostics=ev.load_diagnostics(claims_file))
     print(ev.render_markdown(summary))
     if args.write:
         page, page_json = ev.write_page(summary, root)

@@ -127,14 +127,29 @@ def load_claims(path: str | Path) -> tuple[list[Claim], dict[str, dict[str, Any]
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list) or not data["claims"]:
         raise ValueError(f"{path}: needs a non-empty list under 'claims' (and optionally a 'settings' mapping)")
-    unknown = sorted(set(data) - {"settings", "claims"})
+    unknown = sorted(set(data) - {"settings", "claims", "diagnostics"})
     if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: settings, claims")
+        raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: settings, claims, diagnostics")
     settings = data.get("settings") or {}
     if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
         raise ValueError(f"{path}: 'settings' must map notebook stem -> {{parameter: value}}, got {settings!r}")
     claims = [_claim_from_dict(item, f"{path} claim {i}") for i, item in enumerate(data["claims"])]
     return claims, {str(k): dict(v) for k, v in settings.items()}
+
+
+def load_diagnostics(path: str | Path) -> dict[str, list[str]]:
+    """The claims file's optional ``diagnostics: {stem: [metric keys]}``: results.json values shown
+    per seed beside the claims (numbers with mean ± std, anything else as written), to explain them."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"claims file {path} does not exist")
+    data = (yaml.safe_load(path.read_text()) or {}).get("diagnostics") or {}
+    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(k, str) for k in v)
+                                             for v in data.values()):
+        raise ValueError(f"{path}: 'diagnostics' must map notebook stem -> [metric keys], got {data!r}")
+    return {str(k): list(v) for k, v in data.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +352,15 @@ class Summary:
     runs: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     failed_runs: list[dict[str, Any]] = field(default_factory=list)  # set by run_and_write
+    diagnostics: dict[str, dict[str, dict[int, Any]]] = field(default_factory=dict)  # stem -> key -> seed -> value
+
+    @staticmethod
+    def _stats(values: dict[int, Any]) -> dict[str, float]:
+        numbers = [_number(v) for v in values.values()]
+        if not numbers or any(x is None for x in numbers):
+            return {}
+        m, s = mean_std(numbers)
+        return {"mean": m, "std": s, "n": len(numbers)}
 
     def to_dict(self) -> dict[str, Any]:
         rows = {nb: {k: {"mean": mean_std(list(v.values()))[0], "std": mean_std(list(v.values()))[1],
@@ -349,8 +373,11 @@ class Summary:
         for nb_walls in self.wall_s.values():
             for s, x in nb_walls.items():
                 per_seed_total[str(s)] = per_seed_total.get(str(s), 0.0) + x
+        diagnostics = {nb: {k: {"per_seed": {str(s): x for s, x in sorted(v.items())},
+                                **self._stats(v)} for k, v in keys.items()}
+                       for nb, keys in self.diagnostics.items()}
         return {"profile": self.profile, "seeds": self.seeds, "rule": RULE_TEXT, "noise_factor": NOISE_FACTOR,
-                "rows": rows, "claims": self.claims, "wall_s": walls,
+                "rows": rows, "claims": self.claims, "diagnostics": diagnostics, "wall_s": walls,
                 "wall_s_per_seed_total": per_seed_total, "runs": self.runs, "problems": self.problems}
 
 
@@ -362,7 +389,7 @@ RULE_TEXT = (
 
 
 def aggregate(out_dir: str | Path, claims: Sequence[Claim], profile: str = "smoke",
-              seeds: Iterable[int] | None = None) -> Summary:
+              seeds: Iterable[int] | None = None, diagnostics: dict[str, list[str]] | None = None) -> Summary:
     """Read ``<out_dir>/seed<N>/<stem>/results.json`` (every seed found, or ``seeds``), keep those
     of ``profile``, and compute the rows (every metric a claim names) and each claim's verdict."""
     out_dir = Path(out_dir)
@@ -412,6 +439,9 @@ def aggregate(out_dir: str | Path, claims: Sequence[Claim], profile: str = "smok
         for key in dict.fromkeys(keys):
             rows[key] = {s: v for s, m in metrics_of[stem].items() if (v := _number(m.get(key))) is not None}
         summary.rows[stem] = rows
+    for stem, keys in (diagnostics or {}).items():
+        per = metrics_of.get(stem, {})
+        summary.diagnostics[stem] = {k: {s: m[k] for s, m in per.items() if k in m} for k in keys}
     for c in claims:
         diffs, problems = paired_differences(c, metrics_of[c.notebook])
         entry = {"notebook": c.notebook, "claim": c.text, "label": c.label, "paper": c.paper,
@@ -460,6 +490,16 @@ def render_markdown(summary: Summary) -> str:
             diff = _pm(c["mean_diff"], c["std_diff"], c["n"]) if c["n"] else "-"
             name = f"{c['label']}: `{c['claim']}`" if c["label"] else f"`{c['claim']}`"
             lines.append(f"| {name} | {diff} | {c['n']} | **{c['verdict']}** | {c['paper']} |")
+        diag = d["diagnostics"].get(stem)
+        if diag:
+            lines += ["", "Diagnostics (not claims; they help explain the verdicts):", "",
+                      "| value | mean ± std | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                      "|---|---|" + "---|" * len(seeds)]
+            for key, r in diag.items():
+                fmt = lambda v: f"{v:.3f}" if _number(v) is not None else f"`{v}`"  # noqa: E731
+                per = [fmt(r["per_seed"][str(s)]) if str(s) in r["per_seed"] else "-" for s in seeds]
+                stat = _pm(r["mean"], r["std"], r["n"]) if "mean" in r else "-"
+                lines.append(f"| `{key}` | {stat} | " + " | ".join(per) + " |")
         lines.append("")
     totals = d["wall_s_per_seed_total"]
     if totals:
@@ -514,7 +554,8 @@ def run_and_write(seeds: Sequence[int], *, claims_path: str | Path | None = None
     t0 = time.perf_counter()
     records = run_seeds(seeds, claims=claims, settings=settings, profile=profile, only=only, root=root,
                         out_dir=out_dir, threads=threads, log=log)
-    summary = aggregate(out_dir, claims, profile=profile)
+    claims_file = claims_path or root / DEFAULT_CLAIMS
+    summary = aggregate(out_dir, claims, profile=profile, diagnostics=load_diagnostics(claims_file))
     summary.failed_runs = [r for r in records if r["status"] != "ok"]
     if write:
         write_page(summary, root, wall_s=round(time.perf_counter() - t0, 1),
@@ -523,6 +564,6 @@ def run_and_write(seeds: Sequence[int], *, claims_path: str | Path | None = None
 
 
 __all__ = [
-    "Claim", "Summary", "load_claims", "mean_std", "verdict", "paired_differences", "run_seeds",
+    "Claim", "Summary", "load_claims", "load_diagnostics", "mean_std", "verdict", "paired_differences", "run_seeds",
     "aggregate", "render_markdown", "write_page", "run_and_write", "code_fingerprint", "RULE_TEXT",
 ]

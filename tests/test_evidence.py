@@ -199,3 +199,20 @@ def test_runner_two_seeds_ci_and_resume(tmp_path):
     s = ev.aggregate(out, claims, profile="ci")
     assert s.seeds == [0, 1] and s.claims[0]["n"] == 2 and s.claims[0]["verdict"] in ev.VERDICTS
     assert s.claims[1]["verdict"] == ev.NOT_MEASURED  # the ci profile runs only the baseline and full rows
+
+
+def test_diagnostics_rows_show_numbers_and_text(tmp_path):
+    for seed, (ctx, x) in enumerate([("backbone", 0.2), ("vita+backbone", 0.4)]):
+        _write_results(tmp_path, seed, "09_toy", dict(a=0.5, b=0.4, context=ctx, x=x))
+    s = ev.aggregate(tmp_path, [_claim("a", ">", "b")], diagnostics={"09_toy": ["context", "x", "absent"]})
+    d = s.to_dict()["diagnostics"]["09_toy"]
+    assert d["context"]["per_seed"] == {"0": "backbone", "1": "vita+backbone"} and "mean" not in d["context"]
+    assert d["x"]["mean"] == pytest.approx(0.3) and d["absent"]["per_seed"] == {}
+    md = ev.render_markdown(s)
+    assert "`vita+backbone`" in md and "0.300 ± 0.141" in md
+    claims_file = tmp_path / "claims.yaml"
+    claims_file.write_text(yaml.safe_dump({"claims": [{"notebook": "09_toy", "a": "a", "relation": ">", "b": "b",
+                                                       "paper": "p"}], "diagnostics": {"09_toy": "x"}}))
+    with pytest.raises(ValueError, match="diagnostics"):
+        ev.load_diagnostics(claims_file)
+    assert set(ev.load_diagnostics(ROOT / ev.DEFAULT_CLAIMS)) <= {c.notebook for c in ev.load_claims(ROOT / ev.DEFAULT_CLAIMS)[0]}
