@@ -220,12 +220,12 @@ def _cmd_evidence_table(args: argparse.Namespace) -> int:
 
     root = nbs.find_root()
     claims_file = args.claims or root / ev.DEFAULT_CLAIMS
-    claims, _ = ev.load_claims(claims_file)
+    claims, settings = ev.load_claims(claims_file)
     summary = ev.aggregate(args.out or root / ev.DEFAULT_OUT, claims, profile=args.profile, seeds=args.seeds,
                            diagnostics=ev.load_diagnostics(claims_file))
     print(ev.render_markdown(summary))
     if args.write:
-        page, page_json = ev.write_page(summary, root)
+        page, page_json = ev.write_page(summary, root, extra={"settings": settings})
         print(f"wrote {page} and {page_json}")
     return 0
 

@@ -378,7 +378,9 @@ class Summary:
                        for nb, keys in self.diagnostics.items()}
         return {"profile": self.profile, "seeds": self.seeds, "rule": RULE_TEXT, "noise_factor": NOISE_FACTOR,
                 "rows": rows, "claims": self.claims, "diagnostics": diagnostics, "wall_s": walls,
-                "wall_s_per_seed_total": per_seed_total, "runs": self.runs, "problems": self.problems}
+                "wall_s_per_seed_total": per_seed_total,
+                "runner_wall_s_total": round(sum(r.get("runner_wall_s") or 0.0 for r in self.runs), 1),
+                "runs": self.runs, "problems": self.problems}
 
 
 RULE_TEXT = (
