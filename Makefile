@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install tutorial notebooks notebooks-gen test test-fast bench gpu-check book book-check clean strip
+.PHONY: install tutorial notebooks notebooks-gen test test-fast bench gpu-check book book-check evidence clean strip
 
 install: $(STAMP)
 
@@ -69,3 +69,9 @@ strip: install
 
 clean:
 	rm -rf build artifacts .pytest_cache
+
+# each notebook's key comparisons over seeds 0 1 2 (smoke settings, about 15 CPU minutes per seed;
+# resumable): writes book/evidence.md and book/evidence.json. Not part of `make tutorial`.
+SEEDS ?= 0 1 2
+evidence: install
+	$(VENV)/bin/rslab evidence run --profile $(PROFILE) --seeds $(SEEDS)

@@ -8,6 +8,8 @@
     rslab book build
     rslab book check [--screenshot PNG]
     rslab readme-table [--write]
+    rslab evidence run [--seeds 0 1 2] [--profile smoke] [--only 01 ...] [--threads 1]
+    rslab evidence table [--write]
     rslab weights list [--path DIR]
     rslab weights find NAME [--kind hf] [--path P] [--allow-download]
     rslab weights check [DIR] [--name NAME ...] [--no-load]
@@ -195,6 +197,39 @@ def _cmd_weights_find(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _cmd_evidence_run(args: argparse.Namespace) -> int:
+    from rslab import evidence as ev
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    summary = ev.run_and_write(args.seeds, claims_path=args.claims, profile=args.profile, only=args.only,
+                               root=root, out_dir=args.out, threads=args.threads, write=not args.no_write)
+    print()
+    print(ev.render_markdown(summary))
+    if not args.no_write:
+        print(f"wrote {root / ev.PAGE} and {root / ev.PAGE_JSON}")
+    for r in summary.failed_runs:
+        print(f"FAILED seed {r['seed']} {r['notebook']}: {r['error']}", file=sys.stderr)
+    return 1 if summary.failed_runs else 0
+
+
+def _cmd_evidence_table(args: argparse.Namespace) -> int:
+    from rslab import evidence as ev
+    from rslab import notebooks as nbs
+
+    root = nbs.find_root()
+    claims_file = args.claims or root / ev.DEFAULT_CLAIMS
+    claims, settings = ev.load_claims(claims_file)
+    summary = ev.aggregate(args.out or root / ev.DEFAULT_OUT, claims, profile=args.profile, seeds=args.seeds,
+                           diagnostics=ev.load_diagnostics(claims_file))
+    print(ev.render_markdown(summary))
+    if args.write:
+        page, page_json = ev.write_page(summary, root, extra={"settings": settings})
+        print(f"wrote {page} and {page_json}")
+    return 0
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     fmt = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
@@ -287,6 +322,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace the block between <!-- results:start --> and <!-- results:end --> in README.md")
     rt.add_argument("--readme", default=None, help="default: README.md at the repository root")
     rt.set_defaults(func=_cmd_readme_table)
+
+    evd = sub.add_parser("evidence", help="each notebook's key comparisons over several seeds, with a verdict per claim")
+    evd_sub = evd.add_subparsers(dest="action", metavar="ACTION")
+    evd_sub.required = True
+    er = evd_sub.add_parser("run", help="run the notebooks of notebooks/profiles/claims.yaml once per seed "
+                            "(resumable), then write book/evidence.md and book/evidence.json")
+    er.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="default: 0 1 2")
+    er.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"))
+    er.add_argument("--only", nargs="+", metavar="NN", help="only these notebooks (prefixes or stems)")
+    er.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS and the notebooks' thread parameter (default 1)")
+    er.add_argument("--claims", default=None, help="default: notebooks/profiles/claims.yaml")
+    er.add_argument("--out", default=None, help="where the runs go (default artifacts/evidence)")
+    er.add_argument("--no-write", action="store_true", help="print the tables, do not write book/evidence.*")
+    er.set_defaults(func=_cmd_evidence_run)
+    et = evd_sub.add_parser("table", help="aggregate the runs under artifacts/evidence (no execution)")
+    et.add_argument("--seeds", nargs="+", type=int, default=None, metavar="N", help="default: every seed found")
+    et.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"))
+    et.add_argument("--claims", default=None, help="default: notebooks/profiles/claims.yaml")
+    et.add_argument("--out", default=None, help="where the runs are (default artifacts/evidence)")
+    et.add_argument("--write", action="store_true", help="write book/evidence.md (between its markers) and book/evidence.json")
+    et.set_defaults(func=_cmd_evidence_table)
 
     w = sub.add_parser("weights", help="the foundation-weights registry: list, find and check weights on disk")
     w_sub = w.add_subparsers(dest="action", metavar="ACTION")
