@@ -31,7 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"io"},
     "recipes": {"data", "io", "metrics", "losses", "curriculum", "viz", "weights", "models", "train"},
     "notebooks": {"data", "io", "viz", "weights", "metrics"},
-    "cli": {"root", "data", "io", "weights", "notebooks", "metrics", "viz"},
+    "evidence": {"io", "notebooks"},     # runs notebooks over seeds, aggregates their results.json
+    "cli": {"root", "data", "io", "weights", "notebooks", "metrics", "viz", "evidence"},
     "testing": {"train"},                 # train: other_device(trainer=True) places Trainer models
 }
 
