@@ -227,6 +227,15 @@ class BEiT3UnionEncoder(nn.Module):
         return tokens[:, 0], tokens[:, 1:split], tokens[:, split:]
 
 
+def _check_expressions(expressions) -> None:
+    """Both token encoders take a list of non-empty strings (a bare string would be split into characters)."""
+    if isinstance(expressions, str):
+        raise ValueError("pass a list of expressions, not a single string")
+    for text in expressions:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"referring expressions must be non-empty strings, got {text!r}")
+
+
 class BEiT3TokenEncoder:
     """Token ids ``(B, L)`` int64 and padding masks ``(B, L)`` bool for :class:`BEiT3UnionEncoder`,
     from the BEiT-3 release's sentencepiece model (``beit3.spm``, found by ``rslab.weights``).
@@ -252,11 +261,7 @@ class BEiT3TokenEncoder:
         return [len(ids) for ids in self._ids(list(expressions))]
 
     def __call__(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(expressions, str):
-            raise ValueError("pass a list of expressions, not a single string")
-        for text in expressions:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"referring expressions must be non-empty strings, got {text!r}")
+        _check_expressions(expressions)
         ids = self._ids(list(expressions))
         too_long = [t for t, i in zip(expressions, ids) if len(i) > self.max_tokens]
         if too_long and not self.truncate:
@@ -659,11 +664,7 @@ class MiniLMTokenEncoder:
 
     @torch.no_grad()
     def __call__(self, expressions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(expressions, str):
-            raise ValueError("pass a list of expressions, not a single string")
-        for text in expressions:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"referring expressions must be non-empty strings, got {text!r}")
+        _check_expressions(expressions)
         missing = [t for t in dict.fromkeys(expressions) if t not in self.cache]
         if missing:
             tok = self.text_encoder.tokenizer(missing, padding=True, truncation=False, return_tensors="pt")
