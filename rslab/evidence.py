@@ -303,7 +303,7 @@ def run_seeds(
     fingerprint = code_fingerprint(root, [available[s] for s in stems])
     commit = git_commit(root)
     records: list[dict[str, Any]] = []
-    with nbs._environment({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}):
+    with nbs.scoped_environment({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}):
         for seed in seeds:
             seed_dir = out_dir / f"seed{seed}"
             rerun_rest = False

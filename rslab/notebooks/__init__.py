@@ -53,6 +53,7 @@ from rslab.notebooks.runner import (  # noqa: F401
     resolve_parameters,
     results_table,
     run_notebooks,
+    scoped_environment,
     split_overrides,
     update_readme,
     write_summary,

@@ -319,7 +319,7 @@ def read_results(artifacts_dir: str | Path, name: str, profile: str | None = Non
 
 
 @contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def scoped_environment(values: dict[str, str]) -> Iterator[None]:
     """Temporarily set environment variables (the kernel inherits them when it starts)."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -432,7 +432,7 @@ def execute_notebook(
     started = time.perf_counter()
     error, timed_out = None, False
     try:
-        with _environment(env):
+        with scoped_environment(env):
             papermill.execute_notebook(
                 str(notebook),
                 str(out),
