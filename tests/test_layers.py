@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "recipes": {"data", "io", "metrics", "losses", "curriculum", "viz", "weights", "models", "train"},
     "notebooks": {"data", "io", "viz", "weights", "metrics"},
     "evidence": {"io", "notebooks"},     # runs notebooks over seeds, aggregates their results.json
-    "cli": {"root", "data", "io", "weights", "notebooks", "metrics", "viz", "evidence"},
+    "cli": {"root", "data", "io", "weights", "notebooks", "metrics", "viz", "evidence", "recipes"},  # recipes: pretrain
     "testing": {"train"},                 # train: other_device(trainer=True) places Trainer models
 }
 

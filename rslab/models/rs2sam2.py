@@ -611,6 +611,30 @@ class RS2SAM2(nn.Module):
         return self.criterion(out, target)
 
 
+def read_sam2_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The SAM2 state dict in ``path``, in float32: Meta's layout (``torch.save({"model": state_dict})``,
+    ``.pt``) or a safetensors file of the state dict (the project's stand-ins, stored in fp16)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"SAM2 checkpoint not found: {path}. Download e.g. sam2.1_hiera_large.pt from the SAM2 "
+            "release page on a machine with internet, place it under $RSLAB_WEIGHTS_DIR, and pass its path."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            payload = load_file(str(path))
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"could not read SAM2 checkpoint {path}: {e}") from e
+    state = payload.get("model", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a SAM2 checkpoint: expected a dict with a 'model' state dict")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def load_sam2_checkpoint(model: RS2SAM2, path: str | Path) -> dict[str, list[str]]:
     """Load an official SAM2 checkpoint (``{"model": state_dict}``) into ``model.sam``, non-strict.
 
@@ -623,13 +647,7 @@ def load_sam2_checkpoint(model: RS2SAM2, path: str | Path) -> dict[str, list[str
             f"SAM2 checkpoint not found: {path}. Download e.g. sam2.1_hiera_large.pt from the SAM2 "
             "release page on a machine with internet, place it under $RSLAB_WEIGHTS_DIR, and pass its path."
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"could not read SAM2 checkpoint {path}: {e}") from e
-    state = payload.get("model", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a SAM2 checkpoint: expected a dict with a 'model' state dict")
+    state = read_sam2_state(path)
     own = model.sam.state_dict()
     shape_mismatch = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if shape_mismatch:

@@ -768,13 +768,15 @@ class StandinResult:
     reused: bool
 
 
-def pretrain_sam2_standin(cfg: RS2SAM2Config, segments: dict, pcfg: StandinPretrainConfig | None = None):
+def pretrain_sam2_standin(cfg: RS2SAM2Config, segments: dict, pcfg: StandinPretrainConfig | None = None,
+                          out_dir: str | Path | None = None, checkpoint_every: int = 0):
     """Train a plain SAM2 (``cfg``'s architecture, no adapters) on promptable segmentation.
 
     ``segments``: :func:`rslab.data.referring.promptable_segments` of TRAINING scenes. Every part of
     SAM2 used for images is trained (Hiera, FPN neck, prompt encoder, mask decoder), with
-    ``BCE + Dice`` on the masks (SAM: focal + Dice). Returns ``(PromptableSAM2 in eval mode, history,
-    wall seconds, CPU seconds)``.
+    ``BCE + Dice`` on the masks (SAM: focal + Dice). With ``out_dir`` the engine checkpoints there
+    every ``checkpoint_every`` steps and a repeated call resumes (``rslab pretrain``); without it the
+    run is in memory. Returns ``(PromptableSAM2 in eval mode, history, wall seconds, CPU seconds)``.
     """
     from rslab.models.rs2sam2 import build_sam2_model
     from rslab.train import Trainer, default_optimizer
@@ -791,10 +793,11 @@ def pretrain_sam2_standin(cfg: RS2SAM2Config, segments: dict, pcfg: StandinPretr
     model = PromptableSAM2(build_sam2_model(cfg))
     m_in = int(model.sam.sam_prompt_encoder.mask_input_size[0])
     batches = _segment_batches(segments, pcfg, m_in)
-    trainer = Trainer(model, _pretrain_loss, batches, _trainer_config(pcfg),
+    extra = {"out_dir": out_dir, "checkpoint_every": int(checkpoint_every)} if out_dir is not None else {}
+    trainer = Trainer(model, _pretrain_loss, batches, _trainer_config(pcfg, **extra),
                       optimizer=default_optimizer(model, pcfg.lr, pcfg.weight_decay, fused=True))
     t0, c0 = time.perf_counter(), time.process_time()
-    history = trainer.fit(resume=False)
+    history = trainer.fit(resume=out_dir is not None)
     return trainer.model.eval(), list(history), time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -859,7 +862,7 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
 
 
 @torch.no_grad()
-def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: dict, seed: int = 0,
+def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path | torch.nn.Module, segments: dict, seed: int = 0,
                         batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, float]:
     """How well a (stand-in) SAM2 checkpoint does SAM's own task on ``segments``.
 
@@ -871,12 +874,15 @@ def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path, segments: di
     """
     from rslab.models.rs2sam2 import build_sam2_model
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"SAM2 checkpoint not found: {path}")
-    model = PromptableSAM2(build_sam2_model(cfg))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.sam.load_state_dict(state.get("model", state), strict=True)
+    from rslab.models.rs2sam2 import read_sam2_state
+
+    if isinstance(checkpoint, torch.nn.Module):  # a SAM2 model in memory (it is not modified)
+        import copy
+
+        model = PromptableSAM2(copy.deepcopy(checkpoint))
+    else:
+        model = PromptableSAM2(build_sam2_model(cfg))
+        model.sam.load_state_dict(read_sam2_state(checkpoint), strict=True)
     model.to(device).eval()
     masks = segments["masks"]
     images = segments["images"][segments["image_index"]]

@@ -1,0 +1,346 @@
+"""Stand-in foundations: models the papers start from, pretrained once by the project on the synthetic world.
+
+Every method in this suite starts from a foundation pretrained at great cost (OpenAI CLIP, SAM2 on
+SA-1B). None can be downloaded offline, so the smoke profile starts from **stand-ins**: the same
+kind of model, trained once on the stand-in's task over a corpus of synthetic scenes, and shipped
+with the package under ``rslab/standins/`` (fp16 safetensors + a model card). The notebooks load
+them through :mod:`rslab.weights`, like the official files, and spend their own minutes on their
+paper's part.
+
+``rslab pretrain NAME`` runs a recipe (resumable: re-running it continues from the newest
+checkpoint under ``--work``) and writes ``<name>.safetensors``, ``<name>.json`` (the card's data)
+and ``<name>.md`` (the card). ``--size ci`` trains a toy version in seconds (the tests do, so the
+recipes cannot rot).
+
+The corpus: scenes ``STANDIN_SCENES, STANDIN_SCENES + 1, ...`` of the worlds with seeds
+``world_seeds``; the notebooks use scene indices far below it, so a stand-in never saw a scene a
+notebook trains or evaluates on. The card's metrics come from scenes ``STANDIN_HELDOUT, ...``.
+
+| name | stands in for | used by |
+|------|---------------|---------|
+| ``optical-text-standin`` | the frozen optical-text tower (OpenAI CLIP ViT-B/16) | 01, 05 (through 01) |
+| ``sam2-standin-tiny-64`` | SAM2 pretrained on SA-1B / SA-V (Hiera-L in RS2-SAM2) | 04 |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rslab.io import write_atomically, write_text_atomically
+
+from rslab.weights import STANDIN_DIR, STANDINS as REGISTERED, file_sha256
+
+STANDIN_SCENES = 5_000_000   # first scene index of every stand-in's training corpus
+STANDIN_HELDOUT = 6_000_000  # first scene index of the scenes its card is measured on
+SIZES = ("shipped", "ci")
+
+
+@dataclass(frozen=True)
+class Standin:
+    """One stand-in foundation: what it replaces, its settings per size and its recipe.
+
+    ``run(settings, work_dir, progress) -> (model, metrics, data)``: trains (resuming from
+    ``work_dir``), measures it on held-out scenes and describes its training data.
+    ``architecture(settings)``: the config the loader needs to rebuild the model (stored in the card
+    and in the registry entry).
+    """
+
+    name: str
+    sizes: Mapping[str, Mapping[str, Any]]
+    run: Callable[..., tuple[torch.nn.Module, dict[str, float], dict[str, Any]]]
+    architecture: Callable[[Mapping[str, Any]], dict[str, Any]]
+    task: str = ""
+    not_: str = ""  # what it is not
+
+    def __post_init__(self) -> None:
+        if self.name not in REGISTERED:
+            raise ValueError(f"stand-in {self.name!r} has no entry in rslab.weights.STANDINS")
+
+    @property
+    def stands_in_for(self) -> str:
+        return REGISTERED[self.name][0]
+
+    @property
+    def used_by(self) -> tuple[str, ...]:
+        return REGISTERED[self.name][1]
+
+    def settings(self, size: str = "shipped", **overrides: Any) -> dict[str, Any]:
+        if size not in self.sizes:
+            raise ValueError(f"{self.name}: size must be one of {sorted(self.sizes)}, got {size!r}")
+        base = dict(self.sizes[size])
+        unknown = sorted(set(overrides) - set(base))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown settings {unknown}; known: {sorted(base)}")
+        return {**base, **overrides}
+
+
+# --------------------------------------------------------------------------------------------
+# The optical-text tower (SkySense-VITA stage 1's frozen CLIP tower; ConInfer's text prior via 01)
+# --------------------------------------------------------------------------------------------
+
+
+def _optical_cfg(s: Mapping[str, Any]):
+    from rslab.models.encoders import ImageEncoderConfig
+
+    return ImageEncoderConfig(in_chans=4, embed_dim=s["embed_dim"], depth=s["depth"], num_heads=s["num_heads"],
+                              patch_size=8, out_dim=384, img_size=s["image_size"])
+
+
+def _optical_architecture(s: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "optical_text", "encoder": dataclasses.asdict(_optical_cfg(s)), "text_encoder": "all-MiniLM-L6-v2"}
+
+
+def _worlds(world_seeds, image_size: int, **world_kw):
+    from rslab.data.synthetic import SyntheticWorld, WorldConfig
+
+    return [SyntheticWorld(WorldConfig(size=image_size, **world_kw), seed=int(ws)) for ws in world_seeds]
+
+
+def _run_optical_text(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
+    """Locked-text tuning (LiT, :func:`rslab.recipes.alignment.train_locked_text`) with layout captions and
+    restyled second views, as notebook 01 step 2 does, on a corpus of many worlds and for far longer."""
+    from rslab.data.pairs import pairs_to_tensors, restyled_scenes
+    from rslab.metrics import retrieval_scores, zero_shot_accuracy
+    from rslab.models.alignment import OpticalTextModel, embed_optical, scene_texts
+    from rslab.models.encoders import MiniLMTextEncoder
+    from rslab.recipes.alignment import train_locked_text
+    from rslab.train import TrainConfig
+
+    text_encoder = MiniLMTextEncoder()
+    images, others, texts = [], [], []
+    for world in _worlds(s["world_seeds"], s["image_size"]):
+        samples = [world.scene(STANDIN_SCENES + i) for i in range(s["scenes_per_world"])]
+        images.append(pairs_to_tensors(samples)[0])
+        others.append(pairs_to_tensors(restyled_scenes(world, samples))[0])
+        texts += scene_texts(samples, world.tree, 2, layout_captions=s["layout_captions"], layout_repeat=2,
+                             seed=int(s["seed"]) + int(world.seed))
+    text_encoder.encode(sorted({t for ts in texts for t in ts}, key=len))
+    text_emb = [text_encoder.encode(ts) for ts in texts]
+    torch.manual_seed(int(s["seed"]))
+    model = OpticalTextModel(_optical_cfg(s))
+    config = TrainConfig(max_steps=s["max_steps"], lr=s["lr"], warmup_steps=min(s["warmup_steps"], s["max_steps"]),
+                         seed=int(s["seed"]), log_every=max(1, s["max_steps"] // 100), progress=progress, cpu=True,
+                         checkpoint_every=s["checkpoint_every"], out_dir=work_dir)
+    history = train_locked_text(model, torch.cat(images), text_emb, texts=texts, batch_size=s["batch_size"],
+                                crop=s["crop"], colour=0.1, view_weight=1.0, optical_other=torch.cat(others),
+                                dihedral=False, config=config)
+    encoder = model.encoder.eval()
+    # held-out scenes: zero-shot dominant-class accuracy (held-out synonyms) and restyled retrieval
+    from rslab.data.pairs import balanced_scenes
+
+    metrics: dict[str, float] = {"final_loss": float(history[-1]["loss"]) if history else float("nan")}
+    classes = ["herbaceous vegetation", "bare soil", "road", "forest", "building"]
+    accs, r1s = [], []
+    for world in _worlds(s["world_seeds"][:3], s["image_size"]):
+        evals, y = balanced_scenes(world, classes, s["eval_per_class"], level=2, start=STANDIN_HELDOUT,
+                                   text_split="heldout")
+        f = embed_optical(encoder, pairs_to_tensors(evals)[0])
+        prompts = text_encoder.prompt_embeddings([world.tree.synonyms(c, "heldout") for c in classes])
+        accs.append(zero_shot_accuracy(f, prompts, y)["acc"])
+        restyled = embed_optical(encoder, pairs_to_tensors(restyled_scenes(world, evals, offset=1))[0])
+        r1s.append(retrieval_scores(restyled, f, ks=(1,))[1])
+    metrics["zeroshot_acc_heldout_synonyms"] = sum(accs) / len(accs)
+    metrics["restyled_r1"] = sum(r1s) / len(r1s)
+    metrics["eval_images_per_world"] = len(classes) * s["eval_per_class"]
+    data = {"worlds": list(s["world_seeds"]), "scenes_per_world": s["scenes_per_world"],
+            "scene_indices": f"{STANDIN_SCENES}..{STANDIN_SCENES + s['scenes_per_world'] - 1}",
+            "image_size": s["image_size"], "n_images": sum(len(t) for t in texts),
+            "texts": "caption, class prompts (training synonyms), layout captions; second view: the scene in another style",
+            "eval": f"worlds {list(s['world_seeds'][:3])}, balanced held-out scenes from index {STANDIN_HELDOUT}"}
+    return encoder, metrics, data
+
+
+# --------------------------------------------------------------------------------------------
+# SAM2 (RS2-SAM2's SAM2, pretrained by Meta on SA-1B / SA-V)
+# --------------------------------------------------------------------------------------------
+
+
+def _sam2_cfg(s: Mapping[str, Any]):
+    from rslab.models.rs2sam2 import RS2SAM2Config
+
+    return RS2SAM2Config.tiny(image_size=s["image_size"], union_image_size=s["image_size"])
+
+
+def _sam2_architecture(s: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = _sam2_cfg(s)
+    return {"kind": "sam2", "preset": "tiny", "sam2_config": cfg.sam2_config, "sam2_overrides": list(cfg.sam2_overrides),
+            "image_size": cfg.image_size}
+
+
+def _run_sam2(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
+    """SAM's promptable segmentation (point / box / coarse-mask prompt -> segment) on the class-agnostic
+    segments of the corpus, :func:`rslab.recipes.rs2sam2.pretrain_sam2_standin`."""
+    from rslab.data.referring import promptable_segments
+    from rslab.recipes.rs2sam2 import StandinPretrainConfig, evaluate_promptable, pretrain_sam2_standin
+
+    cfg = _sam2_cfg(s)
+    worlds = _worlds(s["world_seeds"], max(64, s["image_size"]), nir=False, max_referring=16)
+    train = [promptable_segments(w, range(STANDIN_SCENES, STANDIN_SCENES + s["scenes_per_world"]), s["image_size"],
+                                 s["min_area_frac"]) for w in worlds]
+    segs = concat_segments(train)
+    pcfg = StandinPretrainConfig(max_steps=s["max_steps"], images_per_step=s["images_per_step"], lr=s["lr"],
+                                 warmup_steps=s["warmup_steps"], min_area_frac=s["min_area_frac"], seed=int(s["seed"]),
+                                 progress=progress)
+    model, history, _, _ = pretrain_sam2_standin(cfg, segs, pcfg, out_dir=work_dir, checkpoint_every=s["checkpoint_every"])
+    held = concat_segments([promptable_segments(w, range(STANDIN_HELDOUT, STANDIN_HELDOUT + s["eval_scenes"]),
+                                                s["image_size"], s["min_area_frac"]) for w in worlds[:3]])
+    losses = [r["loss"] for r in history if "loss" in r]
+    metrics = {"final_loss": float(losses[-1]) if losses else float("nan")}
+    metrics.update({f"heldout_miou_{k}": float(v) for k, v in evaluate_promptable(cfg, model.sam, held).items()})
+    data = {"worlds": list(s["world_seeds"]), "scenes_per_world": s["scenes_per_world"],
+            "scene_indices": f"{STANDIN_SCENES}..{STANDIN_SCENES + s['scenes_per_world'] - 1}",
+            "image_size": s["image_size"], "n_images": int(segs["images"].shape[0]), "n_segments": int(segs["masks"].shape[0]),
+            "eval": f"worlds {list(s['world_seeds'][:3])}, {s['eval_scenes']} held-out scenes each from index {STANDIN_HELDOUT}"}
+    return model.sam, metrics, data
+
+
+def concat_segments(parts: list[dict]) -> dict:
+    """One :func:`~rslab.data.referring.promptable_segments` dict from several (image indices re-based)."""
+    if not parts:
+        raise ValueError("no segment sets to concatenate")
+    offsets, n = [], 0
+    for p in parts:
+        offsets.append(n)
+        n += int(p["images"].shape[0])
+    return {"images": torch.cat([p["images"] for p in parts]), "masks": torch.cat([p["masks"] for p in parts]),
+            "image_index": torch.cat([p["image_index"] + o for p, o in zip(parts, offsets)]),
+            "scene_indices": [i for p in parts for i in p["scene_indices"]]}
+
+
+STANDINS: dict[str, Standin] = {
+    s.name: s
+    for s in (
+        Standin(
+            name="optical-text-standin",
+            task="locked-text tuning against frozen all-MiniLM-L6-v2 (captions, class prompts, layout captions) "
+                 "plus an image-image InfoNCE between a scene and the same ground in another regional style",
+            not_="not CLIP: no natural images, no web captions; it knows the synthetic world's classes and layouts only",
+            sizes={
+                "shipped": dict(world_seeds=tuple(range(8)), scenes_per_world=384, image_size=64, embed_dim=96,
+                                depth=4, num_heads=4, max_steps=2000, batch_size=64, crop=48, lr=2e-3,
+                                warmup_steps=100, layout_captions=2, eval_per_class=20, checkpoint_every=100, seed=0),
+                "ci": dict(world_seeds=(0, 1), scenes_per_world=16, image_size=64, embed_dim=32, depth=1, num_heads=2,
+                           max_steps=4, batch_size=8, crop=24, lr=2e-3, warmup_steps=1, layout_captions=1,
+                           eval_per_class=2, checkpoint_every=2, seed=0),
+            },
+            run=_run_optical_text, architecture=_optical_architecture,
+        ),
+        Standin(
+            name="sam2-standin-tiny-64",
+            task="SAM's promptable segmentation: one point (plus a negative one half the time), a jittered box or a "
+                 "coarse mask in, the segment's mask out, on every object and background piece of the corpus",
+            not_="not Meta's SAM2: a 5-block Hiera of width 32 at 64 px that has seen synthetic scenes only",
+            sizes={
+                "shipped": dict(world_seeds=tuple(range(8)), scenes_per_world=250, image_size=64, max_steps=4000,
+                                images_per_step=8, lr=5e-4, warmup_steps=100, min_area_frac=0.01, eval_scenes=40,
+                                checkpoint_every=100, seed=0),
+                "ci": dict(world_seeds=(0,), scenes_per_world=4, image_size=32, max_steps=3, images_per_step=2,
+                           lr=5e-4, warmup_steps=1, min_area_frac=0.01, eval_scenes=2, checkpoint_every=2, seed=0),
+            },
+            run=_run_sam2, architecture=_sam2_architecture,
+        ),
+    )
+}
+
+
+def get_standin(name: str) -> Standin:
+    if name not in STANDINS:
+        raise ValueError(f"no stand-in named {name!r}; known: {sorted(STANDINS)} (`rslab pretrain --list`)")
+    return STANDINS[name]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=STANDIN_DIR.parent, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None, work_dir: str | Path | None = None,
+             progress: bool = True, **overrides: Any) -> Path:
+    """Pretrain stand-in ``name`` and write ``<out_dir>/<name>.safetensors`` (fp16), ``.json`` and ``.md``.
+
+    ``out_dir``: default ``rslab/standins/`` (where the registry finds shipped stand-ins).
+    ``work_dir``: the engine's checkpoints (default ``<out_dir>/.work/<name>-<size>``); a run that
+    stops resumes from there when started again with the same settings. ``overrides`` change
+    settings of ``size`` (e.g. ``max_steps=500``). Returns the weights' path.
+    """
+    from safetensors.torch import save_file
+
+    standin = get_standin(name)
+    s = standin.settings(size, **overrides)
+    out_dir = Path(out_dir or STANDIN_DIR)
+    work = Path(work_dir) if work_dir else out_dir / ".work" / f"{name}-{size}"
+    work.mkdir(parents=True, exist_ok=True)
+    settings_file = work / "settings.json"
+    as_json = json.loads(json.dumps(s))
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != as_json:
+        raise ValueError(f"{work} holds a run with other settings ({settings_file}); pass another work_dir or delete it")
+    write_text_atomically(settings_file, json.dumps(as_json, indent=2))
+    t0, c0 = time.perf_counter(), time.process_time()
+    model, metrics, data = standin.run(s, work / "train", progress)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    weights = out_dir / f"{name}.safetensors"
+    write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    command = f"rslab pretrain {name}" + ("" if size == "shipped" else f" --size {size}") + "".join(
+        f" --set {k}={json.dumps(v)}" for k, v in overrides.items())
+    card = {
+        "name": name, "stands_in_for": standin.stands_in_for, "used_by": list(standin.used_by), "task": standin.task,
+        "not": standin.not_, "size": size, "command": command, "settings": as_json,
+        "architecture": standin.architecture(s), "data": data, "metrics": metrics,
+        "parameters": int(sum(v.numel() for v in state.values())), "dtype": "float16 (loaded as float32)",
+        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+        "note": "wall and CPU time of the last (possibly resumed) invocation",
+        "machine": f"{platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git_commit(), "file": weights.name, "bytes": weights.stat().st_size, "sha256": file_sha256(weights),
+    }
+    write_text_atomically(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
+    write_text_atomically(out_dir / f"{name}.md", card_markdown(card))
+    return weights
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    """The human-readable model card of a stand-in (from its JSON card)."""
+    metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in card["metrics"].items())
+    settings = ", ".join(f"{k}={v}" for k, v in card["settings"].items())
+    data = "\n".join(f"- {k}: {v}" for k, v in card["data"].items())
+    return f"""# Stand-in: {card['name']}
+
+**Stands in for** {card['stands_in_for']}. Used by: {', '.join(card['used_by'])}.
+
+**What it is**: {card['task']}. **What it is not**: {card['not']}.
+
+- Made with: `{card['command']}` (seed {card['settings'].get('seed')}, {card['settings'].get('max_steps')} steps)
+- Settings: {settings}
+- Architecture: `{json.dumps(card['architecture'])}`
+- Parameters: {card['parameters']:,} ({card['dtype']}); file `{card['file']}`, {card['bytes']:,} bytes,
+  sha256 `{card['sha256']}`
+- Time: {card['wall_s']} s wall, {card['cpu_s']} s CPU ({card['note']}) on {card['machine']}
+- Made {card['created_utc']} at commit {card['commit']}
+
+## Data
+
+{data}
+
+## Metrics (held-out synthetic scenes)
+
+| metric | value |
+|--------|-------|
+{metrics}
+"""
