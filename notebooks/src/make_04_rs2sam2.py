@@ -59,9 +59,9 @@ full_row_steps = None      # steps of the "full" row when it differs (full profi
 batch_size = 8             # expressions per step (8 learns more per CPU second than 4 on this model)
 lr = 5e-4                  # AdamW peak rate of the rows (2e-3 blows up the SAM2 image embedding, see 2b)
 train_hiera = True         # train Hiera from the stand-in checkpoint (False: the paper split, frozen Hiera)
-standin_steps = 400        # stand-in SAM2 pre-training steps when no official checkpoint is given (0: none)
+sam2_checkpoint = "sam2-standin-tiny-64"  # registry name (the shipped stand-in; sam2.1-hiera-large: Meta's file) or a path
+standin_steps = 0          # with sam2_checkpoint=None: pretrain a small stand-in here for this many steps (0: random SAM2)
 standin_lr = 5e-4
-sam2_checkpoint = None     # registry name (e.g. sam2.1-hiera-large: its file and config) or a path of a SAM2 checkpoint
 union_encoder = "vit"      # vit (in-repo, from scratch, MiniLM tokens) | beit3-base | beit3-large (release weights)
 allow_download = False     # let rslab.weights fetch the checkpoint when it is not on disk
 ablation_rows = "all"      # "all" or a comma-separated subset of baseline,tbl,tbl_mpg,tbl_bhfm,full
@@ -248,7 +248,11 @@ from rslab.models.rs2sam2 import BEiT3TokenEncoder, load_union_weights
 checkpoint_path = None
 if sam2_checkpoint and str(sam2_checkpoint) in W.WEIGHTS:
     # a registry name: its file (weights_dir, $RSLAB_WEIGHTS_DIR, caches) and the sam2 config it needs
-    overrides["sam2_config"] = W.get_entry(str(sam2_checkpoint)).config["sam2_config"]
+    entry = W.get_entry(str(sam2_checkpoint))
+    if entry.family == "standin" and (model_size != "tiny" or image_size != entry.config.get("image_size")):
+        raise ValueError(f"{entry.name} is a tiny SAM2 at {entry.config.get('image_size')} px; this run asks for "
+                         f"model_size={model_size!r} at {image_size} px (use sam2_checkpoint=None or an official file)")
+    overrides["sam2_config"] = entry.config["sam2_config"]
 needed = [n for n in (sam2_checkpoint, union_encoder) if n and str(n) in W.WEIGHTS]
 found = W.require(needed, weights_dir, allow_download=allow_download) if needed else {}  # one error lists all missing
 if sam2_checkpoint:
@@ -269,27 +273,28 @@ md(r"""
 
 RS2-SAM2 starts from **SAM2 pre-trained by Meta** (SA-1B images, SA-V videos) on SAM's own task,
 **promptable segmentation**: a point, a box or a coarse mask goes in, the mask of the segment it
-points at comes out, whatever its class. Offline there is no such checkpoint. Rather than freeze a
-*random* Hiera, we make a **stand-in**: the same (tiny) SAM2 architecture is trained once on that same
-task, on the class-agnostic segments (every object, and every connected piece of background "stuff")
-of the **training scenes only**. Prompts follow SAM: one positive point (plus a negative one half the
-time), a box with corners jittered by 10 % of its side, or a coarse mask as logits (SAM feeds its own
-low-resolution logits back as a mask prompt; ours is the true mask pooled to 1/8 of the image, about
-as coarse as the MPG pseudo-mask). Loss: BCE + Dice (SAM: focal + Dice). Learning rate 5e-4: at
-2e-3 the image embedding of a SAM2 trained from random weights grows until it drowns the prompt
-embeddings, and the model stays at "all background" (lab notes); the rows below use 5e-4 for the
-same reason.
+points at comes out, whatever its class. Offline there is no such checkpoint, so the default profile
+loads a **stand-in** that the project pretrained once and ships with the package:
+`sam2-standin-tiny-64` (`rslab/standins/`, made by `rslab pretrain sam2-standin-tiny-64`). It is
+this notebook's tiny SAM2 architecture trained on that same task, on the class-agnostic segments
+(every object and every connected piece of background "stuff") of scenes from eight synthetic worlds
+that no notebook uses (scene indices from 5,000,000). Prompts follow SAM: one positive point (plus a
+negative one half the time), a box with corners jittered by 10 % of its side, or a coarse mask as
+logits (SAM feeds its own low-resolution logits back as a mask prompt; ours is the true mask pooled
+to 1/8 of the image, about as coarse as the MPG pseudo-mask). Loss: BCE + Dice (SAM: focal + Dice),
+learning rate 5e-4 (at 2e-3 the image embedding of a SAM2 trained from random weights grows until it
+drowns the prompt embeddings).
 
-`rt.standin_checkpoint` saves it in the official layout (`{"model": state_dict}`, plus a
-`provenance` record and a `.json` copy), atomically, under this notebook's artifacts; a later run
-with the same settings reuses the file. It is then loaded exactly like Meta's file
-(`load_sam2_checkpoint`, non-strict, BHFM keys reported missing).
+It is loaded through `rslab.weights` exactly like Meta's file (`load_sam2_checkpoint`, non-strict:
+the BHFM adapters are reported missing). Its model card (printed below) records the command, the
+steps, the time it took and its held-out scores.
 
-**What it is not**: SA-1B has 11 M natural images and 1.1 B masks; the stand-in has the
-`n_train_scenes` synthetic training images of `scene_size` px, their segments and a CPU budget of
-minutes (the next cell prints the counts and the time). Its Hiera knows what a segment of this world
-looks like, not what the paper's Hiera-L knows. Below: its mIoU on the **held-out** scenes' segments,
-per prompt kind, next to the coarse mask prompt itself (what the decoder has to improve on).
+**What it is not**: SA-1B has 11 M natural images and 1.1 B masks; the stand-in has seen two
+thousand synthetic 64 px images. Its Hiera knows what a segment of this world looks like, not what
+the paper's Hiera-L knows. Below: its mIoU on **this notebook's held-out scenes'** segments, per
+prompt kind, next to the coarse mask prompt itself (what the decoder has to improve on).
+(`sam2_checkpoint=None` with `standin_steps > 0` pretrains a small stand-in inside the notebook
+instead; `standin_steps=0` starts from a random SAM2.)
 """)
 
 code("""
@@ -299,22 +304,26 @@ t0, c0 = time.perf_counter(), time.process_time()
 if checkpoint_path is None and int(standin_steps) > 0:
     if dataset != "synthetic":
         raise ValueError("the stand-in pre-training uses the synthetic world; give sam2_checkpoint= for real data")
-    from rslab.data.referring import promptable_segments
-
     pcfg = rt.StandinPretrainConfig(max_steps=int(standin_steps), lr=float(standin_lr), min_area_frac=min_area_frac, seed=seed)
     standin_file = run.artifacts / "sam2_standin" / f"sam2_standin_{model_size}_{image_size}px.pt"
     standin = rt.standin_checkpoint(standin_file, base_cfg, world, train_idx, pcfg, eval_indices=eval_idx)
     checkpoint_path = standin.path
     prov = standin.provenance
-    print(("reused " if standin.reused else "made ") + str(standin.path))
-    print(f"  {prov['n_segments']} segments of {prov['n_images']} training images, {standin_steps} steps; "
-          f"pre-training took {prov['pretrain_s']:.0f} s wall, {prov['pretrain_cpu_s']:.0f} s CPU; "
-          f"loss {prov['first_loss']:.3f} -> {prov['final_loss']:.3f}")
-    print("  what:", prov["what"])
-    print("  not:", prov["not"])
+    print(("reused " if standin.reused else "made ") + f"{standin.path}: {prov['n_segments']} segments of "
+          f"{prov['n_images']} images, {standin_steps} steps in {prov['pretrain_s']:.0f} s wall")
+elif sam2_checkpoint in W.STANDINS:
+    card = W.standin_card(sam2_checkpoint)
+    print(f"{sam2_checkpoint}: `{card['command']}`, {card['settings']['max_steps']} steps, {card['data']['n_images']} "
+          f"images / {card['data']['n_segments']} segments of worlds {card['data']['worlds']}, "
+          f"{card['wall_s'] / 60:.0f} min on {card['machine']}, made {card['created_utc'][:10]}")
+    print("  its card's held-out mIoU:", {k.replace('heldout_miou_', ''): round(v, 3)
+                                        for k, v in card["metrics"].items() if k.startswith("heldout")})
+if checkpoint_path is not None and dataset == "synthetic" and model_size == "tiny":
+    from rslab.data.referring import promptable_segments
+
     standin_eval = rt.evaluate_promptable(base_cfg, checkpoint_path,
                                           promptable_segments(world, eval_idx, image_size, min_area_frac), seed=seed)
-    print("held-out segments, mIoU by prompt kind:", {k: round(v, 3) for k, v in standin_eval.items()})
+    print("this notebook's held-out segments, mIoU by prompt kind:", {k: round(v, 3) for k, v in standin_eval.items()})
 standin_cell_s, standin_cell_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 print(f"this cell: {standin_cell_s:.0f} s wall, {standin_cell_cpu_s:.0f} s CPU")
 """)

@@ -242,7 +242,7 @@ STANDINS: dict[str, Standin] = {
                  "coarse mask in, the segment's mask out, on every object and background piece of the corpus",
             not_="not Meta's SAM2: a 5-block Hiera of width 32 at 64 px that has seen synthetic scenes only",
             sizes={
-                "shipped": dict(world_seeds=tuple(range(8)), scenes_per_world=250, image_size=64, max_steps=8000,
+                "shipped": dict(world_seeds=tuple(range(8)), scenes_per_world=400, image_size=64, max_steps=16000,
                                 images_per_step=8, lr=5e-4, warmup_steps=100, min_area_frac=0.01, eval_scenes=40,
                                 checkpoint_every=100, seed=0),
                 "ci": dict(world_seeds=(0,), scenes_per_world=4, image_size=32, max_steps=3, images_per_step=2,
