@@ -100,6 +100,24 @@ def test_notebook_runs_on_ci_profile(notebook: Path, tmp_path: Path):
     assert not (problems := nbs.tagged_cells_without_output(result.executed)), f"{notebook.stem}: {problems}"
 
 
+#: The ci profile loads the shipped stand-in foundations, as the smoke profile does; these runs take
+#: the other branch, a small foundation trained inside the notebook, so that code path cannot rot.
+FOUNDATION_TRAINED_HERE = {"01_sar_alignment": {"optical_tower": None},
+                           "04_rs2sam2": {"sam2_checkpoint": None, "standin_steps": 2}}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("stem", sorted(FOUNDATION_TRAINED_HERE))
+def test_notebook_trains_its_own_small_foundation_when_asked(stem: str, tmp_path: Path):
+    notebook = next(nb for nb in NOTEBOOKS if nb.stem == stem)
+    params = nbs.resolve_parameters(notebook, "ci", nbs.load_profile(ROOT, "ci"), FOUNDATION_TRAINED_HERE[stem])
+    result = nbs.execute_notebook(notebook, "ci", root=ROOT, build_dir=tmp_path / "build",
+                                  artifacts_dir=tmp_path / "artifacts", parameters=params)
+    assert result.ok, f"{stem}: {result.status}: {result.error}"
+    text = "\n".join(o.get("text", "") for c in result.executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert ("locked-text tuning: final loss" in text) if stem == "01_sar_alignment" else ("made " in text)
+
+
 def test_check_metrics_rejects_out_of_range_and_missing():
     good = {"metrics": {"scenes_per_s": 40.0}, "wall_s": 1.0}
     check_metrics("00_data_tour", good)

@@ -70,7 +70,9 @@ def _assert_loaded_from(model, written: dict, key_map=lambda k: k):
 def test_contract_names_and_entries_are_complete():
     assert set(CONTRACT_NAMES) <= set(W.WEIGHTS)
     for e in W.WEIGHTS.values():
-        assert e.family in W.FAMILIES and e.files and e.url.startswith("https://") and e.paper_model
+        assert e.family in W.FAMILIES and e.files and e.paper_model
+        # official releases say where to download; the project's stand-ins how to remake them
+        assert e.url.startswith("https://") or (e.family == "standin" and f"rslab pretrain {e.name}" in e.url)
         assert W.get_entry(e.name) is e
     assert W.get_entry("clip-vit-b16-openai").config["quick_gelu"] is True
     assert W.get_entry("clip-vit-b16-laion2b").config["quick_gelu"] is False

@@ -70,7 +70,8 @@ embed_dim = 64          # overrides of the preset (None keeps the preset's value
 depth = 2
 num_heads = 2
 sar_depth = 1           # blocks of the SAR encoder (None keeps depth); 1 trains as well as 2 at 60 percent of the cost
-lit_steps = 150         # step 1: locked-text tuning of the optical encoder
+optical_tower = "optical-text-standin"  # registry name of the frozen optical tower (the shipped stand-in), or None to train one here (lit_*)
+lit_steps = 150         # step 1, when optical_tower is None: locked-text tuning of the optical encoder
 lit_view_weight = 1.0   # weight of the image-image term of step 1 (0 gives plain LiT)
 lit_colour = 0.1        # colour-jitter strength of the step-1 views
 lit_layout_captions = 2 # layout-caption paraphrases (class shares and where they lie) per training image in step 1; 0 for none
@@ -157,7 +158,7 @@ if paper_setup:  # every missing weights file and dataset in one error, within s
     print("weights:", found_weights, "\\ndatasets:", found_data, "\\ndevice:", torch_device)
 elif pair_dataset != "synthetic" or eval_dataset != "synthetic":
     raise ValueError("real pair/eval datasets need a pretrained teacher (teacher='clip-vit-b16-openai'): "
-                     "the tower trained in steps 1-2 knows only the synthetic world")
+                     "the stand-in tower of step 2 knows only the synthetic world")
 """)
 
 code("""
@@ -284,67 +285,69 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
 """, tags=["figure"])
 
 md(r"""
-## 2 · An optical encoder in an optical–text space (locked-text tuning, then frozen)
+## 2 · The frozen optical encoder: a stand-in for CLIP
 
-The text side is **all-MiniLM-L6-v2**, loaded offline and frozen (`MiniLMTextEncoder`: mean
-pooling + L2 norm, 384-d). Each training image is paired with its caption and with prompts such
-as *"a satellite image of low vegetation."* built from its dominant class's *training* synonyms; one
-is drawn per step. The image tower is a small `ImageEncoder` (a conv tokenizer for 4-channel
-RGB+NIR input, timm transformer blocks, GAP, a linear projection into the 384-d text space),
-trained with the CLIP loss against the fixed text embeddings. **This replaces the paper's
-pretrained CLIP**, for lack of one on disk; afterwards it is frozen and never changes again.
+The paper's $E_{opt}$ is a pretrained CLIP image tower, frozen. Offline there is none, so this
+profile loads a **stand-in** that the project pretrained once and ships with the package,
+`optical-text-standin` (`rslab/standins/`, made by `rslab pretrain optical-text-standin`; its model
+card is printed below). It was trained the way CLIP's image tower is tuned to a fixed text tower
+(**locked-text tuning**, LiT): the text side is **all-MiniLM-L6-v2**, loaded offline and frozen
+(`MiniLMTextEncoder`: mean pooling + L2 norm, 384-d), and the image tower (a conv tokenizer for
+4-channel RGB+NIR input, timm transformer blocks, GAP, a linear projection into the 384-d text
+space) learns with the CLIP loss to meet the embedding of one of its scene's texts: the caption,
+prompts such as *"a satellite image of low vegetation."* built from the dominant class's *training*
+synonyms, and **layout captions** that state the share of each class and where it lies (*"About 60
+percent farmland, about 20 percent roadway and about 20 percent watercourse. Farmland in the
+north-west, ..."*). Its corpus: scenes of eight synthetic worlds (other regional styles than this
+notebook's) that no notebook uses.
 
-A pretrained CLIP tower does more than name the classes in a scene: it tells *scenes* apart, and
-a recoloured scene stays the same scene to it. Captions alone teach a small encoder little of
-that in a minute: with the text term only (`lit_view_weight = 0`), its embedding of a scene
-re-rendered in another regional style (other roof and crop colours) often misses the original
-among the held-out scenes (the restyled retrieval below measures this), i.e. the embedding is
-dominated by colour, which SAR cannot see.
-So the stand-in gets a second, image-image InfoNCE term (weight `lit_view_weight`): two views of
-each training scene, the second cut from **the same ground rendered in another regional style**
-(like a second acquisition from another season) with a small colour jitter. This is our addition
-to make the *teacher* behave more like a pretrained one.
+Two additions make the stand-in behave more like a pretrained tower, and both are ours, not the
+paper's: a pretrained CLIP tells *scenes* apart and a recoloured scene stays the same scene to it,
+while captions alone teach a small encoder an embedding dominated by colour, which SAR cannot see.
+So (1) an image-image InfoNCE term pulls each scene towards **the same ground rendered in another
+regional style** (like a second acquisition from another season), with a small colour jitter, and
+(2) the layout captions force the embedding to encode the layout, which SAR can see. Flips and
+rotations are off (a flip would falsify "a river in the north-west").
 
-A teacher aligned to text can only be as scene-specific as its texts. The synthetic captions
-name the classes of a scene (*"A suburban area of bare soil and roadway."*), so many scenes
-share one, and a class prompt says even less. So each training image also gets
-`lit_layout_captions` paraphrases (each listed `lit_layout_repeat` times) of a **layout caption** (`rslab.data.synthetic_text.make_layout_caption`)
-that states the share of each class and where it lies, e.g. *"About 60 percent farmland, about
-20 percent roadway and about 20 percent watercourse. Farmland in the north-west, north, ...;
-roadway in the west; watercourse in the east."* Matching it forces the embedding to encode the
-layout, which SAR can see, rather than the colours, which it cannot. Flips and rotations are then
-switched off in this step (a flip would make the caption wrong). Also our addition, for the
-stand-in teacher only.
+`optical_tower=None` trains a small tower here instead, with the same recipe for `lit_steps` steps
+(the ci profile does, in seconds). Either way it is frozen from here on and never changes again.
 """)
 
 code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
-    def preset(in_chans: int) -> ImageEncoderConfig:
-        sizes = dict(embed_dim=embed_dim, depth=sar_depth if in_chans == 2 and sar_depth is not None else depth, num_heads=num_heads)
-        overrides = {k: v for k, v in sizes.items() if v is not None}
-        return getattr(ImageEncoderConfig, encoder)(in_chans, img_size=image_size, out_dim=384, **overrides)
+    def preset(in_chans: int) -> ImageEncoderConfig:  # the SAR encoder's size (and the tower's, trained here)
+        sizes = dict(embed_dim=embed_dim, depth=sar_depth if in_chans == 2 and sar_depth is not None else depth,
+                     num_heads=num_heads)
+        return getattr(ImageEncoderConfig, encoder)(in_chans, img_size=image_size, out_dim=384,
+                                                      **{k: v for k, v in sizes.items() if v is not None})
 
     text_encoder = MiniLMTextEncoder()
-    train_texts = scene_texts(train_samples[:n_train], tree, LEVEL, layout_captions=lit_layout_captions,
-                              layout_repeat=lit_layout_repeat, seed=seed)
-    text_encoder.encode(sorted({t for texts in train_texts for t in texts}, key=len))  # one batched pass, little padding
-    train_text_emb = [text_encoder.encode(texts) for texts in train_texts]  # now from the cache
-    print("example texts of scene 0:", train_texts[0][:2], "..." if lit_layout_captions == 0 else train_texts[0][-1])
-
     t0 = time.perf_counter()
-    # the same training ground in another regional style: the second view of the image-image term
-    restyled = restyled_scenes(world, train_samples[:n_train])
-    optical_model = OpticalTextModel(preset(4))
-    lit_history = train_locked_text(
-        optical_model, pairs_to_tensors(train_samples[:n_train])[0], train_text_emb, texts=train_texts, batch_size=batch_size, crop=lit_crop,
-        colour=lit_colour, view_weight=lit_view_weight, optical_other=pairs_to_tensors(restyled)[0],
-        dihedral=lit_layout_captions == 0,  # a flip would falsify "a river in the north-west"
-        config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25, progress=False),
-    )
-    optical_encoder = optical_model.encoder.eval()
+    if optical_tower is not None:
+        from rslab import weights as W
+
+        optical_encoder = W.load(optical_tower, weights_dir)  # frozen from here on
+        card = W.standin_card(optical_tower) if optical_tower in W.STANDINS else {}
+        if card:
+            print(f"{optical_tower}: `{card['command']}`, {card['settings']['max_steps']} steps on {card['data']['n_images']} "
+                  f"images of worlds {card['data']['worlds']}, {card['wall_s'] / 60:.0f} min on {card['machine']}")
+            print("  its card's held-out metrics:", {k: round(v, 3) for k, v in card["metrics"].items() if k != "final_loss"})
+    else:
+        train_texts = scene_texts(train_samples[:n_train], tree, LEVEL, layout_captions=lit_layout_captions,
+                                  layout_repeat=lit_layout_repeat, seed=seed)
+        text_encoder.encode(sorted({t for texts in train_texts for t in texts}, key=len))  # one batched pass
+        optical_model = OpticalTextModel(preset(4))
+        lit_history = train_locked_text(
+            optical_model, pairs_to_tensors(train_samples[:n_train])[0], [text_encoder.encode(t) for t in train_texts],
+            texts=train_texts, batch_size=batch_size, crop=lit_crop, colour=lit_colour, view_weight=lit_view_weight,
+            optical_other=pairs_to_tensors(restyled_scenes(world, train_samples[:n_train]))[0],
+            dihedral=lit_layout_captions == 0,  # a flip would falsify "a river in the north-west"
+            config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25, progress=False),
+        )
+        optical_encoder = optical_model.encoder.eval()
+        print(f"locked-text tuning: final loss {lit_history[-1]['loss']:.3f}")
     metrics["lit_s"] = time.perf_counter() - t0
-    print(f"optical encoder: {count_parameters(optical_encoder) / 1e6:.2f} M parameters, "
-          f"locked-text tuning {metrics['lit_s']:.0f} s, final loss {lit_history[-1]['loss']:.3f}")
+    print(f"optical encoder: {count_parameters(optical_encoder) / 1e6:.2f} M parameters, ready in {metrics['lit_s']:.0f} s")
 """)
 
 md(r"""
@@ -756,8 +759,9 @@ md(r"""
   and classification by text prompts, including names neither encoder saw in training.
 - $\mathcal{L}_{CMA}$ is the term that can do the moving; $\mathcal{L}_{CL}$ alone has no reason
   to leave a space of its own (step 5 tests both).
-- Here the optical–text space was made in minutes by locked-text tuning against frozen MiniLM, a
-  stand-in for the paper's pretrained CLIP. SAR can inherit only what the teacher's embedding says
+- Here the optical–text space is a stand-in for the paper's pretrained CLIP, pretrained once by the
+  project (`rslab pretrain optical-text-standin`, locked-text tuning against frozen MiniLM) and
+  shipped with the package. SAR can inherit only what the teacher's embedding says
   about structure SAR sees: zero-shot classification needs only coarse content; telling one scene
   from another also needs optical appearance, which is why retrieval is the harder of the two.
 
@@ -769,7 +773,10 @@ md(r"""
    between seeds? (Run the default with two values of `seed` first to measure that spread.)
 3. Set `lambda_cl = 0` (only $\mathcal{L}_{CMA}$) for the headline run: how do retrieval and the
    PCA picture of step 6 change?
-4. In the explorer (live kernel), find a SAR tile whose nearest optical tile is wrong: what do the
+4. Set `optical_tower = None` and `lit_steps = 150` to train a small tower inside the notebook
+   (a minute) instead of loading the shipped stand-in: how do the teacher's own zero-shot and
+   restyled retrieval, and then SAR's R@1, change?
+5. In the explorer (live kernel), find a SAR tile whose nearest optical tile is wrong: what do the
    two scenes share, and what differs only in colour?
 
 Next: **02 · QSACL pre-training** of a shared optical/SAR backbone.

@@ -60,7 +60,7 @@ batch_size = 8             # expressions per step (8 learns more per CPU second 
 lr = 5e-4                  # AdamW peak rate of the rows (2e-3 blows up the SAM2 image embedding, see 2b)
 train_hiera = True         # train Hiera from the stand-in checkpoint (False: the paper split, frozen Hiera)
 sam2_checkpoint = "sam2-standin-tiny-64"  # registry name (the shipped stand-in; sam2.1-hiera-large: Meta's file) or a path
-standin_steps = 0          # with sam2_checkpoint=None: pretrain a small stand-in here for this many steps (0: random SAM2)
+standin_steps = 0          # when sam2_checkpoint is None: steps of a small stand-in pretrained here (0: random SAM2)
 standin_lr = 5e-4
 union_encoder = "vit"      # vit (in-repo, from scratch, MiniLM tokens) | beit3-base | beit3-large (release weights)
 allow_download = False     # let rslab.weights fetch the checkpoint when it is not on disk
@@ -624,7 +624,7 @@ if standin is not None:
     metrics["standin_reused"] = float(standin.reused)
     metrics["standin_pretrain_s"] = standin.provenance["pretrain_s"]
     metrics["standin_pretrain_cpu_s"] = standin.provenance["pretrain_cpu_s"]
-    metrics.update({f"standin_heldout_miou_{k}": v for k, v in standin_eval.items()})
+metrics.update({f"standin_heldout_miou_{k}": v for k, v in standin_eval.items()})
 if dataset == "synthetic":
     metrics["oracle_class_union_miou"] = oracle["class_union"]["miou"]
     metrics["oracle_largest_of_class_miou"] = oracle["largest_of_class"]["miou"]

@@ -69,7 +69,8 @@ encoders_dir = ""        # saved optical / SAR encoders of notebook 01; empty: <
 backbone_dir = ""        # saved backbone of notebook 02; empty: <artifacts>/02_qsacl_pretraining
 vita_dir = ""            # saved VITA of notebook 03; empty: <artifacts>/03_vita_sga (absent: its candidates are skipped)
 train_missing = True     # artifacts missing: train them here on a small budget (False: use the stand-ins)
-lit_steps = 60           # ... locked-text tuning steps of the optical encoder (notebook 01: 150)
+optical_tower = "optical-text-standin"  # ... the frozen optical tower (the shipped stand-in), or None to LiT-train one here
+lit_steps = 60           # ... when optical_tower is None: locked-text tuning steps of the optical encoder
 align_steps = 60         # ... SAR alignment steps (notebook 01: 300)
 n_align_scenes = 256     # ... 64 px training scenes for both
 backbone_steps = 30      # ... QSACL pre-training steps of the backbone (notebook 02: 100)
@@ -215,8 +216,10 @@ if prior_source == "text":
         rc.load_alignment_encoders, encoders_dir, "01",
         train=(lambda: rc.train_alignment_encoders(
             SyntheticWorld(WorldConfig(size=64), seed=seed), n_train=n_align_scenes, lit_steps=lit_steps,
-            align_steps=align_steps, text_encoder=text_encoder, seed=seed)) if train_missing else None,
-        trained_note=f"{lit_steps} LiT + {align_steps} alignment steps, {n_align_scenes} scenes")
+            align_steps=align_steps, text_encoder=text_encoder, seed=seed,
+            optical_encoder=W.load(optical_tower, weights_dir) if optical_tower else None)) if train_missing else None,
+        trained_note=(f"{optical_tower} (frozen) + " if optical_tower else f"{lit_steps} LiT + ")
+                     + f"{align_steps} alignment steps, {n_align_scenes} scenes")
     if encoders is None:
         prior_source = "weak"
 if context_source == "backbone":

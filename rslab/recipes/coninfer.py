@@ -358,9 +358,12 @@ def build_contexts(keys: Sequence[str], inputs: dict[str, torch.Tensor], grid: t
 def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, align_steps: int = 60,
                              encoder_config: ImageEncoderConfig | None = None, text_encoder=None,
                              batch_size: int = 64, crop: int = 48, lr: float = 2e-3, seed: int = 0,
-                             level: int = 2, view_weight: float = 1.0) -> dict[str, ImageEncoder]:
+                             level: int = 2, view_weight: float = 1.0,
+                             optical_encoder: ImageEncoder | None = None) -> dict[str, ImageEncoder]:
     """Notebook 01's recipe on a small budget: locked-text tuning of an optical encoder against
     frozen MiniLM (captions + class prompts), then indirect SAR alignment (L_CL + L_CMA).
+    With ``optical_encoder`` (e.g. the shipped stand-in, ``rslab.weights.load("optical-text-standin")``)
+    the locked-text step is skipped and that frozen encoder is the teacher.
 
     Args:
         world: a :class:`~rslab.data.synthetic.SyntheticWorld` (its scene size is the training size).
@@ -385,8 +388,10 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
     if n_train < batch_size:
         raise ValueError(f"n_train ({n_train}) must be >= batch_size ({batch_size})")
-    if lit_steps < 1 or align_steps < 1:
+    if (optical_encoder is None and lit_steps < 1) or align_steps < 1:
         raise ValueError(f"lit_steps and align_steps must be >= 1, got {lit_steps}, {align_steps}")
+    if optical_encoder is not None and not isinstance(optical_encoder, ImageEncoder):
+        raise ValueError(f"optical_encoder must be an ImageEncoder, got {type(optical_encoder).__name__}")
     size = world.config.size
     cfg = encoder_config or ImageEncoderConfig.tiny(4, img_size=size, out_dim=384, embed_dim=64, depth=2, num_heads=2)
     text_encoder = text_encoder or MiniLMTextEncoder()
@@ -399,12 +404,13 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
         return TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=max(1, steps // 5),
                            progress=False, cpu=True)
 
-    torch.manual_seed(seed)
-    optical_model = OpticalTextModel(cfg)
-    other = pairs_to_tensors(restyled_scenes(world, scenes))[0] if view_weight > 0 else None
-    train_locked_text(optical_model, optical, embeddings, config(lit_steps), texts=texts, batch_size=batch_size,
-                      crop=min(crop, size), colour=0.1, view_weight=view_weight, optical_other=other)
-    optical_encoder = optical_model.encoder.eval()
+    if optical_encoder is None:
+        torch.manual_seed(seed)
+        optical_model = OpticalTextModel(cfg)
+        other = pairs_to_tensors(restyled_scenes(world, scenes))[0] if view_weight > 0 else None
+        train_locked_text(optical_model, optical, embeddings, config(lit_steps), texts=texts, batch_size=batch_size,
+                          crop=min(crop, size), colour=0.1, view_weight=view_weight, optical_other=other)
+        optical_encoder = optical_model.encoder.eval()
     torch.manual_seed(seed + 1)
     model = SARAlignmentModel(optical_encoder, replace(cfg, in_chans=2))
     train_sar_alignment(model, optical, sar, ImageAlignmentLoss(1.0, 1.0, 0.1), config(align_steps), batch_size=batch_size,
