@@ -1121,6 +1121,11 @@ def registry_markdown() -> str:
         "`model.safetensors` are only accepted inside such a sub-folder. Nothing is downloaded unless "
         "the caller allows it.",
         "",
+        "The `standin` entries are the project's own: stand-in foundations pretrained once on the synthetic "
+        "world by `rslab pretrain NAME` (`rslab.recipes.standins`) and shipped in `rslab/standins/` with a "
+        "model card each, so the smoke profile starts from a foundation offline. They are found there after "
+        "any explicit path and `$RSLAB_WEIGHTS_DIR` (a remade stand-in in those folders wins).",
+        "",
         "| name | family | official file(s) | paper model | used by |",
         "|---|---|---|---|---|",
     ]
@@ -1131,7 +1136,8 @@ def registry_markdown() -> str:
         lines += ["", f"## `{e.name}`", "", f"- **Paper model:** {_md_escape(e.paper_model)}",
                   f"- **Family / loader:** `{e.family}`",
                   f"- **Official file(s), preferred first:** {', '.join(f'`{f}`' for f in e.files)}",
-                  f"- **Download:** <{e.url}>" + (f" (also `hf download {e.hf_repo}`)" if e.hf_repo else ""),
+                  (f"- **Shipped:** `rslab/standins/{e.files[0]}`; remade by `rslab pretrain {e.name}`" if e.family == "standin"
+                   else f"- **Download:** <{e.url}>" + (f" (also `hf download {e.hf_repo}`)" if e.hf_repo else "")),
                   "- **sha256:** " + (f"`{e.sha256}` (of `{e.files[0]}`)" if e.sha256 else "not published"),
                   "- **Config:** " + ", ".join(f"`{k}={v!r}`" for k, v in e.config.items()),
                   f"- **Used by:** {', '.join(f'`{u}`' for u in e.used_by) or 'no notebook yet'}"]
@@ -1139,6 +1145,11 @@ def registry_markdown() -> str:
             lines.append(f"- **Companion files:** {', '.join(f'`{c}` (<{KNOWN_FILES.get(c, e.url)}>)' for c in e.companions)}")
         if e.notes:
             lines.append(f"- **Notes:** {_md_escape(e.notes)}")
+        if e.family == "standin" and (card := standin_card(e.name)):
+            metrics = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in card["metrics"].items())
+            lines += [f"- **Model card:** made by `{card['command']}` ({card['settings'].get('max_steps')} steps, "
+                      f"{card['wall_s'] / 60:.0f} min on {card['machine']}, {card['created_utc'][:10]}, commit "
+                      f"{card['commit']}); {card['parameters']:,} parameters; held-out: {_md_escape(metrics)}"]
     return "\n".join(lines) + "\n"
 
 
