@@ -101,10 +101,12 @@ def cases(tiny: bool) -> list[Case]:
         model.teacher = EMA(model, (0.996, 1.0), total_steps=1000).model  # the EMA teacher rides along
         return model
 
-    out.append(Case("02_qsacl_pretraining", f"UnifiedBackbone {bb_cfg.embed_dim}d {bb_cfg.depths} + QSACL at {size02} px",
+    out.append(Case("02_qsacl_pretraining",
+                    f"UnifiedBackbone {bb_cfg.embed_dim}d {bb_cfg.depths} + QSACL at {size02} px",
                     b02, build02, lambda d: _rand((b02, 4, size02, size02), d, 3),
                     lambda m, x: m.backbone(x, modality="optical", gsd=1.0)[-1],
-                    lambda m, x: pretraining_loss(m, m.teacher, x, "optical", 1.0, torch.Generator().manual_seed(0))["loss"]))
+                    lambda m, x: pretraining_loss(m, m.teacher, x, "optical", 1.0,
+                                                  torch.Generator().manual_seed(0))["loss"]))
 
     # 03: VITA (base head, CLIP B/16 text width 512) on one episode, all three modes
     from rslab.models.vita import VITA, VITAConfig
@@ -117,16 +119,19 @@ def cases(tiny: bool) -> list[Case]:
         masks = torch.zeros(k03, k03, size03, size03, dtype=torch.bool)
         for c in range(k03):
             masks[c, c, c * size03 // k03:(c + 1) * size03 // k03] = True
-        return {"target": _rand((b03, 4, size03, size03), device, 4), "prompts": _rand((k03, 4, size03, size03), device, 5),
+        return {"target": _rand((b03, 4, size03, size03), device, 4),
+                "prompts": _rand((k03, 4, size03, size03), device, 5),
                 "masks": masks.to(device), "text": F.normalize(_rand((k03, v_cfg.text_dim), device, 6) - 0.5, dim=-1)}
 
     def fwd03(m, b, modes=("V", "T", "F")):
         return m(b["target"], "optical", b["prompts"], b["masks"], "optical", b["text"], modes=modes)
 
-    out.append(Case("03_vita_sga", f"VITA dim {v_cfg.dim}, {v_cfg.num_queries} queries, {v_cfg.decoder_layers} decoder layers "
+    out.append(Case("03_vita_sga",
+                    f"VITA dim {v_cfg.dim}, {v_cfg.num_queries} queries, {v_cfg.decoder_layers} decoder layers "
                     f"at {size03} px", b03, lambda: VITA(v_cfg), batch03,
                     lambda m, b: fwd03(m, b, ("F",))["final"]["F"]["mask_logits"],
-                    lambda m, b: sum(o[mode]["mask_logits"].float().pow(2).mean() + o[mode]["class_logits"].float().pow(2).mean()
+                    lambda m, b: sum(o[mode]["mask_logits"].float().pow(2).mean()
+                                     + o[mode]["class_logits"].float().pow(2).mean()
                                      for o in [fwd03(m, b)["final"]] for mode in "VTF")))
 
     # 04: RS2-SAM2 as the paper: SAM 2.1 Hiera-L at 1024 px (frozen Hiera + BHFM), BEiT-3-Large union encoder

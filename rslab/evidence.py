@@ -99,7 +99,8 @@ def _claim_from_dict(item: Any, where: str) -> Claim:
     unknown = sorted(set(item) - {"notebook", "a", "relation", "b", "paper", "margin", "label"})
     if missing or unknown:
         raise ValueError(f"{where}: claim {item!r} lacks {missing or 'nothing'} and has unknown keys "
-                         f"{unknown or 'none'}; a claim has notebook, a, relation, b, paper (and optional margin, label)")
+                         f"{unknown or 'none'}; "
+                         "a claim has notebook, a, relation, b, paper (and optional margin, label)")
     relation = str(item["relation"]).strip()
     if relation not in RELATIONS:
         raise ValueError(f"{where}: relation {relation!r} of claim {item['a']!r} must be one of {RELATIONS}")
@@ -285,7 +286,8 @@ def run_seeds(
         picked = {nb.stem for nb in nbs.discover_notebooks(root, only)}
         stems = [s for s in stems if s in picked]
         if not stems:
-            raise ValueError(f"--only {' '.join(only)} selects no notebook that a claim names ({sorted({c.notebook for c in claims})})")
+            raise ValueError(f"--only {' '.join(only)} selects no notebook that a claim names "
+                             f"({sorted({c.notebook for c in claims})})")
     unknown = sorted(set(settings) - set(available))
     if unknown:
         raise ValueError(f"claims settings name notebooks that do not exist: {unknown}")
@@ -447,7 +449,8 @@ def aggregate(out_dir: str | Path, claims: Sequence[Claim], profile: str = "smok
     for c in claims:
         diffs, problems = paired_differences(c, metrics_of[c.notebook])
         entry = {"notebook": c.notebook, "claim": c.text, "label": c.label, "paper": c.paper,
-                 "n": len(diffs), "per_seed": {str(s): d for s, d in diffs.items()}, "verdict": verdict(list(diffs.values())) if diffs else NOT_MEASURED}
+                 "n": len(diffs), "per_seed": {str(s): d for s, d in diffs.items()},
+                 "verdict": verdict(list(diffs.values())) if diffs else NOT_MEASURED}
         if diffs:
             entry["mean_diff"], entry["std_diff"] = mean_std(list(diffs.values()))
         if problems:

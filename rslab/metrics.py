@@ -336,7 +336,8 @@ def zero_shot_predict(image_emb: torch.Tensor, class_emb: torch.Tensor) -> torch
     """Class index with the highest cosine similarity between image and class-prompt embeddings."""
     if image_emb.ndim != 2 or class_emb.ndim != 2 or image_emb.shape[1] != class_emb.shape[1]:
         raise ValueError(
-            f"need (N, D) image and (C, D) class embeddings of the same D, got {tuple(image_emb.shape)}, {tuple(class_emb.shape)}"
+            f"need (N, D) image and (C, D) class embeddings of the same D, "
+            f"got {tuple(image_emb.shape)}, {tuple(class_emb.shape)}"
         )
     return (F.normalize(image_emb, dim=-1) @ F.normalize(class_emb, dim=-1).T).argmax(1)
 

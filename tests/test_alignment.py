@@ -50,7 +50,8 @@ def toy_pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def test_optical_encoder_is_frozen_and_stays_in_eval_mode():
-    model = SARAlignmentModel(ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY)), ImageEncoderConfig(in_chans=2, **TINY))
+    model = SARAlignmentModel(ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY)),
+                              ImageEncoderConfig(in_chans=2, **TINY))
     model.train()
     assert model.sar.training and not model.optical.training
     assert all(not p.requires_grad for p in model.optical.parameters())
@@ -379,8 +380,9 @@ def test_bank_student_ceiling_diagnostic_learns_its_rows_and_validates():
     bank = F.normalize(torch.randn(64, TINY["out_dim"]), dim=-1)
     student = ImageEncoder(ImageEncoderConfig(in_chans=4, **TINY))
     before = retrieval_scores(embed_inputs(student, optical), bank)[1]
-    history = train_bank_student(student, optical, bank, TrainConfig(max_steps=60, lr=3e-3, warmup_steps=5, progress=False,
-                                                                      log_every=10), batch_size=32)
+    history = train_bank_student(student, optical, bank,
+                                 TrainConfig(max_steps=60, lr=3e-3, warmup_steps=5, progress=False, log_every=10),
+                                 batch_size=32)
     after = retrieval_scores(embed_inputs(student, optical), bank)[1]
     assert history[-1]["loss"] < history[0]["loss"] and after > before + 0.2, (before, after)
     with pytest.raises(ValueError, match="one row per input"):
@@ -390,7 +392,8 @@ def test_bank_student_ceiling_diagnostic_learns_its_rows_and_validates():
 
     labels = torch.tensor([[[0, 2], [255, 1]]])
     oh = one_hot_labels(labels, 3)
-    assert oh.shape == (1, 3, 2, 2) and oh[0, :, 0, 0].tolist() == [1, -1, -1] and oh[0, :, 1, 0].tolist() == [-1, -1, -1]
+    assert (oh.shape == (1, 3, 2, 2) and oh[0, :, 0, 0].tolist() == [1, -1, -1]
+            and oh[0, :, 1, 0].tolist() == [-1, -1, -1])
     with pytest.raises(ValueError, match="lie in"):
         one_hot_labels(labels, 2)
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):

@@ -96,7 +96,8 @@ def test_tagged_cells_without_output_are_reported(tmp_path: Path):
     ])
     problems = nbs.tagged_cells_without_output(nb)
     assert problems == [
-        "cell[1] `fig = viz.show_levels(s, tree)` is tagged 'figure' but produced no image/png / image/svg+xml / image/jpeg output",
+        "cell[1] `fig = viz.show_levels(s, tree)` is tagged 'figure' "
+        "but produced no image/png / image/svg+xml / image/jpeg output",
         "cell[3] `viz.report('x')` is tagged 'report' but produced no text/markdown output",
     ]
 

@@ -96,7 +96,8 @@ def test_grid_search_scores_every_setting_and_picks_the_best_per_mode():
     assert set(best) == {"reference", "paper"}
     assert all(best[m]["miou"] == max(r["miou"] for r in rows if r["mode"] == m) for m in best)
     # clustered features help more than noise (what the validation selection relies on)
-    assert max(r["miou"] for r in rows if r["features"] == "good") > max(r["miou"] for r in rows if r["features"] == "noise")
+    assert (max(r["miou"] for r in rows if r["features"] == "good")
+            > max(r["miou"] for r in rows if r["features"] == "noise"))
     with pytest.raises(ValueError, match="share batch and grid"):
         grid_search(prior, {"bad": good[:2]}, labels, k)
     with pytest.raises(ValueError, match="unknown mode"):

@@ -172,8 +172,9 @@ def test_context_helpers_shapes_keys_and_errors():
     optical, sar = torch.rand(2, 4, 64, 64), torch.rand(2, 2, 64, 64) * 2 - 1
     inputs = {"optical": optical, "sar": sar}
     sets = rc.build_contexts(["backbone[0]", "backbone[0,3]"], inputs, (8, 8), backbone=backbone, gsd=1.0)
-    sets.update({"sar_" + k: v for k, v in rc.build_contexts(["backbone[0]", "backbone[0,3]"], inputs, (8, 8),
-                                                                backbone=backbone, modalities=["sar"], gsd=1.0).items()})
+    sets.update({"sar_" + k: v
+                 for k, v in rc.build_contexts(["backbone[0]", "backbone[0,3]"], inputs, (8, 8),
+                                               backbone=backbone, modalities=["sar"], gsd=1.0).items()})
     assert set(sets) == {"backbone[0]", "sar_backbone[0]", "backbone[0,3]", "sar_backbone[0,3]"}
     c0 = sets["sar_backbone[0]"].shape[1]
     assert sets["backbone[0]"].shape == (2, 2 * c0, 8, 8)

@@ -112,7 +112,8 @@ def test_info_nce_with_bank_hand_computed():
     assert info_nce(a, b, 0.3, index=torch.arange(5)).item() == pytest.approx(info_nce(a, b, 0.3).item(), abs=1e-5)
     # more negatives can only raise the one-way loss of the same positive
     big = torch.cat([b, torch.randn(20, 8)])
-    assert info_nce(a, big, 0.3, symmetric=False, index=torch.arange(5)) > info_nce(a, b, 0.3, symmetric=False, index=torch.arange(5))
+    assert (info_nce(a, big, 0.3, symmetric=False, index=torch.arange(5))
+            > info_nce(a, b, 0.3, symmetric=False, index=torch.arange(5)))
 
 
 def test_bank_loss_moves_only_the_sar_side_and_validates():
@@ -130,6 +131,7 @@ def test_bank_loss_moves_only_the_sar_side_and_validates():
         info_nce(f_sar, torch.randn(10, 6), index=torch.tensor([1, 2, 3, 4]))
     loss = ImageAlignmentLoss(0.0, 1.0, temperature=0.5)
     total = loss(f_sar, None, None, optical_bank=bank, index=torch.tensor([1, 3, 5, 7]))
-    assert total.item() == pytest.approx(cross_modal_alignment_loss(f_sar, bank, 0.5, index=torch.tensor([1, 3, 5, 7])).item())
+    assert total.item() == pytest.approx(
+        cross_modal_alignment_loss(f_sar, bank, 0.5, index=torch.tensor([1, 3, 5, 7])).item())
     with pytest.raises(ValueError, match="together"):
         loss(f_sar, None, None, optical_bank=bank)

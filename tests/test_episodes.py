@@ -103,7 +103,8 @@ def test_region_names_join_nodes_with_the_same_pixels_and_never_heldout(pool):
         for _ in range(20):
             names = class_names_for(tree, level, "region", rng)
             assert not {n.lower() for n in names} & held
-            assert [set(tree.leaf_ids(tree.find(n))) for n in names] == [set(tree.leaf_ids(c)) for c in tree.nodes(level)]
+            assert ([set(tree.leaf_ids(tree.find(n))) for n in names]
+                    == [set(tree.leaf_ids(c)) for c in tree.nodes(level)])
     with pytest.raises(ValueError, match="no class or synonym"):
         region_names(tree, "volcano")
 

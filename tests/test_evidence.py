@@ -215,4 +215,5 @@ def test_diagnostics_rows_show_numbers_and_text(tmp_path):
                                                        "paper": "p"}], "diagnostics": {"09_toy": "x"}}))
     with pytest.raises(ValueError, match="diagnostics"):
         ev.load_diagnostics(claims_file)
-    assert set(ev.load_diagnostics(ROOT / ev.DEFAULT_CLAIMS)) <= {c.notebook for c in ev.load_claims(ROOT / ev.DEFAULT_CLAIMS)[0]}
+    assert (set(ev.load_diagnostics(ROOT / ev.DEFAULT_CLAIMS))
+            <= {c.notebook for c in ev.load_claims(ROOT / ev.DEFAULT_CLAIMS)[0]})

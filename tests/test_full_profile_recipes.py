@@ -50,7 +50,8 @@ def test_streamed_scenes_pretrain_one_step(data_root):
     x, s, y = catalog_probe_tensors(open_dataset("sen1floods11", data_root, "test"), 16, limit=2)
     assert x.shape == (2, 4, 16, 16) and s.shape == (2, 2, 16, 16) and y.shape == (2, 16, 16)
     with pytest.raises(ValueError, match="in-memory scenes"):
-        pretrain(student, {"optical": opt}, pretrain_config(1), batch_size=2, alt_scenes={"optical": torch.zeros(4, 4, 32, 32)})
+        pretrain(student, {"optical": opt}, pretrain_config(1), batch_size=2,
+                 alt_scenes={"optical": torch.zeros(4, 4, 32, 32)})
 
 
 def test_clip_teacher_and_sar_vit_follow_their_device():

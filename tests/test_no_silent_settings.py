@@ -46,7 +46,8 @@ def test_undeclared_profile_key_stops_before_any_kernel(repo: Path):
     data = yaml.safe_load(path.read_text())
     data["01_b"] = {"lit_stpes": 3}
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ValueError, match=r"01_b: profile 'ci' section 01_b sets 'lit_stpes'.*declares: device, lit_steps"):
+    with pytest.raises(ValueError,
+                       match=r"01_b: profile 'ci' section 01_b sets 'lit_stpes'.*declares: device, lit_steps"):
         run(repo)
     assert not (repo / "build" / "notebooks").exists()  # nothing was executed
 

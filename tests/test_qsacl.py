@@ -214,7 +214,8 @@ def test_qsacl_loss_decreases_on_a_fixed_batch(tiny_backbone_cfg):
     ema = EMA(student, momentum=(0.5, 0.9), total_steps=8)
     opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
     # 8 scenes with distinct structure: smooth random blobs
-    scenes = F.interpolate(torch.rand(8, 4, 4, 4, generator=torch.Generator().manual_seed(3)), size=(64, 64), mode="bilinear")
+    scenes = F.interpolate(torch.rand(8, 4, 4, 4, generator=torch.Generator().manual_seed(3)), size=(64, 64),
+                           mode="bilinear")
     losses = []
     for step in range(8):
         out = pretraining_loss(student, ema.model, scenes, "optical", 1.0, torch.Generator().manual_seed(step))
@@ -320,7 +321,8 @@ def test_pretrain_runs_and_validates(tiny_backbone_cfg):
 
     torch.manual_seed(0)
     student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg),
-                             QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=32, local_size=32))
+                             QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=32,
+                                         local_size=32))
     scenes = {"optical": torch.rand(4, 4, 64, 64), "sar": torch.rand(4, 2, 64, 64) * 2 - 1}
     before = {k: v.clone() for k, v in student.state_dict().items()}
     trainer = pretrain(student, scenes, pretrain_config(2, seed=0), batch_size=4)
@@ -366,8 +368,8 @@ def test_pretrain_with_alt_scenes(tiny_backbone_cfg):
     cfg = QSACLConfig(num_queries=2, hidden_dim=32, proj_dim=16, num_local=1, global_size=32, local_size=32)
     scenes = {"optical": torch.rand(4, 4, 64, 64)}
     alt = torch.rand(4, 2, 4, 64, 64)
-    trainer = pretrain(ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg), scenes, pretrain_config(2), batch_size=4,
-                       alt_scenes={"optical": alt})
+    trainer = pretrain(ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg), scenes, pretrain_config(2),
+                       batch_size=4, alt_scenes={"optical": alt})
     assert len([r for r in trainer.history if "contrastive" in r]) >= 1
     student = ContrastiveSSL(UnifiedBackbone(tiny_backbone_cfg), cfg)
     with pytest.raises(ValueError, match="alt_scenes"):

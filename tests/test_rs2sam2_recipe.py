@@ -155,7 +155,8 @@ def test_fused_default_optimizer_matches_the_unfused_one():
 def ablation():
     """Two rows, two steps each: shared by the tests below (building SAM2 takes a while)."""
     data = _dataset(4)
-    result = rt.run_ablation(CFG, data, data, FakeTokens(), rt.RS2SAM2TrainConfig(max_steps=2, batch_size=4, progress=False),
+    result = rt.run_ablation(CFG, data, data, FakeTokens(),
+                             rt.RS2SAM2TrainConfig(max_steps=2, batch_size=4, progress=False),
                              rows=["baseline", "full"], log=None)
     return data, result
 
@@ -293,7 +294,8 @@ def dataclasses_replace(obj, **kw):
 def test_new_parts_get_their_own_learning_rate():
     torch.manual_seed(0)
     model = rt.RS2SAM2(CFG)
-    assert rt.is_new_part("union.blocks.0.attn.qkv.weight") and rt.is_new_part("sam.image_encoder.trunk.blocks.1.bhfm.down.weight")
+    assert (rt.is_new_part("union.blocks.0.attn.qkv.weight")
+            and rt.is_new_part("sam.image_encoder.trunk.blocks.1.bhfm.down.weight"))
     assert not rt.is_new_part("sam.sam_mask_decoder.iou_token.weight")
     from rslab.train import default_optimizer
 
@@ -336,7 +338,8 @@ def test_interrupted_ablation_resumes_and_skips_finished_rows(tmp_path, monkeypa
 
     trained = []
     real_train = rt.train_rs2sam2
-    monkeypatch.setattr(rt, "train_rs2sam2", lambda cfg, *a, **k: trained.append(cfg.use_mpg) or real_train(cfg, *a, **k))
+    monkeypatch.setattr(rt, "train_rs2sam2",
+                        lambda cfg, *a, **k: trained.append(cfg.use_mpg) or real_train(cfg, *a, **k))
     again = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, out_dir=tmp_path, **kw)
     assert trained == [True]                        # the baseline row was skipped
     assert again.metrics == reference.metrics       # resumed training gives the uninterrupted numbers

@@ -67,7 +67,8 @@ def test_no_object_only_when_there_is_no_segment():
     """With no ground truth every query learns "no object": loss = w_cls * mean CE(no-object)."""
     logits = torch.tensor([[[1.0, 0.0, 2.0], [0.0, 3.0, -1.0]]])
     crit = SetCriterion(SetCriterionWeights(cls=2.0), num_points=64)
-    loss, logs = crit(logits, torch.zeros(1, 2, 8, 8), [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 8, 8)}])
+    loss, logs = crit(logits, torch.zeros(1, 2, 8, 8),
+                      [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 8, 8)}])
     expected = F.cross_entropy(logits[0], torch.tensor([2, 2]))
     assert logs["loss_cls"] == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() == pytest.approx(2.0 * expected.item(), rel=1e-5)
@@ -90,9 +91,11 @@ def test_no_object_weight_downweights_unmatched_queries():
 def test_bad_inputs_raise():
     crit = SetCriterion(num_points=16)
     with pytest.raises(ValueError, match="target labels"):
-        crit(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4, 4), [{"labels": torch.tensor([2]), "masks": torch.ones(1, 4, 4)}])
+        crit(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4, 4),
+             [{"labels": torch.tensor([2]), "masks": torch.ones(1, 4, 4)}])
     with pytest.raises(ValueError, match="same B, Q"):
-        crit(torch.zeros(1, 2, 3), torch.zeros(1, 3, 4, 4), [{"labels": torch.tensor([0]), "masks": torch.ones(1, 4, 4)}])
+        crit(torch.zeros(1, 2, 3), torch.zeros(1, 3, 4, 4),
+             [{"labels": torch.tensor([0]), "masks": torch.ones(1, 4, 4)}])
     with pytest.raises(ValueError, match="targets for a batch"):
         crit(torch.zeros(2, 2, 3), torch.zeros(2, 2, 4, 4), [])
     with pytest.raises(ValueError, match="num_points"):

@@ -147,7 +147,8 @@ def test_clip_grad_norm_limits_the_update():
     start = model.weight.detach().clone()
     x = torch.full((2, 4), 10.0)
     trainer = Trainer(model, lambda m, b: m(b).pow(2).mean() * 100, [x],
-                      TrainConfig(max_steps=1, schedule="constant", lr=1.0, clip_grad_norm=0.1, progress=False, cpu=True),
+                      TrainConfig(max_steps=1, schedule="constant", lr=1.0, clip_grad_norm=0.1, progress=False,
+                                  cpu=True),
                       optimizer=torch.optim.SGD(model.parameters(), lr=1.0))
     trainer.fit()
     # plain SGD with lr 1: the step equals the clipped gradient, whose norm is exactly 0.1
@@ -230,7 +231,8 @@ def test_checkpoints_layout_keep_last_and_stale_temporaries(tmp_path):
     assert not stale.exists()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000009", "step_000010"]  # 10 = final
     last = tmp_path / "checkpoints" / "step_000010"
-    assert sorted(p.name for p in last.iterdir()) == ["ema.safetensors", "manifest.json", "model.safetensors", "state.pt"]
+    assert sorted(p.name for p in last.iterdir()) == ["ema.safetensors", "manifest.json", "model.safetensors",
+                                                      "state.pt"]
     assert verify_checkpoint(last) is None
     state = torch.load(last / "state.pt", weights_only=True)
     assert state["step"] == 10 and state["config"]["max_steps"] == 10 and len(state["rng"]) == 1
@@ -264,7 +266,8 @@ def test_finished_run_is_not_retrained(tmp_path):
     done = make_trainer(tmp_path, max_steps=6)
     done.fit()
     calls = []
-    again = make_trainer(tmp_path, max_steps=6, model=make_model(seed=5), loss_fn=lambda m, b: calls.append(1) or ce_loss(m, b))
+    again = make_trainer(tmp_path, max_steps=6, model=make_model(seed=5),
+                         loss_fn=lambda m, b: calls.append(1) or ce_loss(m, b))
     history = again.fit()
     assert calls == [] and again.step == 6
     assert_same_weights(weights(again.model), weights(done.model))
@@ -352,10 +355,12 @@ def test_default_optimizer_groups_by_lr_scale_and_decay():
 
     model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
     plain = default_optimizer(model, 1e-3, 0.1)
-    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in plain.param_groups] == [(1e-3, 0.1, 2), (1e-3, 0.0, 4)]
+    assert ([(g["lr"], g["weight_decay"], len(g["params"])) for g in plain.param_groups]
+            == [(1e-3, 0.1, 2), (1e-3, 0.0, 4)])
     scaled = default_optimizer(model, 1e-3, 0.1, lr_scale=lambda n: 3.0 if n.startswith("2.") else 1.0)
     by_id = {id(p): (g["lr"], g["weight_decay"]) for g in scaled.param_groups for p in g["params"]}
-    assert by_id[id(model[2].weight)] == (pytest.approx(3e-3), 0.1) and by_id[id(model[2].bias)] == (pytest.approx(3e-3), 0.0)
+    assert (by_id[id(model[2].weight)] == (pytest.approx(3e-3), 0.1)
+            and by_id[id(model[2].bias)] == (pytest.approx(3e-3), 0.0))
     assert by_id[id(model[0].weight)] == (1e-3, 0.1) and by_id[id(model[1].weight)] == (1e-3, 0.0)
     assert [g["lr"] for g in scaled.param_groups] == pytest.approx([1e-3, 1e-3, 3e-3, 3e-3])
     with pytest.raises(ValueError, match="lr_scale"):

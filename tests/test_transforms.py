@@ -50,7 +50,8 @@ def marked(s: Sample, r: int, c: int) -> Sample:
 
 
 def where(s: Sample):
-    spots = [tuple(np.argwhere(s.optical[0] == np.float32(0.999))[0]), tuple(np.argwhere(s.sar[0] == np.float32(3.5))[0]),
+    spots = [tuple(np.argwhere(s.optical[0] == np.float32(0.999))[0]),
+             tuple(np.argwhere(s.sar[0] == np.float32(3.5))[0]),
              tuple(np.argwhere(s.labels == 9)[0]), tuple(np.argwhere(s.instances == 999)[0])]
     assert len(set(spots)) == 1, spots
     return spots[0]
@@ -117,7 +118,8 @@ def test_rewritten_extremes_are_true_after_transforms():
                     continue
                 cls = out.meta["instance_class"]
                 ids = [j for j in np.unique(out.instances) if j > 0 and cls[j] == cls[r.instance_id]]
-                axis, sign = {"leftmost": (1, 1), "rightmost": (1, -1), "topmost": (0, 1), "bottommost": (0, -1)}[m.group(1)]
+                axis, sign = {"leftmost": (1, 1), "rightmost": (1, -1), "topmost": (0, 1),
+                              "bottommost": (0, -1)}[m.group(1)]
                 pos = {j: sign * np.nonzero(out.instances == j)[axis].mean() for j in ids}
                 assert min(pos, key=pos.get) == r.instance_id, (r.text, k)
                 checked += 1

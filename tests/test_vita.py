@@ -222,7 +222,8 @@ def test_tiny_model_overfits_one_episode():
     losses = []
     for _ in range(70):
         out = model(target, "optical", target, masks, "optical", text, modes=("V",))
-        loss = sum(crit(p["V"]["class_logits"], p["V"]["mask_logits"], [{"labels": torch.tensor([0, 1]), "masks": seg}])[0]
+        loss = sum(crit(p["V"]["class_logits"], p["V"]["mask_logits"],
+                        [{"labels": torch.tensor([0, 1]), "masks": seg}])[0]
                    for p in [out["final"], *out["aux"]])
         opt.zero_grad()
         loss.backward()
@@ -273,7 +274,8 @@ def test_episode_factory_is_deterministic_and_follows_the_schedule(small_pool):
 
     tree = small_pool.tree
     region = list(episode_factory(small_pool, VITARecipe(max_steps=6, batch_size=2, train_names="region"))(0))
-    assert [e.level for e in region] == [e.level for e in list(episode_factory(small_pool, VITARecipe(max_steps=6, batch_size=2))(0))]
+    assert [e.level for e in region] == [
+        e.level for e in list(episode_factory(small_pool, VITARecipe(max_steps=6, batch_size=2))(0))]
     assert all(n in region_names(tree, c) for e in region for n, c in zip(e.class_names, tree.names(e.level)))
 
 
@@ -419,7 +421,8 @@ def test_text_name_transfer_reports_ratio_and_lost_classes(small_pool):
     again = name_transfer_summary(small_pool.tree.names(1), seen_iou, unseen_iou)
     np.testing.assert_equal(again, out)
     # with every threshold at its loosest, any class seen at all and not matched is lost
-    strict = text_name_transfer(model, small_pool, small_pool, _HashText(), level=1, lost_fraction=1.0, min_seen_iou=0.0)
+    strict = text_name_transfer(model, small_pool, small_pool, _HashText(), level=1, lost_fraction=1.0,
+                                min_seen_iou=0.0)
     assert set(out["lost"]) <= set(strict["lost"])
     with pytest.raises(ValueError, match="lost_fraction"):
         text_name_transfer(model, small_pool, small_pool, _HashText(), level=1, lost_fraction=0.0)

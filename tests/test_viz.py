@@ -235,7 +235,8 @@ def test_show_looks_measures_speckle_against_reference():
     rng = np.random.default_rng(0)
     sigma0 = rng.uniform(0.01, 0.5, size=(2, 128, 128))  # textured, noise-free backscatter
     ref = (10 * np.log10(sigma0)).astype(np.float32)
-    sars = {L: (10 * np.log10(sigma0 * rng.gamma(L, 1.0 / L, size=sigma0.shape))).astype(np.float32) for L in (1, 4, 16)}
+    sars = {L: (10 * np.log10(sigma0 * rng.gamma(L, 1.0 / L, size=sigma0.shape))).astype(np.float32)
+            for L in (1, 4, 16)}
     fig = viz.show_looks(sars, reference=ref, crop=32)
     measured = [float(re.search(r"speckle std ([\d.]+) dB", t).group(1)) for t in _titles(fig)]
     for L, m in zip((1, 4, 16), measured):
@@ -399,7 +400,8 @@ def test_figures_display_once_per_cell_in_a_kernel(tmp_path, monkeypatch):
              "f('d')",  # last expression: 1
              "display(fig)\nfig",  # a later cell: shown again, once
              "g = f('e')\ndisplay(g)\ng",  # shown once
-             "print(viz.show_gallery([{'image': img, 'prompt': 'p', 'pred': img[..., 0] > 1, 'gt': img[..., 0] > 1}]) is not None)",
+             "print(viz.show_gallery([{'image': img, 'prompt': 'p', 'pred': img[..., 0] > 1, "
+             "'gt': img[..., 0] > 1}]) is not None)",
              # a pyplot figure passed to viz.show: drawn once, not again by the inline backend
              "%matplotlib inline\nimport matplotlib.pyplot as plt\np = plt.figure()\nplt.plot([0, 1])\nviz.show(p)\n"
              "print(plt.get_fignums())"]

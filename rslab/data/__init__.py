@@ -7,4 +7,5 @@ from rslab.data.sample import IGNORE_INDEX, ReferringExpression, Sample
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import SemanticTree, load_tree
 
-__all__ = ["IGNORE_INDEX", "ReferringExpression", "Sample", "SemanticTree", "SyntheticWorld", "WorldConfig", "load_tree"]
+__all__ = ["IGNORE_INDEX", "ReferringExpression", "Sample", "SemanticTree", "SyntheticWorld", "WorldConfig",
+           "load_tree"]

@@ -45,7 +45,8 @@ def _as_batch(sar_db: torch.Tensor, name: str = "sar_db") -> tuple[torch.Tensor,
     else:
         raise ValueError(f"{name} must be (2, H, W) or (B, 2, H, W), got shape {tuple(sar_db.shape)}")
     if sar_db.shape[1] != 2:
-        raise ValueError(f"{name} must have 2 channels (VV, VH) in dB, got {sar_db.shape[1]} (shape {tuple(sar_db.shape)})")
+        raise ValueError(f"{name} must have 2 channels (VV, VH) in dB, got {sar_db.shape[1]} "
+                         f"(shape {tuple(sar_db.shape)})")
     return sar_db.float(), squeeze
 
 
@@ -210,7 +211,8 @@ class SARViewAugment:
 
     def __call__(self, optical: torch.Tensor, sar_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if optical.ndim != 4 or sar_db.ndim != 4:
-            raise ValueError(f"expected batches (B, C, H, W), got optical {tuple(optical.shape)}, sar {tuple(sar_db.shape)}")
+            raise ValueError(f"expected batches (B, C, H, W), got optical {tuple(optical.shape)}, "
+                             f"sar {tuple(sar_db.shape)}")
         _check_paired([optical, sar_db])
         _as_batch(sar_db)
         optical_a, sar_a = self.geometric(optical, sar_db)

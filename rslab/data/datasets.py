@@ -86,7 +86,8 @@ class SyntheticSegmentation(Dataset):
             if s.referring:
                 k = 0 if self.referring == "first" else int(torch.randint(len(s.referring), ()))
                 r = s.referring[k]
-                item.update(ref_text=r.text, ref_mask=torch.from_numpy(np.ascontiguousarray(r.mask)), ref_class=r.target_class)
+                item.update(ref_text=r.text, ref_mask=torch.from_numpy(np.ascontiguousarray(r.mask)),
+                            ref_class=r.target_class)
             else:
                 item.update(ref_text="", ref_mask=torch.zeros(H, W, dtype=torch.bool), ref_class="")
         return item

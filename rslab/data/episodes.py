@@ -112,7 +112,8 @@ class Episode:
         for lab in self.target_labels:
             present = [c for c in torch.unique(lab).tolist() if c != IGNORE_INDEX and c < k]
             present = [c for c in present if bool(self.ctx_valid[0, c])]
-            masks = torch.stack([lab == c for c in present]) if present else torch.zeros(0, *lab.shape, dtype=torch.bool)
+            masks = (torch.stack([lab == c for c in present]) if present
+                     else torch.zeros(0, *lab.shape, dtype=torch.bool))
             out.append({"labels": torch.tensor(present, dtype=torch.long), "masks": masks.float()})
         return out
 

@@ -30,9 +30,11 @@ def check_pairs(optical: torch.Tensor, sar_db: torch.Tensor, max_nodata: float =
     if not isinstance(optical, torch.Tensor) or not isinstance(sar_db, torch.Tensor):
         raise ValueError("optical and sar must be torch tensors (N, C, H, W); use torch.from_numpy().")
     if optical.ndim != 4 or sar_db.ndim != 4:
-        raise ValueError(f"expected (N, C, H, W) batches, got optical {tuple(optical.shape)}, sar {tuple(sar_db.shape)}")
+        raise ValueError(f"expected (N, C, H, W) batches, got optical {tuple(optical.shape)}, "
+                         f"sar {tuple(sar_db.shape)}")
     if sar_db.shape[1] != 2:
-        raise ValueError(f"SAR must have 2 channels (VV, VH) in dB, got {sar_db.shape[1]} (shape {tuple(sar_db.shape)})")
+        raise ValueError(f"SAR must have 2 channels (VV, VH) in dB, got {sar_db.shape[1]} "
+                         f"(shape {tuple(sar_db.shape)})")
     if optical.shape[0] != sar_db.shape[0] or optical.shape[-2:] != sar_db.shape[-2:]:
         raise ValueError(
             f"optical {tuple(optical.shape)} and SAR {tuple(sar_db.shape)} are not co-registered pairs: "

@@ -76,7 +76,8 @@ class WorldConfig:
             raise ValueError(f"gsd_m must be > 0 metres, got {self.gsd_m!r}.")
         probs = np.asarray(self.scene_type_probs, float)
         if probs.shape != (3,) or (probs < 0).any() or probs.sum() <= 0:
-            raise ValueError(f"scene_type_probs must be 3 non-negative weights (rural, suburban, urban), got {self.scene_type_probs!r}.")
+            raise ValueError(f"scene_type_probs must be 3 non-negative weights (rural, suburban, urban), "
+                             f"got {self.scene_type_probs!r}.")
         if self.text_split not in ("train", "heldout"):
             raise ValueError(f"text_split must be 'train' or 'heldout', got {self.text_split!r}.")
         if self.max_referring < 0:
@@ -104,7 +105,8 @@ class SyntheticWorld:
         self.tree: SemanticTree = load_tree(self.tree_name)
         names = tuple(leaf.name for leaf in self.tree.leaves)
         if names != LEAF_NAMES:  # the renderer hard-codes the leaf ids of synthetic.yaml
-            raise ValueError(f"synthetic.yaml leaves {names} no longer match the renderer's {LEAF_NAMES}; update both together.")
+            raise ValueError(f"synthetic.yaml leaves {names} no longer match the renderer's {LEAF_NAMES}; "
+                             "update both together.")
         self.styles = make_styles(self.config.n_styles, self.seed)
 
     # ------------------------------------------------------------------ helpers
@@ -119,7 +121,8 @@ class SyntheticWorld:
     def _rng(self, index: int, stream: int, tag: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index, stream, tag])
 
-    def bounds(self, index: int, size: int | None = None, style: int | None = None, tag: int = 0) -> tuple[float, float, float, float]:
+    def bounds(self, index: int, size: int | None = None, style: int | None = None,
+               tag: int = 0) -> tuple[float, float, float, float]:
         """(west, south, east, north) in degrees: a scene centred near its style's region."""
         size = self.config.size if size is None else size
         if style is None:
@@ -184,7 +187,8 @@ class SyntheticWorld:
             caption=caption, referring=referring, bounds=self.bounds(index, size, style, _tag), meta=meta,
         )
 
-    def large_scene(self, size: int = 2048, index: int = 0, style: int | None = None, n_looks: float | None = None) -> Sample:
+    def large_scene(self, size: int = 2048, index: int = 0, style: int | None = None,
+                    n_looks: float | None = None) -> Sample:
         """A large mixed scene (several settlements, river, lakes, fields) for tiled inference.
 
         Memory: about 50 bytes per pixel in the returned arrays (~200 MB at 2048 px) plus
@@ -237,10 +241,12 @@ def load_sample_npz(path: str | Path) -> Sample:
         raise FileNotFoundError(f"{path} not found; write samples with `python -m rslab.data.synthetic --out DIR`.")
     z = np.load(path)
     inst = z["instances"]
-    refs = [ReferringExpression(str(t), inst == i, str(c), int(i)) for t, c, i in zip(z["ref_text"], z["ref_class"], z["ref_instance"])]
+    refs = [ReferringExpression(str(t), inst == i, str(c), int(i))
+            for t, c, i in zip(z["ref_text"], z["ref_class"], z["ref_instance"])]
     labels = z["labels"].astype(np.int64)
-    return Sample(optical=z["optical"].astype(np.float32), sar=z["sar"].astype(np.float32), labels=labels, instances=inst,
-                  caption=str(z["caption"]), referring=refs, bounds=tuple(float(b) for b in z["bounds"]),
+    return Sample(optical=z["optical"].astype(np.float32), sar=z["sar"].astype(np.float32), labels=labels,
+                  instances=inst, caption=str(z["caption"]), referring=refs,
+                  bounds=tuple(float(b) for b in z["bounds"]),
                   meta=json.loads(str(z["meta_json"])))
 
 
@@ -258,7 +264,8 @@ def preview_image(sample: Sample, tree: SemanticTree | None = None) -> np.ndarra
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    ap = argparse.ArgumentParser(prog="python -m rslab.data.synthetic", description="Write synthetic samples (PNG preview + .npz).")
+    ap = argparse.ArgumentParser(prog="python -m rslab.data.synthetic",
+                                 description="Write synthetic samples (PNG preview + .npz).")
     ap.add_argument("--out", default="data_samples", help="output folder")
     ap.add_argument("--n", type=int, default=4, help="number of scenes")
     ap.add_argument("--seed", type=int, default=0)

@@ -195,7 +195,8 @@ def _paint_parcels(rng: np.random.Generator, H: int, W: int, ys: np.ndarray, xs:
     nrow = len(row_edges) + 1
     parcel_id = ci * nrow + ri
     n_parcels = ncol * nrow
-    parcel_class = rng.choice(np.array([CROPLAND, GRASSLAND, BARE], dtype=np.uint8), size=n_parcels, p=[0.58, 0.30, 0.12])
+    parcel_class = rng.choice(np.array([CROPLAND, GRASSLAND, BARE], dtype=np.uint8), size=n_parcels,
+                              p=[0.58, 0.30, 0.12])
     labels = parcel_class[parcel_id]
     stripe_period = rng.uniform(3.0, 7.0, size=n_parcels).astype(np.float32)
     stripe_along_u = rng.random(n_parcels) < 0.5
@@ -225,7 +226,8 @@ def _paint_forest(rng: np.random.Generator, labels: np.ndarray, urban: np.ndarra
     thr = float(ndtri(1.0 - p["forest"])) * 1.06
     forest = (forest_noise > thr) & ~urban
     conifer = smooth_noise(rng, H, W, 70.0) > rng.uniform(-0.8, 0.8)
-    np.copyto(labels, np.where(conifer, np.uint8(CONIFER), np.uint8(BROADLEAF)), where=forest)  # full-array ops beat masked fancy indexing
+    # full-array ops beat masked fancy indexing
+    np.copyto(labels, np.where(conifer, np.uint8(CONIFER), np.uint8(BROADLEAF)), where=forest)
 
 
 def _paint_lakes(rng: np.random.Generator, labels: np.ndarray, urban: np.ndarray, objs: _Objects, p: dict,
@@ -356,9 +358,11 @@ def _plan_blocks(rng: np.random.Generator, labels: np.ndarray, road: np.ndarray,
             for k in range(n):
                 g = int(rng.integers(2, 6))
                 if along_x:
-                    rect = (y0 + m + int(rng.integers(0, 3)), y1 - m - int(rng.integers(0, 3)), x0 + m + cuts[k], x0 + m + cuts[k + 1] - g)
+                    rect = (y0 + m + int(rng.integers(0, 3)), y1 - m - int(rng.integers(0, 3)),
+                            x0 + m + cuts[k], x0 + m + cuts[k + 1] - g)
                 else:
-                    rect = (y0 + m + cuts[k], y0 + m + cuts[k + 1] - g, x0 + m + int(rng.integers(0, 3)), x1 - m - int(rng.integers(0, 3)))
+                    rect = (y0 + m + cuts[k], y0 + m + cuts[k + 1] - g,
+                            x0 + m + int(rng.integers(0, 3)), x1 - m - int(rng.integers(0, 3)))
                 buildings.append((INDUSTRIAL, rect, rng.uniform(8, 22)))
         elif kind == 0 or kind == 1:  # residential (small industrial blocks become residential)
             hs, ws = int(rng.integers(7, 14)), int(rng.integers(7, 14))
@@ -393,7 +397,8 @@ def _label_instances(labels: np.ndarray, parcels: _Parcels, lakes: list, has_riv
     instances = np.zeros((H, W), np.int32)
     # parcels as instances: cropland parcels only (the countable fields), where still visible.
     crop_vis = labels == CROPLAND
-    visible = np.bincount(np.where(crop_vis, parcel_id, n_parcels).ravel(), minlength=n_parcels + 1)[:n_parcels] >= 16  # no slivers
+    visible = np.bincount(np.where(crop_vis, parcel_id, n_parcels).ravel(),
+                          minlength=n_parcels + 1)[:n_parcels] >= 16  # no slivers
     pid_to_inst = np.zeros(n_parcels, np.int32)
     for pid in np.flatnonzero(visible & (parcels.parcel_class == CROPLAND)):
         pid_to_inst[pid] = objs.add(CROPLAND)

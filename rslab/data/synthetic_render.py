@@ -46,42 +46,55 @@ _STYLES = [
     dict(
         name="temperate",
         region=(10.0, 48.5),  # (lon, lat) of the region used for georeferencing
-        residential=[("red", (0.58, 0.22, 0.17, 0.30)), ("grey", (0.36, 0.36, 0.38, 0.28)), ("brown", (0.42, 0.29, 0.20, 0.30))],
-        industrial=[("light grey", (0.70, 0.71, 0.73, 0.45)), ("white", (0.86, 0.86, 0.85, 0.55)), ("blue", (0.28, 0.38, 0.58, 0.30))],
-        cropland=[("green", (0.20, 0.42, 0.12, 0.52)), ("yellow", (0.72, 0.64, 0.30, 0.40)), ("brown", (0.40, 0.30, 0.20, 0.32))],
+        residential=[("red", (0.58, 0.22, 0.17, 0.30)), ("grey", (0.36, 0.36, 0.38, 0.28)),
+                     ("brown", (0.42, 0.29, 0.20, 0.30))],
+        industrial=[("light grey", (0.70, 0.71, 0.73, 0.45)), ("white", (0.86, 0.86, 0.85, 0.55)),
+                    ("blue", (0.28, 0.38, 0.58, 0.30))],
+        cropland=[("green", (0.20, 0.42, 0.12, 0.52)), ("yellow", (0.72, 0.64, 0.30, 0.40)),
+                  ("brown", (0.40, 0.30, 0.20, 0.32))],
         forest=(0.10, 0.26, 0.09, 0.46), grass=(0.30, 0.50, 0.20, 0.50), water=(0.05, 0.12, 0.17, 0.03),
         road=(0.36, 0.36, 0.37, 0.26), bare=(0.46, 0.36, 0.26, 0.38),
     ),
     dict(
         name="arid",
         region=(-6.5, 31.5),
-        residential=[("beige", (0.78, 0.69, 0.54, 0.55)), ("white", (0.90, 0.89, 0.86, 0.66)), ("ochre", (0.72, 0.50, 0.28, 0.52))],
-        industrial=[("white", (0.88, 0.88, 0.86, 0.60)), ("light grey", (0.66, 0.66, 0.64, 0.50)), ("rust", (0.55, 0.32, 0.20, 0.42))],
-        cropland=[("olive", (0.36, 0.40, 0.18, 0.40)), ("straw", (0.80, 0.70, 0.45, 0.52)), ("green", (0.26, 0.45, 0.16, 0.50))],
+        residential=[("beige", (0.78, 0.69, 0.54, 0.55)), ("white", (0.90, 0.89, 0.86, 0.66)),
+                     ("ochre", (0.72, 0.50, 0.28, 0.52))],
+        industrial=[("white", (0.88, 0.88, 0.86, 0.60)), ("light grey", (0.66, 0.66, 0.64, 0.50)),
+                    ("rust", (0.55, 0.32, 0.20, 0.42))],
+        cropland=[("olive", (0.36, 0.40, 0.18, 0.40)), ("straw", (0.80, 0.70, 0.45, 0.52)),
+                  ("green", (0.26, 0.45, 0.16, 0.50))],
         forest=(0.24, 0.28, 0.14, 0.32), grass=(0.55, 0.52, 0.34, 0.42), water=(0.10, 0.30, 0.30, 0.04),
         road=(0.56, 0.51, 0.43, 0.45), bare=(0.80, 0.64, 0.44, 0.58),
     ),
     dict(
         name="tropical",
         region=(104.0, 12.0),
-        residential=[("blue", (0.22, 0.38, 0.66, 0.30)), ("red", (0.62, 0.20, 0.18, 0.30)), ("turquoise", (0.20, 0.55, 0.55, 0.32))],
-        industrial=[("blue", (0.24, 0.36, 0.62, 0.28)), ("white", (0.84, 0.85, 0.86, 0.55)), ("rust", (0.52, 0.28, 0.16, 0.36))],
-        cropland=[("bright green", (0.22, 0.55, 0.14, 0.58)), ("flooded", (0.18, 0.30, 0.26, 0.18)), ("yellow", (0.62, 0.60, 0.26, 0.44))],
+        residential=[("blue", (0.22, 0.38, 0.66, 0.30)), ("red", (0.62, 0.20, 0.18, 0.30)),
+                     ("turquoise", (0.20, 0.55, 0.55, 0.32))],
+        industrial=[("blue", (0.24, 0.36, 0.62, 0.28)), ("white", (0.84, 0.85, 0.86, 0.55)),
+                    ("rust", (0.52, 0.28, 0.16, 0.36))],
+        cropland=[("bright green", (0.22, 0.55, 0.14, 0.58)), ("flooded", (0.18, 0.30, 0.26, 0.18)),
+                  ("yellow", (0.62, 0.60, 0.26, 0.44))],
         forest=(0.04, 0.22, 0.06, 0.52), grass=(0.22, 0.48, 0.14, 0.55), water=(0.32, 0.26, 0.15, 0.06),
         road=(0.42, 0.34, 0.28, 0.32), bare=(0.62, 0.32, 0.20, 0.42),
     ),
     dict(
         name="boreal",
         region=(18.5, 62.0),
-        residential=[("black", (0.14, 0.14, 0.16, 0.18)), ("dark red", (0.40, 0.12, 0.12, 0.24)), ("green", (0.22, 0.36, 0.26, 0.25))],
-        industrial=[("grey", (0.50, 0.51, 0.53, 0.38)), ("white", (0.80, 0.81, 0.82, 0.52)), ("dark grey", (0.28, 0.28, 0.30, 0.24))],
-        cropland=[("green", (0.18, 0.36, 0.14, 0.48)), ("brown", (0.34, 0.27, 0.19, 0.28)), ("pale yellow", (0.62, 0.60, 0.42, 0.40))],
+        residential=[("black", (0.14, 0.14, 0.16, 0.18)), ("dark red", (0.40, 0.12, 0.12, 0.24)),
+                     ("green", (0.22, 0.36, 0.26, 0.25))],
+        industrial=[("grey", (0.50, 0.51, 0.53, 0.38)), ("white", (0.80, 0.81, 0.82, 0.52)),
+                    ("dark grey", (0.28, 0.28, 0.30, 0.24))],
+        cropland=[("green", (0.18, 0.36, 0.14, 0.48)), ("brown", (0.34, 0.27, 0.19, 0.28)),
+                  ("pale yellow", (0.62, 0.60, 0.42, 0.40))],
         forest=(0.06, 0.15, 0.10, 0.34), grass=(0.24, 0.40, 0.20, 0.44), water=(0.03, 0.06, 0.10, 0.02),
         road=(0.30, 0.30, 0.31, 0.22), bare=(0.40, 0.37, 0.33, 0.36),
     ),
 ]
-_VEHICLE_COLOURS = [("white", (0.88, 0.88, 0.88, 0.55)), ("black", (0.08, 0.08, 0.09, 0.12)), ("red", (0.70, 0.10, 0.10, 0.30)),
-                    ("blue", (0.12, 0.22, 0.62, 0.22)), ("silver", (0.66, 0.67, 0.70, 0.45)), ("yellow", (0.85, 0.75, 0.12, 0.50))]
+_VEHICLE_COLOURS = [("white", (0.88, 0.88, 0.88, 0.55)), ("black", (0.08, 0.08, 0.09, 0.12)),
+                    ("red", (0.70, 0.10, 0.10, 0.30)), ("blue", (0.12, 0.22, 0.62, 0.22)),
+                    ("silver", (0.66, 0.67, 0.70, 0.45)), ("yellow", (0.85, 0.75, 0.12, 0.50))]
 _PALETTE_KEY = {RESIDENTIAL: "residential", INDUSTRIAL: "industrial", CROPLAND: "cropland"}
 
 
@@ -102,7 +115,8 @@ def make_styles(n_styles: int, world_seed: int) -> list[Style]:
         rng = np.random.default_rng([world_seed, 7919, k])
         jitter = 1.0 if k < len(_STYLES) else rng.uniform(0.8, 1.2, size=(1, 4))
         base = np.zeros((N_LEAVES, 4), np.float32)
-        base[[RESIDENTIAL, INDUSTRIAL, CROPLAND]] = [np.mean([c for _, c in d[key]], 0) for key in ("residential", "industrial", "cropland")]
+        base[[RESIDENTIAL, INDUSTRIAL, CROPLAND]] = [np.mean([c for _, c in d[key]], 0)
+                                                     for key in ("residential", "industrial", "cropland")]
         base[BROADLEAF] = d["forest"]
         base[CONIFER] = np.asarray(d["forest"]) * (0.72, 0.85, 0.95, 0.8)
         base[GRASSLAND] = d["grass"]
@@ -111,7 +125,8 @@ def make_styles(n_styles: int, world_seed: int) -> list[Style]:
         base[ROAD] = d["road"]
         base[BARE] = d["bare"]
         base[[CAR, TRUCK]] = (0.6, 0.6, 0.6, 0.4)
-        palettes = {cls: [(n, np.clip(np.asarray(c, np.float32) * jitter, 0, 1)) for n, c in d[key]] for cls, key in _PALETTE_KEY.items()}
+        palettes = {cls: [(n, np.clip(np.asarray(c, np.float32) * jitter, 0, 1)) for n, c in d[key]]
+                    for cls, key in _PALETTE_KEY.items()}
         palettes[CAR] = palettes[TRUCK] = [(n, np.asarray(c, np.float32)) for n, c in _VEHICLE_COLOURS]
         name = d["name"] if k < len(_STYLES) else f"{d['name']}-{k // len(_STYLES)}"
         out.append(Style(name, d["region"], np.clip(base * jitter, 0, 1).astype(np.float32), palettes,
@@ -153,7 +168,8 @@ def _building_ids(layout: Layout) -> np.ndarray:
     return np.flatnonzero(np.isin(layout.inst_class, (RESIDENTIAL, INDUSTRIAL)))
 
 
-def render_optical(layout: Layout, style: Style, app: Appearance, rng: np.random.Generator, nir: bool = True) -> np.ndarray:
+def render_optical(layout: Layout, style: Style, app: Appearance, rng: np.random.Generator,
+                   nir: bool = True) -> np.ndarray:
     labels, inst = layout.labels, layout.instances
     H, W = labels.shape
     # one gather from a combined table: rows 0..11 class colours, rows 12+i object i's own colour
@@ -252,7 +268,8 @@ def apply_speckle(intensity: np.ndarray, n_looks: float, rng: np.random.Generato
     return intensity * speckle
 
 
-def render_sar(layout: Layout, style: Style, rng: np.random.Generator, n_looks: float, gsd_m: float = 1.0) -> np.ndarray:
+def render_sar(layout: Layout, style: Style, rng: np.random.Generator, n_looks: float,
+               gsd_m: float = 1.0) -> np.ndarray:
     labels, inst = layout.labels, layout.instances
     H, W = labels.shape
     n = len(layout.inst_class)

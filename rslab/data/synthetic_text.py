@@ -57,7 +57,8 @@ def plural(phrase: str) -> str:
 
 def _count(n: int, phrase: str) -> str:
     words = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
-    return f"{'a' if n == 1 and phrase[0] not in 'aeiou' else 'an' if n == 1 else words} {phrase if n == 1 else plural(phrase)}"
+    return (f"{'a' if n == 1 and phrase[0] not in 'aeiou' else 'an' if n == 1 else words} "
+            f"{phrase if n == 1 else plural(phrase)}")
 
 
 class _Namer:
@@ -203,7 +204,8 @@ def make_referring(layout: Layout, app: Appearance, tree: SemanticTree, rng: np.
         cnt = np.bincount(cell, minlength=9)
         for k in np.flatnonzero(cnt[cell] == 1):
             region = _REGIONS[ry[k]][rx[k]]
-            prep = "in the" if ("corner" in region or region == "centre") else "on the" if region in ("left", "right") else "at the"
+            prep = ("in the" if ("corner" in region or region == "centre")
+                    else "on the" if region in ("left", "right") else "at the")
             add(f"the {name(cls)} {prep} {region}", ids[k])
         # attribute: a colour no other object of the class has
         colours = [app.inst_colour_name[i] for i in ids]
@@ -241,7 +243,8 @@ def make_referring(layout: Layout, app: Appearance, tree: SemanticTree, rng: np.
             chosen.append((text, i))
             seen_text.add(text)
             seen_obj.add(i)
-    return [ReferringExpression(text=t, mask=layout.instances == i, target_class=tree.leaves[int(cls_of[i])].name, instance_id=i)
+    return [ReferringExpression(text=t, mask=layout.instances == i, target_class=tree.leaves[int(cls_of[i])].name,
+                                instance_id=i)
             for t, i in chosen]
 
 
@@ -274,7 +277,8 @@ def make_layout_caption(labels: np.ndarray, tree: SemanticTree, rng: np.random.G
     labels = np.asarray(labels)
     grid = len(_COMPASS)
     if labels.ndim != 2 or labels.shape[0] < grid or labels.shape[1] < grid:
-        raise ValueError(f"labels must be a 2-D leaf-label map of at least {grid}x{grid} pixels, got shape {labels.shape}")
+        raise ValueError(f"labels must be a 2-D leaf-label map of at least {grid}x{grid} pixels, "
+                         f"got shape {labels.shape}")
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     n_leaves = len(tree.leaves)
@@ -315,5 +319,6 @@ def make_layout_caption(labels: np.ndarray, tree: SemanticTree, rng: np.random.G
             places.append(f"{names[c]} in the {cells_text}")
     text = first[0].upper() + first[1:] + "."
     if places:
-        text += " " + places[0][0].upper() + places[0][1:] + ("; " + "; ".join(places[1:]) if len(places) > 1 else "") + "."
+        text += (" " + places[0][0].upper() + places[0][1:]
+                 + ("; " + "; ".join(places[1:]) if len(places) > 1 else "") + ".")
     return text

@@ -43,7 +43,8 @@ _SIDE_OF = {v: k for k, v in _SIDES.items()}
 _MOST = {"topmost": (-1, 0), "bottommost": (1, 0), "leftmost": (0, -1), "rightmost": (0, 1)}
 _MOST_OF = {v: k for k, v in _MOST.items()}
 _PATTERN = re.compile(
-    r"\b(?:in the (top|bottom) (left|right) corner|(?:at|on) the (top|bottom|left|right)\b|(topmost|bottommost|leftmost|rightmost))"
+    r"\b(?:in the (top|bottom) (left|right) corner|(?:at|on) the (top|bottom|left|right)\b"
+    r"|(topmost|bottommost|leftmost|rightmost))"
 )
 
 

@@ -180,10 +180,12 @@ class SemanticTree:
     def class_id(self, name_or_node: str | Node, level: int | None = None) -> int:
         """Class id of a node at ``level`` (default: the node's own level, or leaf level for leaves)."""
         node = name_or_node if isinstance(name_or_node, Node) else self.find(name_or_node)
-        lvl = self.depth if (level is None and node.is_leaf) else self._check_level(level if level is not None else node.level)
+        lvl = (self.depth if (level is None and node.is_leaf)
+               else self._check_level(level if level is not None else node.level))
         nodes = self._levels[lvl]
         if node not in nodes:
-            raise ValueError(f"{node.name!r} (level {node.level}) is not a class at level {lvl}; classes there: {self.names(lvl)}.")
+            raise ValueError(f"{node.name!r} (level {node.level}) is not a class at level {lvl}; "
+                             f"classes there: {self.names(lvl)}.")
         return nodes.index(node)
 
     def find(self, name: str) -> Node:
@@ -194,7 +196,8 @@ class SemanticTree:
         if node is None:
             close = difflib.get_close_matches(_norm(name), list(self._lookup), n=5, cutoff=0.5)
             hint = f" Close matches: {close}." if close else ""
-            raise ValueError(f"no class or synonym {name!r} in tree {self.name!r}.{hint} Leaves: {[l.name for l in self.leaves]}.")
+            raise ValueError(f"no class or synonym {name!r} in tree {self.name!r}.{hint} "
+                             f"Leaves: {[l.name for l in self.leaves]}.")
         return node
 
     def _node(self, leaf_name_or_id: str | int | Node) -> Node:
@@ -202,7 +205,8 @@ class SemanticTree:
             return leaf_name_or_id
         if isinstance(leaf_name_or_id, (int, np.integer)):
             if not 0 <= leaf_name_or_id < len(self.leaves):
-                raise ValueError(f"leaf id {leaf_name_or_id} out of range 0..{len(self.leaves) - 1} for tree {self.name!r}.")
+                raise ValueError(f"leaf id {leaf_name_or_id} out of range 0..{len(self.leaves) - 1} "
+                                 f"for tree {self.name!r}.")
             return self.leaves[int(leaf_name_or_id)]
         return self.find(leaf_name_or_id)
 
@@ -214,7 +218,8 @@ class SemanticTree:
         if level > node.level:
             if not node.is_leaf:
                 raise ValueError(
-                    f"{node.name!r} is an inner node at level {node.level}; it has no single descendant at level {level}."
+                    f"{node.name!r} is an inner node at level {node.level}; "
+                    f"it has no single descendant at level {level}."
                 )
             return node
         return node.path()[level - 1]
@@ -305,20 +310,23 @@ def _parse_node(item, level: int, parent: Node | None, source: str, where: str, 
     name = name.strip()
     key = _norm(name)
     if key in seen:
-        raise ValueError(f"{source}: duplicate class name {name!r} at {where} (first at {seen[key]}); names must be unique.")
+        raise ValueError(f"{source}: duplicate class name {name!r} at {where} (first at {seen[key]}); "
+                         "names must be unique.")
     seen[key] = where
 
     def str_list(key_name: str) -> list[str]:
         value = item.get(key_name) or []
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise ValueError(f"{source}: {where} ({name!r}) '{key_name}' must be a list of non-empty strings, got {value!r}.")
+            raise ValueError(f"{source}: {where} ({name!r}) '{key_name}' must be a list of non-empty strings, "
+                             f"got {value!r}.")
         return [v.strip() for v in value]
 
     node = Node(name=name, level=level, synonyms=str_list("synonyms"), heldout=str_list("heldout"),
                 color=item.get("color"), description=str(item.get("description", "")), parent=parent)
     overlap = {_norm(s) for s in node.synonyms} & {_norm(s) for s in node.heldout}
     if overlap or key in {_norm(s) for s in node.heldout}:
-        raise ValueError(f"{source}: {where} ({name!r}) lists {sorted(overlap) or [name]} both for training and as held-out; "
+        raise ValueError(f"{source}: {where} ({name!r}) lists {sorted(overlap) or [name]} "
+                         "both for training and as held-out; "
                          "a held-out synonym must never appear in training text.")
     if node.color is not None and not re.fullmatch(r"#?[0-9a-fA-F]{6}", str(node.color)):
         raise ValueError(f"{source}: {where} ({name!r}) color must be '#rrggbb', got {node.color!r}.")
@@ -332,7 +340,8 @@ def _parse_node(item, level: int, parent: Node | None, source: str, where: str, 
             )
         if "id" in item:
             raise ValueError(f"{source}: {where} ({name!r}) has children, so it cannot declare a leaf 'id'.")
-        node.children = [_parse_node(c, level + 1, node, source, f"{where}.children[{i}]", seen) for i, c in enumerate(children)]
+        node.children = [_parse_node(c, level + 1, node, source, f"{where}.children[{i}]", seen)
+                         for i, c in enumerate(children)]
     elif "id" in item:
         if not isinstance(item["id"], int) or item["id"] < 0:
             raise ValueError(f"{source}: {where} ({name!r}) 'id' must be a non-negative int, got {item['id']!r}.")

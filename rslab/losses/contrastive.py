@@ -40,7 +40,8 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> Non
 def _check_bank(query: torch.Tensor, bank: torch.Tensor, index) -> torch.Tensor:
     """Validate a query batch against a bank of keys; return ``index`` as a long tensor."""
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
-        raise ValueError(f"need (B, D) queries and an (M, D) bank of the same D, got {tuple(query.shape)}, {tuple(bank.shape)}")
+        raise ValueError(f"need (B, D) queries and an (M, D) bank of the same D, "
+                         f"got {tuple(query.shape)}, {tuple(bank.shape)}")
     index = torch.as_tensor(index, device=query.device).long()
     if index.shape != (query.shape[0],):
         raise ValueError(f"index must be ({query.shape[0]},): one bank row per query, got {tuple(index.shape)}")
@@ -49,7 +50,8 @@ def _check_bank(query: torch.Tensor, bank: torch.Tensor, index) -> torch.Tensor:
     if index.unique().numel() != index.numel():
         raise ValueError("index rows must be distinct: each query has exactly one positive in the bank")
     if query.shape[0] < 1 or bank.shape[0] < 2:
-        raise ValueError(f"need at least 1 query and 2 bank rows (a positive and a negative), got {query.shape[0]}, {bank.shape[0]}")
+        raise ValueError(f"need at least 1 query and 2 bank rows (a positive and a negative), "
+                         f"got {query.shape[0]}, {bank.shape[0]}")
     if not (torch.isfinite(query).all() and torch.isfinite(bank).all()):
         raise ValueError("query or bank contains NaN/inf; check the inputs for nodata.")
     return index
@@ -94,7 +96,8 @@ def info_nce(
         loss_ba = F.cross_entropy(logits_ba, target) if symmetric else None
     else:
         if positives.shape != (n, n) or positives.dtype != torch.bool:
-            raise ValueError(f"positives must be a ({n}, {n}) bool tensor, got {positives.dtype} {tuple(positives.shape)}")
+            raise ValueError(f"positives must be a ({n}, {n}) bool tensor, "
+                             f"got {positives.dtype} {tuple(positives.shape)}")
         pos = positives | torch.eye(n, dtype=torch.bool, device=a.device)
         loss_ab = _multi_positive_nll(logits, pos)
         loss_ba = _multi_positive_nll(logits.T, pos.T) if symmetric else None

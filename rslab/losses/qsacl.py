@@ -26,7 +26,8 @@ __all__ = ["per_query_info_nce", "qsacl_loss"]
 
 def _check_embeddings(name: str, z: torch.Tensor) -> None:
     if not isinstance(z, torch.Tensor) or z.ndim != 3:
-        raise ValueError(f"{name} must be a (B, m, D) tensor of per-query embeddings, got shape {getattr(z, 'shape', None)}")
+        raise ValueError(f"{name} must be a (B, m, D) tensor of per-query embeddings, "
+                         f"got shape {getattr(z, 'shape', None)}")
     if z.shape[0] < 2:
         raise ValueError(f"{name} has batch size {z.shape[0]}; InfoNCE needs >= 2 samples (the others are negatives)")
 

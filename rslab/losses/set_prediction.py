@@ -72,7 +72,8 @@ class SetCriterion:
         self.num_points, self.oversample, self.importance = num_points, oversample, importance
 
     @torch.no_grad()
-    def match(self, class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def match(self, class_logits: torch.Tensor, mask_logits: torch.Tensor,
+              targets: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Hungarian matching per image: ``[(query_idx, target_idx)]``.
 
         The cost matrices of the whole batch are computed at once (ground truths padded to the
@@ -139,7 +140,8 @@ class SetCriterion:
         # classification: matched queries -> their class, the rest -> no object
         target_classes = torch.full(class_logits.shape[:2], num_classes, dtype=torch.long, device=class_logits.device)
         for b, (rows, cols) in enumerate(indices):
-            target_classes[b, torch.as_tensor(rows, device=class_logits.device)] = targets[b]["labels"][torch.as_tensor(cols)]
+            target_classes[b, torch.as_tensor(rows, device=class_logits.device)] = (
+                targets[b]["labels"][torch.as_tensor(cols)])
         weight = torch.ones(num_classes + 1, device=class_logits.device)
         weight[-1] = self.w.no_object
         loss_cls = F.cross_entropy(class_logits.flatten(0, 1).float(), target_classes.flatten(), weight=weight)
@@ -159,5 +161,6 @@ class SetCriterion:
             prob = pred_pts.sigmoid()
             loss_dice = (1 - (2 * (prob * gt_pts).sum(-1) + 1) / (prob.sum(-1) + gt_pts.sum(-1) + 1)).mean()
         loss = self.w.cls * loss_cls + self.w.mask * loss_mask + self.w.dice * loss_dice
-        logs = {"loss_cls": float(loss_cls.detach()), "loss_mask": float(loss_mask.detach()), "loss_dice": float(loss_dice.detach())}
+        logs = {"loss_cls": float(loss_cls.detach()), "loss_mask": float(loss_mask.detach()),
+                "loss_dice": float(loss_dice.detach())}
         return loss, logs

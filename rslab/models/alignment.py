@@ -150,7 +150,8 @@ class SARAlignmentModel(nn.Module):
         only has to learn a tokenizer and adapt the blocks, instead of a whole encoder from scratch.
         """
         if self.sar.cfg.embed_dim != self.optical.cfg.embed_dim or self.sar.cfg.depth != self.optical.cfg.depth:
-            raise ValueError("init_from_optical needs the SAR encoder to have the optical encoder's embed_dim and depth, "
+            raise ValueError("init_from_optical needs the SAR encoder to have the optical encoder's "
+                             "embed_dim and depth, "
                              f"got {self.sar.cfg.embed_dim}/{self.sar.cfg.depth} vs "
                              f"{self.optical.cfg.embed_dim}/{self.optical.cfg.depth}")
         state = {k: v for k, v in self.optical.state_dict().items() if not k.startswith("tokenizer.")}
@@ -175,7 +176,8 @@ class SARAlignmentModel(nn.Module):
     ) -> dict[str, torch.Tensor | None]:
         if optical_a is not None and optical_a.shape[-2:] != sar_a.shape[-2:]:
             raise ValueError(
-                f"optical {tuple(optical_a.shape)} and SAR {tuple(sar_a.shape)} differ in size; pairs must be co-registered."
+                f"optical {tuple(optical_a.shape)} and SAR {tuple(sar_a.shape)} differ in size; "
+                "pairs must be co-registered."
             )
         return {
             "f_opt": None if optical_a is None else self.encode_optical(optical_a).embedding,

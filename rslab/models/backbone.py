@@ -122,7 +122,8 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if len(self.depths) != 4 or len(self.num_heads) != 4:
-            raise ValueError(f"depths and num_heads need 4 entries (one per stage), got {self.depths}, {self.num_heads}")
+            raise ValueError(f"depths and num_heads need 4 entries (one per stage), "
+                             f"got {self.depths}, {self.num_heads}")
         if any(d < 1 for d in self.depths):
             raise ValueError(f"every stage needs at least one block, got depths={self.depths}")
         for s, h in enumerate(self.num_heads):
@@ -320,7 +321,8 @@ class UnifiedBackbone(nn.Module):
             token_gsd *= 2 if merge else 1
         return plan
 
-    def feature_sizes(self, image_size: tuple[int, int], modality: str, gsd: float | None = None) -> list[tuple[int, int]]:
+    def feature_sizes(self, image_size: tuple[int, int], modality: str,
+                      gsd: float | None = None) -> list[tuple[int, int]]:
         """(H_s, W_s) of each stage's output for an input of ``image_size`` (no checks)."""
         p = self.patch_size_of(modality)
         h, w = image_size[0] // p, image_size[1] // p
@@ -346,7 +348,8 @@ class UnifiedBackbone(nn.Module):
     def _check_input(self, x: torch.Tensor, modality: str, gsd: float | None) -> None:
         self._check_modality(modality)
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) tensor, got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
+            raise ValueError(f"expected a (B, C, H, W) tensor, "
+                             f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
         spec = self.cfg.modalities[modality]
         if x.shape[1] != spec.in_chans:
             raise ValueError(
@@ -359,9 +362,11 @@ class UnifiedBackbone(nn.Module):
                 lo = max(multiple, n // multiple * multiple)
                 return f"{lo} or {lo + multiple}" if lo != n else str(n)
 
+            p = self.patch_size_of(modality)
             raise ValueError(
-                f"input size {H}x{W} is not a multiple of {multiple} (patch {self.patch_size_of(modality)} x "
-                f"window {self.cfg.window_size}{' x 2 for the stage-2 merge' if multiple > self.patch_size_of(modality) * self.cfg.window_size else ''}) "
+                f"input size {H}x{W} is not a multiple of {multiple} (patch {p} x "
+                f"window {self.cfg.window_size}"
+                f"{' x 2 for the stage-2 merge' if multiple > p * self.cfg.window_size else ''}) "
                 f"for modality {modality!r}; crop or pad to e.g. {near(H)} x {near(W)}."
             )
 
@@ -513,7 +518,8 @@ def load_backbone(directory) -> UnifiedBackbone:
     for f in (config, weights):
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found; run notebooks/02_qsacl_pretraining.ipynb (it saves the "
-                                    "pre-trained backbone to artifacts/02_qsacl_pretraining/) or pass the right folder.")
+                                    "pre-trained backbone to artifacts/02_qsacl_pretraining/) "
+                                    "or pass the right folder.")
     cfg = json.loads(config.read_text())
     cfg["modalities"] = {k: ModalitySpec(**v) for k, v in cfg["modalities"].items()}
     for key in ("depths", "num_heads"):

@@ -196,13 +196,15 @@ class BEiT3(nn.Module):
             pads.append(torch.zeros(v.shape[:2], dtype=torch.bool, device=v.device))
         if text_ids is not None:
             if text_ids.ndim != 2 or text_ids.dtype not in (torch.int32, torch.int64):
-                raise ValueError(f"text_ids must be (B, L) integer token ids, got {tuple(text_ids.shape)} {text_ids.dtype}")
+                raise ValueError(f"text_ids must be (B, L) integer token ids, "
+                                 f"got {tuple(text_ids.shape)} {text_ids.dtype}")
             if text_ids.shape[1] + 2 > cfg.max_text_positions:
                 raise ValueError(f"text of {text_ids.shape[1]} tokens exceeds {cfg.max_text_positions - 2} positions")
             t = self.text_embed(text_ids)
             parts.append(t + pos.B.weight[2:2 + t.shape[1]])
             if text_padding_mask is not None and text_padding_mask.shape != text_ids.shape:
-                raise ValueError(f"text_padding_mask {tuple(text_padding_mask.shape)} must match text_ids {tuple(text_ids.shape)}")
+                raise ValueError(f"text_padding_mask {tuple(text_padding_mask.shape)} "
+                                 f"must match text_ids {tuple(text_ids.shape)}")
             pads.append(text_padding_mask.bool() if text_padding_mask is not None
                         else torch.zeros(text_ids.shape, dtype=torch.bool, device=text_ids.device))
         if images is not None and text_ids is not None and images.shape[0] != text_ids.shape[0]:

@@ -10,7 +10,8 @@ with a per-patch consensus distribution ``z`` (Sec. 3.3, Eqs. 7-8):
 where ``q_i`` is the mixture posterior of patch ``i`` (Eq. 6; uniform mixture weights). Sec. 3.4
 optimises it by alternation: initialise the mixture from the prior (Eqs. 9-10), then repeat
 E-step (posterior q, Eq. 11, :func:`e_step`) -> consensus update of z (Eq. 12,
-:func:`consensus`) -> M-step with z as the responsibilities (Eqs. 13-14, :func:`m_step`). Sec. 3.6: the final per-patch prediction is ``z``.
+:func:`consensus`) -> M-step with z as the responsibilities (Eqs. 13-14, :func:`m_step`). Sec. 3.6:
+the final per-patch prediction is ``z``.
 
 Modes (``ConInferConfig.mode``):
 

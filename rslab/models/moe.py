@@ -59,7 +59,8 @@ class MoEMlp(nn.Module):
         self.top_k = top_k
         self.router = nn.Linear(in_features, num_experts, bias=False)
         self.experts = nn.ModuleList(
-            Mlp(in_features, hidden_features, out_features, act_layer=act_layer, norm_layer=norm_layer, bias=bias, drop=drop)
+            Mlp(in_features, hidden_features, out_features, act_layer=act_layer, norm_layer=norm_layer, bias=bias,
+                drop=drop)
             for _ in range(num_experts)
         )
         self.aux_loss: torch.Tensor = torch.zeros(())

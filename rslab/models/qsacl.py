@@ -98,7 +98,8 @@ class QSACLConfig:
 
     def __post_init__(self) -> None:
         if self.aggregation not in ("query", "mean"):
-            raise ValueError(f"aggregation must be 'query' (QSACL) or 'mean' (image-level baseline), got {self.aggregation!r}")
+            raise ValueError(f"aggregation must be 'query' (QSACL) or 'mean' (image-level baseline), "
+                             f"got {self.aggregation!r}")
         if self.attention not in ("paper", "compete"):
             raise ValueError(f"attention must be 'paper' (softmax over tokens) or 'compete' (softmax over queries), "
                              f"got {self.attention!r}")
@@ -117,7 +118,8 @@ class QSACLConfig:
         if not 0 <= self.feature_stage <= 3:
             raise ValueError(f"feature_stage must be 0..3, got {self.feature_stage}")
         if self.query_init_std is not None and not self.query_init_std > 0:
-            raise ValueError(f"query_init_std must be > 0 (or None for the aggregator default), got {self.query_init_std}")
+            raise ValueError(f"query_init_std must be > 0 (or None for the aggregator default), "
+                             f"got {self.query_init_std}")
 
     @property
     def init_std(self) -> float:
@@ -284,7 +286,8 @@ class ContrastiveSSL(nn.Module):
 
 
 # ---------------------------------------------------------------------------- views
-def _random_boxes(n: int, height: int, width: int, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+def _random_boxes(n: int, height: int, width: int, scale: tuple[float, float],
+                  generator: torch.Generator) -> torch.Tensor:
     """(n, 4) boxes x1, y1, x2, y2 in pixels; square-ish (aspect in [3/4, 4/3]) crops whose area
     is ``scale`` of the image, clipped to fit."""
     area = torch.empty(n).uniform_(*scale, generator=generator) * height * width
@@ -315,7 +318,8 @@ def _one_view(images: torch.Tensor, size: int, scale: tuple[float, float], jitte
 
 
 def multi_crop(images: torch.Tensor, cfg: QSACLConfig, generator: torch.Generator | None = None,
-               modality: str = "optical", alt_images: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+               modality: str = "optical",
+               alt_images: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Global and local views of each scene in ``images`` (B, C, H, W).
 
     Returns ``(globals, locals)``: lists of ``cfg.num_global`` tensors (B, C, G, G) and
@@ -333,7 +337,8 @@ def multi_crop(images: torch.Tensor, cfg: QSACLConfig, generator: torch.Generato
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got {getattr(images, 'shape', None)}")
     if alt_images is not None and (not isinstance(alt_images, torch.Tensor) or alt_images.shape != images.shape):
-        raise ValueError(f"alt_images must match images {tuple(images.shape)}, got {getattr(alt_images, 'shape', None)}")
+        raise ValueError(f"alt_images must match images {tuple(images.shape)}, "
+                         f"got {getattr(alt_images, 'shape', None)}")
     generator = generator or torch.Generator().manual_seed(0)
     per_channel = modality != "sar"
     local_source = images if alt_images is None else alt_images
@@ -385,7 +390,8 @@ def pretraining_loss(student: ContrastiveSSL, teacher: ContrastiveSSL, images: t
     g = cfg.num_global
     contrastive = qsacl_loss(student_z[:g], student_z[g:], teacher_z[:g], teacher_z[g:], cfg.temperature)
     aux = torch.stack(moe_aux).mean()
-    return {"loss": contrastive + cfg.moe_aux_weight * aux, "contrastive": contrastive.detach(), "moe_aux": aux.detach()}
+    return {"loss": contrastive + cfg.moe_aux_weight * aux, "contrastive": contrastive.detach(),
+            "moe_aux": aux.detach()}
 
 
 # ---------------------------------------------------------------------------- evaluation

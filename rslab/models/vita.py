@@ -101,7 +101,8 @@ class VITAConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def masked_average_pool(features: torch.Tensor, masks: torch.Tensor, may_be_empty: torch.Tensor | None = None) -> torch.Tensor:
+def masked_average_pool(features: torch.Tensor, masks: torch.Tensor,
+                        may_be_empty: torch.Tensor | None = None) -> torch.Tensor:
     """Visual prompt tokens: average of ``features (S, C, h, w)`` under ``masks (S, K, H, W)``.
 
     ``S`` shots share the K classes; the pooled vectors are averaged over the shots in which a
@@ -183,7 +184,8 @@ class ConvPyramidEncoder(nn.Module):
     def __init__(self, in_chans: dict[str, int], widths: tuple[int, int, int] = (32, 64, 128)):
         super().__init__()
         self.stems = nn.ModuleDict({
-            m: nn.Sequential(nn.Conv2d(c, widths[0], 4, 4), nn.BatchNorm2d(widths[0]), nn.GELU()) for m, c in in_chans.items()
+            m: nn.Sequential(nn.Conv2d(c, widths[0], 4, 4), nn.BatchNorm2d(widths[0]), nn.GELU())
+            for m, c in in_chans.items()
         })
         self.in_chans = dict(in_chans)
         self.stage1 = _conv_block(widths[0], widths[0], 1)
@@ -381,7 +383,8 @@ class VITADecoder(nn.Module):
         mode_id = torch.arange(total, device=x.device) // per
         self_mask = mode_id[:, None] != mode_id[None, :]
         # in-context tokens of invalid (unprompted) classes are hidden from everyone
-        valid_tok = torch.cat([torch.cat([torch.ones(b, n, dtype=torch.bool, device=x.device), ctx_valid], 1)] * len(modes), 1)
+        valid_tok = torch.cat([torch.cat([torch.ones(b, n, dtype=torch.bool, device=x.device), ctx_valid], 1)]
+                              * len(modes), 1)
         mem_flat = [m.flatten(2).transpose(1, 2) for m in memory]
         mem_pos = [sine_position_encoding(m.shape[-2], m.shape[-1], d, m.device) + self.level_embed.weight[i % 3]
                    for i, m in enumerate(memory)]
@@ -493,7 +496,8 @@ class VITA(nn.Module):
         coarse = memory[0]
         tgt_tokens = coarse.flatten(2).transpose(1, 2)
         tgt_pos = sine_position_encoding(coarse.shape[-2], coarse.shape[-1], d, coarse.device)
-        ctx = self.former(pv, pt, prompt_modality if prompt_images is not None else target_modality, tgt_tokens, tgt_pos)
+        ctx = self.former(pv, pt, prompt_modality if prompt_images is not None else target_modality,
+                          tgt_tokens, tgt_pos)
         return self.decoder(ctx, modes, memory, mask_features, ctx_valid)
 
 

@@ -175,7 +175,8 @@ def mathjax_dir() -> Path:
 
 
 def _stage_mathjax(staging: Path) -> None:
-    """Copy MathJax into ``<staging>/_mathjax/mathjax`` (served as ``_static/mathjax``, where ``mathjax_path`` points)."""
+    """Copy MathJax into ``<staging>/_mathjax/mathjax`` (served as ``_static/mathjax``,
+    where ``mathjax_path`` points)."""
     target = staging / "_mathjax" / "mathjax"
     if target.exists():
         shutil.rmtree(target)

@@ -89,7 +89,8 @@ def train_locked_text(
     if view_weight < 0 or view_temperature <= 0:
         raise ValueError(f"need view_weight >= 0 and view_temperature > 0, got {view_weight}, {view_temperature}")
     if optical_other is not None and optical_other.shape != optical.shape:
-        raise ValueError(f"optical_other must match optical's shape {tuple(optical.shape)}, got {tuple(optical_other.shape)}")
+        raise ValueError(f"optical_other must match optical's shape {tuple(optical.shape)}, "
+                         f"got {tuple(optical_other.shape)}")
     if optical.ndim != 4 or not torch.isfinite(optical).all():
         raise ValueError(f"optical must be a finite (N, C, H, W) tensor, got shape {tuple(optical.shape)}")
     if isinstance(text_embeddings, torch.Tensor):

@@ -67,6 +67,7 @@ def print_budget(what: str, steps: int, images_per_step: int, seconds_per_step: 
             "device": device_label(device), "seconds_per_step": seconds_per_step,
             "expected_s": None if seconds_per_step is None else seconds_per_step * steps}
     eta = "not measured" if seconds_per_step is None else (
-        f"~{format_duration(plan['expected_s'])} ({seconds_per_step:.3g} s/step forward+backward, data loading excluded)")
+        f"~{format_duration(plan['expected_s'])} "
+        f"({seconds_per_step:.3g} s/step forward+backward, data loading excluded)")
     print(f"{what}: {steps} steps x {images_per_step} images per step on {plan['device']}: {eta}")
     return plan

@@ -127,7 +127,8 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], config: T
                 raise ValueError(f"scenes[{name!r}] must hold >= 2 scenes, got {len(x)}")
             continue
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] < 2:
-            raise ValueError(f"scenes[{name!r}] must be a (N >= 2, C, H, W) tensor or a Dataset, got {getattr(x, 'shape', None)}")
+            raise ValueError(f"scenes[{name!r}] must be a (N >= 2, C, H, W) tensor or a Dataset, "
+                             f"got {getattr(x, 'shape', None)}")
     if streamed and alt_scenes:
         raise ValueError("alt_scenes needs in-memory scenes (tensors), not streamed Datasets")
     alts: dict[str, torch.Tensor] = {}
@@ -137,7 +138,8 @@ def pretrain(student: ContrastiveSSL, scenes: dict[str, torch.Tensor], config: T
         if isinstance(alt, torch.Tensor) and alt.ndim == 4:
             alt = alt.unsqueeze(1)
         x = scenes[name]
-        if not isinstance(alt, torch.Tensor) or alt.ndim != 5 or alt.shape[0] != x.shape[0] or alt.shape[2:] != x.shape[1:]:
+        if (not isinstance(alt, torch.Tensor) or alt.ndim != 5 or alt.shape[0] != x.shape[0]
+                or alt.shape[2:] != x.shape[1:]):
             raise ValueError(f"alt_scenes[{name!r}] must be (N, K, C, H, W) renderings of scenes[{name!r}] "
                              f"{tuple(x.shape)}, got {getattr(alt, 'shape', None)}")
         alts[name] = alt
@@ -196,11 +198,13 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     cross-entropy, full batch, Adam, ``steps`` steps of :class:`rslab.train.Trainer`. Evaluate at
     full resolution with ``probe(f, (H, W))``."""
     if features.ndim != 4 or labels.ndim != 3 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"features (N, C, h, w) and labels (N, H, W) must share N, got {tuple(features.shape)}, {tuple(labels.shape)}")
+        raise ValueError(f"features (N, C, h, w) and labels (N, H, W) must share N, "
+                         f"got {tuple(features.shape)}, {tuple(labels.shape)}")
     if label_stride < 1:
         raise ValueError(f"label_stride must be >= 1, got {label_stride}")
     if labels[labels != ignore_index].numel() and int(labels[labels != ignore_index].max()) >= num_classes:
-        raise ValueError(f"labels contain class {int(labels[labels != ignore_index].max())} >= num_classes={num_classes}")
+        raise ValueError(f"labels contain class {int(labels[labels != ignore_index].max())} "
+                         f">= num_classes={num_classes}")
     torch.manual_seed(seed)
     mean = features.mean(dim=(0, 2, 3))
     std = features.std(dim=(0, 2, 3)).clamp_min(1e-6)

@@ -32,7 +32,8 @@ def class_oracle_scores(world, indices: Sequence[int], filter: ReferringFilter |
         s = world.scene(int(i))
         inst_class = np.asarray(s.meta.get("instance_class", ()))
         if s.instances is None or not len(inst_class):
-            raise ValueError("class_oracle_scores needs scenes with instances and meta['instance_class'] (a SyntheticWorld)")
+            raise ValueError("class_oracle_scores needs scenes with instances and meta['instance_class'] "
+                             "(a SyntheticWorld)")
         inst = np.asarray(s.instances)
         for e in (s.referring[j] for j in filter.select(s.referring)):  # the expressions from_world keeps
             ids = np.flatnonzero(inst_class == inst_class[e.instance_id])

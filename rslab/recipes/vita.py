@@ -32,8 +32,9 @@ class VITARecipe:
 
     Attributes:
         max_steps / batch_size / lr / warmup_steps / seed: optimisation budget, named as in
-            :class:`rslab.train.TrainConfig` (AdamW, warm-up + cosine, gradient norm clipped at 1). Tuned on the CPU budget: lr 3e-3 with deep supervision learns
-            in a few hundred steps; 1e-3 or no aux loss stayed on the initial plateau far longer.
+            :class:`rslab.train.TrainConfig` (AdamW, warm-up + cosine, gradient norm clipped at 1).
+            Tuned on the CPU budget: lr 3e-3 with deep supervision learns in a few hundred steps;
+            1e-3 or no aux loss stayed on the initial plateau far longer.
         sar_fraction: share of episodes whose targets and prompts are SAR.
         level_mode / tau_sga: the level curriculum (``"sga"``, ``"fine"``, ``"hard"``).
         train_modes: modes whose loss is trained (``("V", "T", "F")`` decoupled; ``("F",)`` fused only).
@@ -129,7 +130,8 @@ class VITALoss:
         r = self.recipe
         if r.text_templates == "sample":
             picks = self.rng.integers(len(TRAIN_TEMPLATES), size=len(names))
-            emb = torch.cat([self.text_encoder.prompt_embeddings([n], [TRAIN_TEMPLATES[i]]) for n, i in zip(names, picks)])
+            emb = torch.cat([self.text_encoder.prompt_embeddings([n], [TRAIN_TEMPLATES[i]])
+                             for n, i in zip(names, picks)])
         else:
             emb = self.text_encoder.prompt_embeddings(list(names))
         if r.text_noise > 0:
@@ -266,7 +268,8 @@ def train(model: VITA, pool: ScenePool, text_encoder, recipe: VITARecipe, *, pro
     ``device="cpu"`` keeps training on the CPU even where a GPU is visible (None: the trainer's choice)."""
     from rslab.train import TrainConfig, Trainer
 
-    config = TrainConfig(max_steps=recipe.max_steps, lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, recipe.max_steps),
+    config = TrainConfig(max_steps=recipe.max_steps, lr=recipe.lr,
+                         warmup_steps=min(recipe.warmup_steps, recipe.max_steps),
                          clip_grad_norm=1.0, log_every=log_every, progress=progress, seed=recipe.seed,
                          cpu=str(device) == "cpu")
     trainer = Trainer(model, VITALoss(text_encoder, recipe), episode_factory(pool, recipe), config,
@@ -329,7 +332,8 @@ def heldout_name_neighbours(tree, text_encoder, level: int, train_names: str = "
     if train_names not in ("train", "region"):
         raise ValueError(f"train_names must be 'train' or 'region', got {train_names!r}")
     names = tree.names(level)
-    protos = text_encoder.prompt_embeddings([tree.synonyms(n, "train") if train_names == "train" else region_names(tree, n)
+    protos = text_encoder.prompt_embeddings([tree.synonyms(n, "train") if train_names == "train"
+                                             else region_names(tree, n)
                                              for n in names])
     rows = []
     for c, name in enumerate(names):

@@ -109,7 +109,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.compile must be True/False or a torch.compile backend name such as "
                              f"'inductor', got {self.compile!r}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+            raise ValueError(f"TrainConfig.mixed_precision must be one of {MIXED_PRECISION}, "
+                             f"got {self.mixed_precision!r}")
         if self.ema_momentum is not None:
             if len(self.ema_momentum) != 2 or not all(0.0 <= m <= 1.0 for m in self.ema_momentum):
                 raise ValueError(f"TrainConfig.ema_momentum must be (start, end) in [0, 1], got {self.ema_momentum!r}")
@@ -260,7 +261,8 @@ class _BatchStream:
 
 def _rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+    state = {"python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -599,7 +601,8 @@ class Trainer:
         last = self.step == cfg.max_steps
         do_log = self.step % cfg.log_every == 0 or last
         do_eval = self.eval_fn is not None and (last or (cfg.eval_every and self.step % cfg.eval_every == 0))
-        do_ckpt = self.out_dir is not None and (last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0))
+        do_ckpt = self.out_dir is not None and (
+            last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0))
         if not (do_log or do_eval or do_ckpt):
             return
         losses = self._checked_losses(loop.window.losses)  # raises NonFiniteLossError before anything is saved

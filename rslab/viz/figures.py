@@ -63,7 +63,8 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str], suptitle: s
                 ncols: int | None = None) -> Figure:
     """A row (or grid) of (H, W, 3) images in [0, 1] with one title each."""
     if len(images) == 0 or len(images) != len(titles):
-        raise ValueError(f"need one title per image and at least one image, got {len(images)} images, {len(titles)} titles.")
+        raise ValueError(f"need one title per image and at least one image, "
+                         f"got {len(images)} images, {len(titles)} titles.")
     fig, axes = _new_figure(len(images), ncols)
     for ax, img, title in zip(axes, images, titles):
         ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
@@ -118,7 +119,8 @@ def show_levels(sample: Sample, tree, alpha: float = 1.0) -> Figure:
     legends = [label_legend(tree, level, present=sample.labels) for level in range(1, tree.depth + 1)]
     fig, axes = _new_figure(tree.depth, height_extra=_legend_height(max(len(h) for h in legends)))
     for ax, level, legend in zip(axes, range(1, tree.depth + 1), legends):
-        img = colorize_labels(sample.labels, tree, level) if base is None else overlay(base, sample.labels, tree, level, alpha)
+        img = (colorize_labels(sample.labels, tree, level) if base is None
+               else overlay(base, sample.labels, tree, level, alpha))
         ax.imshow(img, interpolation="nearest")
         _image_axes(ax, f"level {level}: {tree.num_classes(level)} classes")
         _legend_below(ax, legend)
@@ -290,7 +292,8 @@ def show_styles(samples: Sequence[Sample], tree, class_name: str, crop: int | No
         ax.imshow(img, interpolation="nearest")
         if mask.any():
             ax.contour(mask.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
-        _image_axes(ax, f"style '{s.meta.get('style_name', s.meta.get('style', '?'))}'" + ("" if mask.any() else f"\n(no {class_name} here)"))
+        _image_axes(ax, f"style '{s.meta.get('style_name', s.meta.get('style', '?'))}'"
+                    + ("" if mask.any() else f"\n(no {class_name} here)"))
     fig.suptitle(f"One class, several looks: '{class_name}' (outlined) across regional styles", fontsize=11)
     return show(fig)
 
@@ -455,7 +458,8 @@ def show_gallery(rows: Sequence[dict], tree=None, level: int | None = None, titl
         img = _as_display(row["image"])
         gt, pr = np.asarray(row["gt"]), np.asarray(row["pred"])
         if gt.shape != pr.shape or gt.shape != img.shape[:2]:
-            raise ValueError(f"gallery row {i}: image {img.shape[:2]}, pred {pr.shape} and gt {gt.shape} must share (H, W).")
+            raise ValueError(f"gallery row {i}: image {img.shape[:2]}, pred {pr.shape} and gt {gt.shape} "
+                             "must share (H, W).")
         labels = tree is not None and gt.dtype != bool
         if labels:
             gt_l, pr_l = tree.to_level(gt, level), tree.to_level(pr, level)
@@ -481,7 +485,8 @@ def show_gallery(rows: Sequence[dict], tree=None, level: int | None = None, titl
             if pm is not None:
                 pm = np.asarray(pm)
                 if pm.shape != prompt_img.shape[:2]:
-                    raise ValueError(f"gallery row {i}: prompt_mask {pm.shape} must match prompt_image {prompt_img.shape[:2]}.")
+                    raise ValueError(f"gallery row {i}: prompt_mask {pm.shape} "
+                                     f"must match prompt_image {prompt_img.shape[:2]}.")
                 if tree is not None and pm.dtype != bool:
                     prompt_img = overlay(prompt_img, pm, tree, level, 0.6)
                 else:

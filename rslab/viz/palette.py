@@ -115,7 +115,8 @@ def colorize_labels(labels: np.ndarray, tree, level: int | None = None, alpha: b
         raise ValueError(f"labels hold values {np.unique(labels[bad])[:8].tolist()} that are not leaf ids of tree "
                          f"{tree.name!r} (0..{len(tree.leaves) - 1}) nor IGNORE_INDEX={IGNORE_INDEX}.")
     ids = tree.to_level(labels, level)
-    palette = np.concatenate([level_palette(tree, level, scheme), np.zeros((256 - tree.num_classes(level), 3), np.uint8)])
+    palette = np.concatenate([level_palette(tree, level, scheme),
+                              np.zeros((256 - tree.num_classes(level), 3), np.uint8)])
     palette[IGNORE_INDEX] = IGNORE_COLOR
     rgb = palette[ids]
     if not alpha:
@@ -153,7 +154,8 @@ def overlay(image_rgb: np.ndarray, labels: np.ndarray, tree, level: int | None =
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     img = np.asarray(image_rgb, dtype=np.float32)
     if img.ndim != 3 or img.shape[-1] != 3:
-        raise ValueError(f"image_rgb must be (H, W, 3) in [0, 1] (use optical_to_display / sar_to_display), got {img.shape}.")
+        raise ValueError(f"image_rgb must be (H, W, 3) in [0, 1] (use optical_to_display / sar_to_display), "
+                         f"got {img.shape}.")
     if img.shape[:2] != np.asarray(labels).shape:
         raise ValueError(f"image {img.shape[:2]} and labels {np.asarray(labels).shape} must have the same (H, W).")
     rgba = colorize_labels(labels, tree, level, alpha=True, scheme=scheme).astype(np.float32) / 255.0

@@ -50,7 +50,8 @@ def report(text: str, /, **values: Any) -> Report:
         names.add(root)
     unused = set(values) - names
     if unused:
-        raise ValueError(f"report: values {sorted(unused)} are not used by any placeholder; check the template's names.")
+        raise ValueError(f"report: values {sorted(unused)} are not used by any placeholder; "
+                         "check the template's names.")
     return Report(text.format(**values).strip())
 
 
@@ -78,7 +79,8 @@ def report_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | Non
     columns = list(columns or rows[0].keys())
     unknown = [c for c in columns if not any(c in r for r in rows)]
     if unknown:
-        raise ValueError(f"report_table: columns {unknown} appear in no row; row keys are {sorted(set().union(*rows))}.")
+        raise ValueError(f"report_table: columns {unknown} appear in no row; "
+                         f"row keys are {sorted(set().union(*rows))}.")
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(c), floatfmt) for c in columns) + " |")
