@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--build-dir", default=None, help="default build/")
     bc.add_argument("--screenshot", default=None, metavar="PNG",
                     help="also render --page in headless Chromium (network off) into PNG, when Chromium is installed")
-    bc.add_argument("--page", default="notebooks/01_sar_alignment.html", help="page for --screenshot (a page with math)")
+    bc.add_argument("--page", default="notebooks/01_sar_alignment.html",
+                    help="page for --screenshot (a page with math)")
     bc.set_defaults(func=_cmd_book_check)
 
     rt = sub.add_parser("readme-table", help="render the results table (Markdown) from artifacts/")
@@ -350,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--readme", default=None, help="default: README.md at the repository root")
     rt.set_defaults(func=_cmd_readme_table)
 
-    evd = sub.add_parser("evidence", help="each notebook's key comparisons over several seeds, with a verdict per claim")
+    evd = sub.add_parser("evidence",
+                         help="each notebook's key comparisons over several seeds, with a verdict per claim")
     evd_sub = evd.add_subparsers(dest="action", metavar="ACTION")
     evd_sub.required = True
     er = evd_sub.add_parser("run", help="run the notebooks of notebooks/profiles/claims.yaml once per seed "
@@ -358,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="default: 0 1 2")
     er.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"))
     er.add_argument("--only", nargs="+", metavar="NN", help="only these notebooks (prefixes or stems)")
-    er.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS and the notebooks' thread parameter (default 1)")
+    er.add_argument("--threads", type=int, default=1,
+                    help="OMP_NUM_THREADS and the notebooks' thread parameter (default 1)")
     er.add_argument("--claims", default=None, help="default: notebooks/profiles/claims.yaml")
     er.add_argument("--out", default=None, help="where the runs go (default artifacts/evidence)")
     er.add_argument("--no-write", action="store_true", help="print the tables, do not write book/evidence.*")
@@ -368,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--profile", default="smoke", choices=("ci", "smoke", "full"))
     et.add_argument("--claims", default=None, help="default: notebooks/profiles/claims.yaml")
     et.add_argument("--out", default=None, help="where the runs are (default artifacts/evidence)")
-    et.add_argument("--write", action="store_true", help="write book/evidence.md (between its markers) and book/evidence.json")
+    et.add_argument("--write", action="store_true",
+                    help="write book/evidence.md (between its markers) and book/evidence.json")
     et.set_defaults(func=_cmd_evidence_table)
 
     w = sub.add_parser("weights", help="the foundation-weights registry: list, find and check weights on disk")

@@ -168,7 +168,8 @@ def _timm_cfg(name: str) -> Any:
 
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
-        raise ValueError(f"timm has no pretrained config {name!r}; list them with timm.list_pretrained('{name.split('.')[0]}*')")
+        raise ValueError(f"timm has no pretrained config {name!r}; "
+                         f"list them with timm.list_pretrained('{name.split('.')[0]}*')")
     return cfg
 
 
@@ -243,7 +244,8 @@ def _search(name: str, path: Path | None, kind: str, s: _Search) -> Path | None:
             if found := s.files_in(path, names + ((url_file,) if url_file else ())):
                 return found
         if env_dir:
-            flat = tuple(f"{model}_{tag}{ext}" for ext in (".safetensors", ".bin", ".pt")) + ((url_file,) if url_file else ())
+            flat = (tuple(f"{model}_{tag}{ext}" for ext in (".safetensors", ".bin", ".pt"))
+                    + ((url_file,) if url_file else ()))
             if found := s.files_in(env_dir, flat):
                 return found
             if repo_id and (found := s.files_in(env_dir / repo_id.replace("/", "--"), names)
@@ -403,7 +405,8 @@ class WeightsEntry:
             raise ValueError(f"{self.name}: family must be one of {FAMILIES}, got {self.family!r}")
         if not self.files:
             raise ValueError(f"{self.name}: an entry needs at least one accepted file name")
-        if self.sha256 is not None and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)):
+        if self.sha256 is not None and (len(self.sha256) != 64
+                                        or any(c not in "0123456789abcdef" for c in self.sha256)):
             raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
 
@@ -1009,7 +1012,8 @@ def _load_standin(entry: WeightsEntry, path: Path, device: str, **kw: Any):
     try:
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({exc}); remake it with `rslab pretrain {entry.name}`") from exc
+        raise ValueError(f"{path}: not a readable safetensors file ({exc}); "
+                         f"remake it with `rslab pretrain {entry.name}`") from exc
     if kind == "optical_text":
         from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
 
@@ -1136,17 +1140,20 @@ def registry_markdown() -> str:
         lines += ["", f"## `{e.name}`", "", f"- **Paper model:** {_md_escape(e.paper_model)}",
                   f"- **Family / loader:** `{e.family}`",
                   f"- **Official file(s), preferred first:** {', '.join(f'`{f}`' for f in e.files)}",
-                  (f"- **Shipped:** `rslab/standins/{e.files[0]}`; remade by `rslab pretrain {e.name}`" if e.family == "standin"
+                  (f"- **Shipped:** `rslab/standins/{e.files[0]}`; remade by `rslab pretrain {e.name}`"
+                   if e.family == "standin"
                    else f"- **Download:** <{e.url}>" + (f" (also `hf download {e.hf_repo}`)" if e.hf_repo else "")),
                   "- **sha256:** " + (f"`{e.sha256}` (of `{e.files[0]}`)" if e.sha256 else "not published"),
                   "- **Config:** " + ", ".join(f"`{k}={v!r}`" for k, v in e.config.items()),
                   f"- **Used by:** {', '.join(f'`{u}`' for u in e.used_by) or 'no notebook yet'}"]
         if e.companions:
-            lines.append(f"- **Companion files:** {', '.join(f'`{c}` (<{KNOWN_FILES.get(c, e.url)}>)' for c in e.companions)}")
+            companions = ", ".join(f"`{c}` (<{KNOWN_FILES.get(c, e.url)}>)" for c in e.companions)
+            lines.append(f"- **Companion files:** {companions}")
         if e.notes:
             lines.append(f"- **Notes:** {_md_escape(e.notes)}")
         if e.family == "standin" and (card := standin_card(e.name)):
-            metrics = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in card["metrics"].items())
+            metrics = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in card["metrics"].items())
             lines += [f"- **Model card:** made by `{card['command']}` ({card['settings'].get('max_steps')} steps, "
                       f"{card['wall_s'] / 60:.0f} min on {card['machine']}, {card['created_utc'][:10]}, commit "
                       f"{card['commit']}); {card['parameters']:,} parameters; held-out: {_md_escape(metrics)}"]

@@ -55,7 +55,8 @@ def test_papermill_parses_every_parameter(notebook: Path):
     assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
                 for t in node.targets if isinstance(t, ast.Name)}
     missing = assigned - nbs.declared_parameters(notebook)
-    assert not missing, f"{notebook.name}: papermill cannot parse the assignment of {sorted(missing)}; simplify its comment"
+    assert not missing, (f"{notebook.name}: papermill cannot parse the assignment of {sorted(missing)}; "
+                         "simplify its comment")
 
 
 @pytest.mark.parametrize("profile", nbs.PROFILES)
@@ -114,7 +115,8 @@ def test_notebook_trains_its_own_small_foundation_when_asked(stem: str, tmp_path
     result = nbs.execute_notebook(notebook, "ci", root=ROOT, build_dir=tmp_path / "build",
                                   artifacts_dir=tmp_path / "artifacts", parameters=params)
     assert result.ok, f"{stem}: {result.status}: {result.error}"
-    text = "\n".join(o.get("text", "") for c in result.executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    text = "\n".join(o.get("text", "") for c in result.executed.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
     assert ("locked-text tuning: final loss" in text) if stem == "01_sar_alignment" else ("made " in text)
 
 
@@ -150,7 +152,8 @@ PASS_SOURCE = (
     "from rslab.notebooks import start_run\n"
     "from rslab.viz.widgets import widgets_enabled\n"
     "run = start_run('00_pass', profile, seed)\n"
-    "run.save_results({'steps_seen': steps, 'lr_seen': lr, 'tag_seen': tag, 'widgets_seen': widgets_enabled(), 'acc': 0.75})"
+    "run.save_results({'steps_seen': steps, 'lr_seen': lr, 'tag_seen': tag, "
+    "'widgets_seen': widgets_enabled(), 'acc': 0.75})"
 )
 
 
@@ -240,7 +243,8 @@ def test_runner_times_out_a_hung_cell_and_retries_once(fake_repo: Path):
         ("profile = 'smoke'\nseed = 0", ["parameters"]),
         (f"import pathlib, time\nm = pathlib.Path({str(marker)!r})\n"
          "if not m.exists():\n    m.touch()\n    time.sleep(60)\n", None),
-        ("from rslab.notebooks import start_run\nstart_run('05_hang_once', profile, seed).save_results({'acc': 1.0})", None),
+        ("from rslab.notebooks import start_run\n"
+         "start_run('05_hang_once', profile, seed).save_results({'acc': 1.0})", None),
     ])
     make_notebook(fake_repo / "notebooks" / "06_hang_always.ipynb", [
         ("profile = 'smoke'", ["parameters"]), ("import time\ntime.sleep(60)", None),
@@ -331,7 +335,8 @@ def test_stage_book_uses_executed_notebooks_and_skips_missing(book_repo: Path):
     logs: list[str] = []
     staging = nbs.stage_book(book_repo, log=logs.append)
     toc_files = [e["file"] for e in nbs._toc_files(yaml.safe_load((staging / "_toc.yml").read_text()))]
-    assert [f for f in toc_files if f.startswith("notebooks/")] == ["notebooks/00_data_tour", "notebooks/01_sar_alignment"]
+    assert [f for f in toc_files if f.startswith("notebooks/")] == ["notebooks/00_data_tour",
+                                                                     "notebooks/01_sar_alignment"]
     assert sum("leaving" in m for m in logs) == 4
     staged = nbformat.read(str(staging / "notebooks" / "00_data_tour.ipynb"), as_version=4)
     assert staged.cells[1].outputs[0]["data"]["text/plain"] == "2"  # the executed copy, outputs kept
@@ -356,6 +361,7 @@ def test_book_builds_offline(book_repo: Path):
     page = (html / "notebooks" / "00_data_tour.html").read_text()
     assert "00_data_tour" in page
     # the metric's row with its value (the page's prose names `scenes_per_s` too, never a value)
-    assert re.search(r"scenes_per_s</span></code></p></td>\s*<td><p>37\.5</p></td>", (html / "results.html").read_text(), re.S)
+    assert re.search(r"scenes_per_s</span></code></p></td>\s*<td><p>37\.5</p></td>",
+                     (html / "results.html").read_text(), re.S)
     assert (html / "notebooks" / "01_sar_alignment.html").is_file()
     assert not (html / "notebooks" / "03_vita_sga.html").exists()

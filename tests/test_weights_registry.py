@@ -108,8 +108,8 @@ def test_registry_facts_match_the_libraries_own_configs():
         assert e.url in (cfg["url"], f"https://huggingface.co/{e.hf_repo}"), e.name
         mc = open_clip.get_model_config(e.config["model"])
         vision = mc["vision_cfg"]
-        assert (mc["embed_dim"], vision["width"], vision["layers"], vision["patch_size"], vision["image_size"]) == tuple(
-            e.config[k] for k in ("embed_dim", "width", "layers", "patch_size", "image_size")), e.name
+        built = (mc["embed_dim"], vision["width"], vision["layers"], vision["patch_size"], vision["image_size"])
+        assert built == tuple(e.config[k] for k in ("embed_dim", "width", "layers", "patch_size", "image_size")), e.name
     openai = W.WEIGHTS["clip-vit-b16-openai"]
     assert openai.url.endswith("/" + openai.files[0]) and openai.sha256 in openai.url
     hiera_default_stages = inspect.signature(Hiera.__init__).parameters["stages"].default
@@ -455,7 +455,8 @@ def test_cli_list_find_and_check(tmp_path, official):
 def test_book_page_is_generated_from_the_registry():
     page = ROOT / "book" / "weights.md"
     assert page.read_text() == W.registry_markdown(), (
-        "book/weights.md is stale: run python -c 'from rslab.weights import write_registry_page; write_registry_page()'")
+        "book/weights.md is stale: run "
+        "python -c 'from rslab.weights import write_registry_page; write_registry_page()'")
     text = page.read_text()
     for e in W.WEIGHTS.values():
         assert f"## `{e.name}`" in text and e.url in text

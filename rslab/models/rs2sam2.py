@@ -104,7 +104,8 @@ class RS2SAM2Config:
     @classmethod
     def small(cls, **kw) -> "RS2SAM2Config":
         """SAM2.1 Hiera-T as shipped, at 256 px (a GPU or patient CPU)."""
-        return replace(cls(image_size=256, union_image_size=112, union_patch=16, union_dim=384, union_depth=4, union_heads=6), **kw)
+        return replace(cls(image_size=256, union_image_size=112, union_patch=16, union_dim=384, union_depth=4,
+                           union_heads=6), **kw)
 
     @classmethod
     def base(cls, **kw) -> "RS2SAM2Config":
@@ -180,7 +181,8 @@ class UnionEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.type_embed = nn.Parameter(torch.randn(2, d) * 0.02)  # 0: vision, 1: language
         self.text_in = nn.Linear(cfg.text_dim, d)
-        self.blocks = nn.ModuleList(Block(d, cfg.union_heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(cfg.union_depth))
+        self.blocks = nn.ModuleList(Block(d, cfg.union_heads, mlp_ratio=4.0, qkv_bias=True)
+                                    for _ in range(cfg.union_depth))
         self.norm = nn.LayerNorm(d)
 
     def forward(self, image: torch.Tensor, text_states: torch.Tensor, text_pad: torch.Tensor):
@@ -304,7 +306,8 @@ class BHFM(nn.Module):
     ``T_i (B, L, Dt)``. Output: a residual for ``x`` and ``T_{i+1}``.
     """
 
-    def __init__(self, dim: int, text_dim: int, ratio: float = 0.25, alpha_t: float = 0.2, alpha_i: float = 0.5, heads: int = 1):
+    def __init__(self, dim: int, text_dim: int, ratio: float = 0.25, alpha_t: float = 0.2, alpha_i: float = 0.5,
+                 heads: int = 1):
         super().__init__()
         from timm.layers import Mlp
 
@@ -366,7 +369,8 @@ class BHFMHieraBlock(nn.Module):
         if self.q_stride:
             window_size = self.window_size // self.q_stride[0]
             H, W = shortcut.shape[1:3]
-            pad_hw = (H + (window_size - H % window_size) % window_size, W + (window_size - W % window_size) % window_size)
+            pad_hw = (H + (window_size - H % window_size) % window_size,
+                      W + (window_size - W % window_size) % window_size)
         if self.window_size > 0:
             x = window_unpartition(x, window_size, pad_hw, (H, W))
         if self.bhfm is not None:
@@ -485,7 +489,8 @@ class RS2SAM2(nn.Module):
         trunk.blocks = nn.ModuleList(
             BHFMHieraBlock(
                 blk,
-                BHFM(blk.dim_out, ud, cfg.bhfm_ratio, cfg.alpha_t, cfg.alpha_i, cfg.bhfm_heads) if cfg.use_bhfm else None,
+                (BHFM(blk.dim_out, ud, cfg.bhfm_ratio, cfg.alpha_t, cfg.alpha_i, cfg.bhfm_heads)
+                 if cfg.use_bhfm else None),
             )
             for blk in trunk.blocks
         )
@@ -546,7 +551,8 @@ class RS2SAM2(nn.Module):
             if text_states.ndim != 2 or text_states.shape[0] != images.shape[0] or text_states.dtype != torch.long:
                 raise ValueError(f"with the BEiT-3 union encoder the text is (B={images.shape[0]}, L) int64 token ids "
                                  f"(BEiT3TokenEncoder), got {text_states.dtype} {tuple(text_states.shape)}")
-        elif text_states.ndim != 3 or text_states.shape[0] != images.shape[0] or text_states.shape[-1] != self.cfg.text_dim:
+        elif (text_states.ndim != 3 or text_states.shape[0] != images.shape[0]
+              or text_states.shape[-1] != self.cfg.text_dim):
             raise ValueError(
                 f"text_states must be (B={images.shape[0]}, L, {self.cfg.text_dim}), got {tuple(text_states.shape)}"
             )
@@ -588,7 +594,8 @@ class RS2SAM2(nn.Module):
         mask_input = None
         if self.mpg is not None:
             pseudo = self.mpg(cls, visual, self.union.grid)
-            mask_input = F.interpolate(pseudo, size=self.sam.sam_prompt_encoder.mask_input_size, mode="bilinear", align_corners=False)
+            mask_input = F.interpolate(pseudo, size=self.sam.sam_prompt_encoder.mask_input_size, mode="bilinear",
+                                       align_corners=False)
         sparse, dense = self.sam.sam_prompt_encoder(points=None, boxes=None, masks=mask_input)
         if sparse.shape[0] != images.shape[0]:  # no prompt at all gives batch size 1
             sparse = sparse.expand(images.shape[0], -1, -1)
@@ -692,7 +699,8 @@ class MiniLMTokenEncoder:
                     f"expression too long ({self.max_tokens} word pieces max): {too_long[0][:80]!r}...; "
                     "shorten it or raise RS2SAM2Config.max_text_tokens"
                 )
-            states = self.text_encoder.model(**{k: v.to(self.text_encoder.device) for k, v in tok.items()}).last_hidden_state
+            inputs = {k: v.to(self.text_encoder.device) for k, v in tok.items()}
+            states = self.text_encoder.model(**inputs).last_hidden_state
             for i, text in enumerate(missing):
                 n = int(tok["attention_mask"][i].sum())
                 self.cache[text] = states[i, :n].float().cpu()

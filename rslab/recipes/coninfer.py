@@ -334,7 +334,8 @@ def build_contexts(keys: Sequence[str], inputs: dict[str, torch.Tensor], grid: t
         elif name == "text_tokens":
             if encoder is None:
                 raise ValueError("context 'text_tokens' needs the notebook-01 optical encoder")
-            out = [to_grid({"t": encoder_token_maps(encoder, inputs["optical"])}, grid)["t"]] if "optical" in mods else []
+            out = ([to_grid({"t": encoder_token_maps(encoder, inputs["optical"])}, grid)["t"]]
+                   if "optical" in mods else [])
         elif name == "vita" or name.startswith("vita_encoder["):
             if vita is None:
                 raise ValueError(f"context {name!r} needs notebook 03's VITA")
@@ -413,7 +414,8 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
         optical_encoder = optical_model.encoder.eval()
     torch.manual_seed(seed + 1)
     model = SARAlignmentModel(optical_encoder, replace(cfg, in_chans=2))
-    train_sar_alignment(model, optical, sar, ImageAlignmentLoss(1.0, 1.0, 0.1), config(align_steps), batch_size=batch_size,
+    train_sar_alignment(model, optical, sar, ImageAlignmentLoss(1.0, 1.0, 0.1), config(align_steps),
+                        batch_size=batch_size,
                         augment=SARViewAugment(crop=min(crop, size), looks=(2.0, 8.0), max_offset_db=1.0))
     return {"optical": optical_encoder, "sar": model.sar.eval()}
 

@@ -2,7 +2,8 @@
 
 - :func:`train_rs2sam2` fine-tunes one :class:`~rslab.models.rs2sam2.RS2SAM2` with the paper's loss
   (``1.0 CE + 0.1 Dice + 0.2 L_tbl``) using :class:`rslab.train.Trainer` (AdamW, warm-up + cosine;
-  the fused AdamW kernel of :func:`rslab.train.default_optimizer` with ``fused=True``, the same update in fewer CPU kernel calls).
+  the fused AdamW kernel of :func:`rslab.train.default_optimizer` with ``fused=True``, the same update
+  in fewer CPU kernel calls).
 - :func:`evaluate_referring` predicts every expression of a :class:`~rslab.data.referring.ReferringDataset`
   and scores it at the *original* mask resolution with :class:`rslab.metrics.ReferringMeter`
   (mIoU, oIoU, Pr@0.5..0.9), as the RRSIS benchmarks do.
@@ -41,7 +42,8 @@ from rslab.models.rs2sam2 import (
 
 __all__ = [
     "ABLATION_ROWS", "ABLATION_LABELS", "RS2SAM2TrainConfig", "TrainedRS2SAM2", "AblationResult",
-    "make_batches", "stream_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation", "segment",
+    "make_batches", "stream_batches", "train_rs2sam2", "predict_logits", "evaluate_referring", "run_ablation",
+    "segment",
     "save_rs2sam2", "load_rs2sam2", "StandinPretrainConfig", "PromptableSAM2", "sample_prompts",
     "pretrain_sam2_standin", "standin_checkpoint", "StandinResult", "evaluate_promptable",
     "is_new_part", "new_part_lr_scale", "check_expression_lengths", "expression_texts",
@@ -89,7 +91,7 @@ class RS2SAM2TrainConfig:
     num_workers: int | str = "auto"       # loader processes for data read on the fly ("auto": 0 on CPU, more on GPU)
     mixed_precision: str = "auto"         # rslab.train: bf16 autocast on GPUs that support it, fp32 on the CPU
     estimate_warmup: int = 0              # >0: print Trainer.estimate (timed over this many passes) before training
-    checkpoint_every: int = 0             # with an out_dir: a resumable checkpoint every this many steps (0: at the end)
+    checkpoint_every: int = 0             # with an out_dir: a resumable checkpoint every N steps (0: at the end)
     cpu: bool = False                     # train on the CPU even when a GPU is present
 
     def __post_init__(self):
@@ -192,7 +194,8 @@ def make_batches(stacked: dict, encoder: MiniLMTokenEncoder, batch_size: int, se
             raise ValueError(f"stacked must come from ReferringDataset.stacked(size) (missing {key!r})")
     n = len(stacked["texts"])
     if n < batch_size and drop_last:
-        raise ValueError(f"only {n} training expressions for a batch of {batch_size}: render more scenes or lower batch_size")
+        raise ValueError(f"only {n} training expressions for a batch of {batch_size}: "
+                         "render more scenes or lower batch_size")
     encoder(list(dict.fromkeys(stacked["texts"])))  # fill the cache once (raises on bad expressions)
 
     def batches(epoch: int) -> Iterator[dict]:
@@ -544,7 +547,8 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
         if log is not None:
             m = result.metrics[row]
             log(f"{ABLATION_LABELS[row]:34s} mIoU {m['miou']:.3f}  oIoU {m['oiou']:.3f}  Pr@0.5 {m['pr50']:.3f}  "
-                f"empty {m['empty']:.2f}  area ratio {m['area_ratio']:.2f}  ({trained.train_s:.0f} s, {rcfg.max_steps} steps)")
+                f"empty {m['empty']:.2f}  area ratio {m['area_ratio']:.2f}  "
+                f"({trained.train_s:.0f} s, {rcfg.max_steps} steps)")
     return result
 
 
@@ -731,7 +735,8 @@ def sample_prompts(masks: torch.Tensor, pcfg: StandinPretrainConfig, mask_input_
 
 
 def _segment_batches(segs: dict, pcfg: StandinPretrainConfig, mask_input_size: int) -> Callable[[int], Iterator[dict]]:
-    """``epoch -> iterator`` of pre-training batches: ``images_per_step`` images, ``prompts_per_image`` segments each."""
+    """``epoch -> iterator`` of pre-training batches: ``images_per_step`` images,
+    ``prompts_per_image`` segments each."""
     owner = segs["image_index"]
     per_image = [torch.nonzero(owner == i).flatten() for i in range(segs["images"].shape[0])]
     n_img, k = len(per_image), pcfg.prompts_per_image
@@ -742,7 +747,8 @@ def _segment_batches(segs: dict, pcfg: StandinPretrainConfig, mask_input_size: i
         order = torch.randperm(n_img, generator=g)
         for start in range(0, n_img - n_img % b, b):
             imgs = order[start:start + b]
-            picks = torch.cat([per_image[int(i)][torch.randint(len(per_image[int(i)]), (k,), generator=g)] for i in imgs])
+            picks = torch.cat([per_image[int(i)][torch.randint(len(per_image[int(i)]), (k,), generator=g)]
+                               for i in imgs])
             masks = segs["masks"][picks]
             yield {"images": segs["images"][imgs], "targets": masks, **sample_prompts(masks, pcfg, mask_input_size, g)}
 
@@ -801,7 +807,8 @@ def pretrain_sam2_standin(cfg: RS2SAM2Config, segments: dict, pcfg: StandinPretr
     return trainer.model.eval(), list(history), time.perf_counter() - t0, time.process_time() - c0
 
 
-def _standin_key(cfg: RS2SAM2Config, scene_indices: Sequence[int], world_desc: str, pcfg: StandinPretrainConfig) -> dict:
+def _standin_key(cfg: RS2SAM2Config, scene_indices: Sequence[int], world_desc: str,
+                 pcfg: StandinPretrainConfig) -> dict:
     """What makes two stand-in checkpoints interchangeable (compared before reusing a file)."""
     idx = [int(i) for i in scene_indices]
     return {"sam2_config": cfg.sam2_config, "sam2_overrides": list(cfg.sam2_overrides), "image_size": cfg.image_size,
@@ -848,7 +855,8 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
                  "initialisation on SAM's promptable, class-agnostic segmentation task (point, box or coarse-mask "
                  "prompt -> segment mask) on the segments of synthetic TRAINING scenes only"),
         "not": (f"not Meta's SAM2 weights and not SA-1B (11 M images, 1.1 B masks): {int(segs['images'].shape[0])} "
-                f"synthetic images of one world, {int(segs['masks'].shape[0])} segments, {pcfg.max_steps} steps on a CPU"),
+                f"synthetic images of one world, {int(segs['masks'].shape[0])} segments, "
+                f"{pcfg.max_steps} steps on a CPU"),
         "key": key, "n_images": int(segs["images"].shape[0]), "n_segments": int(segs["masks"].shape[0]),
         "pretrain_s": wall_s + data_s, "pretrain_cpu_s": cpu_s, "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
@@ -872,9 +880,7 @@ def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path | torch.nn.Mo
     mIoU of the coarse mask prompt itself (what the decoder must improve on). The model runs on
     ``device`` (inputs follow it; masks come back to the CPU).
     """
-    from rslab.models.rs2sam2 import build_sam2_model
-
-    from rslab.models.rs2sam2 import read_sam2_state
+    from rslab.models.rs2sam2 import build_sam2_model, read_sam2_state
 
     if isinstance(checkpoint, torch.nn.Module):  # a SAM2 model in memory (it is not modified)
         import copy

@@ -38,8 +38,8 @@ from typing import Any
 import torch
 
 from rslab.io import write_atomically, write_text_atomically
-
-from rslab.weights import STANDIN_DIR, STANDINS as REGISTERED, file_sha256
+from rslab.weights import STANDIN_DIR, file_sha256
+from rslab.weights import STANDINS as REGISTERED
 
 STANDIN_SCENES = 5_000_000   # first scene index of every stand-in's training corpus
 STANDIN_HELDOUT = 6_000_000  # first scene index of the scenes its card is measured on
@@ -156,7 +156,8 @@ def _run_optical_text(s: Mapping[str, Any], work_dir: Path | None, progress: boo
     data = {"worlds": list(s["world_seeds"]), "scenes_per_world": s["scenes_per_world"],
             "scene_indices": f"{STANDIN_SCENES}..{STANDIN_SCENES + s['scenes_per_world'] - 1}",
             "image_size": s["image_size"], "n_images": sum(len(t) for t in texts),
-            "texts": "caption, class prompts (training synonyms), layout captions; second view: the scene in another style",
+            "texts": "caption, class prompts (training synonyms), layout captions; "
+                     "second view: the scene in another style",
             "eval": f"worlds {list(s['world_seeds'][:3])}, balanced held-out scenes from index {STANDIN_HELDOUT}"}
     return encoder, metrics, data
 
@@ -174,7 +175,8 @@ def _sam2_cfg(s: Mapping[str, Any]):
 
 def _sam2_architecture(s: Mapping[str, Any]) -> dict[str, Any]:
     cfg = _sam2_cfg(s)
-    return {"kind": "sam2", "preset": "tiny", "sam2_config": cfg.sam2_config, "sam2_overrides": list(cfg.sam2_overrides),
+    return {"kind": "sam2", "preset": "tiny", "sam2_config": cfg.sam2_config,
+            "sam2_overrides": list(cfg.sam2_overrides),
             "image_size": cfg.image_size}
 
 
@@ -192,7 +194,8 @@ def _run_sam2(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
     pcfg = StandinPretrainConfig(max_steps=s["max_steps"], images_per_step=s["images_per_step"], lr=s["lr"],
                                  warmup_steps=s["warmup_steps"], min_area_frac=s["min_area_frac"], seed=int(s["seed"]),
                                  progress=progress)
-    model, history, _, _ = pretrain_sam2_standin(cfg, segs, pcfg, out_dir=work_dir, checkpoint_every=s["checkpoint_every"])
+    model, history, _, _ = pretrain_sam2_standin(cfg, segs, pcfg, out_dir=work_dir,
+                                                 checkpoint_every=s["checkpoint_every"])
     held = concat_segments([promptable_segments(w, range(STANDIN_HELDOUT, STANDIN_HELDOUT + s["eval_scenes"]),
                                                 s["image_size"], s["min_area_frac"]) for w in worlds[:3]])
     losses = [r["loss"] for r in history if "loss" in r]
@@ -200,8 +203,10 @@ def _run_sam2(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
     metrics.update({f"heldout_miou_{k}": float(v) for k, v in evaluate_promptable(cfg, model.sam, held).items()})
     data = {"worlds": list(s["world_seeds"]), "scenes_per_world": s["scenes_per_world"],
             "scene_indices": f"{STANDIN_SCENES}..{STANDIN_SCENES + s['scenes_per_world'] - 1}",
-            "image_size": s["image_size"], "n_images": int(segs["images"].shape[0]), "n_segments": int(segs["masks"].shape[0]),
-            "eval": f"worlds {list(s['world_seeds'][:3])}, {s['eval_scenes']} held-out scenes each from index {STANDIN_HELDOUT}"}
+            "image_size": s["image_size"], "n_images": int(segs["images"].shape[0]),
+            "n_segments": int(segs["masks"].shape[0]),
+            "eval": f"worlds {list(s['world_seeds'][:3])}, {s['eval_scenes']} held-out scenes each "
+                    f"from index {STANDIN_HELDOUT}"}
     return model.sam, metrics, data
 
 
@@ -225,7 +230,8 @@ STANDINS: dict[str, Standin] = {
             name="optical-text-standin",
             task="locked-text tuning against frozen all-MiniLM-L6-v2 (captions, class prompts, layout captions) "
                  "plus an image-image InfoNCE between a scene and the same ground in another regional style",
-            not_="not CLIP: no natural images, no web captions; it knows the synthetic world's classes and layouts only",
+            not_="not CLIP: no natural images, no web captions; "
+                 "it knows the synthetic world's classes and layouts only",
             sizes={
                 "shipped": dict(world_seeds=tuple(range(8)), scenes_per_world=384, image_size=64, embed_dim=96,
                                 depth=4, num_heads=4, max_steps=2000, batch_size=64, crop=48, lr=2e-3,
@@ -288,12 +294,13 @@ def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None
     settings_file = work / "settings.json"
     as_json = json.loads(json.dumps(s))
     if settings_file.is_file() and json.loads(settings_file.read_text()) != as_json:
-        raise ValueError(f"{work} holds a run with other settings ({settings_file}); pass another work_dir or delete it")
+        raise ValueError(f"{work} holds a run with other settings ({settings_file}); "
+                         "pass another work_dir or delete it")
     write_text_atomically(settings_file, json.dumps(as_json, indent=2))
     t0, c0 = time.perf_counter(), time.process_time()
     model, metrics, data = standin.run(s, work / "train", progress)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+    state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
              for k, v in model.state_dict().items()}
     weights = out_dir / f"{name}.safetensors"
     write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
@@ -317,7 +324,8 @@ def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None
 
 def card_markdown(card: Mapping[str, Any]) -> str:
     """The human-readable model card of a stand-in (from its JSON card)."""
-    metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in card["metrics"].items())
+    metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                        for k, v in card["metrics"].items())
     settings = ", ".join(f"{k}={v}" for k, v in card["settings"].items())
     data = "\n".join(f"- {k}: {v}" for k, v in card["data"].items())
     return f"""# Stand-in: {card['name']}
