@@ -139,8 +139,8 @@ md(r"""
 Backscatter spans orders of magnitude: water returns almost nothing, a building corner returns
 thousands of times more. In linear units the histogram is a spike near zero with a long tail;
 in **dB** ($10 \log_{10} I$) the values spread over a usable range where dark water and bright
-walls are both visible, and multiplicative speckle becomes additive noise. The suite therefore stores SAR in dB and clips it to
-`rslab.data.sar.SAR_DB_RANGE` = (-30, 5) dB before a model sees it.
+walls are both visible, and multiplicative speckle becomes additive noise. The suite therefore
+stores SAR in dB and clips it to `rslab.data.sar.SAR_DB_RANGE` = (-30, 5) dB before a model sees it.
 """)
 
 code("""
@@ -279,7 +279,8 @@ else:  # headless / the book: the same layers as a static figure on lon/lat axes
     fig = LabFigure(figsize=(6.5, 6), layout="constrained")
     ax = fig.subplots()
     ax.imshow(viz.optical_to_display(large.optical[:, ::step, ::step]), extent=(west, east, south, north))
-    ax.imshow(viz.colorize_labels(large.labels[::step, ::step], tree, 2, alpha=True), extent=(west, east, south, north), alpha=0.6)
+    ax.imshow(viz.colorize_labels(large.labels[::step, ::step], tree, 2, alpha=True),
+              extent=(west, east, south, north), alpha=0.6)
     ax.legend(handles=viz.label_legend(tree, 2, present=large.labels[::step, ::step]), loc="upper left",
               bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="level 2")
     ax.set_xlabel("longitude (deg)"); ax.set_ylabel("latitude (deg)")
@@ -314,7 +315,8 @@ if real is not None and (real / "sen1floods11").is_dir():
 
     s1f = read_sen1floods11(**find_sen1floods11_chip(real / "sen1floods11"))
     water_tree = viz.flat_tree(SEN1FLOODS11_CLASSES, ["#d9d9d9", "#2166ac"], name="sen1floods11")
-    display(viz.show_sample(s1f, water_tree, sar_channel="VV", title="Sen1Floods11: S2 RGB (B4,B3,B2), S1 VV, water mask"))
+    display(viz.show_sample(s1f, water_tree, sar_channel="VV",
+                            title="Sen1Floods11: S2 RGB (B4,B3,B2), S1 VV, water mask"))
 else:
     print("Sen1Floods11 sample not present; skipped.")
 """)
@@ -373,10 +375,12 @@ else:
             continue
         data = open_dataset(name, data_root, first_split.get(name, "train"))
         item = data[0]
-        print(f"{name}: {len(data)} items in {entry.folder}/ (reader {entry.reader}); used by {', '.join(entry.used_by)}")
+        print(f"{name}: {len(data)} items in {entry.folder}/ (reader {entry.reader}); "
+              f"used by {', '.join(entry.used_by)}")
         if item.optical is not None:
             title = f"{entry.title}: item 0" + (f", '{item.referring[0].text}'" if item.referring else "")
-            labels = item.labels if item.labels is not None else (item.referring[0].mask.astype("int64") if item.referring else None)
+            labels = item.labels if item.labels is not None else (
+                item.referring[0].mask.astype("int64") if item.referring else None)
             fig, axes = plt.subplots(1, 2 if labels is not None else 1, figsize=(7, 3.4), squeeze=False)
             axes[0, 0].imshow(viz.optical_to_display(item.optical)); axes[0, 0].set_title("optical")
             if labels is not None:
@@ -409,7 +413,8 @@ if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rsla
     explorer = widgets.interactive(
         explore,
         seed=widgets.IntSlider(value=seed, min=0, max=20, description="seed"),
-        style=widgets.Dropdown(options=[(name, k) for k, name in enumerate(world.style_names)], value=0, description="style"),
+        style=widgets.Dropdown(options=[(name, k) for k, name in enumerate(world.style_names)], value=0,
+                               description="style"),
         n_looks=widgets.FloatLogSlider(value=4.0, base=2, min=0, max=5, step=1, description="looks"),
     )
     display(explorer)

@@ -203,9 +203,11 @@ a stage's global attention and are dropped at its end.
 """)
 
 code("""
-backbone_cfg = {"tiny": BackboneConfig.tiny, "small": BackboneConfig.small, "base": BackboneConfig.base}[backbone_preset]()
+backbone_cfg = {"tiny": BackboneConfig.tiny, "small": BackboneConfig.small,
+                "base": BackboneConfig.base}[backbone_preset]()
 net = UnifiedBackbone(backbone_cfg)
-for modality, g, size in [("optical", 0.3, 256), ("optical", gsd, scene_size), ("sar", 10.0, 64), ("sar", gsd, scene_size)]:
+for modality, g, size in [("optical", 0.3, 256), ("optical", gsd, scene_size), ("sar", 10.0, 64),
+                          ("sar", gsd, scene_size)]:
     plan = ["merge" if m else "keep" for m in net.apm_plan(modality, g)]
     sizes = net.feature_sizes((size, size), modality, g)
     print(f"{modality:8s} {g:>4} m, {size:3d} px: APM {plan} -> stage grids {[f'{h}x{w}' for h, w in sizes]}")
@@ -238,10 +240,12 @@ print(f"small: {sizes['small_params_M']:.1f} M")
 print(f"base : {sizes['base_params_active_M']:.1f} M active per token (paper: 665 M), "
       f"{sizes['base_params_all_experts_M'] / 1e3:.2f} B with all 8 experts of the 6 MoE blocks")
 
-rows = profile_variants(option_variants(), image_size=scene_size, batch_size=8, modality="optical", gsd=gsd, repeats=bench_repeats)
+rows = profile_variants(option_variants(), image_size=scene_size, batch_size=8, modality="optical", gsd=gsd,
+                        repeats=bench_repeats)
 print(f"{'variant':24s} {'params (M)':>10s} {'active (M)':>10s} {'fwd ms (B=8)':>12s}  stage grids")
 for r in rows:
-    print(f"{r['name']:24s} {r['params_M']:10.3f} {r['active_params_M']:10.3f} {r['forward_ms']:12.1f}  {r['stage_sizes']}")
+    print(f"{r['name']:24s} {r['params_M']:10.3f} {r['active_params_M']:10.3f} {r['forward_ms']:12.1f}  "
+          f"{r['stage_sizes']}")
 """)
 
 md(r"""
@@ -259,7 +263,10 @@ content. QSACL lets `m` learnable queries cross-attend to each view's last-stage
 `i` gathers its kind of content into `z_i`, and the contrast is made query by query between the
 student and the EMA teacher:
 
-$$\mathcal{L}_{QSACL} = \frac{1}{2m}\sum_{i=1}^{m}\Big(\mathcal{L}_{CL}(z_i^{g}, z_i^{l'}) + \mathcal{L}_{CL}(z_i^{l}, z_i^{g'})\Big)$$
+$$
+\mathcal{L}_{QSACL} = \frac{1}{2m}\sum_{i=1}^{m}\Big(\mathcal{L}_{CL}(z_i^{g}, z_i^{l'}) +
+\mathcal{L}_{CL}(z_i^{l}, z_i^{g'})\Big)
+$$
 
 (g/l: global/local view, prime: teacher). `L_CL` is InfoNCE over the batch with the same query of
 the other scenes as negatives. The baseline replaces the queries by global average pooling (m = 1),
@@ -297,16 +304,18 @@ section 4) are those whose colour changes with the region or does not tell them 
 makes its views by cropping one image; here both methods get exactly the same restyled views.
 """)
 
-ssl_kwargs = """dict(num_queries=num_queries, temperature=temperature, global_size=global_size, local_size=local_size, num_local=num_local,
-                  momentum=(momentum_start, momentum_end), intensity_jitter=intensity_jitter, attention=attention,
-                  key_norm=key_norm, query_init_std=query_init_std)"""
+ssl_kwargs = """dict(num_queries=num_queries, temperature=temperature, global_size=global_size, local_size=local_size,
+                  num_local=num_local, momentum=(momentum_start, momentum_end), intensity_jitter=intensity_jitter,
+                  attention=attention, key_norm=key_norm, query_init_std=query_init_std)"""
 code(f"""
 qsacl_preset_fn = getattr(QSACLConfig, qsacl_preset)  # the head and views at the backbone's scale
 qsacl_cfg = qsacl_preset_fn(aggregation="query", **{ssl_kwargs})
 baseline_cfg = qsacl_preset_fn(aggregation="mean", **{ssl_kwargs})
 alt_view = alt_scenes["optical"][:1, 0] if alt_scenes else None  # scene 0 in another style
-globals_, locals_ = multi_crop(torch.stack([pre_opt[0]]), qsacl_cfg, torch.Generator().manual_seed(seed), alt_images=alt_view)
-views = [("scene", pre_opt[0])] + ([("same ground, other style", alt_view[0])] if alt_scenes else []) + [(f"global {{i + 1}}", v[0]) for i, v in enumerate(globals_)] + \\
+globals_, locals_ = multi_crop(torch.stack([pre_opt[0]]), qsacl_cfg, torch.Generator().manual_seed(seed),
+                               alt_images=alt_view)
+views = [("scene", pre_opt[0])] + ([("same ground, other style", alt_view[0])] if alt_scenes else []) + \\
+        [(f"global {{i + 1}}", v[0]) for i, v in enumerate(globals_)] + \\
         [(f"local {{i + 1}}", v[0]) for i, v in enumerate(locals_)]
 fig, axes = plt.subplots(1, len(views), figsize=(2.6 * len(views), 2.8))
 for ax, (title, img) in zip(axes, views):
@@ -333,7 +342,8 @@ def pretrain_method(cfg):
     torch.manual_seed(seed)  # same backbone initialisation for every method
     student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), cfg)
     t0 = time.perf_counter()
-    trainer = pretrain(student, {"optical": pre_opt, "sar": pre_sar}, pretrain_config(steps, lr=lr, seed=seed, device=device),
+    trainer = pretrain(student, {"optical": pre_opt, "sar": pre_sar},
+                       pretrain_config(steps, lr=lr, seed=seed, device=device),
                        batch_size=batch_size, gsd=gsd, alt_scenes=alt_scenes, num_workers=num_workers)
     return trainer, time.perf_counter() - t0
 
@@ -449,7 +459,8 @@ md(r"""
 ## 5 · What does each query look at?
 
 For held-out scenes, the teacher's attention maps: where each query gathers its features from
-(with competing queries: each query's share of every token, normalised to sum to 1 over the map). The second figure answers "does a query specialise?" quantitatively: for every query, how
+(with competing queries: each query's share of every token, normalised to sum to 1 over the map).
+The second figure answers "does a query specialise?" quantitatively: for every query, how
 much more of its attention falls on each class than that class's share of the pixels (the *lift*;
 1 = no preference).
 """)

@@ -233,8 +233,10 @@ from rslab.notebooks import artifacts_root
 from rslab.models.backbone import load_backbone
 qsacl_dir = artifacts_root() / "02_qsacl_pretraining"
 sar_dir = artifacts_root() / "01_sar_alignment"
-print("notebook 02 backbone:", "found" if (qsacl_dir / "backbone_qsacl.safetensors").is_file() else "absent", f"({qsacl_dir})")
-print("notebook 01 SAR encoder:", "found" if sar_dir.is_dir() and any(sar_dir.glob("*.safetensors")) else "absent", f"({sar_dir})")
+print("notebook 02 backbone:", "found" if (qsacl_dir / "backbone_qsacl.safetensors").is_file() else "absent",
+      f"({qsacl_dir})")
+print("notebook 01 SAR encoder:", "found" if sar_dir.is_dir() and any(sar_dir.glob("*.safetensors")) else "absent",
+      f"({sar_dir})")
 
 def build_model(model_seed=None, **overrides):
     torch.manual_seed(seed if model_seed is None else model_seed)
@@ -288,7 +290,8 @@ fig, ax = plt.subplots(figsize=(7, 3))
 st = [h["step"] for h in history]
 for mode in "VTF":
     ax.plot(st, [h[f"loss_{mode}"] for h in history], label=f"mode {mode}")
-ax2 = ax.twinx(); ax2.plot(st, [h["level"] for h in history], "k:", label="mean level"); ax2.set_ylabel("mean SGA level")
+ax2 = ax.twinx(); ax2.plot(st, [h["level"] for h in history], "k:", label="mean level")
+ax2.set_ylabel("mean SGA level")
 ax.set_xlabel("step"); ax.set_ylabel("set loss (mean over layers)"); ax.legend(); ax.set_title("training loss per mode")
 plt.show()
 """, tags=["figure"])
@@ -307,7 +310,8 @@ split, never on these held-out scenes (the book's lab notes record those runs).
 """)
 
 code("""
-table, per_class = {}, {}   # per_class[(names, level)]: optical T-mode IoU per class (kept for section 4's name transfer)
+# per_class[(names, level)]: optical T-mode IoU per class (kept for section 4's name transfer)
+table, per_class = {}, {}
 for modality in modalities:
     for level in range(1, tree.depth + 1):
         ious = R.evaluate(model, eval_targets, eval_prompts, text_encoder, modality=modality, level=level,
@@ -317,7 +321,8 @@ for modality in modalities:
             per_class[("canonical", level)] = ious["T"]
 for level in range(1, tree.depth + 1):
     per_class[("heldout", level)] = R.evaluate(model, eval_targets, eval_prompts, text_encoder, modality="optical",
-                                               level=level, modes=("T",), names="heldout", seed=seed, per_class=True)["T"]
+                                               level=level, modes=("T",), names="heldout", seed=seed,
+                                               per_class=True)["T"]
 unseen = {level: float(np.nanmean(per_class[("heldout", level)])) for level in range(1, tree.depth + 1)}
 print(f"{'modality':9s} {'level':>5s} {'K':>3s} {'V':>6s} {'T':>6s} {'F':>6s}  T(unseen names)")
 for (modality, level), r in table.items():
@@ -370,21 +375,23 @@ import dataclasses
 neighbours = R.heldout_name_neighbours(tree, text_encoder, headline_level, train_names=train_names)
 for r in neighbours:
     flag = "" if r["nearest"] == r["true"] else "   <- closer to another class"
-    print(f"{r['name']:22s} true {r['true']:12s} sim {r['sim_true']:.2f} | nearest {r['nearest']:12s} {r['sim_nearest']:.2f}{flag}")
+    print(f"{r['name']:22s} true {r['true']:12s} sim {r['sim_true']:.2f} | "
+          f"nearest {r['nearest']:12s} {r['sim_nearest']:.2f}{flag}")
 # the main model's per-class IoUs come from the evaluation above (same episodes); extra seeds evaluate afresh
 transfer = [R.name_transfer_summary(tree.names(headline_level), per_class[("canonical", headline_level)],
                                     per_class[("heldout", headline_level)])]
 for extra in range(1, ratio_seeds):   # the same recipe, other training seeds: the spread of the ratio
     m = build_model(model_seed=seed + extra)
-    R.train(m, train_pool, text_encoder, dataclasses.replace(recipe, seed=seed + extra), progress=False, log_every=max(1, steps // 5),
-            device=device)
+    R.train(m, train_pool, text_encoder, dataclasses.replace(recipe, seed=seed + extra), progress=False,
+            log_every=max(1, steps // 5), device=device)
     transfer.append(R.text_name_transfer(m, eval_targets, eval_prompts, text_encoder, level=headline_level, seed=seed))
 print()
 print(f"T-mode IoU per class at level {headline_level}: seen names vs held-out synonyms (main model)")
 for name, a, b in zip(tree.names(headline_level), transfer[0]["seen_per_class"], transfer[0]["unseen_per_class"]):
     print(f"  {name:22s} {a:.3f}  {b:.3f}{'   <- lost with its held-out name' if name in transfer[0]['lost'] else ''}")
 for i, t in enumerate(transfer):
-    print(f"training seed {seed + i}: seen {t['seen']:.3f}  unseen {t['unseen']:.3f}  ratio {t['ratio']:.2f}  lost: {t['lost'] or 'none'}")
+    print(f"training seed {seed + i}: seen {t['seen']:.3f}  unseen {t['unseen']:.3f}  ratio {t['ratio']:.2f}  "
+          f"lost: {t['lost'] or 'none'}")
 """)
 
 md(r"""
@@ -459,14 +466,16 @@ def short_run(model_overrides=None, **recipe_overrides):
 
 ablation = {}
 if ablations:
-    runs = {"reference": ({}, {}), "naive_fusion": ({"fusion": "naive"}, {}), "fused_only": ({}, {"train_modes": ("F",)}),
-            "fine_only": ({}, {"level_mode": "fine"}), "hard_switch": ({}, {"level_mode": "hard"})}
+    runs = {"reference": ({}, {}), "naive_fusion": ({"fusion": "naive"}, {}),
+            "fused_only": ({}, {"train_modes": ("F",)}), "fine_only": ({}, {"level_mode": "fine"}),
+            "hard_switch": ({}, {"level_mode": "hard"})}
     for name, (mo, ro) in runs.items():
         t0 = time.time()
         ablation[name] = short_run(mo, **ro)
         r = ablation[name][headline_level]
         print(f"{name:12s} level {headline_level}: V {r['V']:.3f}  T {r['T']:.3f}  F {r['F']:.3f}   "
-              f"F per level: {[round(ablation[name][l]['F'], 3) for l in range(1, tree.depth + 1)]}   ({time.time() - t0:.0f} s)")
+              f"F per level: {[round(ablation[name][l]['F'], 3) for l in range(1, tree.depth + 1)]}   "
+              f"({time.time() - t0:.0f} s)")
 """)
 
 md(r"""
@@ -510,8 +519,10 @@ else:
             pred = R.segment(model, text_encoder, tx, "optical", prompt_x, prompt_masks, ltree.names(), mode)
             real.setdefault(mode, []).append(mean_iou(pred, lab, k))
     real = {m: float(np.mean(v)) for m, v in real.items()}
-    print(f"LoveDA one-shot (prompt image 0 -> images 1..{len(loveda) - 1}) mIoU:", {m: round(v, 3) for m, v in real.items()})
-    viz.show_gallery([{"image": tx[0, :3].permute(1, 2, 0).clamp(0, 1).numpy(), "prompt": "LoveDA image 0 + class names",
+    print(f"LoveDA one-shot (prompt image 0 -> images 1..{len(loveda) - 1}) mIoU:",
+          {m: round(v, 3) for m, v in real.items()})
+    viz.show_gallery([{"image": tx[0, :3].permute(1, 2, 0).clamp(0, 1).numpy(),
+                       "prompt": "LoveDA image 0 + class names",
                        "prompt_image": prompt_x[0, :3].permute(1, 2, 0).clamp(0, 1).numpy(),
                        "prompt_mask": prompt_lab.numpy(), "pred": pred[0].numpy(), "gt": lab[0].numpy()}],
                      tree=ltree, title=f"LoveDA one-shot transfer, fused prompts (image {len(loveda) - 1})")
@@ -523,7 +534,8 @@ code("""
 from safetensors.torch import save_file
 import json
 out = run.artifacts
-save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / f"vita_{preset}.safetensors"))
+save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+          str(out / f"vita_{preset}.safetensors"))
 (out / "vita_config.json").write_text(json.dumps({"preset": preset, "encoder_source": encoder_source,
                                                    **dataclasses.asdict(model.cfg)}, indent=2))
 metrics = {
@@ -562,7 +574,8 @@ for name, per_level in ablation.items():
 for mode, v in real.items():
     metrics[f"loveda_oneshot_miou_{mode}"] = v
 run.save_results(metrics)
-print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items() if not k.startswith("ablation")}, indent=1))
+print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items()
+                  if not k.startswith("ablation")}, indent=1))
 print(f"notebook time so far: {time.time() - t_start:.0f} s wall, {time.process_time() - c_start:.0f} s CPU")
 """)
 
