@@ -546,6 +546,33 @@ def write_page(summary: Summary, root: str | Path, *, wall_s: float | None = Non
     return page, page_json
 
 
+def notebook_evidence(stem: str, root: str | Path | None = None) -> str:
+    """The verdicts of notebook ``stem``'s claims from the committed ``book/evidence.json``, as
+    Markdown: what a notebook's conclusion quotes (one seed is an anecdote). Says so plainly when
+    the page has not been made, or was made from another commit than the notebook's code."""
+    from rslab import notebooks as nbs
+
+    root = Path(root).resolve() if root else nbs.find_root()
+    path = root / PAGE_JSON
+    if not path.is_file():
+        return f"*No evidence over seeds yet: `make evidence` writes `{PAGE_JSON}`.*"
+    data = json.loads(path.read_text())
+    claims = [c for c in data.get("claims", []) if c.get("notebook") == stem]
+    if not claims:
+        return f"*`{PAGE_JSON}` holds no claim of {stem}: run `rslab evidence run --only {stem[:2]}`.*"
+    seeds = ", ".join(str(s) for s in data.get("seeds", []))
+    commits = sorted({str(r.get("commit"))[:7] for r in data.get("runs", []) if r.get("notebook") == stem})
+    lines = [f"Over seeds {seeds} ({data.get('profile')} profile, `{PAGE}`, notebook runs at commit "
+             f"{', '.join(commits) or '?'}, page written {str(data.get('date'))[:10]}); the difference is "
+             "A - B per seed, mean ± std:", "", "| claim | A - B | verdict |", "|---|---|---|"]
+    for c in claims:
+        diff = ("-" if c.get("mean_diff") is None
+                else f"{c['mean_diff']:+.3f} ± {c['std_diff']:.3f}" if c.get("std_diff") is not None
+                else f"{c['mean_diff']:+.3f}")
+        lines.append(f"| {c['label']} | {diff} | **{c['verdict']}** |")
+    return "\n".join(lines) + "\n"
+
+
 def run_and_write(seeds: Sequence[int], *, claims_path: str | Path | None = None, profile: str = "smoke",
                   only: Iterable[str] | None = None, root: str | Path | None = None,
                   out_dir: str | Path | None = None, threads: int = 1, write: bool = True,
@@ -571,4 +598,5 @@ def run_and_write(seeds: Sequence[int], *, claims_path: str | Path | None = None
 __all__ = [
     "Claim", "Summary", "load_claims", "load_diagnostics", "mean_std", "verdict", "paired_differences", "run_seeds",
     "aggregate", "render_markdown", "write_page", "run_and_write", "code_fingerprint", "RULE_TEXT",
+    "notebook_evidence",
 ]

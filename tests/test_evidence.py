@@ -217,3 +217,21 @@ def test_diagnostics_rows_show_numbers_and_text(tmp_path):
         ev.load_diagnostics(claims_file)
     assert (set(ev.load_diagnostics(ROOT / ev.DEFAULT_CLAIMS))
             <= {c.notebook for c in ev.load_claims(ROOT / ev.DEFAULT_CLAIMS)[0]})
+
+
+def test_notebook_evidence_quotes_the_committed_verdicts(tmp_path):
+    from rslab.evidence import PAGE_JSON, notebook_evidence
+
+    assert "make evidence" in notebook_evidence("01_sar_alignment", root=tmp_path)
+    (tmp_path / PAGE_JSON).parent.mkdir(parents=True)
+    (tmp_path / PAGE_JSON).write_text(json.dumps({
+        "seeds": [0, 1, 2], "profile": "smoke", "date": "2026-12-07T00:00:00+00:00",
+        "runs": [{"notebook": "01_sar_alignment", "commit": "abcdef123456"}],
+        "claims": [{"notebook": "01_sar_alignment", "label": "alignment moves SAR", "mean_diff": 0.3,
+                    "std_diff": 0.02, "verdict": "holds"},
+                   {"notebook": "04_rs2sam2", "label": "full vs baseline", "mean_diff": 0.1, "std_diff": 0.2,
+                    "verdict": "within noise"}]}))
+    text = notebook_evidence("01_sar_alignment", root=tmp_path)
+    assert "| alignment moves SAR | +0.300 ± 0.020 | **holds** |" in text
+    assert "abcdef1" in text and "full vs baseline" not in text
+    assert "holds no claim" in notebook_evidence("02_qsacl_pretraining", root=tmp_path)

@@ -597,7 +597,25 @@ paper's form); local views cut from another regional rendering of the same groun
 `other_styles=0` gives plain multi-crop); QSACL trained alone (the paper adds multi-granularity
 and image-text losses), on synthetic scenes, with batch 16 instead of 1024 and a cosine decay to 0
 instead of 1e-6.
+""")
 
+md(r"""
+### Over seeds
+
+One run is one draw of the scenes, the initialisation and the batches. The evidence page
+(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
+and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
+""")
+
+code("""
+from IPython.display import Markdown, display
+
+from rslab.evidence import notebook_evidence
+
+display(Markdown(notebook_evidence("02_qsacl_pretraining")))
+""", tags=["report"])
+
+md(r"""
 ## Summary
 
 - A unified backbone (shared blocks, per-modality tokenizers and prompt tokens, APM by GSD)

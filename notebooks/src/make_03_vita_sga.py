@@ -600,7 +600,25 @@ md(r"""
   aligned on optical–SAR pairs (stage 1) and then in-context pre-trained on Sky-VT-300k (300k+
   samples, 176 classes, stage 2); this one is trained in minutes on a procedural world, and the
   LoveDA test is a zero-training transfer check.
+""")
 
+md(r"""
+### Over seeds
+
+One run is one draw of the scenes, the initialisation and the batches. The evidence page
+(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
+and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
+""")
+
+code("""
+from IPython.display import Markdown, display
+
+from rslab.evidence import notebook_evidence
+
+display(Markdown(notebook_evidence("03_vita_sga")))
+""", tags=["report"])
+
+md(r"""
 ## Summary
 
 * VITA decouples prompt and prediction: VITA-Former turns visual prompts $P_V$, text prompts

@@ -677,7 +677,25 @@ checkpoint to get the paper's setting: `rslab notebooks run --profile full --onl
 fifth of it (`steps`, 12k): a smaller, stated budget, so the ablation costs about 1.8x the paper's
 training instead of 5x. Re-running on the same `artifacts/` resumes an interrupted row from its last
 checkpoint and skips finished rows.
+""")
 
+md(r"""
+### Over seeds
+
+One run is one draw of the scenes, the initialisation and the batches. The evidence page
+(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
+and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
+""")
+
+code("""
+from IPython.display import Markdown, display
+
+from rslab.evidence import notebook_evidence
+
+display(Markdown(notebook_evidence("04_rs2sam2")))
+""", tags=["report"])
+
+md(r"""
 ## Summary
 
 - Referring segmentation maps (image, expression) to one mask; RS2-SAM2 customises SAM2 for it

@@ -138,8 +138,9 @@ md(r"""
 on OpenAI CLIP ViT-B/16 and its context features are DINOv3 tokens. Neither set of weights is on
 this machine in the default profile, so the branches come from the suite's own models:
 
-* **text prior** (`prior_source="text"`): notebook 01's optical encoder was tuned against the
-  frozen MiniLM sentence encoder, so it lives in a text space. Its patch tokens, passed through
+* **text prior** (`prior_source="text"`): notebook 01's optical encoder (the shipped stand-in
+  `optical-text-standin`, pretrained once by the project) was tuned against the frozen MiniLM
+  sentence encoder, so it lives in a text space. Its patch tokens, passed through
   the projection that maps its pooled token into that space, are compared with MiniLM
   embeddings of class-name prompts ("a satellite image of {house, home, dwelling}.", ...), and
   `softmax(cos / T)` is the per-patch prior: the dense reading of Eq. 4, the way MaskCLIP reads
@@ -170,7 +171,7 @@ the stand-ins below take their place; without notebook 03's model its candidates
 (the run falls back to the others and says so). The next cell prints which, and results.json
 records it (`prior_origin`, `context_origin`, `vita_origin`, `context`).
 
-Two **stand-ins** are always built too, for comparison (seconds):
+Two small **in-notebook stand-ins** are always built too, for comparison (seconds):
 
 * **weak prior**: a *linear* classifier on each patch's mean colour trained on a few scenes of
   **one regional style** only (pixel labels), which suffers a domain gap on the other styles;
@@ -935,7 +936,25 @@ md(r"""
 - Not shown: the paper's gains. Its context is DINOv3, a label-free foundation model far
   stronger than anything trained here in minutes; whether the context features cluster by class
   decides everything (the context-only row of section 2 measures how well this run's do).
+""")
 
+md(r"""
+### Over seeds
+
+One run is one draw of the scenes, the initialisation and the batches. The evidence page
+(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
+and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
+""")
+
+code("""
+from IPython.display import Markdown, display
+
+from rslab.evidence import notebook_evidence
+
+display(Markdown(notebook_evidence("05_coninfer_inference")))
+""", tags=["report"])
+
+md(r"""
 ## Summary
 
 - The prior $p$ (Eq. 4) and a Gaussian mixture over context features (Eqs. 5-6) are fitted

@@ -155,7 +155,8 @@ def _run_optical_text(s: Mapping[str, Any], work_dir: Path | None, progress: boo
     metrics["eval_images_per_world"] = len(classes) * s["eval_per_class"]
     data = {"worlds": list(s["world_seeds"]), "scenes_per_world": s["scenes_per_world"],
             "scene_indices": f"{STANDIN_SCENES}..{STANDIN_SCENES + s['scenes_per_world'] - 1}",
-            "image_size": s["image_size"], "n_images": sum(len(t) for t in texts),
+            "image_size": s["image_size"], "n_images": sum(int(x.shape[0]) for x in images),
+            "n_texts": sum(len(t) for t in texts),
             "texts": "caption, class prompts (training synonyms), layout captions; "
                      "second view: the scene in another style",
             "eval": f"worlds {list(s['world_seeds'][:3])}, balanced held-out scenes from index {STANDIN_HELDOUT}"}
@@ -300,10 +301,19 @@ def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None
     t0, c0 = time.perf_counter(), time.process_time()
     model, metrics, data = standin.run(s, work / "train", progress)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # time over every invocation of this run (a stopped run resumes; a finished one only re-measures)
+    timing_file = work / "timing.json"
+    timing = {"wall_s": 0.0, "cpu_s": 0.0, "invocations": 0}
+    if timing_file.is_file():
+        timing = json.loads(timing_file.read_text())
+    timing = {"wall_s": timing["wall_s"] + wall, "cpu_s": timing["cpu_s"] + cpu,
+              "invocations": timing["invocations"] + 1}
+    write_text_atomically(timing_file, json.dumps(timing, indent=2))
     state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
              for k, v in model.state_dict().items()}
     weights = out_dir / f"{name}.safetensors"
     write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    weights.chmod(0o644)  # a shipped file: readable by whoever installs the package
     command = f"rslab pretrain {name}" + ("" if size == "shipped" else f" --size {size}") + "".join(
         f" --set {k}={json.dumps(v)}" for k, v in overrides.items())
     card = {
@@ -311,8 +321,9 @@ def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None
         "not": standin.not_, "size": size, "command": command, "settings": as_json,
         "architecture": standin.architecture(s), "data": data, "metrics": metrics,
         "parameters": int(sum(v.numel() for v in state.values())), "dtype": "float16 (loaded as float32)",
-        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-        "note": "wall and CPU time of the last (possibly resumed) invocation",
+        "wall_s": round(timing["wall_s"], 1), "cpu_s": round(timing["cpu_s"], 1),
+        "note": f"wall and CPU time summed over {timing['invocations']} invocation(s) of `rslab pretrain`, "
+                "data preparation, training and the held-out measurement included",
         "machine": f"{platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}",
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": _git_commit(), "file": weights.name, "bytes": weights.stat().st_size, "sha256": file_sha256(weights),
@@ -330,7 +341,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     data = "\n".join(f"- {k}: {v}" for k, v in card["data"].items())
     return f"""# Stand-in: {card['name']}
 
-**Stands in for** {card['stands_in_for']}. Used by: {', '.join(card['used_by'])}.
+{card['stands_in_for'][:1].upper()}{card['stands_in_for'][1:]}. Used by: {', '.join(card['used_by'])}.
 
 **What it is**: {card['task']}. **What it is not**: {card['not']}.
 
