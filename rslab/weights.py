@@ -524,6 +524,12 @@ STANDINS: dict[str, tuple[str, tuple[str, ...]]] = {
                              "text prior", ("01_sar_alignment", "05_coninfer_inference")),
     "sam2-standin-tiny-64": ("stand-in for SAM2 pretrained by Meta on SA-1B / SA-V (RS2-SAM2's Hiera-L): a tiny "
                              "SAM2 at 64 px pretrained on the synthetic world's segments", ("04_rs2sam2",)),
+    "backbone-qsacl-standin": ("stand-in for SkySense V2's QSACL-pretrained unified backbone (a long run): the tiny "
+                               "backbone pretrained with QSACL on the synthetic world, ten times notebook 02's "
+                               "budget", ("02_qsacl_pretraining",)),
+    "backbone-contrastive-standin": ("stand-in for an image-level contrastive backbone (the baseline QSACL "
+                                     "improves on, a long run): the tiny backbone with the same budget and views",
+                                     ("02_qsacl_pretraining",)),
 }
 
 
@@ -1018,6 +1024,10 @@ def _load_standin(entry: WeightsEntry, path: Path, device: str, **kw: Any):
         from rslab.models.encoders import ImageEncoder, ImageEncoderConfig
 
         model = ImageEncoder(ImageEncoderConfig(**config["encoder"]))
+    elif kind == "backbone":
+        from rslab.models.backbone import UnifiedBackbone, backbone_config_from_dict
+
+        model = UnifiedBackbone(backbone_config_from_dict(config["backbone"]))
     elif kind == "sam2":
         from rslab.models.rs2sam2 import RS2SAM2Config, build_sam2_model
 

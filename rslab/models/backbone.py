@@ -520,10 +520,15 @@ def load_backbone(directory) -> UnifiedBackbone:
             raise FileNotFoundError(f"{f} not found; run notebooks/02_qsacl_pretraining.ipynb (it saves the "
                                     "pre-trained backbone to artifacts/02_qsacl_pretraining/) "
                                     "or pass the right folder.")
-    cfg = json.loads(config.read_text())
+    backbone = UnifiedBackbone(backbone_config_from_dict(json.loads(config.read_text())))
+    backbone.load_state_dict(load_file(str(weights)))
+    return backbone.eval()
+
+
+def backbone_config_from_dict(cfg: dict) -> BackboneConfig:
+    """The :class:`BackboneConfig` of ``dataclasses.asdict(config)`` (a JSON file, a model card)."""
+    cfg = dict(cfg)
     cfg["modalities"] = {k: ModalitySpec(**v) for k, v in cfg["modalities"].items()}
     for key in ("depths", "num_heads"):
         cfg[key] = tuple(cfg[key])
-    backbone = UnifiedBackbone(BackboneConfig(**cfg))
-    backbone.load_state_dict(load_file(str(weights)))
-    return backbone.eval()
+    return BackboneConfig(**cfg)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import platform
 import subprocess
@@ -211,6 +212,80 @@ def _run_sam2(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
     return model.sam, metrics, data
 
 
+# --------------------------------------------------------------------------------------------
+# The unified backbone, pretrained long with QSACL or the image-level baseline (SkySense V2)
+# --------------------------------------------------------------------------------------------
+
+
+def _backbone_architecture(s: Mapping[str, Any]) -> dict[str, Any]:
+    from rslab.models.backbone import BackboneConfig
+
+    config = getattr(BackboneConfig, s["preset"])()
+    return {"kind": "backbone", "preset": s["preset"], "backbone": dataclasses.asdict(config)}
+
+
+def _backbone_scenes(world, start: int, n: int):
+    import numpy as np
+
+    from rslab.data.pairs import pairs_to_tensors
+    from rslab.data.sar import normalize_sar
+
+    scenes = [world.scene(start + i) for i in range(n)]
+    optical, sar_db = pairs_to_tensors(scenes)
+    return scenes, optical, normalize_sar(sar_db), torch.tensor(np.stack([x.labels for x in scenes]), dtype=torch.long)
+
+
+def _run_backbone(s: Mapping[str, Any], work_dir: Path | None, progress: bool, aggregation: str):
+    """Notebook 02's pre-training (same views, heads, optimiser; local crops from the same ground in other
+    regional styles) on a corpus of many worlds, ``aggregation`` "query" (QSACL, Eq. 3) or "mean" (the
+    image-level baseline); the card's metric is notebook 02's linear probe on held-out scenes."""
+    from rslab.data.pairs import pairs_to_tensors, restyled_scenes
+    from rslab.data.sar import normalize_sar
+    from rslab.models.backbone import BackboneConfig, UnifiedBackbone
+    from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
+    from rslab.recipes.qsacl import linear_probe_miou, pretrain, pretrain_config
+
+    worlds = _worlds(s["world_seeds"], s["scene_size"])
+    optical, sar, alt_opt, alt_sar = [], [], [], []
+    for world in worlds:
+        scenes, o, r, _ = _backbone_scenes(world, STANDIN_SCENES, s["scenes_per_world"])
+        optical.append(o)
+        sar.append(r)
+        restyled = [pairs_to_tensors(restyled_scenes(world, scenes, offset=k))
+                    for k in range(1, s["other_styles"] + 1)]
+        alt_opt.append(torch.stack([x[0] for x in restyled], 1))
+        alt_sar.append(torch.stack([normalize_sar(x[1]) for x in restyled], 1))
+    qcfg = QSACLConfig.tiny(aggregation=aggregation, num_queries=8, temperature=0.2, global_size=64, local_size=32,
+                            num_local=1, momentum=(0.9, 0.99), intensity_jitter=0.0)
+    torch.manual_seed(int(s["seed"]))
+    student = ContrastiveSSL(UnifiedBackbone(getattr(BackboneConfig, s["preset"])()), qcfg)
+    config = dataclasses.replace(pretrain_config(s["max_steps"], lr=s["lr"], seed=int(s["seed"]), progress=progress),
+                                 out_dir=work_dir, checkpoint_every=s["checkpoint_every"])
+    gsd = worlds[0].config.gsd_m
+    trainer = pretrain(student, {"optical": torch.cat(optical), "sar": torch.cat(sar)}, config,
+                       batch_size=s["batch_size"], gsd=gsd,
+                       alt_scenes={"optical": torch.cat(alt_opt), "sar": torch.cat(alt_sar)})
+    backbone = trainer.ema_model.backbone.eval()
+    metrics: dict[str, float] = {}
+    probe_worlds = worlds[:3]
+    for modality in ("optical", "sar"):
+        scores = []
+        for world in probe_worlds:
+            _, o_tr, r_tr, y_tr = _backbone_scenes(world, STANDIN_HELDOUT, s["probe_train"])
+            _, o_te, r_te, y_te = _backbone_scenes(world, STANDIN_HELDOUT + 10_000, s["probe_test"])
+            x_tr, x_te = (o_tr, o_te) if modality == "optical" else (r_tr, r_te)
+            scores.append(linear_probe_miou(backbone, x_tr, y_tr, x_te, y_te, world.num_classes, modality, gsd,
+                                            steps=s["probe_steps"])["miou"])
+        metrics[f"probe_miou_{modality}"] = float(sum(scores) / len(scores))
+    data = {"worlds": list(s["world_seeds"]), "scenes_per_world": s["scenes_per_world"],
+            "scene_indices": f"{STANDIN_SCENES}..{STANDIN_SCENES + s['scenes_per_world'] - 1}",
+            "scene_size": s["scene_size"], "n_images": sum(int(x.shape[0]) for x in optical),
+            "views": f"notebook 02's: 2 global 64 px, 1 local 32 px cut from one of {s['other_styles']} other styles",
+            "eval": f"linear probe (notebook 02's) trained on {s['probe_train']} and scored on {s['probe_test']} "
+                    f"held-out scenes of worlds {list(s['world_seeds'][:3])}, mean over the worlds"}
+    return backbone, metrics, data
+
+
 def concat_segments(parts: list[dict]) -> dict:
     """One :func:`~rslab.data.referring.promptable_segments` dict from several (image indices re-based)."""
     if not parts:
@@ -257,6 +332,24 @@ STANDINS: dict[str, Standin] = {
             },
             run=_run_sam2, architecture=_sam2_architecture,
         ),
+    ) + tuple(
+        Standin(
+            name=f"backbone-{method}-standin",
+            task=f"{what}, notebook 02's recipe (EMA teacher, multi-crop views whose local crops come from the same "
+                 "ground in other regional styles, AdamW at the paper's 2e-4) on optical and SAR batches in turn",
+            not_="not SkySense V2's weights: a tiny backbone that has seen synthetic scenes only",
+            sizes={
+                "shipped": dict(world_seeds=tuple(range(8)), scenes_per_world=64, scene_size=128, other_styles=3,
+                                preset="tiny", max_steps=1200, batch_size=16, lr=2e-4, probe_train=48, probe_test=32,
+                                probe_steps=200, checkpoint_every=100, seed=0),
+                "ci": dict(world_seeds=(0,), scenes_per_world=4, scene_size=64, other_styles=1, preset="tiny",
+                           max_steps=2, batch_size=2, lr=2e-4, probe_train=2, probe_test=2, probe_steps=2,
+                           checkpoint_every=1, seed=0),
+            },
+            run=functools.partial(_run_backbone, aggregation=aggregation), architecture=_backbone_architecture,
+        )
+        for method, aggregation, what in (("qsacl", "query", "QSACL (SkySense V2 Eq. 3)"),
+                                          ("contrastive", "mean", "image-level contrastive learning"))
     )
 }
 
@@ -331,6 +424,31 @@ def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None
     write_text_atomically(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     write_text_atomically(out_dir / f"{name}.md", card_markdown(card))
     return weights
+
+
+README_START, README_END = "<!-- standins:start -->", "<!-- standins:end -->"
+
+
+def standins_table() -> str:
+    """The README's table of shipped stand-ins, from their model cards (a test keeps the README equal)."""
+    import re
+
+    from rslab.weights import standin_card
+
+    rows = ["| stand-in | stands in for | used by | made by | held-out metrics (its card) |", "|---|---|---|---|---|"]
+    for name in STANDINS:
+        card = standin_card(name)
+        what = re.split("[;:]", REGISTERED[name][0])[0].removeprefix("stand-in for ")
+        if not card:
+            rows.append(f"| `{name}` | {what} | - | not made yet: `rslab pretrain {name}` | - |")
+            continue
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in card["metrics"].items()
+                            if isinstance(v, float) and k != "final_loss")
+        rows.append(f"| `{name}` ({card['bytes'] / 2**20:.1f} MiB) | {what} | "
+                    f"{', '.join(u[:2] for u in card['used_by'])} | `{card['command']}`: "
+                    f"{card['settings']['max_steps']} steps, {card['wall_s'] / 60:.0f} min on "
+                    f"{card['machine'].split(',')[0]} | {metrics} |")
+    return "\n".join(rows) + "\n"
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:
