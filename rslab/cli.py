@@ -267,6 +267,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     from rslab.recipes import standins as S
 
+    if args.readme:
+        from rslab.notebooks import find_root
+
+        readme = find_root() / "README.md"
+        text = readme.read_text()
+        if S.README_START not in text or S.README_END not in text:
+            raise ValueError(f"{readme} has no {S.README_START} ... {S.README_END} block")
+        head, rest = text.split(S.README_START, 1)
+        _, tail = rest.split(S.README_END, 1)
+        readme.write_text(f"{head}{S.README_START}\n{S.standins_table()}{S.README_END}{tail}")
+        print(f"updated the stand-in table in {readme}")
+        return 0
     if args.list or not args.name:
         rows = [[s.name, s.stands_in_for.split(":")[0][:70], ", ".join(u.split("_")[0] for u in s.used_by),
                  f"{s.sizes['shipped'].get('max_steps')} steps"] for s in S.STANDINS.values()]
@@ -398,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("pretrain", help="pretrain a stand-in foundation on the synthetic world (resumable)")
     pt.add_argument("name", nargs="?", help="the stand-in (see --list)")
     pt.add_argument("--list", action="store_true", help="list the stand-ins and what each stands in for")
+    pt.add_argument("--readme", action="store_true", help="rewrite README.md's stand-in table from the model cards")
     pt.add_argument("--size", default="shipped", choices=("shipped", "ci"),
                     help="shipped: the settings of the files in rslab/standins/; ci: a toy run in seconds")
     pt.add_argument("--out", default=None, help="folder for <name>.safetensors/.json/.md (default: rslab/standins/)")

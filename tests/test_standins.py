@@ -114,3 +114,10 @@ def test_shipped_standin_matches_its_card_and_was_made_by_the_shipped_recipe(nam
     assert card["command"] != f"rslab pretrain {name}" or not differs, (
         f"the card's settings differ from the recipe's shipped settings in {sorted(differs)}: remake the file")
     assert W.load(name) is not None
+
+
+def test_readme_table_is_generated_from_the_cards():
+    readme = (W.STANDIN_DIR.parents[1] / "README.md").read_text()
+    start, end = readme.index(S.README_START) + len(S.README_START), readme.index(S.README_END)
+    assert readme[start:end].strip() == S.standins_table().strip(), (
+        "README's stand-in table is stale: run `rslab pretrain --readme`")
