@@ -20,6 +20,10 @@ notebook trains or evaluates on. The card's metrics come from scenes ``STANDIN_H
 |------|---------------|---------|
 | ``optical-text-standin`` | the frozen optical-text tower (OpenAI CLIP ViT-B/16) | 01, 05 (through 01) |
 | ``sam2-standin-tiny-64`` | SAM2 pretrained on SA-1B / SA-V (Hiera-L in RS2-SAM2) | 04 |
+| ``backbone-qsacl-standin`` | SkySense V2's QSACL backbone, pretrained ten times longer than notebook 02 | 02 |
+| ``backbone-contrastive-standin`` | the image-level contrastive baseline, same budget | 02 |
+
+A stand-in is trained with one seed; its card's held-out metrics are a measurement of that one run.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ from rslab.weights import STANDINS as REGISTERED
 
 STANDIN_SCENES = 5_000_000   # first scene index of every stand-in's training corpus
 STANDIN_HELDOUT = 6_000_000  # first scene index of the scenes its card is measured on
-SIZES = ("shipped", "ci")
 
 
 @dataclass(frozen=True)
