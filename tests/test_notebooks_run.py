@@ -115,8 +115,8 @@ def test_notebook_trains_its_own_small_foundation_when_asked(stem: str, tmp_path
     result = nbs.execute_notebook(notebook, "ci", root=ROOT, build_dir=tmp_path / "build",
                                   artifacts_dir=tmp_path / "artifacts", parameters=params)
     assert result.ok, f"{stem}: {result.status}: {result.error}"
-    text = "\n".join(o.get("text", "") for c in result.executed.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []))
+    cells = nbformat.read(str(result.executed), as_version=4).cells
+    text = "\n".join(o.get("text", "") for c in cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert ("locked-text tuning: final loss" in text) if stem == "01_sar_alignment" else ("made " in text)
 
 

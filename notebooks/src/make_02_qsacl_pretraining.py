@@ -497,7 +497,7 @@ if probe_shipped and pretrain_dataset == "synthetic" and backbone_preset == "tin
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [100 * r[1]["miou"] for r in rows], 0.4, label="optical input")
     ax.bar(x + 0.2, [100 * r[2]["miou"] for r in rows], 0.4, label="SAR input")
-    ax.set_xticks(x, [r[0].replace(", ", ",\n") for r in rows], fontsize=8); ax.set_ylabel("linear-probe mIoU (%)")
+    ax.set_xticks(x, [r[0].replace(", ", ",\\n") for r in rows], fontsize=8); ax.set_ylabel("linear-probe mIoU (%)")
     ax.set_title("Frozen features after short and long pre-training (same probe, held-out scenes)"); ax.legend()
     plt.show()
 else:
