@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: install tutorial notebooks notebooks-gen test test-fast bench gpu-check book book-check evidence clean strip
+.PHONY: install tutorial notebooks notebooks-gen test lint test-fast bench gpu-check book book-check evidence clean strip
 
 install: $(STAMP)
 
@@ -37,8 +37,12 @@ notebooks: install
 	$(VENV)/bin/rslab notebooks run --profile $(PROFILE)
 
 # one thread per xdist worker (and per notebook kernel): see tests/conftest.py
-test: install
+test: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff: pyflakes, pycodestyle (120 columns) and import order, configured in pyproject.toml
+lint: install
+	$(VENV)/bin/ruff check .
 
 # unit tests only: no notebook runs, no multi-process training tests
 test-fast: install
