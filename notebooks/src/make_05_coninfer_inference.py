@@ -108,6 +108,7 @@ from rslab.models.backbone import load_backbone
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import coninfer as rc
 from rslab.recipes import coninfer_fit as cf
+from rslab.recipes.qsacl import pretrain_config
 from rslab.metrics import pixel_miou
 
 from rslab.notebooks import resolve_device
@@ -216,8 +217,8 @@ if prior_source == "text":
     encoders, prior_origin = rc.load_or_train(
         rc.load_alignment_encoders, encoders_dir, "01",
         train=(lambda: rc.train_alignment_encoders(
-            SyntheticWorld(WorldConfig(size=64), seed=seed), n_train=n_align_scenes, lit_steps=lit_steps,
-            align_steps=align_steps, text_encoder=text_encoder, seed=seed,
+            SyntheticWorld(WorldConfig(size=64), seed=seed), rc.small_budget(align_steps, seed=seed),
+            lit=rc.small_budget(lit_steps, seed=seed), n_train=n_align_scenes, text_encoder=text_encoder,
             optical_encoder=W.load(optical_tower, weights_dir) if optical_tower else None)) if train_missing else None,
         trained_note=(f"{optical_tower} (frozen) + " if optical_tower else f"{lit_steps} LiT + ")
                      + f"{align_steps} alignment steps, {n_align_scenes} scenes")
@@ -227,8 +228,8 @@ if context_source == "backbone":
     backbone, context_origin = rc.load_or_train(
         load_backbone, backbone_dir, "02",
         train=(lambda: rc.pretrain_backbone(
-            SyntheticWorld(WorldConfig(size=128), seed=seed), n_scenes=n_backbone_scenes,
-            steps=backbone_steps, seed=seed)) if train_missing else None,
+            SyntheticWorld(WorldConfig(size=128), seed=seed), pretrain_config(backbone_steps, seed=seed),
+            n_scenes=n_backbone_scenes)) if train_missing else None,
         trained_note=f"{backbone_steps} QSACL steps")
     if backbone is None:
         context_source = "standin"
