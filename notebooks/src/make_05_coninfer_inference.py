@@ -356,29 +356,17 @@ several points), so a lone spike on validation is partly luck: compare with the 
 
 code("""
 t0 = time.perf_counter()
-val_patch_labels = torch.stack([ci.patch_labels(l, patch, K) for l in val_labels])
-prior_grid = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-prior_T = {name: float(prior_temperature) if prior_temperature else cf.fit_temperature(sc, val_patch_labels, prior_grid)[0]
-           for name, sc in val_scores.items()}
-def as_prior(scores, name):
-    return torch.softmax(scores[name] / prior_T[name], dim=1)
 if context_source == "backbone" and context_options_here:
-    candidates = {k: val_contexts[k] for k in context_options_here}
+    candidates = list(context_options_here)
 else:
-    candidates = {context_source: val_contexts[context_source]}
+    candidates = [context_source]
 # the comparison contexts get their own T on the same grid (never chosen as this run's context)
-compared = {k: val_contexts[k] for k in ("standin", "text_tokens") if k in val_contexts and k not in candidates}
-val_rows = cf.grid_search(as_prior(val_scores, prior_source), {**candidates, **compared}, val_labels, K,
-                          temperatures=consensus_temperatures, n_iter=n_iter, pool_images=pool_images)
-def choose(names):   # best validation row among the contexts in names
-    return max([r for r in val_rows if r["features"] in names and (joint_mode == "auto" or r["mode"] == joint_mode)],
-               key=lambda r: r["miou"])
-tau_of = {name: {m: r["temperature"] for m, r in cf.best_by_mode([r for r in val_rows if r["features"] == name]).items()}
-          for name in {**candidates, **compared}}
-best_row = choose(candidates)
-# what this run would pick without notebook 03 (the fallback), chosen the same way, reported on the test scenes
-no_vita = [k for k in candidates if "vita" not in k]
-fallback_row = choose(no_vita) if no_vita and len(no_vita) < len(candidates) else None
+compared = [k for k in ("standin", "text_tokens") if k in val_contexts and k not in candidates]
+choice = cf.choose_on_validation(val_scores, val_contexts, val_labels, K, patch, prior_source, candidates, compared,
+                                 prior_temperature=prior_temperature, joint_mode=joint_mode,
+                                 temperatures=consensus_temperatures, n_iter=n_iter, pool_images=pool_images)
+prior_T, val_rows, tau_of, as_prior = choice.prior_temperatures, choice.rows, choice.tau_of, choice.prior
+best_row, fallback_row = choice.best, choice.fallback
 joint_mode, context_key = best_row["mode"], best_row["features"]
 tau = tau_of[context_key]
 suite_context = context_key in context_options_here
@@ -386,16 +374,12 @@ if suite_context and "vita" in context_key:
     context_origin = f"{context_origin}; VITA {vita_origin}" if "backbone" in context_key else f"VITA {vita_origin}"
 print("prior temperatures (validation NLL):", prior_T)
 print(f"validation mIoU of the prior {prior_source!r}: {100 * val_rows[0]['prior_miou']:.1f}")
-print(f"{'context':>24} {'mode':>10} " + " ".join(f"{'T ' + str(t):>7}" for t in consensus_temperatures))
-for name in {**candidates, **compared}:
-    for mode in ("reference", "paper"):
-        vals = [r["miou"] for r in val_rows if r["features"] == name and r["mode"] == mode]
-        print(f"{name:>24} {mode:>10} " + " ".join(f"{100 * v:7.1f}" for v in vals))
+print(choice.table([*candidates, *compared], consensus_temperatures))
 print(f"chosen: context {context_key}, consensus T {tau}, presented mode {joint_mode!r}  "
       f"({time.perf_counter() - t0:.1f} s)")
 test_prior, test_feats = as_prior(test_scores, prior_source), test_contexts[context_key]
 priors = {name: as_prior(test_scores, name) for name in test_scores if name != "text_sar"}
-contexts = {name: test_contexts[name] for name in {**candidates, **compared}}
+contexts = {name: test_contexts[name] for name in [*candidates, *compared]}
 print(f"this run: prior {prior_source!r} {tuple(test_prior.shape)}, context {context_key!r} {tuple(test_feats.shape)}")
 """)
 
@@ -530,7 +514,8 @@ if encoders is not None and prior_source == "text":
         sc = {sp: rc.text_prior_maps(encoders["optical"], x, emb_l, "optical", temperature=1.0).clamp_min(1e-12).log()
               for sp, x in (("val", val_optical), ("test", test_optical))}
         vlab = torch.stack([ci.patch_labels(lut_l[s.labels], patch, len(names_l)) for s in val_scenes])
-        t_l = float(prior_temperature) if prior_temperature else cf.fit_temperature(sc["val"], vlab, prior_grid)[0]
+        t_l = (float(prior_temperature) if prior_temperature
+               else cf.fit_temperature(sc["val"], vlab, cf.PRIOR_TEMPERATURES)[0])
         p_l = torch.softmax(sc["test"] / t_l, 1)
         lab_l = np.stack([lut_l[s.labels] for s in test_scenes])
         m_p, iou_p = pixel_miou(p_l, lab_l, len(names_l))
