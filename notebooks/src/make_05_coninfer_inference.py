@@ -63,26 +63,32 @@ n_iter = 10              # EM iterations (Sec. 4.2)
 large_size = 1024        # side of the large synthetic scene for tiled inference
 tile = 256               # tile side for tiled inference
 use_real = True          # run on ../shared/real_samples when present
-prior_source = "text"            # "text" (notebook-01 encoders) | "weak" (stand-in) | "maskclip_star" (full: OpenAI CLIP)
-context_source = "backbone"      # "backbone" (the suite models of notebooks 01-03) | "standin" | a timm DINOv2 model name (full)
+# prior_source: "text" (notebook-01 encoders) | "weak" (stand-in) | "maskclip_star" (full: OpenAI CLIP)
+prior_source = "text"
+# context_source: "backbone" (the suite models of notebooks 01-03) | "standin" | a timm DINOv2 model name (full)
+context_source = "backbone"
 encoders_dir = ""        # saved optical / SAR encoders of notebook 01; empty: <artifacts>/01_sar_alignment
 backbone_dir = ""        # saved backbone of notebook 02; empty: <artifacts>/02_qsacl_pretraining
-vita_dir = ""            # saved VITA of notebook 03; empty: <artifacts>/03_vita_sga (absent: its candidates are skipped)
+# vita_dir: when absent, its context candidates are skipped
+vita_dir = ""            # saved VITA of notebook 03; empty: <artifacts>/03_vita_sga
 train_missing = True     # artifacts missing: train them here on a small budget (False: use the stand-ins)
-optical_tower = "optical-text-standin"  # ... the frozen optical tower (the shipped stand-in), or None to LiT-train one here
+optical_tower = "optical-text-standin"  # ... the frozen optical tower (shipped stand-in), or None to LiT-train one here
 lit_steps = 60           # ... when optical_tower is None: locked-text tuning steps of the optical encoder
 align_steps = 60         # ... SAR alignment steps (notebook 01: 300)
 n_align_scenes = 256     # ... 64 px training scenes for both
 backbone_steps = 30      # ... QSACL pre-training steps of the backbone (notebook 02: 100)
 n_backbone_scenes = 64   # ... 128 px unlabelled scenes for it
-n_val_scenes = 16        # validation scenes 1000, 1001, ... : every setting below is chosen on them, never on the test scenes
+# n_val_scenes: every setting below is chosen on them, never on the test scenes
+n_val_scenes = 16        # validation scenes 1000, 1001, ...
 prior_temperature = None # T of every prior softmax(score / T); None: calibrated by NLL on the validation scenes
 consensus_temperatures = [5, 10, 20, 50, 100]  # grid of the consensus temperature T of Eq. 11 (public code: 50)
-context_options = ["backbone[0]", "text_tokens+backbone[0]", "vita_encoder[0]+backbone[0]", "vita+backbone[0]"]  # context candidates compared on the validation scenes
+# context_options: context candidates compared on the validation scenes
+context_options = ["backbone[0]", "text_tokens+backbone[0]", "vita_encoder[0]+backbone[0]", "vita+backbone[0]"]
 context_modalities = ["optical", "sar"]  # backbone inputs whose features are concatenated (co-registered)
 joint_mode = "auto"      # reference | paper | auto (the mode with the higher validation mIoU); both are reported
 device = "auto"          # auto (the GPU when present) | cpu | cuda: where CLIP, DINOv2 and the suite models run
-weights_dir = None       # official weights folder for the full profile (default: $RSLAB_WEIGHTS_DIR; `rslab weights list`)
+# weights_dir: default $RSLAB_WEIGHTS_DIR; see `rslab weights list`
+weights_dir = None       # official weights folder for the full profile
 allow_download = False   # let rslab.weights fetch missing official weights
 data_root = None         # datasets under their official folder names (rslab.data.catalog), for `benchmarks`
 clip_name = "clip-vit-b16-openai"  # rslab.weights entry of the MaskCLIP* prior (OpenAI ViT-B/16, QuickGELU)
@@ -396,8 +402,11 @@ pooled `pool_images` scenes at a time. ConInfer has two readings of its joint st
 | prior | the prior's argmax, no context |
 | context-only | mixture initialised from the prior, fitted by plain EM; output its posterior q |
 | decoupled | same mixture, then the consensus z of Eq. 12 formed once at the end |
-| joint (reference) | Eq. 8 by alternation, as the public code does: shared diagonal variance, unit means, z ∝ p·exp(loglik/T) |
-| joint (paper) | Eq. 8 as written: per-class diagonal covariances, q ∝ exp(loglik/T), z ∝ sqrt(p·q), the exact minimiser of Eq. 7 (T = 1 is the untempered Eq. 6; T is chosen on validation here, a deviation) |
+| joint (reference) | Eq. 8 by alternation (public code): shared diagonal variance, unit means, z ∝ p·exp(loglik/T) |
+| joint (paper) | Eq. 8 as written: per-class diagonal covariances, q ∝ exp(loglik/T), z ∝ sqrt(p·q) (see below) |
+
+In *joint (paper)*, z ∝ sqrt(p·q) is the exact minimiser of Eq. 7; T = 1 is the untempered Eq. 6
+(T is chosen on validation here, a deviation).
 """)
 
 code("""
@@ -530,7 +539,8 @@ if encoders is not None and prior_source == "text":
                 m_l, iou_l = pixel_miou(z, lab_l, len(names_l))
                 row[f"joint_{mode}" + ("" if pi == "uniform" else "_estimated_weights")] = m_l
                 per_class[f"{mode[:3]} {pi[:3]}."] = iou_l
-                share[f"{mode[:3]} {pi[:3]}."] = np.bincount(z.argmax(1).ravel().numpy(), minlength=len(names_l)) / z[:, 0].numel()
+                share[f"{mode[:3]} {pi[:3]}."] = (np.bincount(z.argmax(1).ravel().numpy(), minlength=len(names_l))
+                                                 / z[:, 0].numel())
         by_level[lv] = row
         print(f"level {lv} ({len(names_l):2d} classes, prior T {t_l}): prior {100 * row['prior']:.1f}, "
               f"joint reference {100 * row['joint_reference']:.1f} (estimated weights "
@@ -797,7 +807,8 @@ else:
     if len(crops) >= 2:
         kl = len(LOVEDA_CLASSES)
         col = lambda s: ci.patch_statistics(s.optical[:3], rpatch, scales=(1,))[:3]
-        pm = cf.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(), kl, seed=seed)
+        pm = cf.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(),
+                                     kl, seed=seed)
         pr = pm.map(torch.stack([col(s) for s in crops[1:]]))
         fe = torch.stack([ci.patch_statistics(s.optical[:3], rpatch) for s in crops[1:]])
         zz, _ = ci.refine_maps(pr, fe, cfg)
