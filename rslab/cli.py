@@ -177,7 +177,9 @@ def _cmd_readme_table(args: argparse.Namespace) -> int:
     from rslab import notebooks as nbs
 
     root = nbs.find_root()
-    table = nbs.results_table(nbs.collect_results(root))
+    if args.artifacts is not None and not Path(args.artifacts).is_dir():
+        raise FileNotFoundError(f"artifacts folder not found: {args.artifacts}")
+    table = nbs.results_table(nbs.collect_results(root, args.artifacts))
     if not args.write:
         print(table)
         return 0
@@ -361,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--write", action="store_true",
                     help="replace the block between <!-- results:start --> and <!-- results:end --> in README.md")
     rt.add_argument("--readme", default=None, help="default: README.md at the repository root")
+    rt.add_argument("--artifacts", default=None,
+                    help="the artifacts folder to read (default artifacts/), e.g. artifacts/evidence/seed0")
     rt.set_defaults(func=_cmd_readme_table)
 
     evd = sub.add_parser("evidence",

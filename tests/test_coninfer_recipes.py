@@ -124,12 +124,15 @@ def test_loading_notebook_artifacts_round_trips(tmp_path):
 
 def test_pretrain_backbone_validates_its_budget():
     from rslab.data.synthetic import SyntheticWorld, WorldConfig
+    from rslab.recipes.qsacl import pretrain_config
 
-    with pytest.raises(ValueError, match="steps"):
-        rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=64)), steps=0)
+    with pytest.raises(ValueError, match="TrainConfig"):
+        rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=64)), 30)
+    with pytest.raises(ValueError, match="n_scenes"):
+        rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=64)), pretrain_config(1), n_scenes=1)
     small_world = SimpleNamespace(config=SimpleNamespace(size=32, gsd_m=1.0))
     with pytest.raises(ValueError, match="64 px"):
-        rc.pretrain_backbone(small_world, steps=1)
+        rc.pretrain_backbone(small_world, pretrain_config(1))
 
 
 def test_train_alignment_encoders_gives_text_space_encoders():
@@ -140,7 +143,8 @@ def test_train_alignment_encoders_gives_text_space_encoders():
 
     world = SyntheticWorld(WorldConfig(size=64), seed=0)
     text = MiniLMTextEncoder()
-    enc = rc.train_alignment_encoders(world, n_train=8, lit_steps=1, align_steps=1, batch_size=4, text_encoder=text)
+    enc = rc.train_alignment_encoders(world, rc.small_budget(1), lit=rc.small_budget(1), n_train=8, batch_size=4,
+                                      text_encoder=text)
     assert enc["optical"].cfg.in_chans == 4 and enc["sar"].cfg.in_chans == 2
     assert enc["optical"].cfg.out_dim == enc["sar"].cfg.out_dim == text.dim
     emb = text.prompt_embeddings(["water", "forest"])
@@ -148,7 +152,10 @@ def test_train_alignment_encoders_gives_text_space_encoders():
     p = rc.text_prior_maps(enc["sar"], torch.from_numpy(s.sar)[None], emb, modality="sar")
     assert p.shape == (1, 2, 8, 8) and torch.allclose(p.sum(1), torch.ones(1, 8, 8), atol=1e-5)
     with pytest.raises(ValueError, match="n_train"):
-        rc.train_alignment_encoders(world, n_train=2, batch_size=4, text_encoder=text)
+        rc.train_alignment_encoders(world, rc.small_budget(1), lit=rc.small_budget(1), n_train=2, batch_size=4,
+                                    text_encoder=text)
+    with pytest.raises(ValueError, match="TrainConfig"):
+        rc.train_alignment_encoders(world, 60, n_train=8, batch_size=4, text_encoder=text)
 
 
 def test_backbone_stage_maps_give_every_stage_from_one_pass():

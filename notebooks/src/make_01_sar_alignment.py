@@ -32,7 +32,10 @@ by a text prompt) although the SAR encoder never saw a single caption.
 For a registered pair $(x_{opt}, x_{SAR})$ we draw two augmented SAR views $x^a_{SAR}, x^b_{SAR}$,
 encode and **globally average-pool** them into $f_{opt}, f^a_{SAR}, f^b_{SAR}$ and minimise
 
-$$\mathcal{L}_{img} = \lambda_{CL}\,\mathcal{L}_{CL}(f^a_{SAR}, f^b_{SAR}) + \lambda_{CMA}\,\mathcal{L}_{CMA}(f^a_{SAR}, f_{opt})$$
+$$
+\mathcal{L}_{img} = \lambda_{CL}\,\mathcal{L}_{CL}(f^a_{SAR}, f^b_{SAR}) +
+\lambda_{CMA}\,\mathcal{L}_{CMA}(f^a_{SAR}, f_{opt})
+$$
 
 - $\mathcal{L}_{CL}$, intra-SAR contrastive: two views of one SAR image agree (robust SAR features);
 - $\mathcal{L}_{CMA}$, cross-modal alignment: the SAR feature picks out its own optical feature
@@ -69,12 +72,15 @@ encoder = "tiny"        # ImageEncoderConfig preset: tiny | small | base
 embed_dim = 64          # overrides of the preset (None keeps the preset's value)
 depth = 2
 num_heads = 2
-sar_depth = 1           # blocks of the SAR encoder (None keeps depth); 1 trains as well as 2 at 60 percent of the cost
-optical_tower = "optical-text-standin"  # registry name of the frozen optical tower (the shipped stand-in), or None to train one here (lit_*)
+# sar_depth: 1 trains as well as 2 at 60 percent of the cost
+sar_depth = 1           # blocks of the SAR encoder (None keeps depth)
+# optical_tower: registry name of the frozen optical tower (the shipped stand-in), or None to train one here (lit_*)
+optical_tower = "optical-text-standin"
 lit_steps = 150         # step 1, when optical_tower is None: locked-text tuning of the optical encoder
 lit_view_weight = 1.0   # weight of the image-image term of step 1 (0 gives plain LiT)
 lit_colour = 0.1        # colour-jitter strength of the step-1 views
-lit_layout_captions = 2 # layout-caption paraphrases (class shares and where they lie) per training image in step 1; 0 for none
+# lit_layout_captions: layout-caption paraphrases (class shares and where they lie) per training image in step 1
+lit_layout_captions = 2 # 0 for none
 lit_layout_repeat = 2   # each listed this often among the texts of its image (more weight, no extra encoding)
 align_steps = 400       # step 3: SAR alignment with L_img
 ablation_steps = 80      # step 5: steps of each of the three ablation runs (fewer than align_steps, to save time)
@@ -91,10 +97,14 @@ lambda_cma = 1.0
 run_ablation = True     # step 5: train three more SAR encoders (L_CL + L_CMA, L_CMA only, L_CL only)
 run_ceiling = False     # step 4: train the two ceiling students (label map, optical) too; about 40 s more on the CPU
 real_tile = 64          # tile size for the real Sen1Floods11 chip
-num_threads = 2         # CPU threads for torch (2 on an idle 2-core CPU: 118 s vs 142 s with 1; use 1 on a busy machine)
-teacher = None          # None: the optical tower trained here (steps 1-2); a registry name, e.g. "clip-vit-b16-openai": that frozen CLIP tower (full profile)
+# num_threads: 2 on an idle 2-core CPU (118 s vs 142 s with 1); use 1 on a busy machine
+num_threads = 2         # CPU threads for torch
+# teacher: None, the optical tower trained here (steps 1-2); or a registry name, e.g. "clip-vit-b16-openai",
+# for that frozen CLIP tower (full profile)
+teacher = None
 pair_dataset = "synthetic"   # "synthetic" | "sen12ms": co-registered Sentinel-1/2 pairs under data_root (full profile)
-eval_dataset = "synthetic"   # "synthetic" | "sen1floods11": zero-shot water / not-water on its test chips (full profile)
+# eval_dataset: "synthetic" | "sen1floods11" (zero-shot water / not-water on its test chips, full profile)
+eval_dataset = "synthetic"
 n_eval_pairs = 256      # real pairs held out for SAR -> optical retrieval (the last ones of pair_dataset)
 warmup_steps = 10       # linear warm-up of the alignment (full profile)
 data_root = None        # the dataset folder of rslab.data.catalog (full profile)
@@ -191,17 +201,21 @@ code("""
 if paper_setup:
     paper_augment = SARViewAugment(crop=crop, looks=(3.0, 12.0), speckle_window=3, max_offset_db=1.0)
     paper_loss = ImageAlignmentLoss(lambda_cl, lambda_cma, temperature)
-    probe_opt, probe_sar = (torch.stack(x) for x in zip(*[train_pairs[i] for i in range(min(align_batch_size, len(train_pairs)))]))
+    probe_opt, probe_sar = (
+        torch.stack(x) for x in zip(*[train_pairs[i] for i in range(min(align_batch_size, len(train_pairs)))])
+    )
 
     def one_step():
         opt_a, sar_a, sar_b = paper_augment(probe_opt.to(torch_device), probe_sar.to(torch_device))
         out = paper_model(opt_a, sar_a, sar_b)
         return paper_loss(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
 
-    plan = print_budget("SAR alignment (L_img)", align_steps, 3 * align_batch_size, time_step(one_step, sar_vit, repeats=1), torch_device)
+    plan = print_budget("SAR alignment (L_img)", align_steps, 3 * align_batch_size,
+                        time_step(one_step, sar_vit, repeats=1), torch_device)
     t0 = time.perf_counter()
     paper_history = train_teacher_sar_alignment(
-        paper_model, train_pairs, paper_loss, batch_size=align_batch_size, augment=paper_augment, num_workers=num_workers,
+        paper_model, train_pairs, paper_loss, batch_size=align_batch_size, augment=paper_augment,
+        num_workers=num_workers,
         config=TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(warmup_steps, align_steps), seed=seed,
                            log_every=max(1, align_steps // 50), progress=True, cpu=torch_device.type == "cpu",
                            out_dir=run.artifacts / "paper_alignment"),
@@ -232,18 +246,20 @@ if paper_setup:
         metrics[f"sar2opt_r1_{tag}"], metrics[f"sar2opt_r5_{tag}"] = r[1], r[5]
         metrics[f"sar_zeroshot_acc_{tag}"], metrics[f"sar_zeroshot_balanced_acc_{tag}"] = zs["acc"], zs["balanced_acc"]
         print(f"SAR {tag:>6}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} (chance {1 / len(eval_pairs):.3f}); water zero-shot "
-              f"accuracy {zs['acc']:.3f}, balanced {zs['balanced_acc']:.3f} ({int(keep.sum())} chips, {int(water_y.sum())} water)")
+              f"accuracy {zs['acc']:.3f}, balanced {zs['balanced_acc']:.3f} "
+              f"({int(keep.sum())} chips, {int(water_y.sum())} water)")
     zs_opt = zero_shot_accuracy(flood_emb["after"]["optical"][keep], water_prompts, water_y)
     metrics["optical_zeroshot_acc"], metrics["optical_zeroshot_balanced_acc"] = zs_opt["acc"], zs_opt["balanced_acc"]
     print(f"optical teacher: water zero-shot accuracy {zs_opt['acc']:.3f}, balanced {zs_opt['balanced_acc']:.3f}")
 
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in sar_vit.state_dict().items()}, str(run.artifacts / "sar_encoder_vit.safetensors"))
+    save_file({k: v.contiguous() for k, v in sar_vit.state_dict().items()},
+              str(run.artifacts / "sar_encoder_vit.safetensors"))
     metrics["cpu_s"] = time.process_time() - cpu_start
     results_path = run.save_results(metrics, teacher=teacher, pair_dataset=pair_dataset, eval_dataset=eval_dataset,
-                                    n_align_pairs=len(train_pairs), n_eval_pairs=len(eval_pairs), n_eval_chips=int(keep.sum()),
-                                    budget=plan)
+                                    n_align_pairs=len(train_pairs), n_eval_pairs=len(eval_pairs),
+                                    n_eval_chips=int(keep.sum()), budget=plan)
     print(f"saved to {run.artifacts}")
 """)
 
@@ -268,7 +284,8 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
     eval_samples, eval_y = balanced_scenes(world, zs_classes, eval_per_class, level=LEVEL, text_split="heldout")
     opt_train, sar_train = pairs_to_tensors(train_samples[:n_align])
     opt_eval, sar_eval = pairs_to_tensors(eval_samples)
-    print(f"train pairs {tuple(opt_train.shape)} optical, {tuple(sar_train.shape)} SAR; held-out pairs: {len(eval_samples)}")
+    print(f"train pairs {tuple(opt_train.shape)} optical, {tuple(sar_train.shape)} SAR; "
+          f"held-out pairs: {len(eval_samples)}")
 """)
 
 code("""
@@ -329,9 +346,11 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
         optical_encoder = W.load(optical_tower, weights_dir)  # frozen from here on
         card = W.standin_card(optical_tower) if optical_tower in W.STANDINS else {}
         if card:
-            print(f"{optical_tower}: `{card['command']}`, {card['settings']['max_steps']} steps on {card['data']['n_images']} "
-                  f"images of worlds {card['data']['worlds']}, {card['wall_s'] / 60:.0f} min on {card['machine']}")
-            print("  its card's held-out metrics:", {k: round(v, 3) for k, v in card["metrics"].items() if k != "final_loss"})
+            print(f"{optical_tower}: `{card['command']}`, {card['settings']['max_steps']} steps on "
+                  f"{card['data']['n_images']} images of worlds {card['data']['worlds']}, "
+                  f"{card['wall_s'] / 60:.0f} min on {card['machine']}")
+            print("  its card's held-out metrics:",
+                  {k: round(v, 3) for k, v in card["metrics"].items() if k != "final_loss"})
     else:
         train_texts = scene_texts(train_samples[:n_train], tree, LEVEL, layout_captions=lit_layout_captions,
                                   layout_repeat=lit_layout_repeat, seed=seed)
@@ -342,12 +361,14 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
             texts=train_texts, batch_size=batch_size, crop=lit_crop, colour=lit_colour, view_weight=lit_view_weight,
             optical_other=pairs_to_tensors(restyled_scenes(world, train_samples[:n_train]))[0],
             dihedral=lit_layout_captions == 0,  # a flip would falsify "a river in the north-west"
-            config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25, progress=False),
+            config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25,
+                               progress=False),
         )
         optical_encoder = optical_model.encoder.eval()
         print(f"locked-text tuning: final loss {lit_history[-1]['loss']:.3f}")
     metrics["lit_s"] = time.perf_counter() - t0
-    print(f"optical encoder: {count_parameters(optical_encoder) / 1e6:.2f} M parameters, ready in {metrics['lit_s']:.0f} s")
+    print(f"optical encoder: {count_parameters(optical_encoder) / 1e6:.2f} M parameters, "
+          f"ready in {metrics['lit_s']:.0f} s")
 """)
 
 md(r"""
@@ -423,14 +444,16 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
         model = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical)
         t0 = time.perf_counter()
         history = train_sar_alignment(
-            model, opt_train, sar_train, ImageAlignmentLoss(lam_cl, lam_cma, temperature), batch_size=align_batch_size,
-            augment=augment, optical_bank=optical_bank,
-            config=TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=25, progress=False),
+            model, opt_train, sar_train, ImageAlignmentLoss(lam_cl, lam_cma, temperature),
+            batch_size=align_batch_size, augment=augment, optical_bank=optical_bank,
+            config=TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=25,
+                               progress=False),
         )
         return model, history, time.perf_counter() - t0
 
     torch.manual_seed(seed + 1)
-    unaligned_sar = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical).sar  # the "before" encoder: same init, untrained
+    # the "before" encoder: same init, untrained
+    unaligned_sar = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical).sar
     model, history, metrics["align_s"] = align(lambda_cl, lambda_cma, align_steps)
     sar_encoder = model.sar
     print(f"SAR encoder: {count_parameters(sar_encoder) / 1e6:.2f} M parameters, trained in {metrics['align_s']:.0f} s")
@@ -440,7 +463,8 @@ code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [h["step"] for h in history]
-    for key, label in [("loss_cl", "$L_{CL}$ (SAR view a vs view b)"), ("loss_cma", "$L_{CMA}$ (SAR vs frozen optical)")]:
+    for key, label in [("loss_cl", "$L_{CL}$ (SAR view a vs view b)"),
+                       ("loss_cma", "$L_{CMA}$ (SAR vs frozen optical)")]:
         if key in history[-1]:
             ax.plot(steps, [h[key] for h in history], marker="o", label=label)
     ax.axhline(np.log(len(opt_train) if optical_bank else align_batch_size), color="grey", ls=":",
@@ -503,7 +527,8 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
     print(f"{'SAR encoder':<12}{'R@1':>8}{'R@5':>8}{'zero-shot':>11}{'zero-shot (held-out names)':>28}")
     for tag, r1, r5, z1, z2 in rows:
         print(f"{tag:<12}{r1:>8.3f}{r5:>8.3f}{z1:>11.3f}{z2:>28.3f}")
-    print(f"chance: R@1 {1 / n_eval:.3f}, R@5 {5 / n_eval:.3f}, zero-shot {1 / len(zs_classes):.3f}  ({n_eval} held-out pairs)")
+    print(f"chance: R@1 {1 / n_eval:.3f}, R@5 {5 / n_eval:.3f}, zero-shot {1 / len(zs_classes):.3f}  "
+          f"({n_eval} held-out pairs)")
 """)
 
 md(r"""
@@ -547,13 +572,14 @@ above), held-out class names included, the more it inherited.
 
 **What it does not show.** Why retrieval stops where it does. When R@1 stays well below R@5, as
 it does on the short profiles, two explanations compete: the SAR encoder learns too slowly, or
-the teacher's embedding holds something SAR cannot see. A *ceiling measurement* separates them: train students with the same
-$\mathcal{L}_{CMA}$ against the same frozen bank, but give them the exact label map (all the
-layout a SAR sensor could ever reveal) or the optical image itself. If the label-map student is
-not much better than SAR while the optical student is, the limit is the teacher, not SAR. With
-`run_ceiling = True` the next cell runs it on this notebook's pairs (two more students, each
-trained as long as the SAR encoder); the book's *lab notes* appendix records the development measurements (teacher
-variants, objectives, batch sizes, temperatures) with the commands that reproduce them.
+the teacher's embedding holds something SAR cannot see. A *ceiling measurement* separates them:
+train students with the same $\mathcal{L}_{CMA}$ against the same frozen bank, but give them the
+exact label map (all the layout a SAR sensor could ever reveal) or the optical image itself. If the
+label-map student is not much better than SAR while the optical student is, the limit is the
+teacher, not SAR. With `run_ceiling = True` the next cell runs it on this notebook's pairs (two
+more students, each trained as long as the SAR encoder); the book's *lab notes* appendix records
+the development measurements (teacher variants, objectives, batch sizes, temperatures) with the
+commands that reproduce them.
 """)
 
 code("""
@@ -575,11 +601,12 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
             torch.manual_seed(seed + 1)
             student = ImageEncoder(replace(preset(2), in_chans=x_train.shape[1]))  # the SAR encoder's size
             train_bank_student(student, x_train, bank, batch_size=align_batch_size, temperature=temperature,
-                               config=TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(10, align_steps), seed=seed,
-                                                  log_every=25, progress=False))
+                               config=TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(10, align_steps),
+                                                  seed=seed, log_every=25, progress=False))
             r = retrieval_scores(embed_inputs(student, x_eval), f_opt_eval, ks=(1, 5))
             metrics[f"ceiling_{name.replace(' ', '_')}_r1"] = r[1]
-            print(f"student given the {name:<10}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} ({align_steps} steps; SAR: {metrics['sar2opt_r1_after']:.3f})")
+            print(f"student given the {name:<10}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} "
+                  f"({align_steps} steps; SAR: {metrics['sar2opt_r1_after']:.3f})")
     else:
         print("run_ceiling = False: the ceiling students were not trained in this run (set run_ceiling = True).")
 """)
@@ -700,7 +727,8 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
 
     def show_pair(i: int = 0):
         top = sim_sar_opt[i].argsort(descending=True)[:4].tolist()
-        fig, axes = plt.subplots(1, 6, figsize=(14, 2.6), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.4]})
+        fig, axes = plt.subplots(1, 6, figsize=(14, 2.6), layout="constrained",
+                                 gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.4]})
         axes[0].imshow(sar_to_display(sar_eval[i].numpy(), "rgb")); axes[0].set_title(f"SAR #{i}")
         for ax, j in zip(axes[1:5], top):
             ax.imshow(optical_to_display(opt_eval[j].numpy()))
@@ -708,7 +736,8 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
                          color="green" if j == i else "black")
         for ax in axes[:5]:
             ax.set_xticks([]); ax.set_yticks([])
-        axes[5].barh(zs_classes, text_scores[i].numpy(), color=["C2" if k == int(eval_y[i]) else "C7" for k in range(len(zs_classes))])
+        axes[5].barh(zs_classes, text_scores[i].numpy(),
+                     color=["C2" if k == int(eval_y[i]) else "C7" for k in range(len(zs_classes))])
         axes[5].set_xlabel("cosine to class prompt"); axes[5].set_title("text scores (green = true class)", fontsize=9)
         plt.show()
 

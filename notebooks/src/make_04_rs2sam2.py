@@ -55,11 +55,13 @@ n_train_scenes = 300       # held-out evaluation uses the next n_eval_scenes sce
 n_eval_scenes = 40
 min_area_frac = 0.05       # keep expressions whose target covers at least 5 % of the image
 steps = 450                # optimiser steps per ablation row (the same for every row)
-full_row_steps = None      # steps of the "full" row when it differs (full profile: the paper's budget; others get `steps`)
+# full_row_steps: the full profile gives the paper's budget; the other profiles get `steps`
+full_row_steps = None      # steps of the "full" row when it differs
 batch_size = 8             # expressions per step (8 learns more per CPU second than 4 on this model)
 lr = 5e-4                  # AdamW peak rate of the rows (2e-3 blows up the SAM2 image embedding, see 2b)
 train_hiera = False        # False: the paper's split, Hiera frozen (True: Hiera trained too)
-sam2_checkpoint = "sam2-standin-tiny-64"  # registry name (the shipped stand-in; sam2.1-hiera-large: Meta's file) or a path
+# sam2_checkpoint: registry name (the shipped stand-in; sam2.1-hiera-large: Meta's file) or a path
+sam2_checkpoint = "sam2-standin-tiny-64"
 standin_steps = 0          # when sam2_checkpoint is None: steps of a small stand-in pretrained here (0: random SAM2)
 standin_lr = 5e-4
 union_encoder = "vit"      # vit (in-repo, from scratch, MiniLM tokens) | beit3-base | beit3-large (release weights)
@@ -100,8 +102,10 @@ from rslab import weights as W
 from rslab.data.catalog import require_datasets
 problems = []
 named = [n for n in (sam2_checkpoint, union_encoder) if n and str(n) in W.WEIGHTS]
-for check in ((lambda: W.require(named, weights_dir, allow_download=allow_download, companions=True)) if named else None,
-              (lambda: require_datasets([dataset], data_root)) if dataset != "synthetic" else None):
+for check in (
+    (lambda: W.require(named, weights_dir, allow_download=allow_download, companions=True)) if named else None,
+    (lambda: require_datasets([dataset], data_root)) if dataset != "synthetic" else None,
+):
     try:
         check and check()
     except FileNotFoundError as err:
@@ -176,7 +180,8 @@ if dataset == "synthetic":
     n_class_only = kinds.get("class only", 0)
     print("held-out expressions by kind:", kinds)
     print(f"needing more than the class name: {1 - n_class_only / len(eval_data):.0%} of held-out, "
-          f"{1 - train_data.kind_counts(colour_words).get('class only', 0) / len(train_data):.0%} of training expressions")
+          f"{1 - train_data.kind_counts(colour_words).get('class only', 0) / len(train_data):.0%} "
+          f"of training expressions")
     oracle = class_oracle_scores(world, eval_idx, filt)
     for name, m in oracle.items():
         print(f"oracle {name:17s} mIoU {m['miou']:.3f}  oIoU {m['oiou']:.3f}  Pr@0.5 {m['pr50']:.3f}")
@@ -304,7 +309,8 @@ t0, c0 = time.perf_counter(), time.process_time()
 if checkpoint_path is None and int(standin_steps) > 0:
     if dataset != "synthetic":
         raise ValueError("the stand-in pre-training uses the synthetic world; give sam2_checkpoint= for real data")
-    pcfg = rt.StandinPretrainConfig(max_steps=int(standin_steps), lr=float(standin_lr), min_area_frac=min_area_frac, seed=seed)
+    pcfg = rt.StandinPretrainConfig(max_steps=int(standin_steps), lr=float(standin_lr), min_area_frac=min_area_frac,
+                                    seed=seed)
     standin_file = run.artifacts / "sam2_standin" / f"sam2_standin_{model_size}_{image_size}px.pt"
     standin = rt.standin_checkpoint(standin_file, base_cfg, world, train_idx, pcfg, eval_indices=eval_idx)
     checkpoint_path = standin.path
@@ -402,9 +408,10 @@ IoU above X), **oIoU** (total intersection / total union: large objects weigh mo
 (mean IoU per expression). One diagnostic column is ours, not the paper's: **empty masks**, the share
 of expressions for which the model predicts no foreground at all. A row that has not yet left the
 "everything is background" start of training (the constant prediction that minimises the
-cross-entropy before the model can localise anything) shows up there, and its mIoU is then 0. The paper reports, on RefSegRS, mIoU 36.6 -> 38.6 -> 60.2 -> 68.7 -> 73.9
-with a pretrained Hiera-L and BEiT-3-L, 60 epochs on 8 GPUs; the rows below are a few minutes on a
-CPU, each starting from the stand-in SAM2 checkpoint of 2b (the union encoder and MPG from scratch).
+cross-entropy before the model can localise anything) shows up there, and its mIoU is then 0. The
+paper reports, on RefSegRS, mIoU 36.6 -> 38.6 -> 60.2 -> 68.7 -> 73.9 with a pretrained Hiera-L and
+BEiT-3-L, 60 epochs on 8 GPUs; the rows below are a few minutes on a CPU, each starting from the
+stand-in SAM2 checkpoint of 2b (the union encoder and MPG from scratch).
 """)
 
 code("""
@@ -463,7 +470,8 @@ target = 0.5
 verdict = "meets" if ablation.metrics["full"]["miou"] >= target and gain > 0 else "does NOT meet"
 print(f"the smoke target (full mIoU >= {target} and above the baseline): this run {verdict} it")
 for row, m in ablation.metrics.items():
-    print(f"{rt.ABLATION_LABELS[row]:34s} empty masks {m['empty']:.0%}  predicted / true foreground {m['area_ratio']:.2f}")
+    print(f"{rt.ABLATION_LABELS[row]:34s} empty masks {m['empty']:.0%}  "
+          f"predicted / true foreground {m['area_ratio']:.2f}")
 if dataset == "synthetic":
     print(f"for scale: class-only oracles {oracle['class_union']['miou']:.3f} (all objects of the class), "
           f"{oracle['largest_of_class']['miou']:.3f} (its largest object)")
@@ -628,7 +636,8 @@ if dataset == "synthetic":
     metrics["oracle_class_union_miou"] = oracle["class_union"]["miou"]
     metrics["oracle_largest_of_class_miou"] = oracle["largest_of_class"]["miou"]
     metrics["eval_share_class_only"] = n_class_only / len(eval_data)
-path = run.save_results(metrics, steps=int(steps), row_steps=ablation.steps, image_size=image_size, rows=rows, lr=float(lr),
+path = run.save_results(metrics, steps=int(steps), row_steps=ablation.steps, image_size=image_size, rows=rows,
+                        lr=float(lr),
                         train_hiera=bool(train_hiera), standin_steps=int(standin_steps) if standin is not None else 0,
                         sam2_checkpoint=str(checkpoint_path) if checkpoint_path is not None else None)
 print(path)
@@ -644,7 +653,8 @@ try:
     reloaded = rt.load_rs2sam2(run.artifacts / "rs2sam2_full", device=next(model.parameters()).device)
     a, b = rt.evaluate_referring(model, few, encoder), rt.evaluate_referring(reloaded, few, encoder)
     if abs(a["miou"] - b["miou"]) > 1e-4:
-        warnings.warn(f"the reloaded model scores mIoU {b['miou']:.4f} on {len(few)} expressions, the trained one {a['miou']:.4f}")
+        warnings.warn(f"the reloaded model scores mIoU {b['miou']:.4f} on {len(few)} expressions, "
+                      f"the trained one {a['miou']:.4f}")
     else:
         print(f"reload check: {len(few)} expressions, mIoU {a['miou']:.4f} both")
 except Exception as err:  # an optional check must not lose the run

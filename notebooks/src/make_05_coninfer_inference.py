@@ -63,26 +63,32 @@ n_iter = 10              # EM iterations (Sec. 4.2)
 large_size = 1024        # side of the large synthetic scene for tiled inference
 tile = 256               # tile side for tiled inference
 use_real = True          # run on ../shared/real_samples when present
-prior_source = "text"            # "text" (notebook-01 encoders) | "weak" (stand-in) | "maskclip_star" (full: OpenAI CLIP)
-context_source = "backbone"      # "backbone" (the suite models of notebooks 01-03) | "standin" | a timm DINOv2 model name (full)
+# prior_source: "text" (notebook-01 encoders) | "weak" (stand-in) | "maskclip_star" (full: OpenAI CLIP)
+prior_source = "text"
+# context_source: "backbone" (the suite models of notebooks 01-03) | "standin" | a timm DINOv2 model name (full)
+context_source = "backbone"
 encoders_dir = ""        # saved optical / SAR encoders of notebook 01; empty: <artifacts>/01_sar_alignment
 backbone_dir = ""        # saved backbone of notebook 02; empty: <artifacts>/02_qsacl_pretraining
-vita_dir = ""            # saved VITA of notebook 03; empty: <artifacts>/03_vita_sga (absent: its candidates are skipped)
+# vita_dir: when absent, its context candidates are skipped
+vita_dir = ""            # saved VITA of notebook 03; empty: <artifacts>/03_vita_sga
 train_missing = True     # artifacts missing: train them here on a small budget (False: use the stand-ins)
-optical_tower = "optical-text-standin"  # ... the frozen optical tower (the shipped stand-in), or None to LiT-train one here
+optical_tower = "optical-text-standin"  # ... the frozen optical tower (shipped stand-in), or None to LiT-train one here
 lit_steps = 60           # ... when optical_tower is None: locked-text tuning steps of the optical encoder
 align_steps = 60         # ... SAR alignment steps (notebook 01: 300)
 n_align_scenes = 256     # ... 64 px training scenes for both
 backbone_steps = 30      # ... QSACL pre-training steps of the backbone (notebook 02: 100)
 n_backbone_scenes = 64   # ... 128 px unlabelled scenes for it
-n_val_scenes = 16        # validation scenes 1000, 1001, ... : every setting below is chosen on them, never on the test scenes
+# n_val_scenes: every setting below is chosen on them, never on the test scenes
+n_val_scenes = 16        # validation scenes 1000, 1001, ...
 prior_temperature = None # T of every prior softmax(score / T); None: calibrated by NLL on the validation scenes
 consensus_temperatures = [5, 10, 20, 50, 100]  # grid of the consensus temperature T of Eq. 11 (public code: 50)
-context_options = ["backbone[0]", "text_tokens+backbone[0]", "vita_encoder[0]+backbone[0]", "vita+backbone[0]"]  # context candidates compared on the validation scenes
+# context_options: context candidates compared on the validation scenes
+context_options = ["backbone[0]", "text_tokens+backbone[0]", "vita_encoder[0]+backbone[0]", "vita+backbone[0]"]
 context_modalities = ["optical", "sar"]  # backbone inputs whose features are concatenated (co-registered)
 joint_mode = "auto"      # reference | paper | auto (the mode with the higher validation mIoU); both are reported
 device = "auto"          # auto (the GPU when present) | cpu | cuda: where CLIP, DINOv2 and the suite models run
-weights_dir = None       # official weights folder for the full profile (default: $RSLAB_WEIGHTS_DIR; `rslab weights list`)
+# weights_dir: default $RSLAB_WEIGHTS_DIR; see `rslab weights list`
+weights_dir = None       # official weights folder for the full profile
 allow_download = False   # let rslab.weights fetch missing official weights
 data_root = None         # datasets under their official folder names (rslab.data.catalog), for `benchmarks`
 clip_name = "clip-vit-b16-openai"  # rslab.weights entry of the MaskCLIP* prior (OpenAI ViT-B/16, QuickGELU)
@@ -108,6 +114,7 @@ from rslab.models.backbone import load_backbone
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import coninfer as rc
 from rslab.recipes import coninfer_fit as cf
+from rslab.recipes.qsacl import pretrain_config
 from rslab.metrics import pixel_miou
 
 from rslab.notebooks import resolve_device
@@ -216,8 +223,8 @@ if prior_source == "text":
     encoders, prior_origin = rc.load_or_train(
         rc.load_alignment_encoders, encoders_dir, "01",
         train=(lambda: rc.train_alignment_encoders(
-            SyntheticWorld(WorldConfig(size=64), seed=seed), n_train=n_align_scenes, lit_steps=lit_steps,
-            align_steps=align_steps, text_encoder=text_encoder, seed=seed,
+            SyntheticWorld(WorldConfig(size=64), seed=seed), rc.small_budget(align_steps, seed=seed),
+            lit=rc.small_budget(lit_steps, seed=seed), n_train=n_align_scenes, text_encoder=text_encoder,
             optical_encoder=W.load(optical_tower, weights_dir) if optical_tower else None)) if train_missing else None,
         trained_note=(f"{optical_tower} (frozen) + " if optical_tower else f"{lit_steps} LiT + ")
                      + f"{align_steps} alignment steps, {n_align_scenes} scenes")
@@ -227,8 +234,8 @@ if context_source == "backbone":
     backbone, context_origin = rc.load_or_train(
         load_backbone, backbone_dir, "02",
         train=(lambda: rc.pretrain_backbone(
-            SyntheticWorld(WorldConfig(size=128), seed=seed), n_scenes=n_backbone_scenes,
-            steps=backbone_steps, seed=seed)) if train_missing else None,
+            SyntheticWorld(WorldConfig(size=128), seed=seed), pretrain_config(backbone_steps, seed=seed),
+            n_scenes=n_backbone_scenes)) if train_missing else None,
         trained_note=f"{backbone_steps} QSACL steps")
     if backbone is None:
         context_source = "standin"
@@ -355,29 +362,17 @@ several points), so a lone spike on validation is partly luck: compare with the 
 
 code("""
 t0 = time.perf_counter()
-val_patch_labels = torch.stack([ci.patch_labels(l, patch, K) for l in val_labels])
-prior_grid = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-prior_T = {name: float(prior_temperature) if prior_temperature else cf.fit_temperature(sc, val_patch_labels, prior_grid)[0]
-           for name, sc in val_scores.items()}
-def as_prior(scores, name):
-    return torch.softmax(scores[name] / prior_T[name], dim=1)
 if context_source == "backbone" and context_options_here:
-    candidates = {k: val_contexts[k] for k in context_options_here}
+    candidates = list(context_options_here)
 else:
-    candidates = {context_source: val_contexts[context_source]}
+    candidates = [context_source]
 # the comparison contexts get their own T on the same grid (never chosen as this run's context)
-compared = {k: val_contexts[k] for k in ("standin", "text_tokens") if k in val_contexts and k not in candidates}
-val_rows = cf.grid_search(as_prior(val_scores, prior_source), {**candidates, **compared}, val_labels, K,
-                          temperatures=consensus_temperatures, n_iter=n_iter, pool_images=pool_images)
-def choose(names):   # best validation row among the contexts in names
-    return max([r for r in val_rows if r["features"] in names and (joint_mode == "auto" or r["mode"] == joint_mode)],
-               key=lambda r: r["miou"])
-tau_of = {name: {m: r["temperature"] for m, r in cf.best_by_mode([r for r in val_rows if r["features"] == name]).items()}
-          for name in {**candidates, **compared}}
-best_row = choose(candidates)
-# what this run would pick without notebook 03 (the fallback), chosen the same way, reported on the test scenes
-no_vita = [k for k in candidates if "vita" not in k]
-fallback_row = choose(no_vita) if no_vita and len(no_vita) < len(candidates) else None
+compared = [k for k in ("standin", "text_tokens") if k in val_contexts and k not in candidates]
+choice = cf.choose_on_validation(val_scores, val_contexts, val_labels, K, patch, prior_source, candidates, compared,
+                                 prior_temperature=prior_temperature, joint_mode=joint_mode,
+                                 temperatures=consensus_temperatures, n_iter=n_iter, pool_images=pool_images)
+prior_T, val_rows, tau_of, as_prior = choice.prior_temperatures, choice.rows, choice.tau_of, choice.prior
+best_row, fallback_row = choice.best, choice.fallback
 joint_mode, context_key = best_row["mode"], best_row["features"]
 tau = tau_of[context_key]
 suite_context = context_key in context_options_here
@@ -385,16 +380,12 @@ if suite_context and "vita" in context_key:
     context_origin = f"{context_origin}; VITA {vita_origin}" if "backbone" in context_key else f"VITA {vita_origin}"
 print("prior temperatures (validation NLL):", prior_T)
 print(f"validation mIoU of the prior {prior_source!r}: {100 * val_rows[0]['prior_miou']:.1f}")
-print(f"{'context':>24} {'mode':>10} " + " ".join(f"{'T ' + str(t):>7}" for t in consensus_temperatures))
-for name in {**candidates, **compared}:
-    for mode in ("reference", "paper"):
-        vals = [r["miou"] for r in val_rows if r["features"] == name and r["mode"] == mode]
-        print(f"{name:>24} {mode:>10} " + " ".join(f"{100 * v:7.1f}" for v in vals))
+print(choice.table([*candidates, *compared], consensus_temperatures))
 print(f"chosen: context {context_key}, consensus T {tau}, presented mode {joint_mode!r}  "
       f"({time.perf_counter() - t0:.1f} s)")
 test_prior, test_feats = as_prior(test_scores, prior_source), test_contexts[context_key]
 priors = {name: as_prior(test_scores, name) for name in test_scores if name != "text_sar"}
-contexts = {name: test_contexts[name] for name in {**candidates, **compared}}
+contexts = {name: test_contexts[name] for name in [*candidates, *compared]}
 print(f"this run: prior {prior_source!r} {tuple(test_prior.shape)}, context {context_key!r} {tuple(test_feats.shape)}")
 """)
 
@@ -411,8 +402,11 @@ pooled `pool_images` scenes at a time. ConInfer has two readings of its joint st
 | prior | the prior's argmax, no context |
 | context-only | mixture initialised from the prior, fitted by plain EM; output its posterior q |
 | decoupled | same mixture, then the consensus z of Eq. 12 formed once at the end |
-| joint (reference) | Eq. 8 by alternation, as the public code does: shared diagonal variance, unit means, z ∝ p·exp(loglik/T) |
-| joint (paper) | Eq. 8 as written: per-class diagonal covariances, q ∝ exp(loglik/T), z ∝ sqrt(p·q), the exact minimiser of Eq. 7 (T = 1 is the untempered Eq. 6; T is chosen on validation here, a deviation) |
+| joint (reference) | Eq. 8 by alternation (public code): shared diagonal variance, unit means, z ∝ p·exp(loglik/T) |
+| joint (paper) | Eq. 8 as written: per-class diagonal covariances, q ∝ exp(loglik/T), z ∝ sqrt(p·q) (see below) |
+
+In *joint (paper)*, z ∝ sqrt(p·q) is the exact minimiser of Eq. 7; T = 1 is the untempered Eq. 6
+(T is chosen on validation here, a deviation).
 """)
 
 code("""
@@ -529,7 +523,8 @@ if encoders is not None and prior_source == "text":
         sc = {sp: rc.text_prior_maps(encoders["optical"], x, emb_l, "optical", temperature=1.0).clamp_min(1e-12).log()
               for sp, x in (("val", val_optical), ("test", test_optical))}
         vlab = torch.stack([ci.patch_labels(lut_l[s.labels], patch, len(names_l)) for s in val_scenes])
-        t_l = float(prior_temperature) if prior_temperature else cf.fit_temperature(sc["val"], vlab, prior_grid)[0]
+        t_l = (float(prior_temperature) if prior_temperature
+               else cf.fit_temperature(sc["val"], vlab, cf.PRIOR_TEMPERATURES)[0])
         p_l = torch.softmax(sc["test"] / t_l, 1)
         lab_l = np.stack([lut_l[s.labels] for s in test_scenes])
         m_p, iou_p = pixel_miou(p_l, lab_l, len(names_l))
@@ -544,7 +539,8 @@ if encoders is not None and prior_source == "text":
                 m_l, iou_l = pixel_miou(z, lab_l, len(names_l))
                 row[f"joint_{mode}" + ("" if pi == "uniform" else "_estimated_weights")] = m_l
                 per_class[f"{mode[:3]} {pi[:3]}."] = iou_l
-                share[f"{mode[:3]} {pi[:3]}."] = np.bincount(z.argmax(1).ravel().numpy(), minlength=len(names_l)) / z[:, 0].numel()
+                share[f"{mode[:3]} {pi[:3]}."] = (np.bincount(z.argmax(1).ravel().numpy(), minlength=len(names_l))
+                                                 / z[:, 0].numel())
         by_level[lv] = row
         print(f"level {lv} ({len(names_l):2d} classes, prior T {t_l}): prior {100 * row['prior']:.1f}, "
               f"joint reference {100 * row['joint_reference']:.1f} (estimated weights "
@@ -811,7 +807,8 @@ else:
     if len(crops) >= 2:
         kl = len(LOVEDA_CLASSES)
         col = lambda s: ci.patch_statistics(s.optical[:3], rpatch, scales=(1,))[:3]
-        pm = cf.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(), kl, seed=seed)
+        pm = cf.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(),
+                                     kl, seed=seed)
         pr = pm.map(torch.stack([col(s) for s in crops[1:]]))
         fe = torch.stack([ci.patch_statistics(s.optical[:3], rpatch) for s in crops[1:]])
         zz, _ = ci.refine_maps(pr, fe, cfg)

@@ -50,6 +50,7 @@ __all__ = [
     "available_contexts",
     "build_contexts",
     "train_alignment_encoders",
+    "small_budget",
     "pretrain_backbone",
     "artifact_profile",
     "load_or_train",
@@ -356,10 +357,18 @@ def build_contexts(keys: Sequence[str], inputs: dict[str, torch.Tensor], grid: t
     return result
 
 
-def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, align_steps: int = 60,
+def small_budget(max_steps: int, lr: float = 2e-3, seed: int = 0):
+    """The :class:`~rslab.train.TrainConfig` of a short CPU run of the recipes below (warm-up of 10
+    steps at most, cosine decay, no progress bar, on the CPU)."""
+    from rslab.train import TrainConfig
+
+    return TrainConfig(max_steps=max_steps, lr=lr, warmup_steps=min(10, max_steps), seed=seed,
+                       log_every=max(1, max_steps // 5), progress=False, cpu=True)
+
+
+def train_alignment_encoders(world, align, lit=None, n_train: int = 256,
                              encoder_config: ImageEncoderConfig | None = None, text_encoder=None,
-                             batch_size: int = 64, crop: int = 48, lr: float = 2e-3, seed: int = 0,
-                             level: int = 2, view_weight: float = 1.0,
+                             batch_size: int = 64, crop: int = 48, level: int = 2, view_weight: float = 1.0,
                              optical_encoder: ImageEncoder | None = None) -> dict[str, ImageEncoder]:
     """Notebook 01's recipe on a small budget: locked-text tuning of an optical encoder against
     frozen MiniLM (captions + class prompts), then indirect SAR alignment (L_CL + L_CMA).
@@ -368,8 +377,10 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
     Args:
         world: a :class:`~rslab.data.synthetic.SyntheticWorld` (its scene size is the training size).
+        align / lit: the :class:`~rslab.train.TrainConfig` budgets of the SAR alignment and of the
+            locked-text tuning (e.g. :func:`small_budget`); ``lit`` is needed unless
+            ``optical_encoder`` is given.
         n_train: training scenes ``0 .. n_train - 1``.
-        lit_steps / align_steps: optimisation steps of the two runs.
         encoder_config: the optical encoder's config (the SAR one copies it with 2 channels);
             default: notebook 01's smoke size (tiny preset, 64-d, 2 blocks).
         text_encoder: a :class:`~rslab.models.encoders.MiniLMTextEncoder` (built if None).
@@ -389,8 +400,9 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
 
     if n_train < batch_size:
         raise ValueError(f"n_train ({n_train}) must be >= batch_size ({batch_size})")
-    if (optical_encoder is None and lit_steps < 1) or align_steps < 1:
-        raise ValueError(f"lit_steps and align_steps must be >= 1, got {lit_steps}, {align_steps}")
+    if not isinstance(align, TrainConfig) or not (optical_encoder is not None or isinstance(lit, TrainConfig)):
+        raise ValueError("align (and lit, unless optical_encoder is given) must be rslab.train.TrainConfig budgets, "
+                         f"e.g. small_budget(60); got {type(align).__name__} and {type(lit).__name__}")
     if optical_encoder is not None and not isinstance(optical_encoder, ImageEncoder):
         raise ValueError(f"optical_encoder must be an ImageEncoder, got {type(optical_encoder).__name__}")
     size = world.config.size
@@ -401,48 +413,50 @@ def train_alignment_encoders(world, n_train: int = 256, lit_steps: int = 60, ali
     texts = scene_texts(scenes, world.tree, level)
     embeddings = [text_encoder.encode(t) for t in texts]
 
-    def config(steps: int) -> TrainConfig:
-        return TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=max(1, steps // 5),
-                           progress=False, cpu=True)
-
     if optical_encoder is None:
-        torch.manual_seed(seed)
+        torch.manual_seed(lit.seed)
         optical_model = OpticalTextModel(cfg)
         other = pairs_to_tensors(restyled_scenes(world, scenes))[0] if view_weight > 0 else None
-        train_locked_text(optical_model, optical, embeddings, config(lit_steps), texts=texts, batch_size=batch_size,
+        train_locked_text(optical_model, optical, embeddings, lit, texts=texts, batch_size=batch_size,
                           crop=min(crop, size), colour=0.1, view_weight=view_weight, optical_other=other)
         optical_encoder = optical_model.encoder.eval()
-    torch.manual_seed(seed + 1)
+    torch.manual_seed(align.seed + 1)
     model = SARAlignmentModel(optical_encoder, replace(cfg, in_chans=2))
-    train_sar_alignment(model, optical, sar, ImageAlignmentLoss(1.0, 1.0, 0.1), config(align_steps),
+    train_sar_alignment(model, optical, sar, ImageAlignmentLoss(1.0, 1.0, 0.1), align,
                         batch_size=batch_size,
                         augment=SARViewAugment(crop=min(crop, size), looks=(2.0, 8.0), max_offset_db=1.0))
     return {"optical": optical_encoder, "sar": model.sar.eval()}
 
 
-def pretrain_backbone(world, n_scenes: int = 64, steps: int = 30, preset: str = "tiny", batch_size: int = 16,
-                      lr: float = 2e-4, seed: int = 0) -> UnifiedBackbone:
+def pretrain_backbone(world, config, n_scenes: int = 64, preset: str = "tiny",
+                      batch_size: int = 16) -> UnifiedBackbone:
     """Notebook 02's recipe on a small budget: QSACL pre-training of the unified backbone on
-    unlabelled optical and SAR scenes (batches alternate); returns the EMA teacher's backbone."""
+    unlabelled optical and SAR scenes (batches alternate); returns the EMA teacher's backbone.
+    ``config``: the run's :class:`~rslab.train.TrainConfig`, e.g.
+    ``rslab.recipes.qsacl.pretrain_config(30, seed=0)`` (AdamW at the paper's 2e-4)."""
     import numpy as np
 
     from rslab.data.sar import normalize_sar
     from rslab.models.backbone import build_backbone
     from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
-    from rslab.recipes.qsacl import pretrain, pretrain_config
+    from rslab.recipes.qsacl import pretrain
+    from rslab.train import TrainConfig
 
-    if steps < 1 or n_scenes < 2:
-        raise ValueError(f"need steps >= 1 and n_scenes >= 2, got {steps}, {n_scenes}")
+    if not isinstance(config, TrainConfig):
+        raise ValueError("config must be a rslab.train.TrainConfig (e.g. pretrain_config(30)), "
+                         f"got {type(config).__name__}")
+    if n_scenes < 2:
+        raise ValueError(f"need n_scenes >= 2, got {n_scenes}")
     if world.config.size < 64:
         raise ValueError(f"pretrain_backbone needs scenes of at least 64 px (the global view), got {world.config.size}")
     scenes = [world.scene(i) for i in range(n_scenes)]
     optical = torch.tensor(np.stack([s.optical for s in scenes]), dtype=torch.float32)
     sar = normalize_sar(torch.tensor(np.stack([s.sar for s in scenes]), dtype=torch.float32))
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     # notebook 02's smoke settings: global 64 px / local 32 px views, no colour jitter, fast EMA
     qcfg = QSACLConfig.tiny(global_size=64, local_size=32, num_local=1, intensity_jitter=0.0, momentum=(0.9, 0.99))
     student = ContrastiveSSL(build_backbone(preset), qcfg)
-    trainer = pretrain(student, {"optical": optical, "sar": sar}, pretrain_config(steps, lr=lr, seed=seed),
+    trainer = pretrain(student, {"optical": optical, "sar": sar}, config,
                        batch_size=batch_size, gsd=world.config.gsd_m)
     return trainer.ema_model.backbone.eval()
 

@@ -11,6 +11,8 @@ this recipe holds what trains, selects or scores around it (notebook 05):
 * :func:`grid_search` / :func:`best_by_mode`: score every (context features, mode, consensus
   temperature T) on validation scenes and keep the best per mode. Neither choice is the paper's
   (it fixes both); notebook 05 says so.
+* :func:`choose_on_validation`: notebook 05's whole validation protocol (calibrate the priors,
+  search the grid, choose the context and mode, and the fallback without VITA).
 
 The classifier keeps its own short AdamW loop rather than :class:`rslab.train.Trainer`: the
 engine reseeds the process-wide Python/numpy/torch generators and moves to a GPU with autocast
@@ -20,6 +22,7 @@ caller's generators untouched and runs in float32 on the CPU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -28,7 +31,8 @@ import torch.nn.functional as F
 from rslab.metrics import pixel_miou
 from rslab.models.coninfer import MODES, ConInferConfig, PatchClassifier, as_tensor, refine_maps
 
-__all__ = ["fit_patch_classifier", "fit_temperature", "grid_search", "best_by_mode"]
+__all__ = ["fit_patch_classifier", "fit_temperature", "grid_search", "best_by_mode", "choose_on_validation",
+           "ValidationChoice", "PRIOR_TEMPERATURES"]
 
 
 def fit_patch_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int = 0,
@@ -143,3 +147,82 @@ def best_by_mode(rows: list[dict]) -> dict[str, dict]:
         if r["mode"] not in best or r["miou"] > best[r["mode"]]["miou"]:
             best[r["mode"]] = r
     return best
+
+
+#: Softmax temperatures tried when a prior is calibrated on the validation scenes (:func:`fit_temperature`).
+PRIOR_TEMPERATURES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass
+class ValidationChoice:
+    """Everything notebook 05 chooses on its validation scenes (never on the test scenes).
+
+    ``prior_temperatures``: per prior, its softmax temperature; ``rows``: :func:`grid_search`'s rows
+    (prior mIoU included); ``tau_of``: per context, the best consensus temperature per mode;
+    ``best``: the chosen row (context, mode, T); ``fallback``: the row chosen the same way among the
+    candidates without VITA (None when that leaves no candidate or removes none).
+    """
+
+    prior_temperatures: dict[str, float]
+    rows: list[dict]
+    tau_of: dict[str, dict[str, float]]
+    best: dict
+    fallback: dict | None
+
+    def prior(self, scores: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """The prior ``name``: ``softmax(scores[name] / T_name)`` over classes (dim 1)."""
+        if name not in self.prior_temperatures:
+            raise ValueError(f"no calibrated temperature for prior {name!r}; have {sorted(self.prior_temperatures)}")
+        return torch.softmax(scores[name] / self.prior_temperatures[name], dim=1)
+
+    def table(self, contexts: Sequence[str], temperatures: Sequence[float]) -> str:
+        """Validation mIoU (%) per context and mode (rows) and consensus temperature (columns)."""
+        lines = [f"{'context':>24} {'mode':>10} " + " ".join(f"{'T ' + str(t):>7}" for t in temperatures)]
+        for name in contexts:
+            for mode in ("reference", "paper"):
+                vals = [r["miou"] for r in self.rows if r["features"] == name and r["mode"] == mode]
+                lines.append(f"{name:>24} {mode:>10} " + " ".join(f"{100 * v:7.1f}" for v in vals))
+        return "\n".join(lines)
+
+
+def choose_on_validation(scores: dict[str, torch.Tensor], contexts: dict[str, torch.Tensor], labels, num_classes: int,
+                         patch: int, prior_source: str, candidates: Sequence[str], compared: Sequence[str] = (),
+                         prior_temperature: float | None = None, joint_mode: str = "auto",
+                         temperatures: Sequence[float] = (2, 5, 10, 20, 50), n_iter: int = 10,
+                         pool_images: int = 16) -> ValidationChoice:
+    """Notebook 05's protocol on labelled validation scenes: calibrate every prior's temperature
+    (:func:`fit_temperature` by NLL, unless ``prior_temperature`` fixes it), score every context of
+    ``candidates`` and ``compared`` with :func:`grid_search`, and choose the best candidate row
+    (``joint_mode`` "auto": either mode; else that mode only). ``compared`` contexts get their own
+    temperatures for the comparison but are never chosen.
+
+    ``scores``: prior name -> (B, K, h, w) log-probabilities at T = 1; ``contexts``: name ->
+    (B, D, h, w) features; ``labels``: (B, H, W) class ids at the evaluated level; ``patch``: the
+    side of the patch grid's cells in pixels.
+    """
+    from rslab.models import coninfer as ci
+
+    if prior_source not in scores:
+        raise ValueError(f"prior_source {prior_source!r} is not among the priors built: {sorted(scores)}")
+    missing = [k for k in [*candidates, *compared] if k not in contexts]
+    if not candidates or missing:
+        raise ValueError(f"need at least one candidate context, all present in contexts; missing: {missing}")
+    if joint_mode not in ("auto", "reference", "paper"):
+        raise ValueError(f"joint_mode must be 'auto', 'reference' or 'paper', got {joint_mode!r}")
+    patch_labels = torch.stack([ci.patch_labels(lab, patch, num_classes) for lab in labels])
+    prior_t = {name: float(prior_temperature) if prior_temperature
+               else fit_temperature(sc, patch_labels, PRIOR_TEMPERATURES)[0] for name, sc in scores.items()}
+    prior_maps = torch.softmax(scores[prior_source] / prior_t[prior_source], dim=1)
+    names = {**dict.fromkeys(candidates), **dict.fromkeys(compared)}
+    rows = grid_search(prior_maps, {k: contexts[k] for k in names}, labels, num_classes,
+                       temperatures=temperatures, n_iter=n_iter, pool_images=pool_images)
+
+    def choose(among: Sequence[str]) -> dict:
+        return max([r for r in rows if r["features"] in among and (joint_mode == "auto" or r["mode"] == joint_mode)],
+                   key=lambda r: r["miou"])
+
+    tau_of = {name: {m: r["temperature"] for m, r in best_by_mode([r for r in rows if r["features"] == name]).items()}
+              for name in names}
+    no_vita = [k for k in candidates if "vita" not in k]
+    fallback = choose(no_vita) if no_vita and len(no_vita) < len(candidates) else None
+    return ValidationChoice(prior_t, rows, tau_of, choose(candidates), fallback)
