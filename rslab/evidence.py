@@ -552,7 +552,10 @@ def notebook_evidence(stem: str, root: str | Path | None = None) -> str:
     the page has not been made, or was made from another commit than the notebook's code."""
     from rslab import notebooks as nbs
 
-    root = Path(root).resolve() if root else nbs.find_root()
+    try:
+        root = Path(root).resolve() if root else nbs.find_root()
+    except FileNotFoundError:  # a notebook copied out of the checkout: say where the page lives
+        return f"*The evidence page is `{PAGE_JSON}` in the rslab checkout; run this notebook from inside it.*"
     path = root / PAGE_JSON
     if not path.is_file():
         return f"*No evidence over seeds yet: `make evidence` writes `{PAGE_JSON}`.*"

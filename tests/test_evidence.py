@@ -219,10 +219,12 @@ def test_diagnostics_rows_show_numbers_and_text(tmp_path):
             <= {c.notebook for c in ev.load_claims(ROOT / ev.DEFAULT_CLAIMS)[0]})
 
 
-def test_notebook_evidence_quotes_the_committed_verdicts(tmp_path):
+def test_notebook_evidence_quotes_the_committed_verdicts(tmp_path, monkeypatch):
     from rslab.evidence import PAGE_JSON, notebook_evidence
 
     assert "make evidence" in notebook_evidence("01_sar_alignment", root=tmp_path)
+    monkeypatch.chdir(tmp_path)  # outside any checkout: a sentence, not an error
+    assert "from inside it" in notebook_evidence("01_sar_alignment")
     (tmp_path / PAGE_JSON).parent.mkdir(parents=True)
     (tmp_path / PAGE_JSON).write_text(json.dumps({
         "seeds": [0, 1, 2], "profile": "smoke", "date": "2026-12-07T00:00:00+00:00",
