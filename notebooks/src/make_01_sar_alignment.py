@@ -777,21 +777,7 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
     print({k: round(v, 3) for k, v in metrics.items()})
 """)
 
-md(r"""
-### Over seeds
-
-One run is one draw of the scenes, the initialisation and the batches. The evidence page
-(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
-and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
-""")
-
-code("""
-from IPython.display import Markdown, display
-
-from rslab.evidence import notebook_evidence
-
-display(Markdown(notebook_evidence("01_sar_alignment")))
-""", tags=["report"])
+nb.over_seeds()
 
 md(r"""
 ## Summary

@@ -649,21 +649,7 @@ and image-text losses), on synthetic scenes, with batch 16 instead of 1024 and a
 instead of 1e-6.
 """)
 
-md(r"""
-### Over seeds
-
-One run is one draw of the scenes, the initialisation and the batches. The evidence page
-(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
-and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
-""")
-
-code("""
-from IPython.display import Markdown, display
-
-from rslab.evidence import notebook_evidence
-
-display(Markdown(notebook_evidence("02_qsacl_pretraining")))
-""", tags=["report"])
+nb.over_seeds()
 
 md(r"""
 ## Summary

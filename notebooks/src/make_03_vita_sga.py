@@ -602,21 +602,7 @@ md(r"""
   LoveDA test is a zero-training transfer check.
 """)
 
-md(r"""
-### Over seeds
-
-One run is one draw of the scenes, the initialisation and the batches. The evidence page
-(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
-and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
-""")
-
-code("""
-from IPython.display import Markdown, display
-
-from rslab.evidence import notebook_evidence
-
-display(Markdown(notebook_evidence("03_vita_sga")))
-""", tags=["report"])
+nb.over_seeds()
 
 md(r"""
 ## Summary

@@ -687,21 +687,7 @@ training instead of 5x. Re-running on the same `artifacts/` resumes an interrupt
 checkpoint and skips finished rows.
 """)
 
-md(r"""
-### Over seeds
-
-One run is one draw of the scenes, the initialisation and the batches. The evidence page
-(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
-and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
-""")
-
-code("""
-from IPython.display import Markdown, display
-
-from rslab.evidence import notebook_evidence
-
-display(Markdown(notebook_evidence("04_rs2sam2")))
-""", tags=["report"])
+nb.over_seeds()
 
 md(r"""
 ## Summary

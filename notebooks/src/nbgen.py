@@ -18,6 +18,7 @@ class Notebook:
     """Collects cells in order; ``write()`` validates and saves ``notebooks/<stem>.ipynb``."""
 
     def __init__(self, stem: str):
+        self.stem = stem
         self.path = NOTEBOOKS_DIR / f"{stem}.ipynb"
         self.cells: list = []
 
@@ -29,6 +30,24 @@ class Notebook:
         if tags:
             cell.metadata["tags"] = list(tags)
         self.cells.append(cell)
+
+    def over_seeds(self) -> None:
+        """The "Over seeds" section before a notebook's Summary: its verdicts from the committed
+        evidence page (``rslab.evidence.notebook_evidence``), as a report cell."""
+        self.md("""
+### Over seeds
+
+One run is one draw of the scenes, the initialisation and the batches. The evidence page
+(`make evidence`, `book/evidence.md`) repeats this notebook's key comparisons over several seeds
+and judges each claim against the seed-to-seed spread; its verdicts for this notebook:
+""")
+        self.code(f"""
+from IPython.display import Markdown, display
+
+from rslab.evidence import notebook_evidence
+
+display(Markdown(notebook_evidence("{self.stem}")))
+""", tags=["report"])
 
     def write(self) -> Path:
         for i, cell in enumerate(self.cells):
