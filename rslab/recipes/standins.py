@@ -270,15 +270,12 @@ def _run_backbone(s: Mapping[str, Any], work_dir: Path | None, progress: bool, a
                        alt_scenes={"optical": torch.cat(alt_opt), "sar": torch.cat(alt_sar)})
     backbone = trainer.ema_model.backbone.eval()
     metrics: dict[str, float] = {}
-    probe_worlds = worlds[:3]
-    for modality in ("optical", "sar"):
-        scores = []
-        for world in probe_worlds:
-            _, o_tr, r_tr, y_tr = _backbone_scenes(world, STANDIN_HELDOUT, s["probe_train"])
-            _, o_te, r_te, y_te = _backbone_scenes(world, STANDIN_HELDOUT + 10_000, s["probe_test"])
-            x_tr, x_te = (o_tr, o_te) if modality == "optical" else (r_tr, r_te)
-            scores.append(linear_probe_miou(backbone, x_tr, y_tr, x_te, y_te, world.num_classes, modality, gsd,
-                                            steps=s["probe_steps"])["miou"])
+    # held-out probe scenes of the first three worlds, rendered once for both modalities
+    probe_sets = [(world, _backbone_scenes(world, STANDIN_HELDOUT, s["probe_train"]),
+                   _backbone_scenes(world, STANDIN_HELDOUT + 10_000, s["probe_test"])) for world in worlds[:3]]
+    for modality, k in (("optical", 1), ("sar", 2)):  # index of the modality in _backbone_scenes' tuple
+        scores = [linear_probe_miou(backbone, tr[k], tr[3], te[k], te[3], world.num_classes, modality, gsd,
+                                    steps=s["probe_steps"])["miou"] for world, tr, te in probe_sets]
         metrics[f"probe_miou_{modality}"] = float(sum(scores) / len(scores))
     data = {"worlds": list(s["world_seeds"]), "scenes_per_world": s["scenes_per_world"],
             "scene_indices": f"{STANDIN_SCENES}..{STANDIN_SCENES + s['scenes_per_world'] - 1}",
