@@ -112,3 +112,26 @@ def run_full(stems, tmp_path: Path, weights_dir: Path | None, data_root: Path | 
 
 def read_results(tmp_path: Path, stem: str) -> dict:
     return json.loads((tmp_path / "artifacts" / stem / "results.json").read_text())
+
+
+def missing_inputs_message(tmp_path: Path, stem: str, weights=(), datasets=()) -> str:
+    """After a ``run_full`` with empty weights and data folders: ``stem`` failed within 30 s
+    (kernel start included) with ONE error that quotes every missing weights entry and every missing
+    dataset with its address, and wrote no results. Returns that message for further checks."""
+    import nbformat
+
+    from rslab.data.catalog import DATASETS
+
+    summary = {r["notebook"]: r for r in json.loads((tmp_path / "build" / "results_summary.json").read_text())}
+    assert summary[stem]["status"] == "failed" and "FileNotFoundError" in summary[stem]["error"], summary[stem]
+    assert summary[stem]["runner_wall_s"] < 30, f"{stem} took {summary[stem]['runner_wall_s']} s"
+    executed = nbformat.read(str(tmp_path / "build" / "notebooks" / f"{stem}.ipynb"), as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert len(errors) == 1, stem
+    message = errors[0]["evalue"]
+    for name in weights:
+        assert f"weights {name!r}" in message, (stem, name, message)
+    for name in datasets:
+        assert f"- {name}:" in message and DATASETS[name].url in message, (stem, name, message)
+    assert not (tmp_path / "artifacts" / stem / "results.json").exists()
+    return message
