@@ -41,8 +41,6 @@ def test_full_profile_reaches_results_for_00_to_03(full_inputs, tmp_path):  # no
 
 
 def test_missing_inputs_stop_within_seconds_listing_all(tmp_path):
-
-
     empty_weights, empty_data = tmp_path / "no_weights", tmp_path / "no_data"
     empty_weights.mkdir()
     empty_data.mkdir()

@@ -101,7 +101,6 @@ def test_notebook_05_full_profile_reaches_results_with_benchmarks(inputs_0405, t
 def test_notebooks_04_05_missing_inputs_stop_fast_with_one_message(tmp_path):
     """No weights, no datasets: each notebook stops within 30 s (kernel start included) with ONE
     error naming every missing weights entry (with where to get it) and every missing dataset."""
-
     from rslab.weights import get_entry
 
     empty_weights, empty_data = tmp_path / "no_weights", tmp_path / "no_data"
