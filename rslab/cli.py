@@ -270,15 +270,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from rslab.recipes import standins as S
 
     if args.readme:
-        from rslab.notebooks import find_root
+        from rslab.notebooks import find_root, update_readme
 
         readme = find_root() / "README.md"
-        text = readme.read_text()
-        if S.README_START not in text or S.README_END not in text:
-            raise ValueError(f"{readme} has no {S.README_START} ... {S.README_END} block")
-        head, rest = text.split(S.README_START, 1)
-        _, tail = rest.split(S.README_END, 1)
-        readme.write_text(f"{head}{S.README_START}\n{S.standins_table()}{S.README_END}{tail}")
+        readme.write_text(update_readme(readme, S.standins_table(), S.README_START, S.README_END))
         print(f"updated the stand-in table in {readme}")
         return 0
     if args.list or not args.name:

@@ -538,6 +538,20 @@ def standin_card(name: str) -> dict[str, Any]:
     return _card_beside(STANDIN_DIR / f"{name}.safetensors")
 
 
+def standin_summary(name: str) -> str:
+    """Two lines from a shipped stand-in's model card, for a notebook to print: how it was made
+    (command, steps, data, time) and its held-out metrics; a sentence when there is no card."""
+    card = standin_card(name)
+    if not card:
+        return f"{name}: no model card in {STANDIN_DIR}; make it with `rslab pretrain {name}`"
+    data = card["data"]
+    metrics = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in card["metrics"].items() if k != "final_loss")
+    return (f"{name}: `{card['command']}`, {card['settings'].get('max_steps')} steps on {data.get('n_images')} "
+            f"images of worlds {data.get('worlds')}, {card['wall_s'] / 60:.0f} min on {card['machine']}, made "
+            f"{card['created_utc'][:10]}\n  its card's held-out metrics: {metrics}")
+
+
 def _card_beside(weights_file: Path) -> dict[str, Any]:
     import json
 

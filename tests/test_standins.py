@@ -114,6 +114,13 @@ def test_shipped_standin_matches_its_card_and_was_made_by_the_shipped_recipe(nam
     assert card["command"] != f"rslab pretrain {name}" or not differs, (
         f"the card's settings differ from the recipe's shipped settings in {sorted(differs)}: remake the file")
     assert W.load(name) is not None
+    summary = W.standin_summary(name)  # what the notebooks print
+    assert card["command"] in summary and f"{card['settings']['max_steps']} steps" in summary
+
+
+def test_summary_of_a_standin_without_card_says_how_to_make_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(W, "STANDIN_DIR", tmp_path)
+    assert "rslab pretrain optical-text-standin" in W.standin_summary("optical-text-standin")
 
 
 def test_readme_table_is_generated_from_the_cards():

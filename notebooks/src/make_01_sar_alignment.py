@@ -344,13 +344,8 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
         from rslab import weights as W
 
         optical_encoder = W.load(optical_tower, weights_dir)  # frozen from here on
-        card = W.standin_card(optical_tower) if optical_tower in W.STANDINS else {}
-        if card:
-            print(f"{optical_tower}: `{card['command']}`, {card['settings']['max_steps']} steps on "
-                  f"{card['data']['n_images']} images of worlds {card['data']['worlds']}, "
-                  f"{card['wall_s'] / 60:.0f} min on {card['machine']}")
-            print("  its card's held-out metrics:",
-                  {k: round(v, 3) for k, v in card["metrics"].items() if k != "final_loss"})
+        if optical_tower in W.STANDINS:
+            print(W.standin_summary(optical_tower))
     else:
         train_texts = scene_texts(train_samples[:n_train], tree, LEVEL, layout_captions=lit_layout_captions,
                                   layout_repeat=lit_layout_repeat, seed=seed)

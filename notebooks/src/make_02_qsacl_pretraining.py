@@ -478,10 +478,7 @@ if probe_shipped and pretrain_dataset == "synthetic" and backbone_preset == "tin
     here = next(qsacl_backbone.parameters()).device
     for name in ("qsacl", "contrastive"):
         entry = f"backbone-{name}-standin"
-        card = W.standin_card(entry)
-        print(f"{entry}: `{card['command']}`, {card['settings']['max_steps']} steps, "
-              f"{card['wall_s'] / 60:.0f} min on {card['machine']}; its card's probe: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in card["metrics"].items()))
+        print(W.standin_summary(entry))
         shipped = W.load(entry).to(here)
         long_probes[name] = probe(shipped, "optical")
         long_probes[name + "_sar"] = probe(shipped, "sar")

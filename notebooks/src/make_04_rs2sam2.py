@@ -318,12 +318,7 @@ if checkpoint_path is None and int(standin_steps) > 0:
     print(("reused " if standin.reused else "made ") + f"{standin.path}: {prov['n_segments']} segments of "
           f"{prov['n_images']} images, {standin_steps} steps in {prov['pretrain_s']:.0f} s wall")
 elif sam2_checkpoint in W.STANDINS:
-    card = W.standin_card(sam2_checkpoint)
-    print(f"{sam2_checkpoint}: `{card['command']}`, {card['settings']['max_steps']} steps, {card['data']['n_images']} "
-          f"images / {card['data']['n_segments']} segments of worlds {card['data']['worlds']}, "
-          f"{card['wall_s'] / 60:.0f} min on {card['machine']}, made {card['created_utc'][:10]}")
-    print("  its card's held-out mIoU:", {k.replace('heldout_miou_', ''): round(v, 3)
-                                        for k, v in card["metrics"].items() if k.startswith("heldout")})
+    print(W.standin_summary(sam2_checkpoint))
 if checkpoint_path is not None and dataset == "synthetic" and model_size == "tiny":
     from rslab.data.referring import promptable_segments
 

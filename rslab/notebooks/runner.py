@@ -599,17 +599,18 @@ def write_summary(results: list[NotebookResult], build_dir: str | Path) -> tuple
     return json_path, md_path
 
 
-def update_readme(readme: str | Path, table: str) -> str:
+def update_readme(readme: str | Path, table: str, start_marker: str = RESULTS_START,
+                  end_marker: str = RESULTS_END) -> str:
     """Return the text of ``readme`` (README.md, or any page) with ``table`` placed between the
-    ``<!-- results:start -->`` / ``<!-- results:end -->`` markers."""
+    two markers (default ``<!-- results:start -->`` / ``<!-- results:end -->``)."""
     readme = Path(readme)
     if not readme.is_file():
         raise FileNotFoundError(f"{readme} does not exist")
     text = readme.read_text()
-    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         raise ValueError(
-            f"{readme} has no '{RESULTS_START}' ... '{RESULTS_END}' block; add the two markers "
-            "where the results table belongs"
+            f"{readme} has no '{start_marker}' ... '{end_marker}' block; add the two markers "
+            "where the table belongs"
         )
-    return text[: start + len(RESULTS_START)] + "\n" + table.rstrip() + "\n" + text[end:]
+    return text[: start + len(start_marker)] + "\n" + table.rstrip() + "\n" + text[end:]
