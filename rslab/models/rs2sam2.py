@@ -24,12 +24,11 @@ Read top to bottom, the model is four parts around the ``sam2`` package's SAM2:
    ablation ("SAM2 + Union Encoder", no MPG, no BHFM) still receives the text.
 
 Frozen/trained split (paper): Hiera frozen except the BHFM adapters; prompt encoder, mask decoder,
-union encoder and MPG trained. Offline there is no SAM2 checkpoint: the default profile starts from
-a *stand-in* checkpoint (SAM's promptable task on the synthetic training scenes,
-:func:`rslab.recipes.rs2sam2.standin_checkpoint`, loaded by :func:`load_sam2_checkpoint` like the
-official file), and :class:`RS2SAM2Config` has ``train_hiera`` because that stand-in is too weak to be
-frozen at the smoke budget -- the notebook turns it on and says so; the full profile loads the
-official checkpoint and keeps the paper's split.
+union encoder and MPG trained. :class:`RS2SAM2Config` also has ``train_hiera`` (train Hiera too),
+for a SAM2 that was not pre-trained at scale. Offline there is no official SAM2 checkpoint: the
+default profile starts from the shipped stand-in (``rslab pretrain sam2-standin-tiny-64``: SAM's
+promptable task on synthetic scenes, trained on :class:`PromptableSAM2`, the plain SAM2 with
+point / box / mask prompts), loaded by :func:`load_sam2_checkpoint` exactly like Meta's file.
 """
 
 from __future__ import annotations
@@ -466,6 +465,50 @@ def sam2_decoder_image_inputs(sam: nn.Module, features: Sequence[torch.Tensor]):
     if sam.directly_add_no_mem_embed:
         image_embed = image_embed + sam.no_mem_embed.view(1, -1, 1, 1)
     return image_embed, high_res
+
+
+class PromptableSAM2(nn.Module):
+    """Plain SAM2 for image segmentation with point / box / mask prompts (SAM's own task).
+
+    ``forward(images, coords, labels, mask_inputs, has_mask)``: ``images (B, 3, S, S)`` RGB in
+    [0, 1]; ``coords (P, K, 2)`` pixel (x, y) and ``labels (P, K)`` in SAM2's convention (1 positive
+    point, 0 negative, 2 / 3 box corners, -1 padding); ``mask_inputs (P, 1, S/4, S/4)`` logits used
+    where ``has_mask (P,)``. ``P = B * prompts_per_image``: prompt ``p`` belongs to image
+    ``p // (P / B)``. Returns mask logits ``(P, 1, S, S)``. The image path (normalisation, FPN,
+    ``no_mem_embed``, high-resolution features) is the one :class:`RS2SAM2` uses, so the weights
+    transfer unchanged.
+    """
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.sam = sam
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        freeze_video_modules(sam)  # unused for images
+
+    def forward(self, images, coords, labels, mask_inputs, has_mask):
+        sam = self.sam
+        size = images.shape[-1]
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be RGB (B, 3, S, S), got {tuple(images.shape)}")
+        if coords.shape[0] % images.shape[0]:
+            raise ValueError(f"{coords.shape[0]} prompts for {images.shape[0]} images: need a whole number per image")
+        k = coords.shape[0] // images.shape[0]
+        fpn = sam.image_encoder((images - self.pixel_mean) / self.pixel_std)["backbone_fpn"]
+        dec, pe = sam.sam_mask_decoder, sam.sam_prompt_encoder
+        embed, high_res = sam2_decoder_image_inputs(sam, fpn)
+        if high_res is not None:
+            high_res = [h.repeat_interleave(k, 0) for h in high_res]
+        # PromptEncoder.forward takes one mask prompt for the whole batch or none; a batch mixing
+        # point, box and mask prompts needs its two embedding steps, which sam2 keeps private.
+        sparse = pe._embed_points(coords, labels, pad=True)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(coords.shape[0], -1, *pe.image_embedding_size)
+        dense = torch.where(has_mask[:, None, None, None], pe._embed_masks(mask_inputs), no_mask)
+        low_res, _iou, _tok, _obj = dec(image_embeddings=embed.repeat_interleave(k, 0), image_pe=pe.get_dense_pe(),
+                                        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                        multimask_output=False, repeat_image=False, high_res_features=high_res)
+        return F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+
 
 
 class RS2SAM2(nn.Module):

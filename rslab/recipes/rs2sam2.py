@@ -35,9 +35,8 @@ from rslab.io import write_atomically, write_text_atomically
 from rslab.models.rs2sam2 import (
     RS2SAM2,
     MiniLMTokenEncoder,
+    PromptableSAM2,
     RS2SAM2Config,
-    freeze_video_modules,
-    sam2_decoder_image_inputs,
 )
 
 __all__ = [
@@ -648,49 +647,6 @@ class StandinPretrainConfig:
         _check_run_settings(self, ("max_steps", "images_per_step", "prompts_per_image"))
         if not (0 <= self.p_point and 0 <= self.p_box and self.p_point + self.p_box <= 1):
             raise ValueError(f"p_point and p_box must be >= 0 with a sum <= 1, got {self.p_point}, {self.p_box}")
-
-
-class PromptableSAM2(torch.nn.Module):
-    """Plain SAM2 for image segmentation with point / box / mask prompts (SAM's own task).
-
-    ``forward(images, coords, labels, mask_inputs, has_mask)``: ``images (B, 3, S, S)`` RGB in
-    [0, 1]; ``coords (P, K, 2)`` pixel (x, y) and ``labels (P, K)`` in SAM2's convention (1 positive
-    point, 0 negative, 2 / 3 box corners, -1 padding); ``mask_inputs (P, 1, S/4, S/4)`` logits used
-    where ``has_mask (P,)``. ``P = B * prompts_per_image``: prompt ``p`` belongs to image
-    ``p // (P / B)``. Returns mask logits ``(P, 1, S, S)``. The image path (normalisation, FPN,
-    ``no_mem_embed``, high-resolution features) is the one :class:`RS2SAM2` uses, so the weights
-    transfer unchanged.
-    """
-
-    def __init__(self, sam: torch.nn.Module):
-        super().__init__()
-        from rslab.models.rs2sam2 import IMAGENET_MEAN, IMAGENET_STD
-
-        self.sam = sam
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        freeze_video_modules(sam)  # unused for images
-
-    def forward(self, images, coords, labels, mask_inputs, has_mask):
-        sam = self.sam
-        size = images.shape[-1]
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be RGB (B, 3, S, S), got {tuple(images.shape)}")
-        if coords.shape[0] % images.shape[0]:
-            raise ValueError(f"{coords.shape[0]} prompts for {images.shape[0]} images: need a whole number per image")
-        k = coords.shape[0] // images.shape[0]
-        fpn = sam.image_encoder((images - self.pixel_mean) / self.pixel_std)["backbone_fpn"]
-        dec, pe = sam.sam_mask_decoder, sam.sam_prompt_encoder
-        embed, high_res = sam2_decoder_image_inputs(sam, fpn)
-        if high_res is not None:
-            high_res = [h.repeat_interleave(k, 0) for h in high_res]
-        sparse = pe._embed_points(coords, labels, pad=True)
-        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(coords.shape[0], -1, *pe.image_embedding_size)
-        dense = torch.where(has_mask[:, None, None, None], pe._embed_masks(mask_inputs), no_mask)
-        low_res, _iou, _tok, _obj = dec(image_embeddings=embed.repeat_interleave(k, 0), image_pe=pe.get_dense_pe(),
-                                        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                        multimask_output=False, repeat_image=False, high_res_features=high_res)
-        return torch.nn.functional.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def sample_prompts(masks: torch.Tensor, pcfg: StandinPretrainConfig, mask_input_size: int,
