@@ -14,10 +14,8 @@ this recipe holds what trains, selects or scores around it (notebook 05):
 * :func:`choose_on_validation`: notebook 05's whole validation protocol (calibrate the priors,
   search the grid, choose the context and mode, and the fallback without VITA).
 
-The classifier keeps its own short AdamW loop rather than :class:`rslab.train.Trainer`: the
-engine reseeds the process-wide Python/numpy/torch generators and moves to a GPU with autocast
-when one is present, which would change the priors notebook 05 measures; this loop leaves the
-caller's generators untouched and runs in float32 on the CPU.
+The classifier trains on :class:`rslab.train.Trainer` in float32, through
+:func:`rslab.train.fit_preserving_rng`, so fitting it leaves the caller's random draws unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import torch.nn.functional as F
 
 from rslab.metrics import pixel_miou
 from rslab.models.coninfer import MODES, ConInferConfig, PatchClassifier, as_tensor, refine_maps
+from rslab.train import TrainConfig, fit_preserving_rng
 
 __all__ = ["fit_patch_classifier", "fit_temperature", "grid_search", "best_by_mode", "choose_on_validation",
            "ValidationChoice", "PRIOR_TEMPERATURES"]
@@ -38,7 +37,9 @@ __all__ = ["fit_patch_classifier", "fit_temperature", "grid_search", "best_by_mo
 def fit_patch_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int = 0,
                          steps: int = 300, lr: float = 3e-3, batch: int = 1024, seed: int = 0,
                          ignore_index: int = 255) -> PatchClassifier:
-    """Train a :class:`PatchClassifier` on (N, F) descriptors and (N,) labels with AdamW."""
+    """Train a :class:`PatchClassifier` on (N, F) descriptors and (N,) labels: ``steps`` AdamW steps
+    (constant ``lr``, weight decay 1e-4) on random minibatches of ``batch`` patches, on the engine
+    (:func:`rslab.train.fit_preserving_rng`: seeded by ``seed``, the caller's generators untouched)."""
     x, y = as_tensor(x, "x").float(), as_tensor(y, "y").long()
     if x.ndim != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"need x (N, F) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -53,13 +54,19 @@ def fit_patch_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, hid
     model.mean.copy_(x.mean(0))
     # population std: one labelled patch gives std 0 (-> the floor), not the NaN of the unbiased form
     model.std.copy_(x.std(0, unbiased=False).clamp_min(1e-6))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    def batches(epoch: int):   # one epoch = an endless stream of random minibatches; the engine takes `steps`
+        while True:
+            idx = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen)
+            yield x[idx], y[idx]
+
+    def loss_fn(m: PatchClassifier, xy: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(m(xy[0]), xy[1])
+
+    config = TrainConfig(max_steps=steps, lr=lr, weight_decay=1e-4, schedule="constant", mixed_precision="no",
+                         seed=seed, log_every=steps, progress=False, cpu=x.device.type == "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    fit_preserving_rng(model, loss_fn, batches, config, optimizer=optimizer)
     return model.eval()
 
 

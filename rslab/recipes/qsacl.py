@@ -8,8 +8,6 @@ with an :class:`~rslab.train.EMA` teacher for pre-training, and the same trainer
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,7 +15,7 @@ import torch.nn.functional as F
 from rslab.metrics import iou_per_class
 from rslab.models.backbone import UnifiedBackbone
 from rslab.models.qsacl import ContrastiveSSL, LinearProbe, extract_features, pretraining_loss
-from rslab.train import EMA, TrainConfig, Trainer
+from rslab.train import EMA, TrainConfig, Trainer, fit_preserving_rng
 
 __all__ = ["CatalogScenes", "catalog_probe_tensors", "PAPER_LR", "pretrain_config", "pretrain", "fit_linear_probe",
            "linear_probe_miou"]
@@ -223,12 +221,8 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     config = TrainConfig(max_steps=steps, lr=lr, weight_decay=weight_decay, schedule="constant", mixed_precision="no",
                          seed=seed, log_every=steps, progress=False, cpu=features.device.type == "cpu")
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    # the trainer seeds every global RNG at its start; the probe leaves them as it found them
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[features.device] if features.device.type == "cuda" else []):
-        Trainer(probe, loss_fn, [(standardised, labels)], config, optimizer=optimizer).fit(resume=False)
-    random.setstate(py_state)
-    np.random.set_state(np_state)
+    # seeded by `seed`; the caller's global generators are left as they were
+    fit_preserving_rng(probe, loss_fn, [(standardised, labels)], config, optimizer=optimizer)
     return probe.eval()
 
 

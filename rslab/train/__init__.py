@@ -9,10 +9,11 @@ from .data import auto_num_workers, make_loader
 from .ema import EMA, cosine_momentum
 from .engine import NonFiniteLossError, RunEstimate, TrainConfig, Trainer, default_optimizer
 from .history import load_history, plot_history
+from .isolated import fit_preserving_rng
 from .schedule import constant_with_warmup, cosine_with_warmup, warmup_cosine_factor
 
 __all__ = [
-    "Trainer", "TrainConfig", "NonFiniteLossError", "default_optimizer", "RunEstimate",
+    "Trainer", "TrainConfig", "fit_preserving_rng", "NonFiniteLossError", "default_optimizer", "RunEstimate",
     "make_loader", "auto_num_workers",
     "EMA", "cosine_momentum",
     "cosine_with_warmup", "constant_with_warmup", "warmup_cosine_factor",
