@@ -25,6 +25,7 @@ and ``.npz`` files (read them back with :func:`load_sample_npz`).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Iterator
 import numpy as np
 
 from rslab.data.sample import IGNORE_INDEX, ReferringExpression, Sample
+from rslab.data.sar import normalize_sar
 from rslab.data.synthetic_layout import LEAF_NAMES, SCENE_TYPES, make_layout
 from rslab.data.synthetic_render import apply_speckle, draw_appearance, make_styles, render_optical, render_sar
 from rslab.data.synthetic_text import make_caption, make_referring
@@ -227,15 +229,11 @@ def save_sample_npz(sample: Sample, path: str | Path, half: bool = True) -> Path
 
 
 def _meta_json(meta: dict) -> str:
-    import json
-
     return json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta.items()})
 
 
 def load_sample_npz(path: str | Path) -> Sample:
     """Read a file written by :func:`save_sample_npz` back into a Sample (float32 images)."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; write samples with `python -m rslab.data.synthetic --out DIR`.")
@@ -252,8 +250,6 @@ def load_sample_npz(path: str | Path) -> Sample:
 
 def preview_image(sample: Sample, tree: SemanticTree | None = None) -> np.ndarray:
     """(H, 3W, 3) uint8 strip: optical RGB | SAR (R=VV, G=VH, B=VV/VH) | leaf labels."""
-    from rslab.data.sar import normalize_sar
-
     tree = tree or load_tree(sample.meta.get("tree", "synthetic"))
     rgb = np.clip(sample.optical[:3].transpose(1, 2, 0) * 1.6, 0, 1)
     s = (normalize_sar(sample.sar) + 1) / 2

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 import yaml
 
 from rslab.data.sample import IGNORE_INDEX
@@ -240,8 +241,6 @@ class SemanticTree:
         """Relabel a leaf-id map (numpy array or torch tensor) to class ids at ``level``."""
         lut = _cached_lut(self, self._check_level(level))
         try:
-            import torch
-
             if isinstance(labels, torch.Tensor):
                 return torch.tensor(lut, device=labels.device)[labels.long()]
         except ImportError:  # pragma: no cover - torch is a dependency

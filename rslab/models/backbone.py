@@ -42,6 +42,7 @@ Choices the paper leaves open, made here and stated:
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -461,8 +462,6 @@ def profile_variants(variants: dict[str, BackboneConfig], image_size: int = 128,
     ``forward_ms`` (median of ``repeats`` timed no-grad forwards after one warm-up, on the CPU
     with the current torch thread count), ``stage_sizes``.
     """
-    import time
-
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     rows = []

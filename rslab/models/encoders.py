@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rslab.data.sar import normalize_sar, sar_valid_mask
+
 # --------------------------------------------------------------------------------------------
 # Text encoders
 # --------------------------------------------------------------------------------------------
@@ -395,8 +397,6 @@ def preprocess_sar(sar_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Clip range and normalisation are :data:`rslab.data.sar.SAR_DB_RANGE` / ``normalize_sar``:
     the one place they are defined.
     """
-    from rslab.data.sar import normalize_sar, sar_valid_mask
-
     if sar_db.ndim != 4 or sar_db.shape[1] != 2:
         raise ValueError(f"sar must be (B, 2, H, W) dB (VV, VH), got shape {tuple(sar_db.shape)}")
     return normalize_sar(sar_db.float()), sar_valid_mask(sar_db)

@@ -41,6 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rslab.losses.boundary import TextGuidedBoundaryLoss
+from rslab.losses.segmentation import dice_loss, sigmoid_bce_loss
+from rslab.models.beit3 import BEiT3, BEiT3Config, beit3_tokenizer
+from rslab.models.encoders import MiniLMTextEncoder
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -212,8 +217,6 @@ class BEiT3UnionEncoder(nn.Module):
 
     def __init__(self, cfg: RS2SAM2Config):
         super().__init__()
-        from rslab.models.beit3 import BEiT3, BEiT3Config
-
         self.image_size = cfg.union_image_size
         self.beit3 = BEiT3(BEiT3Config(img_size=cfg.union_image_size, patch_size=cfg.union_patch,
                                        embed_dim=cfg.union_dim, depth=cfg.union_depth, heads=cfg.union_heads,
@@ -246,8 +249,6 @@ class BEiT3TokenEncoder:
     warns about it before training)."""
 
     def __init__(self, spm_path, max_tokens: int = 40, truncate: bool = False):
-        from rslab.models.beit3 import beit3_tokenizer
-
         if not isinstance(max_tokens, int) or max_tokens < 3:
             raise ValueError(f"max_tokens must be an int >= 3 (<s>, one word piece, </s>), got {max_tokens!r}")
         self.tokenizer = beit3_tokenizer(spm_path)  # XLM-R ids: <s> 0, <pad> 1, </s> 2, <unk> 3
@@ -723,8 +724,6 @@ class MiniLMTokenEncoder:
 
     def __init__(self, text_encoder=None, max_tokens: int = 40):
         if text_encoder is None:
-            from rslab.models.encoders import MiniLMTextEncoder
-
             text_encoder = MiniLMTextEncoder()
         self.text_encoder = text_encoder
         self.max_tokens = max_tokens
@@ -771,14 +770,10 @@ class RS2SAM2Loss(nn.Module):
 
     def __init__(self, sentence_dim: int, weights: RS2SAM2LossWeights | None = None):
         super().__init__()
-        from rslab.losses.boundary import TextGuidedBoundaryLoss
-
         self.weights = weights or RS2SAM2LossWeights()
         self.boundary = TextGuidedBoundaryLoss(sentence_dim)
 
     def forward(self, out: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        from rslab.losses.segmentation import dice_loss, sigmoid_bce_loss
-
         logits = out["masks"]
         if target.ndim == 3:
             target = target[:, None]

@@ -19,9 +19,12 @@ training run repeats each expression many times.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import datetime
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +33,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from rslab.data.referring import ReferringDataset, resize_mask, resize_rgb, rgb_image
+from rslab.data.referring import ReferringDataset, promptable_segments, resize_mask, resize_rgb, rgb_image
 from rslab.io import write_atomically, write_text_atomically
+from rslab.losses.segmentation import dice_loss, sigmoid_bce_loss
+from rslab.metrics import ReferringMeter
 from rslab.models.rs2sam2 import (
     RS2SAM2,
     MiniLMTokenEncoder,
     PromptableSAM2,
     RS2SAM2Config,
+    build_sam2_model,
+    load_sam2_checkpoint,
+    read_sam2_state,
 )
+from rslab.train import TrainConfig, Trainer, default_optimizer, load_history, make_loader
 
 __all__ = [
     "ABLATION_ROWS", "ABLATION_LABELS", "RS2SAM2TrainConfig", "TrainedRS2SAM2", "AblationResult",
@@ -120,8 +129,6 @@ def _check_run_settings(run, int_fields: Sequence[str]) -> None:
 def _trainer_config(run, **extra):
     """The :class:`rslab.train.TrainConfig` of a run config, whose budget fields carry TrainConfig's names
     (``max_steps``, ``lr``, ``weight_decay``, ``warmup_steps``, ``clip_grad_norm``, ``seed``, ``progress``)."""
-    from rslab.train import TrainConfig
-
     for key in ("grad_accum_steps", "mixed_precision", "cpu"):
         if hasattr(run, key):
             extra.setdefault(key, getattr(run, key))
@@ -218,8 +225,6 @@ def stream_batches(data: ReferringDataset, encoder: MiniLMTokenEncoder, batch_si
     ``num_workers`` loader processes read and resize items in parallel with training
     (``"auto"``: :func:`rslab.train.auto_num_workers`); the order does not depend on it.
     """
-    from rslab.train import make_loader
-
     if len(data) < batch_size:
         raise ValueError(f"only {len(data)} training expressions for a batch of {batch_size}")
 
@@ -263,9 +268,6 @@ def train_rs2sam2(cfg: RS2SAM2Config, train: ReferringDataset | dict, encoder: M
     With ``out_dir`` and ``resume`` (the default), a run interrupted there continues from its last
     checkpoint (and a finished one is not retrained); ``resume=False`` starts over.
     """
-    from rslab.models.rs2sam2 import load_sam2_checkpoint
-    from rslab.train import Trainer, default_optimizer
-
     tcfg = tcfg or RS2SAM2TrainConfig()
     if not isinstance(cfg, RS2SAM2Config):
         raise ValueError(f"cfg must be an RS2SAM2Config, got {type(cfg).__name__}")
@@ -344,8 +346,6 @@ def evaluate_referring(model: RS2SAM2, data: ReferringDataset, encoder: MiniLMTo
     foreground pixels, over all expressions; 1 = the right amount of foreground). With
     ``by_class``, also ``by_class: {class: {miou, n}}``.
     """
-    from rslab.metrics import ReferringMeter
-
     if not isinstance(data, ReferringDataset):
         raise ValueError(f"data must be a ReferringDataset, got {type(data).__name__}")
     if batch_size < 1:
@@ -410,8 +410,6 @@ def check_expression_lengths(encoder, texts: Sequence[str], on_long: str = "erro
     ``"truncate"`` sets ``encoder.truncate`` (they are cut to the limit) and warns with the same
     numbers. Returns ``{"n": distinct expressions, "too_long": count, "max_tokens_seen": longest}``.
     """
-    import warnings
-
     if on_long not in ("error", "truncate"):
         raise ValueError(f"on_long must be 'error' or 'truncate', got {on_long!r}")
     unique = list(dict.fromkeys(texts))
@@ -553,8 +551,6 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
 
 def _finished_row(folder: Path, key: dict):
     """``(metrics, history, train_s)`` of a row finished in ``folder`` with settings ``key``, else None."""
-    from rslab.train import load_history
-
     path = folder / "metrics.json"
     if not path.is_file() or not (folder / "model" / "model.safetensors").is_file():
         return None
@@ -712,8 +708,6 @@ def _segment_batches(segs: dict, pcfg: StandinPretrainConfig, mask_input_size: i
 
 
 def _pretrain_loss(model: PromptableSAM2, batch: dict):
-    from rslab.losses.segmentation import dice_loss, sigmoid_bce_loss
-
     logits = model(batch["images"], batch["coords"], batch["labels"], batch["mask_inputs"], batch["has_mask"])
     target = batch["targets"][:, None]
     ce, dice = sigmoid_bce_loss(logits, target), dice_loss(logits, target)
@@ -740,9 +734,6 @@ def pretrain_sam2_standin(cfg: RS2SAM2Config, segments: dict, pcfg: StandinPretr
     every ``checkpoint_every`` steps and a repeated call resumes (``rslab pretrain``); without it the
     run is in memory. Returns ``(PromptableSAM2 in eval mode, history, wall seconds, CPU seconds)``.
     """
-    from rslab.models.rs2sam2 import build_sam2_model
-    from rslab.train import Trainer, default_optimizer
-
     pcfg = pcfg or StandinPretrainConfig()
     if not isinstance(cfg, RS2SAM2Config):
         raise ValueError(f"cfg must be an RS2SAM2Config, got {type(cfg).__name__}")
@@ -781,8 +772,6 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
     written atomically (temporary file + rename) as ``{"model": state_dict, "provenance": {...}}``,
     with the provenance also as ``<path>.json``. Load it with :func:`load_sam2_checkpoint`.
     """
-    import datetime
-
     pcfg = pcfg or StandinPretrainConfig()
     path = Path(path)
     scene_indices = [int(i) for i in scene_indices]
@@ -799,8 +788,6 @@ def standin_checkpoint(path: str | Path, cfg: RS2SAM2Config, world, scene_indice
             prov = {}
         if prov.get("key") == key:
             return StandinResult(path=path, provenance=prov, reused=True)
-    from rslab.data.referring import promptable_segments
-
     t0 = time.perf_counter()
     segs = promptable_segments(world, scene_indices, cfg.image_size, pcfg.min_area_frac)
     data_s = time.perf_counter() - t0
@@ -836,11 +823,7 @@ def evaluate_promptable(cfg: RS2SAM2Config, checkpoint: str | Path | torch.nn.Mo
     mIoU of the coarse mask prompt itself (what the decoder must improve on). The model runs on
     ``device`` (inputs follow it; masks come back to the CPU).
     """
-    from rslab.models.rs2sam2 import build_sam2_model, read_sam2_state
-
     if isinstance(checkpoint, torch.nn.Module):  # a SAM2 model in memory (it is not modified)
-        import copy
-
         model = PromptableSAM2(copy.deepcopy(checkpoint))
     else:
         model = PromptableSAM2(build_sam2_model(cfg))

@@ -33,6 +33,7 @@ import datetime
 import functools
 import json
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -40,9 +41,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from rslab.data.pairs import balanced_scenes, pairs_to_tensors, restyled_scenes
+from rslab.data.referring import promptable_segments
+from rslab.data.sar import normalize_sar
+from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.io import write_atomically, write_text_atomically
+from rslab.metrics import retrieval_scores, zero_shot_accuracy
+from rslab.models.alignment import OpticalTextModel, embed_optical, scene_texts
+from rslab.models.backbone import BackboneConfig, UnifiedBackbone
+from rslab.models.encoders import ImageEncoderConfig, MiniLMTextEncoder
+from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
+from rslab.models.rs2sam2 import RS2SAM2Config
+from rslab.recipes.alignment import train_locked_text
+from rslab.recipes.qsacl import linear_probe_miou, pretrain_config
+from rslab.recipes.qsacl import pretrain as pretrain_qsacl
+from rslab.recipes.rs2sam2 import StandinPretrainConfig, evaluate_promptable, pretrain_sam2_standin
+from rslab.train import TrainConfig
 from rslab.weights import STANDIN_DIR, file_sha256
 from rslab.weights import STANDINS as REGISTERED
 
@@ -95,8 +112,6 @@ class Standin:
 
 
 def _optical_cfg(s: Mapping[str, Any]):
-    from rslab.models.encoders import ImageEncoderConfig
-
     return ImageEncoderConfig(in_chans=4, embed_dim=s["embed_dim"], depth=s["depth"], num_heads=s["num_heads"],
                               patch_size=8, out_dim=384, img_size=s["image_size"])
 
@@ -106,21 +121,12 @@ def _optical_architecture(s: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _worlds(world_seeds, image_size: int, **world_kw):
-    from rslab.data.synthetic import SyntheticWorld, WorldConfig
-
     return [SyntheticWorld(WorldConfig(size=image_size, **world_kw), seed=int(ws)) for ws in world_seeds]
 
 
 def _run_optical_text(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
     """Locked-text tuning (LiT, :func:`rslab.recipes.alignment.train_locked_text`) with layout captions and
     restyled second views, as notebook 01 step 2 does, on a corpus of many worlds and for far longer."""
-    from rslab.data.pairs import pairs_to_tensors, restyled_scenes
-    from rslab.metrics import retrieval_scores, zero_shot_accuracy
-    from rslab.models.alignment import OpticalTextModel, embed_optical, scene_texts
-    from rslab.models.encoders import MiniLMTextEncoder
-    from rslab.recipes.alignment import train_locked_text
-    from rslab.train import TrainConfig
-
     text_encoder = MiniLMTextEncoder()
     images, others, texts = [], [], []
     for world in _worlds(s["world_seeds"], s["image_size"]):
@@ -141,8 +147,6 @@ def _run_optical_text(s: Mapping[str, Any], work_dir: Path | None, progress: boo
                                 dihedral=False, config=config)
     encoder = model.encoder.eval()
     # held-out scenes: zero-shot dominant-class accuracy (held-out synonyms) and restyled retrieval
-    from rslab.data.pairs import balanced_scenes
-
     metrics: dict[str, float] = {"final_loss": float(history[-1]["loss"]) if history else float("nan")}
     classes = ["herbaceous vegetation", "bare soil", "road", "forest", "building"]
     accs, r1s = [], []
@@ -173,8 +177,6 @@ def _run_optical_text(s: Mapping[str, Any], work_dir: Path | None, progress: boo
 
 
 def _sam2_cfg(s: Mapping[str, Any]):
-    from rslab.models.rs2sam2 import RS2SAM2Config
-
     return RS2SAM2Config.tiny(image_size=s["image_size"], union_image_size=s["image_size"])
 
 
@@ -188,9 +190,6 @@ def _sam2_architecture(s: Mapping[str, Any]) -> dict[str, Any]:
 def _run_sam2(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
     """SAM's promptable segmentation (point / box / coarse-mask prompt -> segment) on the class-agnostic
     segments of the corpus, :func:`rslab.recipes.rs2sam2.pretrain_sam2_standin`."""
-    from rslab.data.referring import promptable_segments
-    from rslab.recipes.rs2sam2 import StandinPretrainConfig, evaluate_promptable, pretrain_sam2_standin
-
     cfg = _sam2_cfg(s)
     worlds = _worlds(s["world_seeds"], max(64, s["image_size"]), nir=False, max_referring=16)
     train = [promptable_segments(w, range(STANDIN_SCENES, STANDIN_SCENES + s["scenes_per_world"]), s["image_size"],
@@ -221,18 +220,11 @@ def _run_sam2(s: Mapping[str, Any], work_dir: Path | None, progress: bool):
 
 
 def _backbone_architecture(s: Mapping[str, Any]) -> dict[str, Any]:
-    from rslab.models.backbone import BackboneConfig
-
     config = getattr(BackboneConfig, s["preset"])()
     return {"kind": "backbone", "preset": s["preset"], "backbone": dataclasses.asdict(config)}
 
 
 def _backbone_scenes(world, start: int, n: int):
-    import numpy as np
-
-    from rslab.data.pairs import pairs_to_tensors
-    from rslab.data.sar import normalize_sar
-
     scenes = [world.scene(start + i) for i in range(n)]
     optical, sar_db = pairs_to_tensors(scenes)
     return scenes, optical, normalize_sar(sar_db), torch.tensor(np.stack([x.labels for x in scenes]), dtype=torch.long)
@@ -242,12 +234,6 @@ def _run_backbone(s: Mapping[str, Any], work_dir: Path | None, progress: bool, a
     """Notebook 02's pre-training (same views, heads, optimiser; local crops from the same ground in other
     regional styles) on a corpus of many worlds, ``aggregation`` "query" (QSACL, Eq. 3) or "mean" (the
     image-level baseline); the card's metric is notebook 02's linear probe on held-out scenes."""
-    from rslab.data.pairs import pairs_to_tensors, restyled_scenes
-    from rslab.data.sar import normalize_sar
-    from rslab.models.backbone import BackboneConfig, UnifiedBackbone
-    from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
-    from rslab.recipes.qsacl import linear_probe_miou, pretrain, pretrain_config
-
     worlds = _worlds(s["world_seeds"], s["scene_size"])
     optical, sar, alt_opt, alt_sar = [], [], [], []
     for world in worlds:
@@ -265,7 +251,7 @@ def _run_backbone(s: Mapping[str, Any], work_dir: Path | None, progress: bool, a
     config = dataclasses.replace(pretrain_config(s["max_steps"], lr=s["lr"], seed=int(s["seed"]), progress=progress),
                                  out_dir=work_dir, checkpoint_every=s["checkpoint_every"])
     gsd = worlds[0].config.gsd_m
-    trainer = pretrain(student, {"optical": torch.cat(optical), "sar": torch.cat(sar)}, config,
+    trainer = pretrain_qsacl(student, {"optical": torch.cat(optical), "sar": torch.cat(sar)}, config,
                        batch_size=s["batch_size"], gsd=gsd,
                        alt_scenes={"optical": torch.cat(alt_opt), "sar": torch.cat(alt_sar)})
     backbone = trainer.ema_model.backbone.eval()
@@ -431,8 +417,6 @@ README_START, README_END = "<!-- standins:start -->", "<!-- standins:end -->"
 
 def standins_table() -> str:
     """The README's table of shipped stand-ins, from their model cards (a test keeps the README equal)."""
-    import re
-
     from rslab.weights import standin_card
 
     rows = ["| stand-in | stands in for | used by | made by | held-out metrics (its card) |", "|---|---|---|---|---|"]

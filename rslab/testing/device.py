@@ -32,6 +32,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from rslab.train import engine
+
 __all__ = ["DeviceMismatchError", "OtherDeviceTensor", "other_device", "OTHER_DEVICE"]
 
 OTHER_DEVICE = torch.device("meta")
@@ -198,8 +200,6 @@ def _data_constructors():
 @contextlib.contextmanager
 def _trainer_on_other_device():
     from accelerate import Accelerator
-
-    from rslab.train import engine
 
     class _OtherDeviceAccelerator(Accelerator):
         @property

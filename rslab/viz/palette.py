@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from rslab.data.sample import IGNORE_INDEX
+from rslab.data.tree import SemanticTree
 
 #: Colour of IGNORE_INDEX pixels in colourised label maps (RGBA: transparent with alpha=True).
 IGNORE_COLOR = (0, 0, 0)
@@ -169,8 +170,6 @@ def flat_tree(class_names, colors=None, name: str = "flat"):
 
     ``colors``: optional ``'#rrggbb'`` per class; otherwise evenly spaced hues.
     """
-    from rslab.data.tree import SemanticTree
-
     names = list(class_names)
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise ValueError(f"class_names must be a non-empty list of class names, got {class_names!r}.")
