@@ -29,7 +29,13 @@ kind           name                                   returns / how to use the r
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import json
+import logging
 import os
+import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -553,8 +559,6 @@ def standin_summary(name: str) -> str:
 
 
 def _card_beside(weights_file: Path) -> dict[str, Any]:
-    import json
-
     path, name = weights_file.with_suffix(".json"), weights_file.stem
     if not path.is_file():
         return {}
@@ -775,8 +779,6 @@ _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file (cached per path, size and mtime: a 300 MB file is hashed once)."""
-    import hashlib
-
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
@@ -819,8 +821,6 @@ def verify_sha256(name: str, path: str | Path) -> bool:
 # --- loading: read a file, check its layout against the architecture, load ------------------------
 
 def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as z:
@@ -932,8 +932,6 @@ def _load_clip(entry: WeightsEntry, path: Path, device: str, quick_gelu: bool | 
     if _guess_layout(sd) != "an OpenAI/open_clip CLIP state dict":  # refuse before building the model
         _refuse_layout(sd, path, entry, f"a CLIP {entry.config['model']} state dict (OpenAI's "
                        "TorchScript file or open_clip's visual.*/transformer.* keys)")
-    import logging
-
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": the weights follow below
     try:
         model = open_clip.create_model(entry.config["model"], pretrained=None, force_quick_gelu=want)
@@ -968,8 +966,6 @@ def _load_sam2(entry: WeightsEntry, path: Path, device: str, mode: str = "eval",
 
 
 def _load_timm(entry: WeightsEntry, path: Path, device: str, **kw: Any):
-    import sys
-
     import timm
 
     raw = _as_state_dict(read_checkpoint(path), path, ("model", "state_dict"))
@@ -1097,8 +1093,6 @@ def check(path: str | Path | None = None, names: Iterable[str] | None = None, lo
     """Verify every entry that is found (``names``: only these): the published sha256 where there
     is one and, with ``load_models``, that the file loads into its architecture. One row per entry:
     ``{"name", "found", "state": "ok" | "missing" | "failed", "detail"}``; nothing raises."""
-    import gc
-
     wanted = list(WEIGHTS) if names is None else [get_entry(n).name for n in names]
     rows = []
     for n in wanted:

@@ -21,10 +21,14 @@ expected and where to download it), so a full-profile run stops in seconds, not 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rslab.data.readers import RRSISD, MMSegFolder, RefSegRS
+from rslab.data.readers.pairs import DeepGlobeFolder, Sen1Floods11Folder, SEN12MSPairs
 
 #: Environment variable read when a notebook's ``data_root`` parameter is left empty.
 DATA_ROOT_ENV = "RSLAB_DATA_ROOT"
@@ -180,8 +184,6 @@ def get_dataset_entry(name: str) -> DatasetEntry:
 
 def resolve_data_root(data_root: str | Path | None) -> Path:
     """``data_root`` as a Path (``$RSLAB_DATA_ROOT`` when it is empty); errors say how to set it."""
-    import os
-
     if data_root is None or (isinstance(data_root, str) and not data_root.strip()):
         env = os.environ.get(DATA_ROOT_ENV, "").strip()
         if not env:
@@ -272,9 +274,6 @@ def open_dataset(name: str, data_root: str | Path | None, split: str | None = "t
     Splits: loveda/potsdam/vaihingen ``train``/``val``; sen1floods11 ``train``/``valid``/``test``;
     rrsisd ``train``/``val``/``test``; refsegrs ``train``/``val``/``test``; sen12ms and deepglobe
     have no official split (``split`` must be None or "train", which means all of it)."""
-    from .readers import RRSISD, MMSegFolder, RefSegRS
-    from .readers.pairs import DeepGlobeFolder, Sen1Floods11Folder, SEN12MSPairs
-
     if name in ("sen12ms", "deepglobe") and split not in (None, "train"):
         raise ValueError(f"{name} has no official split {split!r}; pass split=None (the whole set)")
     folder = find_dataset(name, data_root)
