@@ -42,7 +42,8 @@ key idea is *prompt-and-prediction decoupling*:
   unmatched queries) summed over the three modes `k ∈ {V, T, F}` (and every decoder layer).
 
 Code: `rslab.models.vita` (model), `rslab.recipes.vita` (episodes, loss, training, evaluation),
-`rslab.data.episodes`, `rslab.curriculum`, `rslab.losses.set_prediction`.
+`rslab.recipes.vita_study` (this notebook's data, model factory, ablations, LoveDA transfer, results),
+`rslab.data.episodes`, `rslab.curriculum`, `rslab.losses.set_prediction`, `rslab.viz.vita` (SGA figures).
 
 This notebook trains a small VITA on the synthetic world (optical + SAR, 3-level tree), evaluates
 it on **held-out scenes with prompts from other held-out scenes**, runs the paper's ablations at

@@ -30,12 +30,12 @@ from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
 from rslab.metrics import mean_iou
 from rslab.models import vita as V
-from rslab.models.backbone import load_backbone
+from rslab.models.backbone import BACKBONE_WEIGHTS_FILE, load_backbone
 from rslab.models.encoders import MiniLMTextEncoder
 from rslab.recipes import vita as R
 from rslab.recipes.alignment import clip_from_registry
 
-__all__ = ["ABLATIONS", "ENCODER_SOURCES", "VITAData", "build_vita", "flat_metrics", "loveda_oneshot",
+__all__ = ["ABLATIONS", "ENCODER_SOURCES", "QSACL_WEIGHTS", "VITAData", "build_vita", "flat_metrics", "loveda_oneshot",
            "name_transfer_over_seeds", "oneshot_transfer", "prepare_real", "run_ablations", "save_vita",
            "text_encoder_for", "train_fresh", "vita_data"]
 
@@ -48,7 +48,7 @@ ABLATIONS: dict[str, tuple[dict, dict]] = {
     "hard_switch": ({}, {"level_mode": "hard"}),
 }
 ENCODER_SOURCES = ("conv", "qsacl", "auto")
-QSACL_WEIGHTS = "backbone_qsacl.safetensors"  # the file notebook 02 saves its backbone as
+QSACL_WEIGHTS = BACKBONE_WEIGHTS_FILE  # the file notebook 02 saves its backbone as (save_backbone)
 
 
 class VITAData(NamedTuple):
