@@ -89,3 +89,12 @@ class LevelSchedule:
         """The level (1..L) for ``step``; reproducible for a given seed."""
         rng = np.random.default_rng((self.seed, step))
         return int(rng.choice(self.depth, p=self.probs(step))) + 1
+
+
+def sga_schedule(total_steps: int, depth: int, tau: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The whole SGA schedule of a run, for plotting: ``mu (T+1,)`` = :func:`sga_mu` and
+    ``probs (T+1, L)`` = :func:`sga_level_probs` at every step ``t = 0..T``."""
+    _check(0, total_steps, depth)
+    steps = range(total_steps + 1)
+    return (np.array([sga_mu(t, total_steps, depth) for t in steps]),
+            np.stack([sga_level_probs(t, total_steps, depth, tau) for t in steps]))

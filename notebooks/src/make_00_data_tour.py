@@ -263,6 +263,8 @@ and a few megabytes of page would be all an offline reader got from the interact
 """)
 
 code("""
+from rslab.viz.tour import show_map_layers
+
 m = viz.scene_map(viz.optical_to_display(large.optical), large.bounds, name="optical", opacity=1.0)
 m = viz.scene_map(large.labels, large.bounds, tree=tree, level=2, name="labels (level 2)", m=m, opacity=0.6)
 import folium
@@ -272,20 +274,7 @@ print("saved", map_path, f"({map_path.stat().st_size / 1e6:.1f} MB)")
 if viz.widgets_enabled():  # a live kernel: the interactive map (Leaflet loads from its CDN)
     display(m)
 else:  # headless / the book: the same layers as a static figure on lon/lat axes
-    from rslab.viz import LabFigure, show
-
-    west, south, east, north = large.bounds
-    step = max(1, large_size // 512)
-    fig = LabFigure(figsize=(6.5, 6), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(viz.optical_to_display(large.optical[:, ::step, ::step]), extent=(west, east, south, north))
-    ax.imshow(viz.colorize_labels(large.labels[::step, ::step], tree, 2, alpha=True),
-              extent=(west, east, south, north), alpha=0.6)
-    ax.legend(handles=viz.label_legend(tree, 2, present=large.labels[::step, ::step]), loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, title="level 2")
-    ax.set_xlabel("longitude (deg)"); ax.set_ylabel("latitude (deg)")
-    ax.set_title("The map's two layers: optical, labels (level 2) at 60% opacity", fontsize=10)
-    show(fig)
+    show_map_layers(large, tree, level=2, opacity=0.6)
 """, tags=["figure"])
 
 md(r"""
@@ -358,38 +347,9 @@ lists which are there and shows one item of each; without it, it prints the expe
 """)
 
 code("""
-import matplotlib.pyplot as plt
+from rslab.viz.tour import show_catalog
 
-from rslab.data.catalog import DATASETS, datasets_table, find_dataset, open_dataset
-
-if data_root is None:
-    print("data_root not set (the full profile sets it): the catalog expects")
-    print(datasets_table())
-else:
-    first_split = {"sen1floods11": "test", "rrsisd": "test", "refsegrs": "test", "sen12ms": None, "deepglobe": None}
-    for name, entry in DATASETS.items():
-        try:
-            find_dataset(name, data_root)
-        except FileNotFoundError as err:
-            print(f"{name}: not under {data_root} ({str(err).splitlines()[1].strip()})")
-            continue
-        data = open_dataset(name, data_root, first_split.get(name, "train"))
-        item = data[0]
-        print(f"{name}: {len(data)} items in {entry.folder}/ (reader {entry.reader}); "
-              f"used by {', '.join(entry.used_by)}")
-        if item.optical is not None:
-            title = f"{entry.title}: item 0" + (f", '{item.referring[0].text}'" if item.referring else "")
-            labels = item.labels if item.labels is not None else (
-                item.referring[0].mask.astype("int64") if item.referring else None)
-            fig, axes = plt.subplots(1, 2 if labels is not None else 1, figsize=(7, 3.4), squeeze=False)
-            axes[0, 0].imshow(viz.optical_to_display(item.optical)); axes[0, 0].set_title("optical")
-            if labels is not None:
-                axes[0, 1].imshow(np.where(labels == 255, np.nan, labels), cmap="tab10", interpolation="nearest")
-                axes[0, 1].set_title("labels" if item.labels is not None else "referred mask")
-            for ax in axes.flat:
-                ax.axis("off")
-            fig.suptitle(title, fontsize=9)
-            plt.show()
+catalog_figures = show_catalog(data_root)
 """)
 
 md(r"""
@@ -401,26 +361,10 @@ kernel; the static figure below it shows what it draws at its starting values, s
 """)
 
 code("""
-def explore(seed=seed, style=0, n_looks=4.0):
-    w = SyntheticWorld(WorldConfig(size=size), seed=seed)
-    s = w.scene(0, style=style, n_looks=n_looks)
-    return viz.show_sample(s, tree, title=f"seed {seed}, style '{w.style_names[style]}', {n_looks:g} looks")
+from rslab.viz.tour import world_explorer
 
-
-if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
-    import ipywidgets as widgets
-
-    explorer = widgets.interactive(
-        explore,
-        seed=widgets.IntSlider(value=seed, min=0, max=20, description="seed"),
-        style=widgets.Dropdown(options=[(name, k) for k, name in enumerate(world.style_names)], value=0,
-                               description="style"),
-        n_looks=widgets.FloatLogSlider(value=4.0, base=2, min=0, max=5, step=1, description="looks"),
-    )
-    display(explorer)
-else:
-    print(viz.HEADLESS_NOTE)
-explore()  # static snapshot at the starting values
+# sliders at a live kernel (headless runs print a note); below them, the figure at the starting values
+world_explorer(world, seed=seed, n_looks=4.0)
 """, tags=["figure"])
 
 md(r"""

@@ -42,7 +42,8 @@ key idea is *prompt-and-prediction decoupling*:
   unmatched queries) summed over the three modes `k ∈ {V, T, F}` (and every decoder layer).
 
 Code: `rslab.models.vita` (model), `rslab.recipes.vita` (episodes, loss, training, evaluation),
-`rslab.data.episodes`, `rslab.curriculum`, `rslab.losses.set_prediction`.
+`rslab.recipes.vita_study` (this notebook's data, model factory, ablations, LoveDA transfer, results),
+`rslab.data.episodes`, `rslab.curriculum`, `rslab.losses.set_prediction`, `rslab.viz.vita` (SGA figures).
 
 This notebook trains a small VITA on the synthetic world (optical + SAR, 3-level tree), evaluates
 it on **held-out scenes with prompts from other held-out scenes**, runs the paper's ablations at
@@ -78,59 +79,45 @@ device = "cpu"           # "cpu" | "auto" (a GPU when there is one) | "cuda"
 """, tags=["parameters"])
 
 code("""
-import os, time
+import functools, os, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 import matplotlib.pyplot as plt
 
-from rslab.notebooks import start_run
-from rslab.data.synthetic import SyntheticWorld, WorldConfig
-from rslab.data.episodes import ScenePool, make_episode
 from rslab import viz
-from rslab.models.encoders import MiniLMTextEncoder
+from rslab.curriculum import sga_schedule
+from rslab.data.episodes import make_episode
 from rslab.models import vita as V
+from rslab.notebooks import resolve_device, start_run
 from rslab.recipes import vita as R
-from rslab.curriculum import sga_level_probs, sga_mu
-
-from rslab.notebooks import resolve_device
+from rslab.recipes import vita_study as S
+from rslab.viz.vita import plot_sga_schedule, sga_tau_explorer
 
 torch.set_num_threads(num_threads)
 torch.manual_seed(seed)
 run = start_run("03_vita_sga", profile, seed)
 t_start, c_start = time.time(), time.process_time()
 device = resolve_device(device, profile).type  # the full profile never falls back to the CPU silently
+""")
+
+md(r"""
+The data (`S.vita_data`): on the synthetic world, `n_train` training scenes, `n_eval` held-out
+target scenes and `n_eval` other held-out scenes to prompt them, in optical and SAR; with
+`dataset = "loveda"` (full profile), LoveDA's train split and its val split halved into targets and
+prompts, optical only. The text encoder stays frozen: the offline MiniLM, or a CLIP text tower
+named by `text_weights`.
+""")
+
+code("""
 if dataset != "synthetic" or text_weights is not None:  # every missing input in one error, within seconds
     from rslab.data.catalog import require_inputs
 
     print(require_inputs([text_weights] if text_weights else [], [] if dataset == "synthetic" else [dataset],
                          weights_dir, data_root))
-if dataset == "synthetic":
-    world = SyntheticWorld(WorldConfig(size=size), seed=seed)
-    tree = world.tree
-    train_pool = ScenePool(world, range(n_train))
-    eval_targets = ScenePool(world, range(100_000, 100_000 + n_eval))   # never seen in training
-    eval_prompts = ScenePool(world, range(200_000, 200_000 + n_eval))   # prompts for them, also unseen
-    modalities = ("optical", "sar")
-elif dataset == "loveda":  # full profile: LoveDA train for episodes; its val split halved into targets and prompts
-    from rslab.data.catalog import open_dataset
-    from rslab.data.tree import load_tree
-
-    tree = load_tree("loveda")
-    train_reader, val_reader = open_dataset(dataset, data_root, "train"), open_dataset(dataset, data_root, "val")
-    n_val = min(n_eval, len(val_reader) // 2)
-    train_pool = R.CatalogScenePool(train_reader, tree, size, range(min(n_train, len(train_reader))))
-    eval_targets = R.CatalogScenePool(val_reader, tree, size, range(n_val))
-    eval_prompts = R.CatalogScenePool(val_reader, tree, size, range(n_val, 2 * n_val))
-    modalities = ("optical",)  # LoveDA has no SAR
-else:
-    raise ValueError(f"dataset must be 'synthetic' or 'loveda', got {dataset!r}")
-if text_weights is None:
-    text_encoder = MiniLMTextEncoder()
-else:
-    from rslab.recipes.alignment import clip_from_registry
-
-    text_encoder = clip_from_registry(text_weights, weights_dir, device)[1]
+tree, train_pool, eval_targets, eval_prompts, modalities, in_chans = S.vita_data(
+    dataset, size=size, n_train=n_train, n_eval=n_eval, seed=seed, data_root=data_root)
+text_encoder = S.text_encoder_for(text_weights, weights_dir, device)
 print(tree.pretty())
 print(f"pools ready in {time.time() - t_start:.1f} s: {len(train_pool)} train, {len(eval_targets)} eval targets, "
       f"{len(eval_prompts)} eval prompt scenes")
@@ -146,37 +133,15 @@ the steps late in training (the paper credits this with avoiding forgetting of c
 """)
 
 code("""
-ts = np.arange(steps + 1)
-probs = np.stack([sga_level_probs(int(t), steps, tree.depth, tau_sga) for t in ts])
-fig, ax = plt.subplots(figsize=(7, 3.2))
-for l in range(tree.depth):
-    ax.plot(ts, probs[:, l], label=f"p(l={l + 1} | t)")
-ax2 = ax.twinx(); ax2.plot(ts, [sga_mu(int(t), steps, tree.depth) for t in ts], "k--", label="mu(t)")
-ax2.set_ylabel("mu(t)"); ax.set_xlabel("training step t"); ax.set_ylabel("probability")
-ax.set_title(f"SGA level distribution over training (tau_SGA = {tau_sga})"); ax.legend(loc="center left")
-plt.show()
+sga_mu_t, sga_probs = sga_schedule(steps, tree.depth, tau_sga)   # mu(t) and p(l | t) at every step
+plot_sga_schedule(sga_mu_t, sga_probs, tau_sga)
 """, tags=["figure"])
 
 md("Explore `tau_SGA` (small = a sharp, almost hard schedule; large = levels mixed all along):")
 
 code("""
-from rslab.viz import HEADLESS_NOTE, widgets_enabled
-
-def _plot_tau(tau=0.5):
-    p = np.stack([sga_level_probs(int(t), steps, tree.depth, tau) for t in ts])
-    plt.figure(figsize=(6, 2.8))
-    for l in range(tree.depth):
-        plt.plot(ts, p[:, l], label=f"level {l + 1}")
-    plt.ylim(0, 1); plt.xlabel("step"); plt.ylabel("p(l|t)"); plt.title(f"tau_SGA = {tau:.2f}"); plt.legend()
-    plt.show()
-
-if widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
-    import ipywidgets as widgets
-
-    widgets.interact(_plot_tau, tau=widgets.FloatLogSlider(value=tau_sga, base=10, min=-1.5, max=1, step=0.05))
-else:
-    print(HEADLESS_NOTE)
-    _plot_tau(0.1)  # a sharp schedule, to compare with the one above
+# a slider at a live kernel; a headless run draws a sharp schedule (0.1) to compare with the one above
+sga_tau_explorer(functools.partial(sga_schedule, steps, tree.depth), tau=tau_sga, static_tau=0.1)
 """)
 
 md(r"""
@@ -230,28 +195,16 @@ here trains SAR end-to-end instead, so it is only reported when present.
 
 code("""
 from rslab.notebooks import artifacts_root
-from rslab.models.backbone import load_backbone
+
 qsacl_dir = artifacts_root() / "02_qsacl_pretraining"
 sar_dir = artifacts_root() / "01_sar_alignment"
-print("notebook 02 backbone:", "found" if (qsacl_dir / "backbone_qsacl.safetensors").is_file() else "absent",
-      f"({qsacl_dir})")
+print("notebook 02 backbone:", "found" if (qsacl_dir / S.QSACL_WEIGHTS).is_file() else "absent", f"({qsacl_dir})")
 print("notebook 01 SAR encoder:", "found" if sar_dir.is_dir() and any(sar_dir.glob("*.safetensors")) else "absent",
       f"({sar_dir})")
-
-def build_model(model_seed=None, **overrides):
-    torch.manual_seed(seed if model_seed is None else model_seed)
-    # the text width follows the text encoder in use (MiniLM: 384; the base preset assumes CLIP's 512)
-    in_chans = {} if dataset == "synthetic" else {"in_chans": (("optical", train_pool.channels), ("sar", 2))}
-    cfg = getattr(V.VITAConfig, preset)(**{"text_dim": text_encoder.dim, **in_chans, **overrides})
-    encoder = None
-    source = encoder_source
-    if source == "auto":
-        source = "qsacl" if (qsacl_dir / "backbone_qsacl.safetensors").is_file() else "conv"
-    if source == "qsacl":
-        encoder = V.BackboneAdapter(load_backbone(qsacl_dir))
-    elif source != "conv":
-        raise ValueError(f"encoder_source must be 'conv', 'qsacl' or 'auto', got {encoder_source!r}")
-    return V.VITA(cfg, encoder=encoder)
+# one factory for every model of this notebook (main, extra seeds, ablations): seed and overrides per call;
+# the text width follows the text encoder in use (MiniLM: 384; the base preset assumes CLIP's 512)
+build_model = functools.partial(S.build_vita, preset, text_encoder.dim, seed=seed, encoder_source=encoder_source,
+                                qsacl_dir=qsacl_dir, in_chans=in_chans)
 """)
 
 md(r"""
@@ -371,7 +324,6 @@ so read the ratio together with the per-class rows and `lost` that the next cell
 """)
 
 code("""
-import dataclasses
 neighbours = R.heldout_name_neighbours(tree, text_encoder, headline_level, train_names=train_names)
 for r in neighbours:
     flag = "" if r["nearest"] == r["true"] else "   <- closer to another class"
@@ -380,11 +332,10 @@ for r in neighbours:
 # the main model's per-class IoUs come from the evaluation above (same episodes); extra seeds evaluate afresh
 transfer = [R.name_transfer_summary(tree.names(headline_level), per_class[("canonical", headline_level)],
                                     per_class[("heldout", headline_level)])]
-for extra in range(1, ratio_seeds):   # the same recipe, other training seeds: the spread of the ratio
-    m = build_model(model_seed=seed + extra)
-    R.train(m, train_pool, text_encoder, dataclasses.replace(recipe, seed=seed + extra), progress=False,
-            log_every=max(1, steps // 5), device=device)
-    transfer.append(R.text_name_transfer(m, eval_targets, eval_prompts, text_encoder, level=headline_level, seed=seed))
+# the same recipe, other training seeds (model and episodes): the spread of the ratio
+transfer += S.name_transfer_over_seeds(build_model, train_pool, eval_targets, eval_prompts, text_encoder, recipe,
+                                       [seed + extra for extra in range(1, ratio_seeds)], level=headline_level,
+                                       eval_seed=seed, device=device)
 print()
 print(f"T-mode IoU per class at level {headline_level}: seen names vs held-out synonyms (main model)")
 for name, a, b in zip(tree.names(headline_level), transfer[0]["seen_per_class"], transfer[0]["unseen_per_class"]):
@@ -457,25 +408,10 @@ the ablations on is in the lab notes.
 """)
 
 code("""
-def short_run(model_overrides=None, **recipe_overrides):
-    rec = dataclasses.replace(recipe, max_steps=ablation_steps, **recipe_overrides)   # the main recipe, shorter
-    m = build_model(**(model_overrides or {}))
-    R.train(m, train_pool, text_encoder, rec, progress=False, log_every=max(1, ablation_steps // 5), device=device)
-    return {level: R.evaluate(m, eval_targets, eval_prompts, text_encoder, modality="optical", level=level, seed=seed)
-            for level in range(1, tree.depth + 1)}
-
-ablation = {}
+ablation = {}  # {run: {level: {mode: mIoU}}}, optical, held-out scenes
 if ablations:
-    runs = {"reference": ({}, {}), "naive_fusion": ({"fusion": "naive"}, {}),
-            "fused_only": ({}, {"train_modes": ("F",)}), "fine_only": ({}, {"level_mode": "fine"}),
-            "hard_switch": ({}, {"level_mode": "hard"})}
-    for name, (mo, ro) in runs.items():
-        t0 = time.time()
-        ablation[name] = short_run(mo, **ro)
-        r = ablation[name][headline_level]
-        print(f"{name:12s} level {headline_level}: V {r['V']:.3f}  T {r['T']:.3f}  F {r['F']:.3f}   "
-              f"F per level: {[round(ablation[name][l]['F'], 3) for l in range(1, tree.depth + 1)]}   "
-              f"({time.time() - t0:.0f} s)")
+    ablation = S.run_ablations(build_model, train_pool, eval_targets, eval_prompts, text_encoder, recipe,
+                               steps=ablation_steps, level=headline_level, device=device)
 """)
 
 md(r"""
@@ -490,54 +426,28 @@ world). Text prompts use LoveDA's class names.
 """)
 
 code("""
-from rslab.data.readers import real_samples_dir, MMSegFolder
+from rslab.data.readers import real_samples_dir
 from rslab.data.tree import load_tree
-from rslab.metrics import mean_iou
-real = {}
-root = real_samples_dir() if use_real else None
-if root is None or not (root / "loveda").is_dir():
-    print("LoveDA samples not found (real_samples_dir() is None or has no loveda/): skipping the real-data test.")
-else:
-    loveda = list(MMSegFolder(root / "loveda", encoding="loveda"))
-    ltree = load_tree("loveda")
-    def prep(s, side=256):
-        rgb = torch.from_numpy(s.optical[:3]).float()
-        # pseudo-NIR = green for the synthetic world's RGB+NIR model; an RGB-trained model takes RGB
-        x = (torch.cat([rgb, rgb[1:2]]) if dict(model.cfg.in_chans)["optical"] == 4 else rgb)[None]
-        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-        lab = torch.nn.functional.interpolate(torch.from_numpy(s.labels)[None, None].float(), size=(side, side),
-                                              mode="nearest")[0, 0].long()
-        return x, lab
-    prompt_x, prompt_lab = prep(loveda[0])
-    k = ltree.num_classes(ltree.depth)
-    prompt_masks = torch.stack([prompt_lab == c for c in range(k)])[None]
-    prompted = prompt_masks[0].flatten(1).any(1)  # classes absent from the prompt are not scored
-    for i in range(1, len(loveda)):
-        tx, tlab = prep(loveda[i])
-        lab = R.ignore_unprompted(tlab, prompted)[None]
-        for mode in ("V", "T", "F"):
-            pred = R.segment(model, text_encoder, tx, "optical", prompt_x, prompt_masks, ltree.names(), mode)
-            real.setdefault(mode, []).append(mean_iou(pred, lab, k))
-    real = {m: float(np.mean(v)) for m, v in real.items()}
-    print(f"LoveDA one-shot (prompt image 0 -> images 1..{len(loveda) - 1}) mIoU:",
-          {m: round(v, 3) for m, v in real.items()})
-    viz.show_gallery([{"image": tx[0, :3].permute(1, 2, 0).clamp(0, 1).numpy(),
-                       "prompt": "LoveDA image 0 + class names",
-                       "prompt_image": prompt_x[0, :3].permute(1, 2, 0).clamp(0, 1).numpy(),
-                       "prompt_mask": prompt_lab.numpy(), "pred": pred[0].numpy(), "gt": lab[0].numpy()}],
-                     tree=ltree, title=f"LoveDA one-shot transfer, fused prompts (image {len(loveda) - 1})")
+
+# prompt: LoveDA image 0 with its labels; targets: every other image; classes absent from the prompt not scored
+real, example = S.loveda_oneshot(model, text_encoder, real_samples_dir() if use_real else None)
+if example is not None:
+    viz.show_gallery([example], tree=load_tree("loveda"), title="LoveDA one-shot transfer, fused prompts (last image)")
 """)
 
 md("## 7 · Save the model and the results")
 
 code("""
-from safetensors.torch import save_file
-import json
-out = run.artifacts
-save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-          str(out / f"vita_{preset}.safetensors"))
-(out / "vita_config.json").write_text(json.dumps({"preset": preset, "encoder_source": encoder_source,
-                                                   **dataclasses.asdict(model.cfg)}, indent=2))
+weights_path, config_path = S.save_vita(model, run.artifacts, preset, encoder_source)
+print("saved", weights_path, "and", config_path.name)
+""")
+
+md(r"""
+The headline keys of `results.json` (mIoU on the optical held-out scenes at `headline_level`, the
+name transfer and its spread over training seeds, SAR, the budget and the paper-size parameter count):
+""")
+
+code("""
 metrics = {
     "headline_level": headline_level,
     "miou_visual": head["V"], "miou_text": head["T"], "miou_fused": head["F"],
@@ -560,19 +470,17 @@ metrics = {
     "params_base_former_decoder": base_parts["former+decoder"],
     "params_base_with_pixel_decoder_text_proj": base_parts["former+decoder+pixel_decoder+text_proj"],
 }
-for (modality, level), r in table.items():
-    for mode, v in r.items():
-        metrics[f"miou_{modality}_{mode}_l{level}"] = v
-for level, v in unseen.items():
-    metrics[f"miou_text_unseen_synonyms_l{level}"] = v
-for kind, v in prompt_quality.items():
-    metrics[f"miou_visual_prompt_{kind}"] = v
-for name, per_level in ablation.items():
-    for level, r in per_level.items():
-        for mode, v in r.items():
-            metrics[f"ablation_{name}_{mode}_l{level}"] = v
-for mode, v in real.items():
-    metrics[f"loveda_oneshot_miou_{mode}"] = v
+""")
+
+md(r"""
+Then every mIoU by modality, mode and level, the unseen-name mIoU per level, the visual prompt
+kinds, the ablations and the LoveDA transfer, one key each (`S.flat_metrics`):
+""")
+
+code("""
+import json
+
+metrics.update(S.flat_metrics(table, unseen, prompt_quality, ablation, real))
 run.save_results(metrics)
 print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items()
                   if not k.startswith("ablation")}, indent=1))
