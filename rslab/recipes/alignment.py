@@ -7,17 +7,22 @@ loss (:mod:`rslab.losses.contrastive`) and the :class:`~rslab.train.Trainer`.
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from rslab.data.augment import SARViewAugment, colour_jitter, paired_dihedral, paired_random_crop
 from rslab.data.pairs import check_pairs
+from rslab.data.readers import s2_rgb
+from rslab.data.readers.pairs import crop_pair
 from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_loss
 from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, embed_optical, global_embedding
-from rslab.models.encoders import freeze
+from rslab.models.encoders import OpenCLIPTextEncoder, freeze, preprocess_sar
 from rslab.train import TrainConfig, Trainer
 
 
@@ -240,7 +245,6 @@ def clip_from_registry(name: str, weights_dir=None, device="cpu"):
     as a :class:`~rslab.models.encoders.OpenCLIPTextEncoder` (the tokenizer ships with open_clip)."""
     import open_clip
 
-    from rslab.models.encoders import OpenCLIPTextEncoder
     from rslab.weights import get_entry, load
 
     entry = get_entry(name)
@@ -293,8 +297,6 @@ class SARViT(nn.Module):
 
     def __init__(self, clip_model_name: str, quick_gelu: bool, init_from: nn.Module | None = None):
         super().__init__()
-        import copy
-
         import open_clip
 
         visual = copy.deepcopy(init_from) if init_from is not None else \
@@ -308,8 +310,6 @@ class SARViT(nn.Module):
         self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
 
     def forward(self, sar_db: torch.Tensor) -> torch.Tensor:
-        from rslab.models.encoders import preprocess_sar
-
         x, _ = preprocess_sar(sar_db)
         if tuple(x.shape[-2:]) != self.image_size:
             x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
@@ -333,11 +333,6 @@ class PairWindows(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        import numpy as np
-
-        from rslab.data.readers import s2_rgb
-        from rslab.data.readers.pairs import crop_pair
-
         sample = self.reader[self.indices[i]]
         if sample.optical is None or sample.sar is None:
             raise ValueError(f"{self.reader!r} item {self.indices[i]}: a pair needs optical and SAR")
@@ -405,8 +400,6 @@ def embed_pairs(model: TeacherSARModel, pairs: torch.utils.data.Dataset, sar_enc
     """L2-normalised ``{"optical", "sar"}`` embeddings (N, D) of every pair (on the CPU), computed in
     batches on the model's device; ``sar_encoder`` replaces ``model.sar`` (e.g. the untrained one),
     and ``"labels"`` (N, S, S) comes back when the pairs carry labels."""
-    import torch.nn.functional as F
-
     sar_encoder = sar_encoder if sar_encoder is not None else model.sar
     device = next(sar_encoder.parameters()).device
     was = sar_encoder.training

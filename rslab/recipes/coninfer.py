@@ -26,15 +26,33 @@ re-run those notebooks' recipes on a small budget when the files are missing.
 from __future__ import annotations
 
 import json
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rslab.models.backbone import UnifiedBackbone
+from rslab.data.augment import SARViewAugment
+from rslab.data.pairs import pairs_to_tensors, restyled_scenes
+from rslab.data.sar import normalize_sar
+from rslab.losses.contrastive import ImageAlignmentLoss
+from rslab.models import vita as V
+from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, load_encoder, scene_texts
+from rslab.models.backbone import UnifiedBackbone, build_backbone, load_backbone
 from rslab.models.coninfer import check_image
-from rslab.models.encoders import ImageEncoder, ImageEncoderConfig, preprocess_optical, preprocess_sar
+from rslab.models.encoders import (
+    ImageEncoder,
+    ImageEncoderConfig,
+    MiniLMTextEncoder,
+    preprocess_optical,
+    preprocess_sar,
+)
+from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
+from rslab.recipes.alignment import train_locked_text, train_sar_alignment
+from rslab.recipes.qsacl import pretrain
+from rslab.train import TrainConfig
 
 __all__ = [
     "text_prior_maps",
@@ -222,8 +240,6 @@ def load_alignment_encoders(directory: str | Path) -> dict[str, ImageEncoder]:
 
     Raises ``FileNotFoundError`` (naming the notebook to run) when the files are missing.
     """
-    from rslab.models.alignment import load_encoder
-
     directory = Path(directory)
     return {"optical": load_encoder(directory / "optical_encoder"), "sar": load_encoder(directory / "sar_encoder")}
 
@@ -236,12 +252,7 @@ def load_vita(directory: str | Path, backbone_dir: str | Path | None = None):
     (its weights are then overwritten by the saved fine-tuned ones). Raises ``FileNotFoundError``
     (naming the notebook to run) when the files are missing.
     """
-    from dataclasses import fields
-
     from safetensors.torch import load_file
-
-    from rslab.models import vita as V
-    from rslab.models.backbone import load_backbone
 
     directory = Path(directory)
     config = directory / "vita_config.json"
@@ -360,8 +371,6 @@ def build_contexts(keys: Sequence[str], inputs: dict[str, torch.Tensor], grid: t
 def small_budget(max_steps: int, lr: float = 2e-3, seed: int = 0):
     """The :class:`~rslab.train.TrainConfig` of a short CPU run of the recipes below (warm-up of 10
     steps at most, cosine decay, no progress bar, on the CPU)."""
-    from rslab.train import TrainConfig
-
     return TrainConfig(max_steps=max_steps, lr=lr, warmup_steps=min(10, max_steps), seed=seed,
                        log_every=max(1, max_steps // 5), progress=False, cpu=True)
 
@@ -388,16 +397,6 @@ def train_alignment_encoders(world, align, lit=None, n_train: int = 256,
         view_weight: weight of notebook 01's image-image term (second view: the scene restyled).
     Returns ``{"optical": E_opt, "sar": E_SAR}`` in eval mode.
     """
-    from dataclasses import replace
-
-    from rslab.data.augment import SARViewAugment
-    from rslab.data.pairs import pairs_to_tensors, restyled_scenes
-    from rslab.losses.contrastive import ImageAlignmentLoss
-    from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, scene_texts
-    from rslab.models.encoders import MiniLMTextEncoder
-    from rslab.recipes.alignment import train_locked_text, train_sar_alignment
-    from rslab.train import TrainConfig
-
     if n_train < batch_size:
         raise ValueError(f"n_train ({n_train}) must be >= batch_size ({batch_size})")
     if not isinstance(align, TrainConfig) or not (optical_encoder is not None or isinstance(lit, TrainConfig)):
@@ -434,14 +433,6 @@ def pretrain_backbone(world, config, n_scenes: int = 64, preset: str = "tiny",
     unlabelled optical and SAR scenes (batches alternate); returns the EMA teacher's backbone.
     ``config``: the run's :class:`~rslab.train.TrainConfig`, e.g.
     ``rslab.recipes.qsacl.pretrain_config(30, seed=0)`` (AdamW at the paper's 2e-4)."""
-    import numpy as np
-
-    from rslab.data.sar import normalize_sar
-    from rslab.models.backbone import build_backbone
-    from rslab.models.qsacl import ContrastiveSSL, QSACLConfig
-    from rslab.recipes.qsacl import pretrain
-    from rslab.train import TrainConfig
-
     if not isinstance(config, TrainConfig):
         raise ValueError("config must be a rslab.train.TrainConfig (e.g. pretrain_config(30)), "
                          f"got {type(config).__name__}")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from rslab.metrics import pixel_miou
+from rslab.models import coninfer as ci
 from rslab.models.coninfer import MODES, ConInferConfig, PatchClassifier, as_tensor, refine_maps
 from rslab.train import TrainConfig, fit_preserving_rng
 
@@ -207,8 +208,6 @@ def choose_on_validation(scores: dict[str, torch.Tensor], contexts: dict[str, to
     (B, D, h, w) features; ``labels``: (B, H, W) class ids at the evaluated level; ``patch``: the
     side of the patch grid's cells in pixels.
     """
-    from rslab.models import coninfer as ci
-
     if prior_source not in scores:
         raise ValueError(f"prior_source {prior_source!r} is not among the priors built: {sorted(scores)}")
     missing = [k for k in [*candidates, *compared] if k not in contexts]

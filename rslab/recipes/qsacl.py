@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rslab.data.readers.pairs import crop_pair
+from rslab.data.sar import normalize_sar
 from rslab.metrics import iou_per_class
 from rslab.models.backbone import UnifiedBackbone
 from rslab.models.qsacl import ContrastiveSSL, LinearProbe, extract_features, pretraining_loss
@@ -39,9 +41,6 @@ class CatalogScenes(torch.utils.data.Dataset):
         return len(self.reader)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from rslab.data.readers.pairs import crop_pair
-        from rslab.data.sar import normalize_sar
-
         window = crop_pair(self.reader[index], self.size)
         if window[self.modality] is None:
             raise ValueError(f"{self.reader!r} item {index} has no {self.modality} image")
@@ -52,9 +51,6 @@ class CatalogScenes(torch.utils.data.Dataset):
 def catalog_probe_tensors(reader, size: int, limit: int | None = None):
     """``(optical, sar, labels)`` tensors of the first ``limit`` labelled items of ``reader`` (centre
     windows; optical B4, B3, B2, B8; SAR normalised): the linear-probe sets, small enough for memory."""
-    from rslab.data.readers.pairs import crop_pair
-    from rslab.data.sar import normalize_sar
-
     n = len(reader) if limit is None else min(int(limit), len(reader))
     if n < 1:
         raise ValueError("the probe set is empty")

@@ -24,6 +24,7 @@ from rslab.data.sample import IGNORE_INDEX
 from rslab.losses.set_prediction import SetCriterion
 from rslab.metrics import SegmentationMeter
 from rslab.models.vita import MODES, VITA, semantic_inference
+from rslab.train import TrainConfig, Trainer
 
 
 @dataclass
@@ -266,8 +267,6 @@ def train(model: VITA, pool: ScenePool, text_encoder, recipe: VITARecipe, *, pro
           log_every: int = 10, callbacks=(), device: str | None = None) -> list[dict]:
     """Train ``model`` in place on episodes of ``pool`` with :class:`rslab.train.Trainer`; returns the history.
     ``device="cpu"`` keeps training on the CPU even where a GPU is visible (None: the trainer's choice)."""
-    from rslab.train import TrainConfig, Trainer
-
     config = TrainConfig(max_steps=recipe.max_steps, lr=recipe.lr,
                          warmup_steps=min(recipe.warmup_steps, recipe.max_steps),
                          clip_grad_norm=1.0, log_every=log_every, progress=progress, seed=recipe.seed,
