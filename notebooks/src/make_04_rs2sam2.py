@@ -38,7 +38,9 @@ paper's **component ablation** (five rows, same budget each), score them with **
 at the original resolution**, look at predictions, and type your own expressions.
 
 All logic lives in `rslab`: `rslab.models.rs2sam2` (the model), `rslab.losses.boundary` (L_tbl),
-`rslab.data.referring` (the datasets), `rslab.recipes.rs2sam2` (training, evaluation, ablation).
+`rslab.data.referring` (the datasets), `rslab.recipes.rs2sam2` (training, evaluation, ablation),
+`rslab.recipes.rs2sam2_setup` (the preset, checkpoint and text encoder a run's parameters name) and
+`rslab.viz.referring` (the interactive explorer).
 """)
 
 code("""
@@ -88,8 +90,10 @@ import torch
 
 from rslab import viz
 from rslab.data.referring import ReferringDataset, ReferringFilter, split_scene_indices
-from rslab.models.rs2sam2 import MiniLMTokenEncoder, RS2SAM2, RS2SAM2Config, load_sam2_checkpoint
+from rslab import weights as W
+from rslab.models.rs2sam2 import RS2SAM2, load_sam2_checkpoint
 from rslab.recipes import rs2sam2 as rt
+from rslab.recipes.rs2sam2_setup import ablation_row_names, require_rs2sam2_inputs, rs2sam2_setup, union_text_encoder
 from rslab.notebooks import resolve_device, start_run
 
 torch.set_num_threads(num_threads)
@@ -98,20 +102,7 @@ device = resolve_device(device, profile)
 print(f"profile={profile}  device={device}  torch threads={torch.get_num_threads()}")
 
 # every missing weights file (with BEiT-3's tokenizer) and dataset in one error, before anything runs
-from rslab import weights as W
-from rslab.data.catalog import require_datasets
-problems = []
-named = [n for n in (sam2_checkpoint, union_encoder) if n and str(n) in W.WEIGHTS]
-for check in (
-    (lambda: W.require(named, weights_dir, allow_download=allow_download, companions=True)) if named else None,
-    (lambda: require_datasets([dataset], data_root)) if dataset != "synthetic" else None,
-):
-    try:
-        check and check()
-    except FileNotFoundError as err:
-        problems.append(str(err))
-if problems:
-    raise FileNotFoundError("missing inputs of notebook 04:\\n\\n" + "\\n\\n".join(problems))
+require_rs2sam2_inputs(sam2_checkpoint, union_encoder, dataset, weights_dir, data_root, allow_download=allow_download)
 """)
 
 md(r"""
@@ -241,36 +232,13 @@ decoder as one sparse token, so the baseline row (no MPG, no BHFM) still receive
 """)
 
 code("""
-presets = {"tiny": RS2SAM2Config.tiny, "small": RS2SAM2Config.small, "base": RS2SAM2Config.base}
-if model_size not in presets:
-    raise ValueError(f"model_size must be one of {list(presets)}, got {model_size!r}")
-overrides = {"image_size": image_size, "train_hiera": train_hiera}
-if model_size == "tiny":
-    overrides["union_image_size"] = image_size  # the union encoder sees the same pixels (patch 8)
-from rslab import weights as W
-from rslab.models.rs2sam2 import BEiT3TokenEncoder, load_union_weights
-
-checkpoint_path = None
-if sam2_checkpoint and str(sam2_checkpoint) in W.WEIGHTS:
-    # a registry name: its file (weights_dir, $RSLAB_WEIGHTS_DIR, caches) and the sam2 config it needs
-    entry = W.get_entry(str(sam2_checkpoint))
-    if entry.family == "standin" and (model_size != "tiny" or image_size != entry.config.get("image_size")):
-        raise ValueError(f"{entry.name} is a tiny SAM2 at {entry.config.get('image_size')} px; this run asks for "
-                         f"model_size={model_size!r} at {image_size} px (use sam2_checkpoint=None or an official file)")
-    overrides["sam2_config"] = entry.config["sam2_config"]
-needed = [n for n in (sam2_checkpoint, union_encoder) if n and str(n) in W.WEIGHTS]
-found = W.require(needed, weights_dir, allow_download=allow_download) if needed else {}  # one error lists all missing
-if sam2_checkpoint:
-    checkpoint_path = found.get(str(sam2_checkpoint)) or (
-        sam2_checkpoint if os.path.isfile(str(sam2_checkpoint))
-        else W.find_weights(str(sam2_checkpoint), allow_download=allow_download))
-base_cfg = presets[model_size](**overrides)
-if union_encoder != "vit":
-    if not str(union_encoder).startswith("beit3-") or union_encoder not in W.WEIGHTS:
-        raise ValueError(f"union_encoder must be 'vit', 'beit3-base' or 'beit3-large', got {union_encoder!r}")
-    base_cfg = base_cfg.with_beit3(union_encoder.split("-", 1)[1])
+# the preset at image_size; a registry name resolves to its file (weights_dir, $RSLAB_WEIGHTS_DIR, caches)
+# and to the sam2 config it was trained with
+setup = rs2sam2_setup(model_size, image_size, train_hiera=train_hiera, sam2_checkpoint=sam2_checkpoint,
+                      union_encoder=union_encoder, weights_dir=weights_dir, allow_download=allow_download)
+base_cfg, checkpoint_path = setup.cfg, setup.checkpoint
 print("SAM2 checkpoint:", checkpoint_path, f"({base_cfg.sam2_config})")
-print("union encoder:", union_encoder if union_encoder == "vit" else f"{union_encoder} <- {found[union_encoder]}")
+print("union encoder:", union_encoder if union_encoder == "vit" else f"{union_encoder} <- {setup.files[union_encoder]}")
 """)
 
 md(r"""
@@ -410,19 +378,14 @@ stand-in SAM2 checkpoint of 2b (the union encoder and MPG from scratch).
 """)
 
 code("""
-if union_encoder == "vit":
-    encoder = MiniLMTokenEncoder(max_tokens=base_cfg.max_text_tokens)
-    prepare = None
-else:  # BEiT-3 reads its own token ids (the release's sentencepiece model beside its weights)
-    encoder = BEiT3TokenEncoder(W.find_companion(union_encoder, path=weights_dir), max_tokens=base_cfg.max_text_tokens)
-    prepare = lambda m: load_union_weights(m, union_encoder, weights_dir, allow_download=allow_download)
+# MiniLM token states (vit), or BEiT-3's own token ids and a hook that loads its release into each row
+encoder, prepare = union_text_encoder(union_encoder, base_cfg, weights_dir, allow_download=allow_download)
 # every expression against the token limit now, not at the first long one deep into training
 lengths = rt.check_expression_lengths(encoder, rt.expression_texts(train_data) + rt.expression_texts(eval_data),
                                       on_long=long_expressions)
 print(f"expressions: {lengths['n']} distinct, longest {lengths['max_tokens_seen']} tokens "
       f"(limit {base_cfg.max_text_tokens}), {lengths['too_long']} over it")
-wanted = set(rt.ABLATION_ROWS) if ablation_rows == "all" else {r.strip() for r in ablation_rows.split(",")}
-rows = [r for r in rt.ABLATION_ROWS if r in wanted | {"baseline", "full"}]  # results.json needs both ends
+rows = ablation_row_names(ablation_rows)  # always with baseline and full: results.json needs both ends
 tcfg = rt.RS2SAM2TrainConfig(max_steps=int(steps), batch_size=int(batch_size), lr=float(lr), seed=seed, progress=False,
                              grad_accum_steps=int(grad_accum_steps), num_workers=num_workers,
                              checkpoint_every=int(checkpoint_every), estimate_warmup=int(estimate_warmup),
@@ -547,34 +510,11 @@ a reference. Headless runs (and the book) show the gallery of section 5 instead.
 
 code("""
 if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
-    import ipywidgets as widgets
-    from IPython.display import clear_output
+    from functools import partial
 
-    scene_ids = sorted({i for i, _ in eval_data.index})
-    picker = widgets.Dropdown(options=[(f"held-out scene {i}", i) for i in scene_ids], description="scene")
-    text_box = widgets.Text(value=eval_data.samples[scene_ids[0]].referring[0].text, description="expression",
-                            continuous_update=False, layout=widgets.Layout(width="60%"))
-    out = widgets.Output()
+    from rslab.viz.referring import referring_explorer
 
-    def show(*_):
-        s = eval_data.samples[picker.value]
-        known = {e.text: e.mask for e in s.referring}
-        with out:
-            clear_output(wait=True)
-            print("this scene's expressions:", "; ".join(known))
-            try:
-                pred = rt.segment(model, encoder, s.optical, text_box.value)
-            except ValueError as err:
-                print("cannot segment:", err)
-                return
-            gt = known.get(text_box.value.strip(), np.zeros_like(pred))
-            viz.show_mask_prediction(s.optical[:3].transpose(1, 2, 0), gt, pred, text_box.value)
-            plt.show()
-
-    picker.observe(show, names="value")
-    text_box.observe(show, names="value")
-    display(widgets.VBox([widgets.HBox([picker, text_box]), out]))
-    show()
+    display(referring_explorer(eval_data.samples, eval_data.index, partial(rt.segment, model, encoder)))
 else:
     print(viz.HEADLESS_NOTE)
 """)
@@ -607,7 +547,7 @@ md(r"""
 """)
 
 code("""
-# the model and results.json first: nothing after this cell can lose a finished run
+# the model, then results.json (next cell), before anything optional: nothing after can lose a finished run
 weights = rt.save_rs2sam2(model, run.artifacts / "rs2sam2_full")
 print("saved", weights, f"({weights.stat().st_size / 1e6:.1f} MB)")
 
@@ -631,6 +571,14 @@ if dataset == "synthetic":
     metrics["oracle_class_union_miou"] = oracle["class_union"]["miou"]
     metrics["oracle_largest_of_class_miou"] = oracle["largest_of_class"]["miou"]
     metrics["eval_share_class_only"] = n_class_only / len(eval_data)
+""")
+
+md(r"""
+results.json keeps these metrics with the settings that produced them (steps per row, input size,
+rows, learning rate, the frozen/trained split and the SAM2 checkpoint):
+""")
+
+code("""
 path = run.save_results(metrics, steps=int(steps), row_steps=ablation.steps, image_size=image_size, rows=rows,
                         lr=float(lr),
                         train_hiera=bool(train_hiera), standin_steps=int(standin_steps) if standin is not None else 0,
