@@ -318,7 +318,7 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
         optical_encoder = W.load(optical_tower, weights_dir)  # frozen from here on
         if optical_tower in W.STANDINS:
             print(W.standin_summary(optical_tower))
-    else:  # locked-text tuning of a tower of E_SAR's width, here
+    else:  # locked-text tuning of a small tower (the same preset), here
         optical_encoder, lit_history = train_optical_tower(
             world, train_samples[:n_train], text_encoder, tree, LEVEL,
             alignment_encoder_config(encoder, 4, image_size, embed_dim, depth, num_heads),
