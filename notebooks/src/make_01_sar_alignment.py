@@ -122,19 +122,17 @@ import numpy as np
 import torch
 
 from rslab.data.augment import SARViewAugment
+from rslab.data.pairs import balanced_scenes, pairs_to_tensors, restyled_scenes
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.losses.contrastive import ImageAlignmentLoss
-from rslab.data.pairs import balanced_scenes, pairs_to_tensors, restyled_scenes, tile_pairs
 from rslab.metrics import retrieval_scores, zero_shot_accuracy
-from rslab.models.alignment import (
-    OpticalTextModel, SARAlignmentModel, embed_optical, embed_sar, save_encoder, scene_texts,
-)
-from rslab.recipes.alignment import train_locked_text, train_sar_alignment
-from rslab.models.encoders import ImageEncoderConfig, MiniLMTextEncoder, count_parameters
+from rslab.models.alignment import embed_optical, embed_sar, save_encoder
+from rslab.models.encoders import MiniLMTextEncoder, count_parameters
 from rslab.notebooks import start_run
+from rslab.recipes.alignment_study import SARAlignmentRuns, alignment_encoder_config, train_optical_tower
 from rslab.train import TrainConfig
-from rslab import viz
 from rslab.viz import optical_to_display, pca_2d, sar_to_display
+from rslab.viz.alignment import alignment_report, paper_alignment_report, sar_explorer
 
 torch.set_num_threads(num_threads)
 torch.manual_seed(seed)
@@ -176,8 +174,9 @@ if paper_setup:
     import copy
 
     from rslab.recipes.alignment import (CLIPImageTower, PairWindows, SARViT, TeacherSARModel, clip_from_registry,
-                                         embed_pairs, train_teacher_sar_alignment)
-    from rslab.recipes.budget import print_budget, time_step
+                                         train_teacher_sar_alignment)
+    from rslab.recipes.alignment_study import evaluate_paper_alignment, time_alignment_step
+    from rslab.recipes.budget import print_budget
     from rslab.weights import get_entry
 
     clip_model, clip_text = clip_from_registry(teacher, weights_dir, torch_device)
@@ -201,17 +200,8 @@ code("""
 if paper_setup:
     paper_augment = SARViewAugment(crop=crop, looks=(3.0, 12.0), speckle_window=3, max_offset_db=1.0)
     paper_loss = ImageAlignmentLoss(lambda_cl, lambda_cma, temperature)
-    probe_opt, probe_sar = (
-        torch.stack(x) for x in zip(*[train_pairs[i] for i in range(min(align_batch_size, len(train_pairs)))])
-    )
-
-    def one_step():
-        opt_a, sar_a, sar_b = paper_augment(probe_opt.to(torch_device), probe_sar.to(torch_device))
-        out = paper_model(opt_a, sar_a, sar_b)
-        return paper_loss(out["f_sar_a"], out["f_sar_b"], out["f_opt"])
-
-    plan = print_budget("SAR alignment (L_img)", align_steps, 3 * align_batch_size,
-                        time_step(one_step, sar_vit, repeats=1), torch_device)
+    step_s = time_alignment_step(paper_model, train_pairs, paper_loss, paper_augment, align_batch_size, torch_device)
+    plan = print_budget("SAR alignment (L_img)", align_steps, 3 * align_batch_size, step_s, torch_device)
     t0 = time.perf_counter()
     paper_history = train_teacher_sar_alignment(
         paper_model, train_pairs, paper_loss, batch_size=align_batch_size, augment=paper_augment,
@@ -226,40 +216,27 @@ if paper_setup:
 
 code("""
 if paper_setup:
-    from rslab.metrics import zero_shot_accuracy
-
-    after = embed_pairs(paper_model, eval_pairs, num_workers=num_workers)
-    before = embed_pairs(paper_model, eval_pairs, sar_encoder=unaligned_vit, num_workers=num_workers)
-    # Sen1Floods11 test chips, the centre real_tile window of each: water when over half its labelled pixels are
-    floods = PairWindows(open_dataset(eval_dataset, data_root, "test"), real_tile)
-    flood_emb = {"after": embed_pairs(paper_model, floods, num_workers=num_workers)}
-    flood_emb["before"] = embed_pairs(paper_model, floods, sar_encoder=unaligned_vit, num_workers=num_workers)
-    labels = flood_emb["after"]["labels"]
-    labelled = (labels != 255).flatten(1).sum(1)
-    keep = labelled > 0
-    water_y = (((labels == 1).flatten(1).sum(1)) > labelled // 2).long()[keep]
-    water_prompts = clip_text.prompt_embeddings([["land", "farmland", "forest", "urban area", "bare ground"],
-                                                 ["water", "river", "lake", "flooded area"]])
-    for tag, emb in (("before", before), ("after", after)):
-        r = retrieval_scores(emb["sar"], emb["optical"], ks=(1, 5))
-        zs = zero_shot_accuracy(flood_emb[tag]["sar"][keep], water_prompts, water_y)
-        metrics[f"sar2opt_r1_{tag}"], metrics[f"sar2opt_r5_{tag}"] = r[1], r[5]
-        metrics[f"sar_zeroshot_acc_{tag}"], metrics[f"sar_zeroshot_balanced_acc_{tag}"] = zs["acc"], zs["balanced_acc"]
-        print(f"SAR {tag:>6}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} (chance {1 / len(eval_pairs):.3f}); water zero-shot "
-              f"accuracy {zs['acc']:.3f}, balanced {zs['balanced_acc']:.3f} "
-              f"({int(keep.sum())} chips, {int(water_y.sum())} water)")
-    zs_opt = zero_shot_accuracy(flood_emb["after"]["optical"][keep], water_prompts, water_y)
-    metrics["optical_zeroshot_acc"], metrics["optical_zeroshot_balanced_acc"] = zs_opt["acc"], zs_opt["balanced_acc"]
-    print(f"optical teacher: water zero-shot accuracy {zs_opt['acc']:.3f}, balanced {zs_opt['balanced_acc']:.3f}")
-
     from safetensors.torch import save_file
 
+    # Sen1Floods11 test chips, the centre real_tile window of each: water when over half its labelled pixels are
+    floods = PairWindows(open_dataset(eval_dataset, data_root, "test"), real_tile)
+    water_prompts = clip_text.prompt_embeddings([["land", "farmland", "forest", "urban area", "bare ground"],
+                                                 ["water", "river", "lake", "flooded area"]])
+    scores, n_chips, n_water = evaluate_paper_alignment(paper_model, unaligned_vit, eval_pairs, floods, water_prompts,
+                                                        num_workers=num_workers)
+    metrics.update(scores)
+    for tag in ("before", "after"):
+        print(f"SAR {tag:>6}: R@1 {scores[f'sar2opt_r1_{tag}']:.3f}, R@5 {scores[f'sar2opt_r5_{tag}']:.3f} "
+              f"(chance {1 / len(eval_pairs):.3f}); water zero-shot accuracy {scores[f'sar_zeroshot_acc_{tag}']:.3f}, "
+              f"balanced {scores[f'sar_zeroshot_balanced_acc_{tag}']:.3f} ({n_chips} chips, {n_water} water)")
+    print(f"optical teacher: water zero-shot accuracy {scores['optical_zeroshot_acc']:.3f}, "
+          f"balanced {scores['optical_zeroshot_balanced_acc']:.3f}")
     save_file({k: v.contiguous() for k, v in sar_vit.state_dict().items()},
               str(run.artifacts / "sar_encoder_vit.safetensors"))
     metrics["cpu_s"] = time.process_time() - cpu_start
     results_path = run.save_results(metrics, teacher=teacher, pair_dataset=pair_dataset, eval_dataset=eval_dataset,
                                     n_align_pairs=len(train_pairs), n_eval_pairs=len(eval_pairs),
-                                    n_eval_chips=int(keep.sum()), budget=plan)
+                                    n_eval_chips=n_chips, budget=plan)
     print(f"saved to {run.artifacts}")
 """)
 
@@ -332,12 +309,7 @@ rotations are off (a flip would falsify "a river in the north-west").
 
 code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
-    def preset(in_chans: int) -> ImageEncoderConfig:  # the SAR encoder's size (and the tower's, trained here)
-        sizes = dict(embed_dim=embed_dim, depth=sar_depth if in_chans == 2 and sar_depth is not None else depth,
-                     num_heads=num_heads)
-        return getattr(ImageEncoderConfig, encoder)(in_chans, img_size=image_size, out_dim=384,
-                                                      **{k: v for k, v in sizes.items() if v is not None})
-
+    sar_config = alignment_encoder_config(encoder, 2, image_size, embed_dim, depth, num_heads, sar_depth)  # E_SAR
     text_encoder = MiniLMTextEncoder()
     t0 = time.perf_counter()
     if optical_tower is not None:
@@ -346,20 +318,15 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
         optical_encoder = W.load(optical_tower, weights_dir)  # frozen from here on
         if optical_tower in W.STANDINS:
             print(W.standin_summary(optical_tower))
-    else:
-        train_texts = scene_texts(train_samples[:n_train], tree, LEVEL, layout_captions=lit_layout_captions,
-                                  layout_repeat=lit_layout_repeat, seed=seed)
-        text_encoder.encode(sorted({t for texts in train_texts for t in texts}, key=len))  # one batched pass
-        optical_model = OpticalTextModel(preset(4))
-        lit_history = train_locked_text(
-            optical_model, pairs_to_tensors(train_samples[:n_train])[0], [text_encoder.encode(t) for t in train_texts],
-            texts=train_texts, batch_size=batch_size, crop=lit_crop, colour=lit_colour, view_weight=lit_view_weight,
-            optical_other=pairs_to_tensors(restyled_scenes(world, train_samples[:n_train]))[0],
-            dihedral=lit_layout_captions == 0,  # a flip would falsify "a river in the north-west"
-            config=TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25,
-                               progress=False),
+    else:  # locked-text tuning of a small tower (the same preset), here
+        optical_encoder, lit_history = train_optical_tower(
+            world, train_samples[:n_train], text_encoder, tree, LEVEL,
+            alignment_encoder_config(encoder, 4, image_size, embed_dim, depth, num_heads),
+            TrainConfig(max_steps=lit_steps, lr=lr, warmup_steps=min(10, lit_steps), seed=seed, log_every=25,
+                        progress=False),
+            layout_captions=lit_layout_captions, layout_repeat=lit_layout_repeat, batch_size=batch_size,
+            crop=lit_crop, colour=lit_colour, view_weight=lit_view_weight, text_seed=seed,
         )
-        optical_encoder = optical_model.encoder.eval()
         print(f"locked-text tuning: final loss {lit_history[-1]['loss']:.3f}")
     metrics["lit_s"] = time.perf_counter() - t0
     print(f"optical encoder: {count_parameters(optical_encoder) / 1e6:.2f} M parameters, "
@@ -433,23 +400,15 @@ say where its negatives come from.
 code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
     augment = SARViewAugment(crop=crop, looks=(3.0, 12.0), speckle_window=3, max_offset_db=1.0)
-
-    def align(lam_cl: float, lam_cma: float, steps: int) -> tuple[SARAlignmentModel, list, float]:
-        torch.manual_seed(seed + 1)  # the same initial SAR encoder for every variant
-        model = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical)
-        t0 = time.perf_counter()
-        history = train_sar_alignment(
-            model, opt_train, sar_train, ImageAlignmentLoss(lam_cl, lam_cma, temperature),
-            batch_size=align_batch_size, augment=augment, optical_bank=optical_bank,
-            config=TrainConfig(max_steps=steps, lr=lr, warmup_steps=min(10, steps), seed=seed, log_every=25,
-                               progress=False),
-        )
-        return model, history, time.perf_counter() - t0
-
-    torch.manual_seed(seed + 1)
-    # the "before" encoder: same init, untrained
-    unaligned_sar = SARAlignmentModel(optical_encoder, preset(2), init_from_optical=sar_init_from_optical).sar
-    model, history, metrics["align_s"] = align(lambda_cl, lambda_cma, align_steps)
+    runs = SARAlignmentRuns(  # every run (headline, ablation) starts from the same E_SAR, drawn with seed + 1
+        optical_encoder, sar_config, opt_train, sar_train, augment, lr=lr, temperature=temperature, seed=seed,
+        init_seed=seed + 1, batch_size=align_batch_size, optical_bank=optical_bank,
+        init_from_optical=sar_init_from_optical,
+    )
+    unaligned_sar = runs.initial_encoder()  # the "before" encoder: same init, untrained
+    t0 = time.perf_counter()
+    model, history = runs.train(lambda_cl, lambda_cma, align_steps)
+    metrics["align_s"] = time.perf_counter() - t0
     sar_encoder = model.sar
     print(f"SAR encoder: {count_parameters(sar_encoder) / 1e6:.2f} M parameters, trained in {metrics['align_s']:.0f} s")
 """)
@@ -532,30 +491,9 @@ md(r"""
 
 code("""
 if paper_setup:  # the full profile's numbers (SEN12MS retrieval, Sen1Floods11 water zero-shot)
-    run_report = viz.report(
-        "On {n_eval} held-out {pairs} pairs, SAR -> optical **R@1 went from {r1_before:.3f} to {r1_after:.3f}** "
-        "(R@5 {r5_before:.3f} -> {r5_after:.3f}; chance R@1 is {chance:.3f}). Zero-shot water / not-water on "
-        "{n_chips} {chips} chips went from **{zs_before:.3f} to {zs_after:.3f}**; the frozen optical teacher "
-        "scores {zs_opt:.3f}.",
-        n_eval=len(eval_pairs), pairs=pair_dataset, r1_before=metrics["sar2opt_r1_before"],
-        r1_after=metrics["sar2opt_r1_after"], r5_before=metrics["sar2opt_r5_before"],
-        r5_after=metrics["sar2opt_r5_after"], chance=1 / len(eval_pairs), n_chips=int(keep.sum()), chips=eval_dataset,
-        zs_before=metrics["sar_zeroshot_acc_before"], zs_after=metrics["sar_zeroshot_acc_after"],
-        zs_opt=metrics["optical_zeroshot_acc"])
+    run_report = paper_alignment_report(metrics, len(eval_pairs), pair_dataset, n_chips, eval_dataset)
 else:
-    run_report = viz.report(
-        "On {n_eval} held-out pairs, SAR -> optical **R@1 went from {r1_before:.3f} to {r1_after:.3f}** "
-        "(R@5 {r5_before:.3f} -> {r5_after:.3f}; chance R@1 is {chance:.3f}). Zero-shot classification of SAR "
-        "by text prompts went from **{zs_before:.3f} to {zs_after:.3f}** with the training class names and "
-        "from {zsh_before:.3f} to {zsh_after:.3f} with names held out of training (chance {zs_chance:.3f}); "
-        "the optical teacher it copies scores {zs_opt:.3f} and {zsh_opt:.3f}. "
-        "The project's target for R@1 on the smoke profile is 0.8.",
-        n_eval=n_eval, r1_before=metrics["sar2opt_r1_before"], r1_after=metrics["sar2opt_r1_after"],
-        r5_before=metrics["sar2opt_r5_before"], r5_after=metrics["sar2opt_r5_after"], chance=1 / n_eval,
-        zs_before=metrics["sar_zeroshot_acc_before"], zs_after=metrics["sar_zeroshot_acc_after"],
-        zsh_before=metrics["sar_zeroshot_acc_heldout_synonyms_before"],
-        zsh_after=metrics["sar_zeroshot_acc_heldout_synonyms_after"], zs_chance=1 / len(zs_classes),
-        zs_opt=metrics["optical_zeroshot_acc_train"], zsh_opt=metrics["optical_zeroshot_acc_heldout"])
+    run_report = alignment_report(metrics, n_eval, len(zs_classes))
 run_report
 """, tags=["report"])
 
@@ -580,25 +518,16 @@ commands that reproduce them.
 code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
     if run_ceiling:
-        from dataclasses import replace
-        from rslab.models.alignment import embed_inputs, one_hot_labels
-        from rslab.models.encoders import ImageEncoder, preprocess_optical
-        from rslab.recipes.alignment import train_bank_student
+        from rslab.recipes.alignment_study import train_ceiling_students
 
-        bank = embed_optical(optical_encoder, opt_train)
-        n_leaf = tree.num_classes()
-        students = {
-            "label map": (one_hot_labels(np.stack([s.labels for s in train_samples[:n_align]]), n_leaf),
-                          one_hot_labels(np.stack([s.labels for s in eval_samples]), n_leaf)),
-            "optical": (preprocess_optical(opt_train), preprocess_optical(opt_eval)),
-        }
-        for name, (x_train, x_eval) in students.items():
-            torch.manual_seed(seed + 1)
-            student = ImageEncoder(replace(preset(2), in_chans=x_train.shape[1]))  # the SAR encoder's size
-            train_bank_student(student, x_train, bank, batch_size=align_batch_size, temperature=temperature,
-                               config=TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(10, align_steps),
-                                                  seed=seed, log_every=25, progress=False))
-            r = retrieval_scores(embed_inputs(student, x_eval), f_opt_eval, ks=(1, 5))
+        ceiling = train_ceiling_students(  # students of the SAR encoder's size, from its initial seed
+            optical_encoder, opt_train, opt_eval, np.stack([s.labels for s in train_samples[:n_align]]),
+            np.stack([s.labels for s in eval_samples]), tree.num_classes(), sar_config,
+            TrainConfig(max_steps=align_steps, lr=lr, warmup_steps=min(10, align_steps), seed=seed, log_every=25,
+                        progress=False),
+            batch_size=align_batch_size, temperature=temperature, init_seed=seed + 1,
+        )
+        for name, r in ceiling.items():
             metrics[f"ceiling_{name.replace(' ', '_')}_r1"] = r[1]
             print(f"student given the {name:<10}: R@1 {r[1]:.3f}, R@5 {r[5]:.3f} "
                   f"({align_steps} steps; SAR: {metrics['sar2opt_r1_after']:.3f})")
@@ -626,7 +555,7 @@ if not paper_setup:  # the synthetic-world tutorial (the full profile ran the pa
         t0 = time.perf_counter()
         for name, (lam_cl, lam_cma) in {"L_CL + L_CMA": (lambda_cl, lambda_cma), "L_CMA only": (0.0, lambda_cma),
                                         "L_CL only": (1.0, 0.0)}.items():
-            ablation[name] = embed_sar(align(lam_cl, lam_cma, ablation_steps)[0].sar, sar_eval)
+            ablation[name] = embed_sar(runs.train(lam_cl, lam_cma, ablation_steps)[0].sar, sar_eval)
         metrics["ablation_s"] = time.perf_counter() - t0
     print(f"{ablation_steps} steps each (the headline run above had {align_steps})")
     print(f"{'objective':<16}{'R@1':>8}{'R@5':>8}{'zero-shot':>11}")
@@ -677,34 +606,25 @@ terrain, a world the synthetic encoders never saw. The numbers are reported as t
 code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
     from rslab.data.readers import find_sen1floods11_chip, read_sen1floods11, real_samples_dir
+    from rslab.recipes.alignment_study import real_chip_scores
 
     real = None
     root = real_samples_dir()
     if root is None or not (root / "sen1floods11").is_dir():
         print("Real samples not found (../shared/real_samples/sen1floods11): skipping the real-data check.")
     else:
-        chip = read_sen1floods11(**find_sen1floods11_chip(root / "sen1floods11"))
-        real = tile_pairs(chip, real_tile, optical_bands=(3, 2, 1, 7))
-        lo = torch.quantile(real["optical"].transpose(0, 1).flatten(1), 0.02, dim=1).view(1, -1, 1, 1)
-        hi = torch.quantile(real["optical"].transpose(0, 1).flatten(1), 0.98, dim=1).view(1, -1, 1, 1)
-        real["optical"] = ((real["optical"] - lo) / (hi - lo)).clamp(0, 1)
-        labelled = (real["labels"] != 255).float().sum((1, 2)).clamp_min(1)
-        real_y = ((real["labels"] == 1).float().sum((1, 2)) / labelled > 0.5).long()  # 1 = water
-        level1 = tree.names(1)
-        water_prompts = text_encoder.prompt_embeddings([tree.synonyms(c, "train") for c in level1])
-        f_real_opt = embed_optical(optical_encoder, real["optical"])
-        for tag, enc in [("before", unaligned_sar), ("after", sar_encoder)]:
-            f_real_sar = embed_sar(enc, real["sar"])
-            r = retrieval_scores(f_real_sar, f_real_opt, ks=(1, 5))
-            pred_water = ((f_real_sar @ water_prompts.T).argmax(1) == level1.index("water")).long()
-            acc = zero_shot_accuracy(torch.eye(2)[pred_water], torch.eye(2), real_y)
-            metrics[f"real_sar2opt_r1_{tag}"], metrics[f"real_water_balanced_acc_{tag}"] = r[1], acc["balanced_acc"]
-            print(f"SAR {tag:>6}: tile R@1 {r[1]:.3f} R@5 {r[5]:.3f} (chance {1 / len(real_y):.3f}); "
-                  f"water/not-water accuracy {acc['acc']:.3f}, balanced {acc['balanced_acc']:.3f}")
-        pred_opt = ((f_real_opt @ water_prompts.T).argmax(1) == level1.index("water")).long()
-        print(f"optical teacher: water/not-water balanced accuracy "
-              f"{zero_shot_accuracy(torch.eye(2)[pred_opt], torch.eye(2), real_y)['balanced_acc']:.3f}; "
-              f"{int(real_y.sum())} of {len(real_y)} tiles are water")
+        level1 = tree.names(1)  # water / not water: the "water" prompt against the other level-1 classes
+        real = real_chip_scores(
+            read_sen1floods11(**find_sen1floods11_chip(root / "sen1floods11")), real_tile, optical_encoder,
+            {"before": unaligned_sar, "after": sar_encoder},
+            text_encoder.prompt_embeddings([tree.synonyms(c, "train") for c in level1]), level1.index("water"),
+        )
+        for tag, sc in real["sar"].items():
+            metrics[f"real_sar2opt_r1_{tag}"], metrics[f"real_water_balanced_acc_{tag}"] = sc["r1"], sc["balanced_acc"]
+            print(f"SAR {tag:>6}: tile R@1 {sc['r1']:.3f} R@5 {sc['r5']:.3f} (chance {1 / real['n_tiles']:.3f}); "
+                  f"water/not-water accuracy {sc['acc']:.3f}, balanced {sc['balanced_acc']:.3f}")
+        print(f"optical teacher: water/not-water balanced accuracy {real['optical_balanced_acc']:.3f}; "
+              f"{real['n_water']} of {real['n_tiles']} tiles are water")
 """)
 
 md(r"""
@@ -715,44 +635,9 @@ The static figure shows the first held-out pair; the slider (in a live notebook)
 
 code("""
 if not paper_setup:  # the synthetic-world tutorial (the full profile ran the paper's setup above)
-    from rslab import viz
-
-    sim_sar_opt = f_sar_after @ f_opt_eval.T
-    text_scores = f_sar_after @ class_emb["train synonyms"].T
-
-    def show_pair(i: int = 0):
-        top = sim_sar_opt[i].argsort(descending=True)[:4].tolist()
-        fig, axes = plt.subplots(1, 6, figsize=(14, 2.6), layout="constrained",
-                                 gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.4]})
-        axes[0].imshow(sar_to_display(sar_eval[i].numpy(), "rgb")); axes[0].set_title(f"SAR #{i}")
-        for ax, j in zip(axes[1:5], top):
-            ax.imshow(optical_to_display(opt_eval[j].numpy()))
-            ax.set_title(("match " if j == i else "") + f"#{j}  cos {sim_sar_opt[i, j]:.2f}", fontsize=9,
-                         color="green" if j == i else "black")
-        for ax in axes[:5]:
-            ax.set_xticks([]); ax.set_yticks([])
-        axes[5].barh(zs_classes, text_scores[i].numpy(),
-                     color=["C2" if k == int(eval_y[i]) else "C7" for k in range(len(zs_classes))])
-        axes[5].set_xlabel("cosine to class prompt"); axes[5].set_title("text scores (green = true class)", fontsize=9)
-        plt.show()
-
-    show_pair(0)  # the static figure
-
-    if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
-        import ipywidgets as widgets
-
-        slider = widgets.IntSlider(0, 0, len(eval_samples) - 1, description="SAR tile")
-        explorer_out = widgets.Output()
-
-        def on_slide(change):
-            with explorer_out:
-                explorer_out.clear_output(wait=True)
-                show_pair(change["new"])
-
-        slider.observe(on_slide, names="value")
-        display(widgets.VBox([slider, explorer_out]))
-    else:
-        print(viz.HEADLESS_NOTE)
+    # the first held-out pair (the static figure); a slider over all of them at a live kernel
+    explorer = sar_explorer(sar_eval, opt_eval, f_sar_after, f_opt_eval, class_emb["train synonyms"], zs_classes,
+                            eval_y)
 """, tags=["figure"])
 
 md(r"""
