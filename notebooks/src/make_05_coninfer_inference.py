@@ -34,10 +34,13 @@ with **scene context** taken from a vision foundation model (DINOv2/v3):
   (Sec. 3.4): initialise the means from each class's most confident patches (Eq. 9), then
   alternate E-step (Eq. 11), z-update (Eq. 12) and M-step with z as responsibilities (Eqs. 13-14).
 
-Everything lives in `rslab.models.coninfer`; `rslab.recipes.coninfer` builds the two branches from
-the suite's own models (notebook 01's optical–text and SAR encoders, notebook 02's backbone,
-notebook 03's VITA when it has saved one);
-`rslab.models.maskclip` provides the MaskCLIP / MaskCLIP* prior used by the paper (full profile).
+The method lives in `rslab.models.coninfer`; `rslab.recipes.coninfer` and
+`rslab.recipes.coninfer_branches` build the two branches from the suite's own models (notebook
+01's optical–text and SAR encoders, notebook 02's backbone, notebook 03's VITA when it has saved
+one); `rslab.models.maskclip` provides the MaskCLIP / MaskCLIP* prior used by the paper (full
+profile). The choice of settings on validation scenes is `rslab.recipes.coninfer_fit`, the
+evaluation loops and tables `rslab.recipes.coninfer_report` (real data: `coninfer_real`), the
+figures `rslab.viz.coninfer`.
 This notebook runs:
 
 1. an **ablation** on held-out synthetic scenes: prior vs context-only vs decoupled vs joint,
@@ -630,8 +633,8 @@ md(r"""
    the objective or the labelling?
 2. Use the `paper` mode with `temperature=1` (the untempered Eq. 6): how peaked is $q$, and how
    often does the prior still matter?
-3. Set `level = 1` and `mixture_weights="estimated"` in `setting(...)`: compare the area share
-   of the largest class with the truth.
+3. Set `level = 1` and pass `dataclasses.replace(settings[joint_key], mixture_weights="estimated")` to
+   `ci.refine_maps`: compare the area share of the largest class with the truth.
 4. Give ConInfer the stand-in context (trained with labels) instead of this run's context: how
    much of the gap to the target is the features' fault?
 """)
