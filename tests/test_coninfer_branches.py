@@ -70,8 +70,10 @@ def test_missing_suite_models_fall_back_to_the_stand_ins(tmp_path, capsys):
     assert suite.context_models == {"backbone": None, "encoder": None, "vita": None}
     assert "notebook 02 artifacts" in capsys.readouterr().out   # a missing file is reported, never silent
     assert "context: standin (stand-in)" in suite.summary()
-    with pytest.raises(ValueError, match="non-empty"):
-        cb.load_suite_models("", "backbone", tmp_path)
+    with pytest.raises(ValueError, match="prior_source must be one of"):
+        cb.load_suite_models("clip", "backbone", tmp_path)
+    with pytest.raises(ValueError, match="context_source must be"):
+        cb.load_suite_models("weak", "", tmp_path)
 
 
 def test_stand_in_branches_give_every_map_on_the_grid(world, scenes, branches):

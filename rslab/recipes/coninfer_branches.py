@@ -38,10 +38,12 @@ from rslab.recipes.coninfer_fit import ValidationChoice, fit_patch_classifier
 
 __all__ = ["stack_scenes", "scene_descriptors", "colour_descriptors", "sar_mean_descriptors", "flatten_patches",
            "patch_targets", "SuiteModels", "load_suite_models", "SceneBranches", "build_branches",
-           "SUITE_CONTEXT", "STANDIN_CONTEXT"]
+           "SUITE_CONTEXT", "STANDIN_CONTEXT", "PRIOR_SOURCES"]
 
 #: ``context_source`` values that are not a registry name: the suite's models, or the stand-in encoder.
 SUITE_CONTEXT, STANDIN_CONTEXT = "backbone", "standin"
+#: ``prior_source`` values: notebook 01's encoders read against class prompts, the weak stand-in, MaskCLIP* (full).
+PRIOR_SOURCES = ("text", "weak", "maskclip_star")
 
 
 def _check_scenes(scenes, name: str = "scenes") -> list:
@@ -130,6 +132,7 @@ class SuiteModels:
                     vita=self.vita)
 
     def summary(self) -> str:
+        """Where VITA, the prior and the context came from, one line each (printed by notebook 05)."""
         return (f"VITA (notebook 03): {self.vita_origin}\nprior: {self.prior_source} ({self.prior_origin})\n"
                 f"context: {self.context_source} ({self.context_origin})")
 
@@ -171,8 +174,11 @@ def load_suite_models(prior_source: str, context_source: str, artifacts: str | P
     from rslab.models.backbone import load_backbone
     from rslab.models.encoders import MiniLMTextEncoder
 
-    if not str(prior_source) or not str(context_source):
-        raise ValueError("prior_source and context_source must be non-empty names (e.g. 'text', 'backbone')")
+    if prior_source not in PRIOR_SOURCES:
+        raise ValueError(f"prior_source must be one of {PRIOR_SOURCES}, got {prior_source!r}")
+    if not isinstance(context_source, str) or not context_source:
+        raise ValueError(f"context_source must be 'backbone', 'standin' or a registry name such as 'dinov2-vitb14', "
+                         f"got {context_source!r}")
     artifacts = Path(artifacts)
     encoders_dir = encoders_dir or str(artifacts / "01_sar_alignment")
     backbone_dir = backbone_dir or str(artifacts / "02_qsacl_pretraining")
@@ -237,10 +243,12 @@ class SceneBranches:
 
     @property
     def prior_source(self) -> str:
+        """This run's prior (:attr:`SuiteModels.prior_source`)."""
         return self.suite.prior_source
 
     @property
     def context_source(self) -> str:
+        """This run's context source (:attr:`SuiteModels.context_source`)."""
         return self.suite.context_source
 
     @property
