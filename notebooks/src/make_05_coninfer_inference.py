@@ -34,10 +34,13 @@ with **scene context** taken from a vision foundation model (DINOv2/v3):
   (Sec. 3.4): initialise the means from each class's most confident patches (Eq. 9), then
   alternate E-step (Eq. 11), z-update (Eq. 12) and M-step with z as responsibilities (Eqs. 13-14).
 
-Everything lives in `rslab.models.coninfer`; `rslab.recipes.coninfer` builds the two branches from
-the suite's own models (notebook 01's optical–text and SAR encoders, notebook 02's backbone,
-notebook 03's VITA when it has saved one);
-`rslab.models.maskclip` provides the MaskCLIP / MaskCLIP* prior used by the paper (full profile).
+The method lives in `rslab.models.coninfer`; `rslab.recipes.coninfer` and
+`rslab.recipes.coninfer_branches` build the two branches from the suite's own models (notebook
+01's optical–text and SAR encoders, notebook 02's backbone, notebook 03's VITA when it has saved
+one); `rslab.models.maskclip` provides the MaskCLIP / MaskCLIP* prior used by the paper (full
+profile). The choice of settings on validation scenes is `rslab.recipes.coninfer_fit`, the
+evaluation loops and tables `rslab.recipes.coninfer_report` (real data: `coninfer_real`), the
+figures `rslab.viz.coninfer`.
 This notebook runs:
 
 1. an **ablation** on held-out synthetic scenes: prior vs context-only vs decoupled vs joint,
@@ -100,25 +103,26 @@ n_benchmark_images = 50  # images per benchmark (the first of its evaluation spl
 
 code("""
 import time
-import dataclasses
 import numpy as np
 import torch
-import matplotlib.pyplot as plt
 
-from rslab.notebooks import start_run
-from rslab.data.synthetic import SyntheticWorld, WorldConfig
-from rslab.data.sar import normalize_sar
-from rslab.models import coninfer as ci
 from rslab import viz
-from rslab.models.backbone import load_backbone
-from rslab.models.encoders import MiniLMTextEncoder
-from rslab.recipes import coninfer as rc
-from rslab.recipes import coninfer_fit as cf
-from rslab.recipes.qsacl import pretrain_config
+from rslab.data.catalog import require_inputs
+from rslab.data.readers import real_samples_dir
+from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.metrics import pixel_miou
+from rslab.models import coninfer as ci
+from rslab.notebooks import resolve_device, start_run
+from rslab.recipes import coninfer_fit as cf
+from rslab.recipes.coninfer_branches import build_branches, load_suite_models, stack_scenes
+from rslab.recipes.coninfer_real import benchmark_scores, check_benchmarks, real_sample_scores
+from rslab.recipes.coninfer_report import (ablation_settings, class_gains, compare_word, evaluate_levels,
+                                           fallback_result, level_lines, objective_floors, per_class_table,
+                                           prior_context_grid, prior_context_table, run_ablation)
+from rslab.viz import coninfer as vc
+""")
 
-from rslab.notebooks import resolve_device
-
+code("""
 cpu0 = time.process_time()
 device = resolve_device(device, profile)
 if device.type == "cpu":
@@ -129,10 +133,9 @@ world = SyntheticWorld(WorldConfig(size=size), seed=seed)
 lut = world.tree.level_lut(level)
 class_names = world.tree.names(level)
 K = len(class_names)
+classes = vc.level_classes(world.tree, level)   # class ids at `level`, coloured like the semantic tree's level
 print(f"profile={profile}  device={device}  level {level}: {K} classes {class_names}")
 # every missing weights file and dataset in one error, before anything runs
-from rslab import weights as W
-from rslab.data.catalog import require_inputs
 require_inputs([n for n, used in ((clip_name, prior_source == "maskclip_star"),
                                   (context_source, context_source not in ("backbone", "standin"))) if used],
                list(benchmarks), weights_dir, data_root, allow_download=allow_download)
@@ -187,151 +190,46 @@ Two small **in-notebook stand-ins** are always built too, for comparison (second
   It is supervised, so it is an optimistic stand-in for a foundation model.
 
 Any (N, K) prior and any (N, D) features plug into `ci.coninfer` the same way.
+`rslab.recipes.coninfer_branches` builds all of them: `load_suite_models` finds the suite's models,
+`build_branches` trains the two stand-ins and returns one object whose `maps(scenes, ...)` gives every
+prior and every context of a batch of scenes on the same patch grid.
 """)
 
 code("""
-def describe(s, sar_only=False):
-    sar = torch.from_numpy(normalize_sar(s.sar).astype(np.float32))
-    if sar_only:
-        return ci.patch_statistics(sar, patch)
-    return torch.cat([ci.patch_statistics(s.optical, patch), ci.patch_statistics(sar, patch)])
-
 t0 = time.perf_counter()
 prior_scenes = [world.scene(10_000 + i, style=0) for i in range(n_prior_scenes)]
 context_scenes = [world.scene(20_000 + i) for i in range(n_context_scenes)]
 test_scenes = [world.scene(i) for i in range(n_test_scenes)]
 val_scenes = [world.scene(1000 + i) for i in range(n_val_scenes)]     # disjoint from the test scenes 0..n_test-1
-def stack(scenes):
-    return (torch.from_numpy(np.stack([s.optical for s in scenes])).float(),
-            torch.from_numpy(np.stack([s.sar for s in scenes])).float())
 test_labels, val_labels = (np.stack([lut[s.labels] for s in sc]) for sc in (test_scenes, val_scenes))
-test_optical, test_sar_db = stack(test_scenes)
-val_optical, val_sar_db = stack(val_scenes)
+test_optical, test_sar_db = stack_scenes(test_scenes)
+val_optical, val_sar_db = stack_scenes(val_scenes)
 print(f"{len(test_scenes)} held-out test scenes, styles {sorted({s.meta['style'] for s in test_scenes})}; "
       f"{len(val_scenes)} validation scenes; generated in {time.perf_counter() - t0:.1f} s")
 """)
 
 code("""
-# the suite's models: load notebook 01 / 02 artifacts, else train them briefly, else stand-ins
+# the suite's models: load notebook 01 / 02 / 03 artifacts, else train 01 / 02 briefly, else stand-ins
 t0 = time.perf_counter()
-encoders, backbone, text_encoder = None, None, None
-encoders_dir = encoders_dir or str(run.artifacts.parent / "01_sar_alignment")
-backbone_dir = backbone_dir or str(run.artifacts.parent / "02_qsacl_pretraining")
-prior_origin = context_origin = "stand-in"
-if prior_source == "text":
-    text_encoder = MiniLMTextEncoder()
-    encoders, prior_origin = rc.load_or_train(
-        rc.load_alignment_encoders, encoders_dir, "01",
-        train=(lambda: rc.train_alignment_encoders(
-            SyntheticWorld(WorldConfig(size=64), seed=seed), rc.small_budget(align_steps, seed=seed),
-            lit=rc.small_budget(lit_steps, seed=seed), n_train=n_align_scenes, text_encoder=text_encoder,
-            optical_encoder=W.load(optical_tower, weights_dir) if optical_tower else None)) if train_missing else None,
-        trained_note=(f"{optical_tower} (frozen) + " if optical_tower else f"{lit_steps} LiT + ")
-                     + f"{align_steps} alignment steps, {n_align_scenes} scenes")
-    if encoders is None:
-        prior_source = "weak"
-if context_source == "backbone":
-    backbone, context_origin = rc.load_or_train(
-        load_backbone, backbone_dir, "02",
-        train=(lambda: rc.pretrain_backbone(
-            SyntheticWorld(WorldConfig(size=128), seed=seed), pretrain_config(backbone_steps, seed=seed),
-            n_scenes=n_backbone_scenes)) if train_missing else None,
-        trained_note=f"{backbone_steps} QSACL steps")
-    if backbone is None:
-        context_source = "standin"
-vita, vita_origin = None, "absent"
-vita_dir = vita_dir or str(run.artifacts.parent / "03_vita_sga")
-if context_source == "backbone":
-    try:
-        vita, vita_origin = rc.load_or_train(lambda d: rc.load_vita(d, backbone_dir), vita_dir, "03")
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:   # saved by an incompatible notebook-03 version
-        print("notebook 03 VITA could not be loaded:", err)
-        vita = None
-    if vita is None:
-        vita_origin = "absent"
-        print("notebook 03 VITA absent: its context candidates are skipped (fall back to the other suite models)")
-print(f"VITA (notebook 03): {vita_origin}")
-print(f"prior: {prior_source} ({prior_origin})\\ncontext: {context_source} ({context_origin})  "
-      f"[{time.perf_counter() - t0:.1f} s]")
+suite = load_suite_models(prior_source, context_source, run.artifacts.parent, encoders_dir=encoders_dir,
+                          backbone_dir=backbone_dir, vita_dir=vita_dir, train_missing=train_missing, seed=seed,
+                          optical_tower=optical_tower, weights_dir=weights_dir, lit_steps=lit_steps,
+                          align_steps=align_steps, n_align_scenes=n_align_scenes, backbone_steps=backbone_steps,
+                          n_backbone_scenes=n_backbone_scenes)
+prior_source, context_source = suite.prior_source, suite.context_source   # a missing suite model: its stand-in
+print(suite.summary(), f"[{time.perf_counter() - t0:.1f} s]")
 """)
 
 code("""
-def flat(maps):                       # (B, C, h, w) -> (B*h*w, C)
-    return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
-
-def patch_targets(scenes, lvl_lut, k):
-    return torch.cat([ci.patch_labels(lvl_lut[s.labels], patch, k).flatten() for s in scenes])
-
-# class ids at `level` as a flat tree (leaf id = class id), coloured like the semantic tree's level
-flat_classes = viz.flat_tree(class_names, ["#%02x%02x%02x" % tuple(int(v) for v in c)
-                                           for c in viz.level_palette(world.tree, level)], name=f"level {level}")
-
-def show_labels(ax, lab, title, legend=False):
-    lab = np.asarray(lab)
-    lab = np.where((lab >= 0) & (lab < K), lab, 255)   # anything else is unlabelled (drawn black)
-    ax.imshow(viz.colorize_labels(lab, flat_classes), interpolation="nearest"); ax.set_title(title); ax.axis("off")
-    if legend:
-        ax.legend(handles=viz.label_legend(flat_classes, present=lab), loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  fontsize=7, frameon=False, title="classes", title_fontsize=7)
-
+# the stand-ins, the class prompts, the official models of the full profile; then every prior and context
 t0 = time.perf_counter()
-grid = (size // patch, size // patch)
-# stand-ins (cheap; always built)
-colour = lambda s: ci.patch_statistics(s.optical, patch, scales=(1,))[: s.optical.shape[0]]
-prior_model = cf.fit_patch_classifier(flat(torch.stack([colour(s) for s in prior_scenes])),
-                                      patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
-leaf_lut = world.tree.level_lut(world.tree.depth)
-context_model = cf.fit_patch_classifier(flat(torch.stack([describe(s) for s in context_scenes])),
-                                        patch_targets(context_scenes, leaf_lut, world.tree.num_classes()),
-                                        world.tree.num_classes(), hidden=64, steps=300, seed=seed)
-if encoders is not None:
-    class_emb = text_encoder.prompt_embeddings([world.tree.synonyms(n, "train") for n in class_names])
-# official foundation models by registry name (rslab.weights): one error lists every missing file
-from rslab import weights as W
-official = [n for n, used in ((clip_name, prior_source == "maskclip_star"),
-                              (context_source, context_source not in ("backbone", "standin"))) if used]
-if official:
-    print("official weights:", {n: str(p) for n, p in W.require(official, weights_dir, allow_download).items()})
-maskclip_names = [", ".join([n] + world.tree.synonyms(n)) for n in class_names]
-if prior_source == "maskclip_star":
-    from rslab.models.maskclip import MaskClipSegmenter, MaskClipConfig
-    clip = W.load(clip_name, weights_dir, device=device)   # OpenAI ViT-B/16 with QuickGELU, as trained
-    seg = MaskClipSegmenter(clip, config=MaskClipConfig(input_size=clip_input_size))
-if context_source not in ("backbone", "standin"):   # a DINOv2 registry entry (full profile)
-    dino = W.load(context_source, weights_dir, device=device, num_classes=0, dynamic_img_size=True)
-for m in (encoders or {}).values():    # the suite models run where the foundation models do
-    m.to(device)
-for m in (backbone, vita):
-    if m is not None:
-        m.to(device)
-
-def branch_maps(scenes, optical, sar_db):
-    # every available prior as log-probabilities at T 1 (scores for the calibration), and every context
-    scores = {"weak": prior_model.map(torch.stack([colour(s) for s in scenes])).clamp_min(1e-12).log()}
-    ctx = {"standin": context_model.map(torch.stack([describe(s) for s in scenes]), what="features")}
-    keys = list(context_options_here)   # the candidates built from the suite models that are present
-    if encoders is not None:
-        for name, m, x in (("text", "optical", optical), ("text_sar", "sar", sar_db)):
-            scores[name] = rc.text_prior_maps(encoders[m], x, class_emb, m, temperature=1.0).clamp_min(1e-12).log()
-        if "optical" in context_modalities:   # with the candidates: build_contexts runs the encoder once
-            keys.insert(0, "text_tokens")
-        else:
-            ctx["text_tokens"] = rc.encoder_token_maps(encoders["optical"], optical)
-    if keys:
-        ctx.update(rc.build_contexts(keys, {"optical": optical, "sar": normalize_sar(sar_db)}, grid,
-                                     **suite_models, modalities=context_modalities, gsd=world.config.gsd_m))
-    if prior_source == "maskclip_star":
-        scores["maskclip_star"] = torch.cat([seg.class_probs(optical[i:i + 8, :3], maskclip_names)
-                                             for i in range(0, len(optical), 8)]).clamp_min(1e-12).log()
-    if context_source not in ("backbone", "standin"):
-        ctx[context_source] = rc.vit_token_maps(dino, optical[:, :3], size=context_size)
-    return rc.to_grid(scores, grid), rc.to_grid(ctx, grid)
-
-suite_models = dict(backbone=backbone, encoder=encoders["optical"] if encoders is not None else None, vita=vita)
-context_options_here = rc.available_contexts(context_options, **suite_models)
-print("context candidates here:", context_options_here)
-val_scores, val_contexts = branch_maps(val_scenes, val_optical, val_sar_db)
-test_scores, test_contexts = branch_maps(test_scenes, test_optical, test_sar_db)
+branches = build_branches(world, level, patch, suite, prior_scenes, context_scenes, context_options=context_options,
+                          context_modalities=context_modalities, seed=seed, device=device, clip_name=clip_name,
+                          clip_input_size=clip_input_size, context_size=context_size, weights_dir=weights_dir,
+                          allow_download=allow_download)
+print("context candidates here:", branches.contexts_here)
+val_scores, val_contexts = branches.maps(val_scenes, val_optical, val_sar_db)
+test_scores, test_contexts = branches.maps(test_scenes, test_optical, test_sar_db)
 print(f"priors {list(test_scores)}, contexts { {k: v.shape[1] for k, v in test_contexts.items()} } "
       f"built for {n_val_scenes} validation + {n_test_scenes} test scenes in {time.perf_counter() - t0:.1f} s")
 """)
@@ -362,30 +260,26 @@ several points), so a lone spike on validation is partly luck: compare with the 
 
 code("""
 t0 = time.perf_counter()
-if context_source == "backbone" and context_options_here:
-    candidates = list(context_options_here)
-else:
-    candidates = [context_source]
+suite_candidates = context_source == "backbone" and branches.contexts_here
+candidates = list(branches.contexts_here) if suite_candidates else [context_source]
 # the comparison contexts get their own T on the same grid (never chosen as this run's context)
 compared = [k for k in ("standin", "text_tokens") if k in val_contexts and k not in candidates]
 choice = cf.choose_on_validation(val_scores, val_contexts, val_labels, K, patch, prior_source, candidates, compared,
                                  prior_temperature=prior_temperature, joint_mode=joint_mode,
                                  temperatures=consensus_temperatures, n_iter=n_iter, pool_images=pool_images)
-prior_T, val_rows, tau_of, as_prior = choice.prior_temperatures, choice.rows, choice.tau_of, choice.prior
-best_row, fallback_row = choice.best, choice.fallback
-joint_mode, context_key = best_row["mode"], best_row["features"]
+prior_T, tau_of = choice.prior_temperatures, choice.tau_of
+joint_mode, context_key = choice.best["mode"], choice.best["features"]
 tau = tau_of[context_key]
-suite_context = context_key in context_options_here
-if suite_context and "vita" in context_key:
-    context_origin = f"{context_origin}; VITA {vita_origin}" if "backbone" in context_key else f"VITA {vita_origin}"
+context_origin = suite.context_origin
+if context_key in branches.contexts_here and "vita" in context_key:
+    vita_note = f"VITA {suite.vita_origin}"
+    context_origin = f"{context_origin}; {vita_note}" if "backbone" in context_key else vita_note
 print("prior temperatures (validation NLL):", prior_T)
-print(f"validation mIoU of the prior {prior_source!r}: {100 * val_rows[0]['prior_miou']:.1f}")
+print(f"validation mIoU of the prior {prior_source!r}: {100 * choice.rows[0]['prior_miou']:.1f}")
 print(choice.table([*candidates, *compared], consensus_temperatures))
 print(f"chosen: context {context_key}, consensus T {tau}, presented mode {joint_mode!r}  "
       f"({time.perf_counter() - t0:.1f} s)")
-test_prior, test_feats = as_prior(test_scores, prior_source), test_contexts[context_key]
-priors = {name: as_prior(test_scores, name) for name in test_scores if name != "text_sar"}
-contexts = {name: test_contexts[name] for name in [*candidates, *compared]}
+test_prior, test_feats = choice.prior(test_scores, prior_source), test_contexts[context_key]
 print(f"this run: prior {prior_source!r} {tuple(test_prior.shape)}, context {context_key!r} {tuple(test_feats.shape)}")
 """)
 
@@ -410,58 +304,31 @@ In *joint (paper)*, z ∝ sqrt(p·q) is the exact minimiser of Eq. 7; T = 1 is t
 """)
 
 code("""
-def setting(mode, temperature):   # features z-scored + unit-normalised per pool, as in the validation grid
-    return ci.ConInferConfig(mode=mode, n_iter=n_iter, temperature=temperature, standardize=True)
-
-settings = {"context_only": setting("context_only", tau["reference"]),
-            "decoupled": setting("decoupled", tau["reference"]),
-            "joint_reference": setting("reference", tau["reference"]),
-            "joint_paper": setting("paper", tau["paper"])}
+settings = ablation_settings(tau, n_iter)   # features z-scored + unit-normalised per pool, as in the validation grid
 joint_key = f"joint_{joint_mode}"
-
-def refine_pools(prior_maps, feat_maps, config):
-    return ci.refine_maps(prior_maps, feat_maps, config, pool_images=pool_images)
-
 t0 = time.perf_counter()
-probs = {"prior": test_prior}
-fits = {}
-for name, cfg in settings.items():
-    probs[name], fits[name] = refine_pools(test_prior, test_feats, cfg)
-scores = {name: pixel_miou(p, test_labels, K) for name, p in probs.items()}
+probs, fits, scores = run_ablation(test_prior, test_feats, settings, test_labels, K, pool_images)
 print(f"prior {prior_source!r} + context {context_source!r}; joint = {joint_key}")
 print(f"ConInfer on {n_test_scenes} scenes x {len(settings)} settings: {time.perf_counter() - t0:.1f} s")
-print(f"{'class':>24} " + " ".join(f"{n:>12}" for n in scores))
-for c, cname in enumerate(class_names):
-    print(f"{cname:>24} " + " ".join(f"{100 * scores[n][1][c]:12.1f}" for n in scores))
-print(f"{'mIoU':>24} " + " ".join(f"{100 * scores[n][0]:12.1f}" for n in scores))
+print(per_class_table(scores, class_names))
 """)
 
 code("""
-fig, ax = plt.subplots(figsize=(7, 3.2))
-names = list(scores)
-ax.bar(names, [100 * scores[n][0] for n in names], color=["#999"] + ["#4a90d9"] * (len(names) - 1))
-ax.axhline(100 * scores["prior"][0], color="k", lw=0.8, ls="--")
-ax.set_ylabel("held-out mIoU (%)"); ax.set_title(f"Does {context_source} context help the {prior_source} prior?")
-plt.tight_layout(); plt.show()
+vc.plot_ablation({name: s[0] for name, s in scores.items()},
+                 f"Does {context_source} context help the {prior_source} prior?")
 """, tags=["figure"])
 
 code("""
-def _verb(x, ref):
-    return "above" if x > ref + 0.005 else ("below" if x < ref - 0.005 else "level with")
-
-gains = sorted(((100 * (scores[joint_key][1][c] - scores["prior"][1][c]), cname) for c, cname in enumerate(class_names)
-                if np.isfinite(scores[joint_key][1][c]) and np.isfinite(scores["prior"][1][c])))
+up, down = class_gains(scores, joint_key, class_names)
 viz.report(
     "**This run** ({n} test scenes, level {level}, prior `{prior}`, context `{context}`): prior **{p:.3f}**, "
     "context-only {co:.3f} ({co_vs} the prior), decoupled {dec:.3f}, joint reference {jr:.3f}, joint paper "
     "{jp:.3f}; the mode chosen on validation (`{mode}`) gives **{j:.3f}**, {gain:+.1f} points over the prior "
     "(the smoke-profile target is +5). Largest gains per class: {up}; largest losses: {down}.",
     n=n_test_scenes, level=level, prior=prior_source, context=context_source, p=scores["prior"][0],
-    co=scores["context_only"][0], co_vs=_verb(scores["context_only"][0], scores["prior"][0]),
+    co=scores["context_only"][0], co_vs=compare_word(scores["context_only"][0], scores["prior"][0]),
     dec=scores["decoupled"][0], jr=scores["joint_reference"][0], jp=scores["joint_paper"][0], mode=joint_mode,
-    j=scores[joint_key][0], gain=100 * (scores[joint_key][0] - scores["prior"][0]),
-    up=", ".join(f"{c} {g:+.0f}" for g, c in gains[::-1][:3] if g > 0) or "none",
-    down=", ".join(f"{c} {g:+.0f}" for g, c in gains[:3] if g < 0) or "none")
+    j=scores[joint_key][0], gain=100 * (scores[joint_key][0] - scores["prior"][0]), up=up, down=down)
 """, tags=["report"])
 
 md(r"""
@@ -479,16 +346,12 @@ the development runs and other contexts.
 """)
 
 code("""
-B = probs[joint_key].shape[0]
-def upsample(class_map):   # (h, w) patch classes -> (H, W) pixels
-    return np.kron(class_map, np.ones((patch, patch), dtype=class_map.dtype))
-rows = []
-for b, name in [(0, "prior"), (0, joint_key), (min(1, B - 1), joint_key)]:
-    prompt = (f"class names -> {prior_source} prior" if name == "prior"
-              else f"{prior_source} prior + {context_source} context ({name})")
-    rows.append({"image": np.clip(test_scenes[b].optical[:3].transpose(1, 2, 0), 0, 1), "prompt": prompt,
-                 "pred": upsample(probs[name][b].argmax(0).numpy()), "gt": np.asarray(test_labels[b])})
-viz.show_gallery(rows, tree=flat_classes, title=f"Held-out scenes, level {level}: prior vs ConInfer")
+joint_prompt = f"{prior_source} prior + {context_source} context ({joint_key})"
+vc.show_coninfer_gallery([s.optical for s in test_scenes],
+                         [(0, "prior", f"class names -> {prior_source} prior"), (0, joint_key, joint_prompt),
+                          (min(1, n_test_scenes - 1), joint_key, joint_prompt)],
+                         {name: probs[name].argmax(1) for name in ("prior", joint_key)}, test_labels, patch, classes,
+                         title=f"Held-out scenes, level {level}: prior vs ConInfer")
 """, tags=["figure"])
 
 md(r"""
@@ -515,43 +378,12 @@ true share; it is shown below as a diagnosis on the test scenes, **not chosen fo
 code("""
 t0 = time.perf_counter()
 by_level = {}
-if encoders is not None and prior_source == "text":
-    for lv in (1, 2, 3):
-        names_l = world.tree.names(lv)
-        emb_l = text_encoder.prompt_embeddings([world.tree.synonyms(n, "train") for n in names_l])
-        lut_l = world.tree.level_lut(lv)
-        sc = {sp: rc.text_prior_maps(encoders["optical"], x, emb_l, "optical", temperature=1.0).clamp_min(1e-12).log()
-              for sp, x in (("val", val_optical), ("test", test_optical))}
-        vlab = torch.stack([ci.patch_labels(lut_l[s.labels], patch, len(names_l)) for s in val_scenes])
-        t_l = (float(prior_temperature) if prior_temperature
-               else cf.fit_temperature(sc["val"], vlab, cf.PRIOR_TEMPERATURES)[0])
-        p_l = torch.softmax(sc["test"] / t_l, 1)
-        lab_l = np.stack([lut_l[s.labels] for s in test_scenes])
-        m_p, iou_p = pixel_miou(p_l, lab_l, len(names_l))
-        row = {"classes": len(names_l), "prior_temperature": t_l, "prior": m_p}
-        per_class = {"prior": iou_p}
-        share = {"truth": np.bincount(lab_l[lab_l != 255].ravel(), minlength=len(names_l)) / (lab_l != 255).sum(),
-                 "prior": np.bincount(p_l.argmax(1).ravel().numpy(), minlength=len(names_l)) / p_l[:, 0].numel()}
-        for mode in ("reference", "paper"):
-            for pi in ("uniform", "estimated"):   # estimated: Eq. 5 weights re-estimated (a deviation, diagnosis only)
-                cfg_l = dataclasses.replace(settings[f"joint_{mode}"], mixture_weights=pi)
-                z, _ = refine_pools(p_l, test_feats, cfg_l)
-                m_l, iou_l = pixel_miou(z, lab_l, len(names_l))
-                row[f"joint_{mode}" + ("" if pi == "uniform" else "_estimated_weights")] = m_l
-                per_class[f"{mode[:3]} {pi[:3]}."] = iou_l
-                share[f"{mode[:3]} {pi[:3]}."] = (np.bincount(z.argmax(1).ravel().numpy(), minlength=len(names_l))
-                                                 / z[:, 0].numel())
-        by_level[lv] = row
-        print(f"level {lv} ({len(names_l):2d} classes, prior T {t_l}): prior {100 * row['prior']:.1f}, "
-              f"joint reference {100 * row['joint_reference']:.1f} (estimated weights "
-              f"{100 * row['joint_reference_estimated_weights']:.1f}), joint paper {100 * row['joint_paper']:.1f} "
-              f"(estimated weights {100 * row['joint_paper_estimated_weights']:.1f})")
-        if lv == 1:   # where ConInfer used to lose: IoU per class, and the share of the area each class is given
-            print(f"  level 1 per class, IoU % (share of area %):")
-            print(f"  {'class':>12} " + " ".join(f"{n:>17}" for n in per_class))
-            for c, cname in enumerate(names_l):
-                print(f"  {cname:>12} " + " ".join(f"{100 * per_class[n][c]:7.1f} ({100 * share[n][c]:5.1f}%)"
-                                                      for n in per_class) + f"   truth {100 * share['truth'][c]:.1f}%")
+if suite.encoders is not None and prior_source == "text":
+    by_level, level_details = evaluate_levels(suite.encoders["optical"], suite.text_encoder, world.tree,
+                                              (val_scenes, val_optical), (test_scenes, test_optical), test_feats,
+                                              settings, patch, prior_temperature=prior_temperature,
+                                              pool_images=pool_images)
+    print(level_lines(by_level, level_details, detail=1))   # level 1: IoU and share of the area per class
 print(f"({time.perf_counter() - t0:.1f} s)")
 """)
 
@@ -571,30 +403,17 @@ contexts ranked in other runs.
 
 code("""
 t0 = time.perf_counter()
-combos = {}
-for pname, pmaps in priors.items():
-    base = pixel_miou(pmaps, test_labels, K)[0]
-    for cname, fmaps in contexts.items():
-        row = {"prior": base}
-        for mode in ("reference", "paper"):
-            if (pname, cname) == (prior_source, context_key):   # this run's pair: section 2 ran the same settings
-                row[mode] = scores[f"joint_{mode}"][0]
-                continue
-            z, _ = refine_pools(pmaps, fmaps, setting(mode, tau_of[cname][mode]))
-            row[mode] = pixel_miou(z, test_labels, K)[0]
-        combos[f"{pname}+{cname}"] = row
-fallback = None
-if fallback_row is not None:   # the context chosen on validation among the candidates without VITA
-    fb = combos[f"{prior_source}+{fallback_row['features']}"]
-    fallback = {"context": fallback_row["features"], "mode": fallback_row["mode"],
-                "temperature": fallback_row["temperature"], "miou_prior": fb["prior"],
-                "miou_joint": fb[fallback_row["mode"]], "validation_miou": fallback_row["miou"]}
+priors = {name: choice.prior(test_scores, name) for name in test_scores if name != "text_sar"}
+contexts = {name: test_contexts[name] for name in [*candidates, *compared]}
+this_run = {(prior_source, context_key): {m: scores[f"joint_{m}"][0] for m in ("reference", "paper")}}
+combos = prior_context_grid(priors, contexts, test_labels, K, tau_of, n_iter=n_iter, pool_images=pool_images,
+                            done=this_run)
+fallback = fallback_result(combos, choice.fallback, prior_source)   # the context chosen without VITA
+if fallback is not None:
     print(f"without notebook 03 this run would use {fallback['context']} ({fallback['mode']}, T "
-          f"{fallback['temperature']:g}): test mIoU {100 * fb['prior']:.1f} -> {100 * fallback['miou_joint']:.1f}")
-print(f"{'prior + context':>30} {'prior':>7} {'ref.':>7} {'paper':>7}   gain ref. / paper (points)")
-for key, r in combos.items():
-    print(f"{key:>30} {100 * r['prior']:7.1f} {100 * r['reference']:7.1f} {100 * r['paper']:7.1f}   "
-          f"{100 * (r['reference'] - r['prior']):+5.1f} / {100 * (r['paper'] - r['prior']):+5.1f}")
+          f"{fallback['temperature']:g}): test mIoU {100 * fallback['miou_prior']:.1f} -> "
+          f"{100 * fallback['miou_joint']:.1f}")
+print(prior_context_table(combos))
 print(f"({time.perf_counter() - t0:.1f} s)")
 """)
 
@@ -622,25 +441,11 @@ class changes at each z-update, which is what "converged" means here.
 """)
 
 code("""
-p0, f0 = ci.flatten_maps(test_prior[:pool_images], test_feats[:pool_images])
-floor = {}
-for name in ("joint_reference", "joint_paper"):   # the floor of Eq. 8 for each z-update's q
-    floor[name] = []
-    for i in range(len(fits[name][0].objective)):
-        q_i = ci.coninfer(p0, f0, dataclasses.replace(settings[name], n_iter=i)).posterior
-        p_i = p0 / p0.sum(1, keepdim=True)
-        floor[name].append(float((-2 * torch.log((p_i.clamp_min(1e-12) * q_i.clamp_min(1e-12)).sqrt().sum(1))).mean()))
-fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
-for j, name in enumerate(settings):
-    ax.plot(fits[name][0].objective, marker="o", ms=3, color=f"C{j}", label=f"{name}: Eq. 8 at its z")
-    if name in floor:
-        ax.plot(floor[name], ls="--", color=f"C{j}", label=f"{name}: floor (best z for its q)")
-    ax2.plot(100 * np.array(fits[name][0].changed), marker="o", ms=3, color=f"C{j}", label=name)
-ax.set_xlabel("z-update"); ax.set_ylabel("mean KL(z||p) + KL(z||q)")
-ax.set_title("Eq. 8 and its floor: prior-context disagreement", fontsize=10); ax.legend(fontsize=7)
-ax2.set_xlabel("z-update"); ax2.set_ylabel("patches whose class changed (%)")
-ax2.set_title("What converges: the labelling", fontsize=10); ax2.legend(fontsize=7)
-plt.tight_layout(); plt.show()
+p0, f0 = ci.flatten_maps(test_prior[:pool_images], test_feats[:pool_images])   # the first pool
+floor = {name: objective_floors(p0, f0, settings[name], len(fits[name][0].objective))
+         for name in ("joint_reference", "joint_paper")}   # the floor of Eq. 8 for each z-update's q
+vc.plot_convergence({name: fits[name][0].objective for name in settings},
+                    {name: fits[name][0].changed for name in settings}, floor)
 """, tags=["figure"])
 
 code("""
@@ -653,36 +458,13 @@ viz.report(
 """, tags=["report"])
 
 code("""
-scene_i = 0
-hist = fits[joint_key][0].labels_history
-h = w = test_prior.shape[-1]
-def step_map(i):
-    return hist[i].reshape(-1, h, w)[scene_i].numpy()
-gt_patch = ci.patch_labels(test_labels[scene_i], patch, K).numpy()
-steps = [0, len(hist) // 2, len(hist) - 1]
-fig, axes = plt.subplots(1, len(steps) + 2, figsize=(3 * (len(steps) + 2), 3))
-axes[0].imshow(np.clip(test_scenes[scene_i].optical[:3].transpose(1, 2, 0), 0, 1)); axes[0].set_title("optical")
-axes[0].axis("off")
-show_labels(axes[1], gt_patch, "truth (patches)")
-for ax, i in zip(axes[2:], steps):
-    show_labels(ax, step_map(i), f"joint, z-update {i}", legend=i == steps[-1])
-plt.tight_layout(); plt.show()
+hist = fits[joint_key][0].labels_history   # the class of every patch of the first pool, per z-update
+gt_patch = ci.patch_labels(test_labels[0], patch, K).numpy()
+vc.show_label_steps(test_scenes[0].optical, gt_patch, hist, branches.grid, classes, index=0)
 """, tags=["figure"])
 
 code("""
-from rslab.viz import HEADLESS_NOTE, widgets_enabled
-
-def show_step(i=0):
-    acc = float((torch.from_numpy(step_map(i)) == torch.from_numpy(gt_patch)).float().mean())
-    fig, ax = plt.subplots(figsize=(3.5, 3.5))
-    show_labels(ax, step_map(i), f"z-update {i}: patch accuracy {100 * acc:.1f}%", legend=True); plt.show()
-
-if widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
-    import ipywidgets as widgets
-
-    widgets.interact(show_step, i=widgets.IntSlider(min=0, max=len(hist) - 1, value=len(hist) - 1))
-else:
-    print(HEADLESS_NOTE)
+vc.label_step_explorer(hist, gt_patch, branches.grid, classes, index=0)   # a slider over the z-updates
 """)
 
 md(r"""
@@ -701,29 +483,11 @@ the optical run are reused, not re-tuned for SAR. The SAR numbers are printed be
 
 code("""
 t0 = time.perf_counter()
-if encoders is not None:
-    sar_prior = as_prior(test_scores, "text_sar")     # its own temperature, calibrated on the validation scenes
-    sar_prior_source = "text_sar"
-else:
-    sar_mean = lambda s: ci.patch_statistics(normalize_sar(s.sar).astype(np.float32), patch, scales=(1,))[:2]
-    sar_prior_model = cf.fit_patch_classifier(flat(torch.stack([sar_mean(s) for s in prior_scenes])),
-                                              patch_targets(prior_scenes, lut, K), K, steps=200, seed=seed)
-    sar_prior = sar_prior_model.map(torch.stack([sar_mean(s) for s in test_scenes]))
-    sar_prior_source = "weak"
-if suite_context and context_key != "text_tokens":
-    sar_feats = rc.build_contexts([context_key], {"sar": normalize_sar(test_sar_db)}, grid, **suite_models,
-                                  modalities=["sar"], gsd=world.config.gsd_m)[context_key]   # its SAR path only
-    sar_context_source = "sar:" + context_key
-else:
-    sar_context = cf.fit_patch_classifier(flat(torch.stack([describe(s, sar_only=True) for s in context_scenes])),
-                                          patch_targets(context_scenes, leaf_lut, world.tree.num_classes()),
-                                          world.tree.num_classes(), hidden=64, steps=300, seed=seed)
-    sar_feats = sar_context.map(torch.stack([describe(s, sar_only=True) for s in test_scenes]), what="features")
-    sar_context_source = "standin"
-sar_ref, _ = refine_pools(sar_prior, sar_feats, settings["joint_reference"])
-sar_paper, _ = refine_pools(sar_prior, sar_feats, settings["joint_paper"])
-miou_sar = {n: pixel_miou(p, test_labels, K)[0] for n, p in
-            {"prior": sar_prior, "joint_reference": sar_ref, "joint_paper": sar_paper}.items()}
+sar_prior, sar_prior_source, sar_feats, sar_context_source = branches.sar_branches(
+    test_scenes, test_sar_db, test_scores, choice, context_key)
+joint_settings = {name: settings[name] for name in ("joint_reference", "joint_paper")}
+_, _, sar_scores = run_ablation(sar_prior, sar_feats, joint_settings, test_labels, K, pool_images)
+miou_sar = {name: s[0] for name, s in sar_scores.items()}
 print(f"SAR prior {sar_prior_source!r}, context {sar_context_source!r}:",
       {n: round(100 * v, 1) for n, v in miou_sar.items()}, f"({time.perf_counter() - t0:.1f} s)")
 """)
@@ -733,55 +497,27 @@ md(r"""
 
 Sec. 3 / Fig. 2: cut the scene into tiles, run both branches per tile, fit **one** mixture to
 the patches of every tile, map each patch back to its tile and upsample (Sec. 3.6).
-`ci.refine_scene` does exactly that, a few tiles at a time so memory stays bounded.
+`ci.refine_scene` does exactly that, a few tiles at a time so memory stays bounded; the branches'
+`refine_large_scene` feeds it this run's prior (at its calibrated temperature) and context, tile by tile.
 """)
 
 code("""
 t0 = time.perf_counter()
 big = world.large_scene(large_size, index=seed)
 big_labels = lut[big.labels]
-big_image = torch.cat([torch.from_numpy(big.optical),
-                       torch.from_numpy(normalize_sar(big.sar).astype(np.float32))])
-n_opt = big.optical.shape[0]
-tile_grid = (tile // patch, tile // patch)
-def big_prior_fn(tiles):
-    if prior_source == "text":
-        return rc.text_prior_maps(encoders["optical"], tiles[:, :n_opt], class_emb, "optical", prior_T["text"])
-    if prior_source == "maskclip_star":   # MaskCLIP* per tile, on the tile's patch grid, at its calibrated T
-        logp = seg.class_probs(tiles[:, :3], maskclip_names).clamp_min(1e-12).log()
-        return torch.softmax(rc.to_grid({"p": logp}, tile_grid)["p"] / prior_T["maskclip_star"], 1)
-    return torch.softmax(prior_model.map(torch.stack([ci.patch_statistics(t[:n_opt], patch, scales=(1,))[:n_opt]
-                                                      for t in tiles])).clamp_min(1e-12).log() / prior_T["weak"], 1)
-def big_feature_fn(tiles):
-    if context_source not in ("backbone", "standin"):   # DINOv2 tokens of each tile
-        return rc.to_grid({"c": rc.vit_token_maps(dino, tiles[:, :3], size=context_size)}, tile_grid)["c"]
-    if suite_context:
-        parts = {"optical": tiles[:, :n_opt], "sar": tiles[:, n_opt:]}   # SAR channels already normalised
-        return rc.build_contexts([context_key], parts, (tile // patch, tile // patch), **suite_models,
-                                 modalities=context_modalities, gsd=world.config.gsd_m)[context_key]
-    return context_model.map(torch.stack([torch.cat([ci.patch_statistics(t[:n_opt], patch),
-                                                     ci.patch_statistics(t[n_opt:], patch)]) for t in tiles]),
-                             what="features")
 # every prior and context of this notebook has a tiled path: the section runs in every profile
-scene = ci.refine_scene(big_prior_fn, big_feature_fn, big_image, tile=tile, config=settings[joint_key], batch_tiles=4)
-if scene is not None:
-    miou_large_prior = pixel_miou(scene.prior_probs[None], big_labels, K)[0]
-    miou_large_joint = pixel_miou(scene.probs[None], big_labels, K)[0]
-    print(f"{large_size} px scene, {len(scene.positions)} tiles of {tile} px, "
-          f"{scene.result.z.shape[0]} patches in one mixture: mIoU prior {100 * miou_large_prior:.1f}, "
-          f"joint {100 * miou_large_joint:.1f}  ({time.perf_counter() - t0:.1f} s)")
+scene = branches.refine_large_scene(big, tile, settings[joint_key], prior_T, context_key, batch_tiles=4)
+miou_large_prior = pixel_miou(scene.prior_probs[None], big_labels, K)[0]
+miou_large_joint = pixel_miou(scene.probs[None], big_labels, K)[0]
+print(f"{large_size} px scene, {len(scene.positions)} tiles of {tile} px, "
+      f"{scene.result.z.shape[0]} patches in one mixture: mIoU prior {100 * miou_large_prior:.1f}, "
+      f"joint {100 * miou_large_joint:.1f}  ({time.perf_counter() - t0:.1f} s)")
 """)
 
 code("""
-if scene is not None:
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
-    axes[0].imshow(np.clip(big.optical[:3].transpose(1, 2, 0), 0, 1)); axes[0].set_title("optical")
-    axes[0].axis("off")
-    show_labels(axes[1], np.where(big_labels == 255, 19, big_labels), "truth")
-    show_labels(axes[2], scene.prior_labels.numpy(), "prior")
-    show_labels(axes[3], scene.labels.numpy(), f"ConInfer ({joint_key})", legend=True)
-    plt.tight_layout(); plt.show()
-""")
+vc.show_scene_refinement(big.optical, big_labels, scene.prior_labels.numpy(), scene.labels.numpy(), classes,
+                         f"ConInfer ({joint_key})")
+""", tags=["figure"])
 
 md(r"""
 ## 6 · Real imagery (when `../shared/real_samples` is present)
@@ -794,43 +530,10 @@ real scenes and reports what happens, nothing more.
 """)
 
 code("""
-from rslab.data.readers import real_samples_dir, MMSegFolder, read_deepglobe, LOVEDA_CLASSES, DEEPGLOBE_CLASSES
-real = {}
 root = real_samples_dir() if use_real else None
-if root is None:
-    print("real samples not used (absent or use_real=False)")
-else:
-    rpatch = 16
-    cfg = ci.ConInferConfig(n_iter=n_iter, standardize=True)
-    # LoveDA: 3 crops of 1024 px
-    crops = list(MMSegFolder(root / "loveda", split=None, encoding="loveda")) if (root / "loveda").is_dir() else []
-    if len(crops) >= 2:
-        kl = len(LOVEDA_CLASSES)
-        col = lambda s: ci.patch_statistics(s.optical[:3], rpatch, scales=(1,))[:3]
-        pm = cf.fit_patch_classifier(flat(col(crops[0])[None]), ci.patch_labels(crops[0].labels, rpatch, kl).flatten(),
-                                     kl, seed=seed)
-        pr = pm.map(torch.stack([col(s) for s in crops[1:]]))
-        fe = torch.stack([ci.patch_statistics(s.optical[:3], rpatch) for s in crops[1:]])
-        zz, _ = ci.refine_maps(pr, fe, cfg)
-        lab = np.stack([s.labels for s in crops[1:]])
-        real["loveda_prior"] = pixel_miou(pr, lab, kl)[0]
-        real["loveda_joint"] = pixel_miou(zz, lab, kl)[0]
-    dg = root / "deepglobe_landcover"
-    if (dg / "6399_sat.jpg").is_file():
-        s = read_deepglobe(dg / "6399_sat.jpg", dg / "6399_mask.png")
-        kd = len(DEEPGLOBE_CLASSES)
-        img = torch.from_numpy(s.optical[:3])
-        q = img.shape[1] // 2
-        col = lambda t: ci.patch_statistics(t, rpatch, scales=(1,))
-        pm = cf.fit_patch_classifier(flat(col(img[:, :q, :q])[None]),
-                                     ci.patch_labels(s.labels[:q, :q], rpatch, kd).flatten(), kd, seed=seed)
-        sc = ci.refine_scene(lambda t: pm.map(torch.stack([col(x) for x in t])),
-                             lambda t: torch.stack([ci.patch_statistics(x, rpatch) for x in t]),
-                             img, tile=512, config=cfg, batch_tiles=4)
-        held = s.labels.copy(); held[:q, :q] = 255  # evaluate outside the training quarter
-        real["deepglobe_prior"] = pixel_miou(sc.prior_probs[None], held, kd)[0]
-        real["deepglobe_joint"] = pixel_miou(sc.probs[None], held, kd)[0]
-    print({k: round(100 * v, 1) for k, v in real.items()})
+real = real_sample_scores(root, n_iter=n_iter, seed=seed) if root is not None else {}
+print({k: round(100 * v, 1) for k, v in real.items()} if root is not None
+      else "real samples not used (absent or use_real=False)")
 """)
 
 md(r"""
@@ -841,47 +544,15 @@ code("""
 # The paper's evaluation on real benchmarks (full profile): training-free, as ConInfer is. MaskCLIP*
 # on the dataset's class names gives the prior, DINOv2 the context; the consensus temperature and
 # mode are the ones chosen on the validation scenes above.
-from rslab.data.catalog import open_dataset
-from rslab.data.readers import LOVEDA_CLASSES, ISPRS_CLASSES, DEEPGLOBE_CLASSES
+check_benchmarks(benchmarks, prior_source, context_source, data_root)
 bench = {}
-bench_classes = {"loveda": LOVEDA_CLASSES, "potsdam": ISPRS_CLASSES, "vaihingen": ISPRS_CLASSES,
-                 "deepglobe": DEEPGLOBE_CLASSES}
-unknown = [b for b in benchmarks if b not in bench_classes]
-if unknown:
-    raise ValueError(f"benchmarks: no reader for {unknown}; choose from {sorted(bench_classes)}")
-if benchmarks and (prior_source != "maskclip_star" or context_source in ("backbone", "standin")):
-    raise ValueError("benchmarks need prior_source='maskclip_star' and a DINOv2 context_source (the paper's branches)")
-if benchmarks:
-    from rslab.data.catalog import require_datasets
-    require_datasets(benchmarks, data_root)   # one error naming every missing dataset and its layout
 for name in benchmarks:
     t0 = time.perf_counter()
-    reader = open_dataset(name, data_root, None if name == "deepglobe" else "val")
-    items = [reader[i] for i in range(min(int(n_benchmark_images), len(reader)))]
-    names_b = [str(c) for c in bench_classes[name]]
-    kb = len(names_b)
-    bgrid = (max(1, clip_input_size // 16), max(1, clip_input_size // 16))
-    labels_b, z_b, p_b = [], [], []
-    for it in items:   # one image at a time: real images differ in size
-        rgb = torch.from_numpy(np.ascontiguousarray(it.optical[:3])).float()[None].clamp(0, 1)
-        logp = seg.class_probs(rgb, names_b).clamp_min(1e-12).log()
-        ctx_b = rc.vit_token_maps(dino, rgb, size=context_size)
-        maps = rc.to_grid({"p": logp, "c": ctx_b}, bgrid)
-        p_b.append(torch.softmax(maps["p"] / prior_T["maskclip_star"], 1)); z_b.append(maps["c"])
-        labels_b.append(np.asarray(it.labels))
-    prior_b = torch.cat(p_b)
-    joint_b, _ = refine_pools(prior_b, torch.cat(z_b), settings[joint_key])
-    from rslab.metrics import SegmentationMeter
-    meters = {"prior": SegmentationMeter(kb), "joint": SegmentationMeter(kb)}   # dataset-level mIoU
-    for i, lab in enumerate(labels_b):   # each prediction upsampled to its image's own label size
-        for key, probs in (("prior", prior_b), ("joint", joint_b)):
-            up = torch.nn.functional.interpolate(probs[i:i + 1].float(), size=lab.shape, mode="bilinear",
-                                                 align_corners=False)
-            meters[key].update(up.argmax(1)[0].numpy(), lab)
-    mp, mj = (float(meters[k].compute()["miou"]) for k in ("prior", "joint"))
-    bench[name] = {"prior": float(mp), "joint": float(mj), "n_images": len(items)}
-    print(f"{name}: {len(items)} images, mIoU MaskCLIP* {100 * mp:.1f} -> ConInfer {100 * mj:.1f} "
-          f"({time.perf_counter() - t0:.0f} s)")
+    bench[name] = benchmark_scores(name, data_root, branches.maskclip, branches.dino, prior_T["maskclip_star"],
+                                   settings[joint_key], n_images=n_benchmark_images, clip_input_size=clip_input_size,
+                                   context_size=context_size, pool_images=pool_images)
+    print(f"{name}: {bench[name]['n_images']} images, mIoU MaskCLIP* {100 * bench[name]['prior']:.1f} -> "
+          f"ConInfer {100 * bench[name]['joint']:.1f} ({time.perf_counter() - t0:.0f} s)")
 """)
 
 code("""
@@ -898,22 +569,30 @@ metrics = {
     "miou_sar_joint_reference": miou_sar["joint_reference"],
     "miou_sar_joint_paper": miou_sar["joint_paper"],
     "level": level, "n_test_scenes": n_test_scenes,
-    "prior_source": prior_source, "prior_origin": prior_origin,
+    "prior_source": prior_source, "prior_origin": suite.prior_origin,
     "context_source": context_source, "context_origin": context_origin, "context": context_key,
-    "vita_origin": vita_origin,
+    "vita_origin": suite.vita_origin,
     "sar_prior_source": sar_prior_source, "sar_context_source": sar_context_source,
+}
+""")
+
+md(r"""
+With the tables of sections 2-6 and what was chosen on the validation scenes:
+""")
+
+code("""
+metrics.update({
     "combos": {k: {m: float(v) for m, v in r.items()} for k, r in combos.items()},
     "per_class_iou": {n: {c: float(scores[n][1][i]) for i, c in enumerate(class_names)}
                       for n in ("prior", "joint_reference", "joint_paper")},
     "validation": {"n_scenes": n_val_scenes, "prior_temperature": prior_T, "context": context_key,
                    "consensus_temperature": tau, "joint_mode": joint_mode,
-                   "miou_prior": val_rows[0]["prior_miou"], "miou_best": best_row["miou"]},
+                   "miou_prior": choice.rows[0]["prior_miou"], "miou_best": choice.best["miou"]},
     "by_level": by_level,
     "fallback_without_vita": fallback,
     "cpu_s": time.process_time() - cpu0,   # this kernel's CPU time (wall_s also counts waiting on a shared CPU)
-}
-if scene is not None:
-    metrics.update(miou_large_prior=miou_large_prior, miou_large_joint=miou_large_joint)
+})
+metrics.update(miou_large_prior=miou_large_prior, miou_large_joint=miou_large_joint)
 metrics.update({f"miou_real_{k}": v for k, v in real.items()})
 for name, b in bench.items():
     metrics[f"miou_{name}_prior"], metrics[f"miou_{name}_joint"] = b["prior"], b["joint"]
@@ -954,8 +633,8 @@ md(r"""
    the objective or the labelling?
 2. Use the `paper` mode with `temperature=1` (the untempered Eq. 6): how peaked is $q$, and how
    often does the prior still matter?
-3. Set `level = 1` and `mixture_weights="estimated"` in `setting(...)`: compare the area share
-   of the largest class with the truth.
+3. Set `level = 1` and pass `dataclasses.replace(settings[joint_key], mixture_weights="estimated")` to
+   `ci.refine_maps`: compare the area share of the largest class with the truth.
 4. Give ConInfer the stand-in context (trained with labels) instead of this run's context: how
    much of the gap to the target is the features' fault?
 """)
@@ -963,3 +642,4 @@ md(r"""
 
 if __name__ == "__main__":
     nb.write()
+
