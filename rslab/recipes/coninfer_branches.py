@@ -32,9 +32,14 @@ import numpy as np
 import torch
 
 from rslab.data.sar import normalize_sar
+from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.models import coninfer as ci
+from rslab.models.backbone import load_backbone
+from rslab.models.encoders import MiniLMTextEncoder
+from rslab.models.maskclip import MaskClipConfig, MaskClipSegmenter
 from rslab.recipes import coninfer as rc
 from rslab.recipes.coninfer_fit import ValidationChoice, fit_patch_classifier
+from rslab.recipes.qsacl import pretrain_config
 
 __all__ = ["stack_scenes", "scene_descriptors", "colour_descriptors", "sar_mean_descriptors", "flatten_patches",
            "patch_targets", "SuiteModels", "load_suite_models", "SceneBranches", "build_branches",
@@ -140,8 +145,6 @@ class SuiteModels:
 def _train_encoders(seed: int, align_steps: int, lit_steps: int, n_align_scenes: int, text_encoder,
                     optical_tower: str | None, weights_dir):
     from rslab import weights as W
-    from rslab.data.synthetic import SyntheticWorld, WorldConfig
-
     return rc.train_alignment_encoders(
         SyntheticWorld(WorldConfig(size=64), seed=seed), rc.small_budget(align_steps, seed=seed),
         lit=rc.small_budget(lit_steps, seed=seed), n_train=n_align_scenes, text_encoder=text_encoder,
@@ -149,9 +152,6 @@ def _train_encoders(seed: int, align_steps: int, lit_steps: int, n_align_scenes:
 
 
 def _train_backbone(seed: int, backbone_steps: int, n_backbone_scenes: int):
-    from rslab.data.synthetic import SyntheticWorld, WorldConfig
-    from rslab.recipes.qsacl import pretrain_config
-
     return rc.pretrain_backbone(SyntheticWorld(WorldConfig(size=128), seed=seed),
                                 pretrain_config(backbone_steps, seed=seed), n_scenes=n_backbone_scenes)
 
@@ -171,9 +171,6 @@ def load_suite_models(prior_source: str, context_source: str, artifacts: str | P
     stand-in (``"weak"`` prior, ``"standin"`` context). VITA is never trained here: without it its
     context candidates are skipped. Prints what it did.
     """
-    from rslab.models.backbone import load_backbone
-    from rslab.models.encoders import MiniLMTextEncoder
-
     if prior_source not in PRIOR_SOURCES:
         raise ValueError(f"prior_source must be one of {PRIOR_SOURCES}, got {prior_source!r}")
     if not isinstance(context_source, str) or not context_source:
@@ -409,8 +406,6 @@ def build_branches(world, level: int, patch: int, suite: SuiteModels, prior_scen
     maskclip_names = [", ".join([n] + tree.synonyms(n)) for n in class_names]
     seg = dino = None
     if suite.prior_source == "maskclip_star":
-        from rslab.models.maskclip import MaskClipConfig, MaskClipSegmenter
-
         clip = W.load(clip_name, weights_dir, device=device)   # OpenAI ViT-B/16 with QuickGELU, as trained
         seg = MaskClipSegmenter(clip, config=MaskClipConfig(input_size=clip_input_size))
     if registry_context:   # a DINOv2 registry entry (full profile)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rslab.data.catalog import open_dataset, require_datasets
 from rslab.data.readers import DEEPGLOBE_CLASSES, ISPRS_CLASSES, LOVEDA_CLASSES, MMSegFolder, read_deepglobe
 from rslab.metrics import SegmentationMeter, pixel_miou
 from rslab.models import coninfer as ci
@@ -98,8 +99,6 @@ def check_benchmarks(benchmarks, prior_source: str, context_source: str, data_ro
         raise ValueError("benchmarks need prior_source='maskclip_star' and a DINOv2 context_source "
                          "(the paper's branches)")
     if benchmarks:
-        from rslab.data.catalog import require_datasets
-
         require_datasets(list(benchmarks), data_root)   # one error naming every missing dataset and its layout
 
 
@@ -113,8 +112,6 @@ def benchmark_scores(name: str, data_root, segmenter, vit, prior_temperature: fl
 
     Returns ``{"prior": mIoU, "joint": mIoU, "n_images": n}`` (dataset-level mIoU).
     """
-    from rslab.data.catalog import open_dataset
-
     if name not in BENCHMARK_CLASSES:
         raise ValueError(f"benchmark {name!r}: no reader; choose from {sorted(BENCHMARK_CLASSES)}")
     reader = open_dataset(name, data_root, None if name == "deepglobe" else "val")
