@@ -10,6 +10,9 @@
 - :mod:`rslab.viz.maps`: ``scene_map`` / ``save_map_html`` (leafmap, imported on first use).
 - :mod:`rslab.viz.embeddings`: ``pca_2d`` (one 2-D PCA over several embedding sets, for scatter plots).
 - :mod:`rslab.viz.widgets`: ``widgets_enabled`` (explorers only at a live kernel, never headless).
+- One module per notebook's own figures and explorers, imported from the submodule:
+  :mod:`rslab.viz.tour` (00), :mod:`rslab.viz.alignment` (01), :mod:`rslab.viz.qsacl` (02),
+  :mod:`rslab.viz.vita` (03), :mod:`rslab.viz.referring` (04), :mod:`rslab.viz.coninfer` (05).
 
 Training curves are drawn by ``rslab.train.plot_history``.
 """
