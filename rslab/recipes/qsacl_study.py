@@ -107,9 +107,8 @@ def synthetic_study_data(scene_size: int, n_pretrain: int, n_probe_train: int, n
     only), the first ``n_probe_train`` of them with labels for the probe, ``n_probe_test`` held-out
     scenes from index ``test_start`` on, and the pre-training scenes re-rendered in ``other_styles``
     other regional styles (same layout, other colours; 0 = none). ``log`` gets one line per step."""
-    for name, n, least in [("scene_size", scene_size, 8), ("n_pretrain", n_pretrain, 2),
-                           ("n_probe_train", n_probe_train, 1), ("n_probe_test", n_probe_test, 1),
-                           ("other_styles", other_styles, 0)]:
+    for name, n, least in [("n_pretrain", n_pretrain, 2), ("n_probe_train", n_probe_train, 1),
+                           ("n_probe_test", n_probe_test, 1), ("other_styles", other_styles, 0)]:
         if not isinstance(n, (int, np.integer)) or n < least:
             raise ValueError(f"{name} must be an int >= {least}, got {n!r}")
     if test_start < max(n_pretrain, n_probe_train):
