@@ -272,7 +272,8 @@ md(r"""
 
 Both runs use the same backbone initialisation, heads, views, optimiser, schedule and number of
 steps; optical and SAR batches alternate, so the one backbone learns both modalities
-(`rslab.recipes.qsacl.pretrain`, on `rslab.train.Trainer` with an `EMA` teacher).
+(`rslab.recipes.qsacl_study.pretrain_method`: the seeded initialisation, then
+`rslab.recipes.qsacl.pretrain`, on `rslab.train.Trainer` with an `EMA` teacher).
 """)
 
 code("""
