@@ -81,36 +81,26 @@ code("""
 import json
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from rslab.data.sar import normalize_sar
-from rslab.data.synthetic import SyntheticWorld, WorldConfig
-from rslab.data.tree import load_tree
 from rslab import viz
-from rslab.data.pairs import pairs_to_tensors, restyled_scenes
-from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes,
-                                  profile_variants, save_backbone)
-from rslab.models.qsacl import (ContrastiveSSL, QSACLConfig, feature_diagnostics, multi_crop,
-                                query_attention_maps, query_class_affinity, view_overlap)
-from rslab.recipes.qsacl import linear_probe_miou, pretrain, pretrain_config
+from rslab.models.backbone import (BackboneConfig, UnifiedBackbone, option_variants, preset_sizes, profile_variants,
+                                   save_backbone)
+from rslab.models.qsacl import (QSACLConfig, feature_diagnostics, multi_crop, query_attention_maps,
+                                query_class_affinity, view_overlap)
 from rslab.notebooks import resolve_device, start_run
-from rslab.train import plot_history
-from rslab.viz import colorize_labels, optical_to_display, sar_to_display
+from rslab.recipes import qsacl_study as qs
+from rslab.recipes.qsacl import pretrain_config
+from rslab.viz import qsacl as qviz
 
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 run = start_run("02_qsacl_pretraining", profile=profile, seed=seed)
 device = resolve_device(device, profile).type  # the full profile never falls back to the CPU silently
-real_data = [d for d in (pretrain_dataset, probe_dataset) if d != "synthetic"]
-if real_data:  # every missing dataset in one error, before anything is trained
-    from rslab.data.catalog import open_dataset, require_datasets
-
-    if pretrain_dataset != "sen12ms" or probe_dataset != "sen1floods11":
-        raise ValueError("real data needs pretrain_dataset='sen12ms' with probe_dataset='sen1floods11' (both "
-                         f"Sentinel-1/2 at 10 m), got {pretrain_dataset!r} and {probe_dataset!r}")
-    print("datasets:", require_datasets(real_data, data_root))
+real_data = qs.check_study_datasets(pretrain_dataset, probe_dataset, data_root)  # every missing dataset in one error
+if real_data:
+    print("datasets:", real_data)
 print("artifacts ->", run.artifacts, "| device:", device)
 """)
 
@@ -123,65 +113,14 @@ SAR is passed through `normalize_sar` (clip to the dB range, map to [-1, 1]): mo
 """)
 
 code("""
-if pretrain_dataset == "synthetic":
-    world = SyntheticWorld(WorldConfig(size=scene_size), seed=seed)
-    tree = load_tree("synthetic")
-    num_classes = world.num_classes
-    gsd = world.config.gsd_m  # metres per pixel; drives Adaptive Patch Merging
-
-    def to_tensors(start, n):
-        scenes = [world.scene(i) for i in range(start, start + n)]
-        optical, sar_db = pairs_to_tensors(scenes)
-        sar = normalize_sar(sar_db)
-        labels = torch.tensor(np.stack([s.labels for s in scenes]), dtype=torch.long)
-        return scenes, optical, sar, labels
-
-    t0 = time.perf_counter()
-    pre_scenes, pre_opt, pre_sar, _ = to_tensors(0, n_pretrain)            # unlabelled use only
-    probe_scenes, probe_opt, probe_sar, probe_lab = to_tensors(0, n_probe_train)  # a labelled subset
-    test_scenes, test_opt, test_sar, test_lab = to_tensors(100_000, n_probe_test)  # held out: other indices
-    print(f"{n_pretrain + n_probe_test} scenes in {time.perf_counter() - t0:.1f} s; {num_classes} classes; GSD {gsd} m")
-
-    # the pre-training scenes again, each in `other_styles` other regional styles: same layout, other colours
-    t0 = time.perf_counter()
-    alt_opt, alt_sar = [], []
-    for k in range(1, other_styles + 1):
-        optical, sar_db = pairs_to_tensors(restyled_scenes(world, pre_scenes, offset=k))
-        alt_opt.append(optical)
-        alt_sar.append(normalize_sar(sar_db))
-    alt_scenes = {"optical": torch.stack(alt_opt, 1), "sar": torch.stack(alt_sar, 1)} if other_styles else None
-    print(f"{other_styles} restyled copies of the pre-training scenes in {time.perf_counter() - t0:.1f} s")
-    s = test_scenes[0]
-    show = (s.optical, s.sar, s.labels)
-else:  # full profile: SEN12MS patches streamed from disk; Sen1Floods11 chips for the probe
-    from rslab.data.readers import SEN1FLOODS11_CLASSES
-    from rslab.data.readers.pairs import crop_pair
-    from rslab.recipes.qsacl import CatalogScenes, catalog_probe_tensors
-    from rslab.viz import flat_tree
-
-    pairs = open_dataset(pretrain_dataset, data_root, None, limit=n_pretrain)
-    pre_opt, pre_sar = CatalogScenes(pairs, "optical", scene_size), CatalogScenes(pairs, "sar", scene_size)
-    probe_opt, probe_sar, probe_lab = catalog_probe_tensors(open_dataset(probe_dataset, data_root, "train"),
-                                                            scene_size, n_probe_train)
-    test_opt, test_sar, test_lab = catalog_probe_tensors(open_dataset(probe_dataset, data_root, "test"),
-                                                         scene_size, n_probe_test)
-    tree = flat_tree(SEN1FLOODS11_CLASSES, ["#d9d9d9", "#2166ac"], name="sen1floods11")
-    num_classes, gsd, alt_scenes = len(SEN1FLOODS11_CLASSES), 10.0, None
-    print(f"pre-training: {len(pairs)} {pretrain_dataset} pairs (streamed); probe: {len(probe_lab)} train / "
-          f"{len(test_lab)} test {probe_dataset} chips; {scene_size} px windows, GSD {gsd} m")
-    w = crop_pair(open_dataset(probe_dataset, data_root, "test")[0], scene_size)
-    show = (w["optical"], w["sar"], w["labels"])
-
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-axes[0].imshow(optical_to_display(show[0])); axes[0].set_title("optical (RGB)")
-axes[1].imshow(sar_to_display(show[1], channel="VV"), cmap="gray"); axes[1].set_title("SAR VV (dB, stretched)")
-axes[2].imshow(colorize_labels(show[2], tree)); axes[2].set_title("labels (leaf classes)")
-axes[2].legend(handles=viz.label_legend(tree, present=show[2]), loc="upper left", bbox_to_anchor=(1.02, 1.0),
-               fontsize=7, frameon=False)
-for ax in axes:
-    ax.axis("off")
-fig.suptitle("One held-out scene: the same ground seen by two sensors")
-plt.show()
+# synthetic: scenes 0.. for pre-training (images only), a labelled subset for the probe, held-out scenes at other
+# indices, and the pre-training scenes again in `other_styles` other regional styles (same layout, other colours);
+# full profile: SEN12MS pairs streamed from disk, Sen1Floods11 chips for the probe
+data = qs.study_data(pretrain_dataset, probe_dataset, data_root, scene_size=scene_size, n_pretrain=n_pretrain,
+                     n_probe_train=n_probe_train, n_probe_test=n_probe_test, other_styles=other_styles, seed=seed)
+tree, num_classes, gsd = data.tree, data.num_classes, data.gsd  # gsd (metres per pixel) drives Adaptive Patch Merging
+pre_opt, test_opt, test_lab = data.pretrain["optical"], data.probe_test.optical, data.probe_test.labels
+qviz.show_scene_pair(*data.example, tree)
 """, tags=["figure"])
 
 md(r"""
@@ -215,7 +154,7 @@ for modality, g, size in [("optical", 0.3, 256), ("optical", gsd, scene_size), (
 
 feats = net(test_opt[:2], modality="optical", gsd=gsd)
 print("optical features:", [tuple(f.shape) for f in feats])
-feats = net(test_sar[:2], modality="sar", gsd=gsd)
+feats = net(data.probe_test.sar[:2], modality="sar", gsd=gsd)
 print("SAR features:    ", [tuple(f.shape) for f in feats])
 
 for bad in [dict(x=torch.rand(1, 1, 64, 64), modality="lidar"), dict(x=torch.rand(1, 4, 80, 80), modality="optical")]:
@@ -312,18 +251,16 @@ code(f"""
 qsacl_preset_fn = getattr(QSACLConfig, qsacl_preset)  # the head and views at the backbone's scale
 qsacl_cfg = qsacl_preset_fn(aggregation="query", **{ssl_kwargs})
 baseline_cfg = qsacl_preset_fn(aggregation="mean", **{ssl_kwargs})
+alt_scenes = data.alt_scenes
 alt_view = alt_scenes["optical"][:1, 0] if alt_scenes else None  # scene 0 in another style
 globals_, locals_ = multi_crop(torch.stack([pre_opt[0]]), qsacl_cfg, torch.Generator().manual_seed(seed),
                                alt_images=alt_view)
 views = [("scene", pre_opt[0])] + ([("same ground, other style", alt_view[0])] if alt_scenes else []) + \\
         [(f"global {{i + 1}}", v[0]) for i, v in enumerate(globals_)] + \\
         [(f"local {{i + 1}}", v[0]) for i, v in enumerate(locals_)]
-fig, axes = plt.subplots(1, len(views), figsize=(2.6 * len(views), 2.8))
-for ax, (title, img) in zip(axes, views):
-    ax.imshow(optical_to_display(img.numpy())); ax.set_title(title); ax.axis("off")
-fig.suptitle("Multi-crop views of one scene: a local crop sees only part of the semantics"
-             + (" (locals cut from the other style)" if alt_scenes else ""))
-plt.show()
+viz.show_images([viz.optical_to_display(img.numpy()) for _, img in views], [title for title, _ in views],
+                suptitle="Multi-crop views of one scene: a local crop sees only part of the semantics"
+                + (" (locals cut from the other style)" if alt_scenes else ""))
 
 overlap = view_overlap(qsacl_cfg, scene_size)
 print(f"share of a local crop inside a global crop: mean {{overlap['mean']:.2f}}, median {{overlap['median']:.2f}}; "
@@ -335,45 +272,20 @@ md(r"""
 
 Both runs use the same backbone initialisation, heads, views, optimiser, schedule and number of
 steps; optical and SAR batches alternate, so the one backbone learns both modalities
-(`rslab.recipes.qsacl.pretrain`, on `rslab.train.Trainer` with an `EMA` teacher).
+(`rslab.recipes.qsacl_study.pretrain_method`: the seeded initialisation, then
+`rslab.recipes.qsacl.pretrain`, on `rslab.train.Trainer` with an `EMA` teacher).
 """)
 
 code("""
-def pretrain_method(cfg):
-    torch.manual_seed(seed)  # same backbone initialisation for every method
-    student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), cfg)
-    t0 = time.perf_counter()
-    trainer = pretrain(student, {"optical": pre_opt, "sar": pre_sar},
-                       pretrain_config(steps, lr=lr, seed=seed, device=device),
-                       batch_size=batch_size, gsd=gsd, alt_scenes=alt_scenes, num_workers=num_workers)
-    return trainer, time.perf_counter() - t0
-
-
 if pretrain_dataset != "synthetic":  # full profile: the plan and a measured step time before hours of training
-    import copy
-
-    from rslab.models.qsacl import pretraining_loss
-    from rslab.recipes.budget import print_budget, time_step
-
-    probe_student = ContrastiveSSL(UnifiedBackbone(backbone_cfg), qsacl_cfg).to(device)
-    probe_teacher = copy.deepcopy(probe_student).eval()
-    probe_batch = torch.stack([pre_opt[i % len(pre_opt)] for i in range(batch_size)]).to(device)
-    seconds = time_step(lambda: pretraining_loss(probe_student, probe_teacher, probe_batch, "optical", gsd,
-                                                 torch.Generator().manual_seed(seed))["loss"], probe_student)
-    print_budget("QSACL pre-training (then the same for the image-level baseline)", steps,
-                 batch_size * (qsacl_cfg.num_global + qsacl_cfg.num_local), seconds, device)
-    del probe_student, probe_teacher, probe_batch
-qsacl_trainer, qsacl_s = pretrain_method(qsacl_cfg)
-base_trainer, base_s = pretrain_method(baseline_cfg)
+    qs.print_pretrain_plan(backbone_cfg, qsacl_cfg, data, steps, batch_size, device, seed=seed)
+# each method from the same backbone initialisation (seed), on the same scenes and views
+config = pretrain_config(steps, lr=lr, seed=seed, device=device)
+qsacl_trainer, qsacl_s = qs.pretrain_method(backbone_cfg, qsacl_cfg, data, config, batch_size, num_workers)
+base_trainer, base_s = qs.pretrain_method(backbone_cfg, baseline_cfg, data, config, batch_size, num_workers)
 print(f"QSACL: {qsacl_s:.0f} s, image-level contrastive: {base_s:.0f} s for {steps} steps each")
-
-fig, ax = plt.subplots(figsize=(6, 3.5))
-for name, tr in [("QSACL", qsacl_trainer), ("image-level contrastive", base_trainer)]:
-    h = [r for r in tr.history if "contrastive" in r]
-    ax.plot([r["step"] for r in h], [r["contrastive"] for r in h], label=name)
-ax.axhline(np.log(batch_size), color="grey", ls=":", label="log B (chance)")
-ax.set_xlabel("step"); ax.set_ylabel("contrastive loss"); ax.legend(); ax.set_title("Pre-training loss")
-plt.show()
+qviz.plot_pretraining_loss({"QSACL": qsacl_trainer.history, "image-level contrastive": base_trainer.history},
+                           batch_size)
 """, tags=["figure"])
 
 md(r"""
@@ -398,33 +310,17 @@ random_backbone = UnifiedBackbone(backbone_cfg).to(next(qsacl_trainer.ema_model.
 qsacl_backbone = qsacl_trainer.ema_model.backbone
 base_backbone = base_trainer.ema_model.backbone
 
-
-def probe(backbone, modality):
-    x_tr, x_te = (probe_opt, test_opt) if modality == "optical" else (probe_sar, test_sar)
-    return linear_probe_miou(backbone, x_tr, probe_lab, x_te, test_lab, num_classes, modality, gsd, steps=probe_steps)
-
-
 t0 = time.perf_counter()
-probes = {
-    "random": probe(random_backbone, "optical"),
-    "contrastive": probe(base_backbone, "optical"),
-    "qsacl": probe(qsacl_backbone, "optical"),
-    "random_sar": probe(random_backbone, "sar"),
-    "contrastive_sar": probe(base_backbone, "sar"),
-    "qsacl_sar": probe(qsacl_backbone, "sar"),
-}
+# every backbone, optical then SAR input: keys "random", ..., "qsacl_sar"
+probes = qs.probe_backbones({"random": random_backbone, "contrastive": base_backbone, "qsacl": qsacl_backbone},
+                            data, steps=probe_steps)
 print(f"probes: {time.perf_counter() - t0:.0f} s")
 for k, r in probes.items():
     print(f"{k:16s} mIoU = {100 * r['miou']:.1f}")
 
-fig, ax = plt.subplots(figsize=(7, 3.5))
-names = ["random", "contrastive", "qsacl"]
-x = np.arange(len(names))
-ax.bar(x - 0.2, [100 * probes[n]["miou"] for n in names], 0.4, label="optical input")
-ax.bar(x + 0.2, [100 * probes[n + "_sar"]["miou"] for n in names], 0.4, label="SAR input")
-ax.set_xticks(x, ["random init", "image-level contrastive", "QSACL"]); ax.set_ylabel("linear-probe mIoU (%)")
-ax.set_title("Frozen features, 1x1 probe, held-out scenes"); ax.legend()
-plt.show()
+qviz.plot_probe_miou([(label, probes[n]["miou"], probes[n + "_sar"]["miou"]) for label, n in
+                      [("random init", "random"), ("image-level contrastive", "contrastive"), ("QSACL", "qsacl")]],
+                     title="Frozen features, 1x1 probe, held-out scenes")
 """, tags=["figure"])
 
 code("""
@@ -473,15 +369,8 @@ evidence page vary the probe's scenes and initialisation, not the pre-training.
 code("""
 long_probes = {}
 if probe_shipped and pretrain_dataset == "synthetic" and backbone_preset == "tiny":
-    from rslab import weights as W
-
-    here = next(qsacl_backbone.parameters()).device
-    for name in ("qsacl", "contrastive"):
-        entry = f"backbone-{name}-standin"
-        print(W.standin_summary(entry))
-        shipped = W.load(entry).to(here)
-        long_probes[name] = probe(shipped, "optical")
-        long_probes[name + "_sar"] = probe(shipped, "sar")
+    # prints each stand-in's model card, then probes it on optical and SAR input
+    long_probes = qs.probe_shipped_standins(data, next(qsacl_backbone.parameters()).device, steps=probe_steps)
     rows = [("random init", probes["random"], probes["random_sar"]),
             ("image-level, 120 steps (here)", probes["contrastive"], probes["contrastive_sar"]),
             ("QSACL, 120 steps (here)", probes["qsacl"], probes["qsacl_sar"]),
@@ -490,13 +379,8 @@ if probe_shipped and pretrain_dataset == "synthetic" and backbone_preset == "tin
     print(f"{'backbone':36s} {'optical':>8s} {'SAR':>8s}")
     for label, opt, sar in rows:
         print(f"{label:36s} {100 * opt['miou']:8.1f} {100 * sar['miou']:8.1f}")
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [100 * r[1]["miou"] for r in rows], 0.4, label="optical input")
-    ax.bar(x + 0.2, [100 * r[2]["miou"] for r in rows], 0.4, label="SAR input")
-    ax.set_xticks(x, [r[0].replace(", ", ",\\n") for r in rows], fontsize=8); ax.set_ylabel("linear-probe mIoU (%)")
-    ax.set_title("Frozen features after short and long pre-training (same probe, held-out scenes)"); ax.legend()
-    plt.show()
+    qviz.plot_probe_miou([(label, opt["miou"], sar["miou"]) for label, opt, sar in rows], wrap_labels=True,
+                         title="Frozen features after short and long pre-training (same probe, held-out scenes)")
 else:
     print("skipped: the shipped backbones are the tiny preset on the synthetic world")
 """, tags=["figure"])
@@ -514,27 +398,10 @@ much more of its attention falls on each class than that class's share of the pi
 code("""
 qsacl_model = qsacl_trainer.ema_model
 attn_all = query_attention_maps(qsacl_model, test_opt, "optical", gsd)  # all held-out scenes: figure + lift table
-n_show = min(num_queries, 6)
-fig, axes = plt.subplots(2, n_show + 2, figsize=(2.2 * (n_show + 2), 4.6))
-for row, b in enumerate([0, 1]):
-    axes[row, 0].imshow(optical_to_display(test_opt[b].numpy())); axes[row, 0].set_title("optical")
-    axes[row, 1].imshow(colorize_labels(test_lab[b].numpy(), tree)); axes[row, 1].set_title("labels")
-    for q in range(n_show):
-        axes[row, q + 2].imshow(attn_all[b, q].numpy(), cmap="magma"); axes[row, q + 2].set_title(f"query {q}")
-for ax in axes.ravel():
-    ax.axis("off")
-fig.suptitle("QSACL cross-attention of each query (teacher, held-out scenes)")
-fig.legend(handles=viz.label_legend(tree, present=test_lab[:2].numpy()), loc="upper center", bbox_to_anchor=(0.5, 0.02),
-           ncol=6, fontsize=7, frameon=False)
-plt.show()
+qviz.show_query_attention(test_opt, test_lab, attn_all, tree, n_show=min(num_queries, 6))
 
 share, lift = query_class_affinity(attn_all, test_lab, num_classes)
-fig, ax = plt.subplots(figsize=(9, 0.45 * num_queries + 1.8))
-im = ax.imshow(np.log2(lift.nan_to_num(1.0).clamp(1 / 8, 8).numpy()), cmap="coolwarm", vmin=-3, vmax=3, aspect="auto")
-ax.set_xticks(range(num_classes), leaf_names, rotation=45, ha="right"); ax.set_yticks(range(num_queries))
-ax.set_ylabel("query"); ax.set_title("log2 lift: attention share / pixel share, per class")
-fig.colorbar(im, ax=ax, label="log2 lift")
-plt.show()
+qviz.plot_query_lift(lift, leaf_names)
 top = lift.nan_to_num(0).argmax(dim=1)
 for q in range(num_queries):
     print(f"query {q}: prefers {leaf_names[top[q]]:20s} (lift {lift[q, top[q]]:.1f}, "
@@ -548,21 +415,10 @@ runs the model. Headless runs (`rslab notebooks run`) build no widget at all (se
 """)
 
 code("""
-from rslab.viz import HEADLESS_NOTE, widgets_enabled
-
-def show_query(scene=0, query=0):
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
-    axes[0].imshow(optical_to_display(test_opt[scene].numpy())); axes[0].axis("off")
-    axes[1].imshow(attn_all[scene, query].numpy(), cmap="magma"); axes[1].axis("off")
-    axes[1].set_title(f"query {query}")
-    plt.show()
-
-if widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
-    import ipywidgets as widgets
-
-    widgets.interact(show_query, scene=(0, n_probe_test - 1), query=(0, num_queries - 1))
+if viz.widgets_enabled():  # a live kernel; headless runs skip widgets (see rslab.viz.widgets)
+    qviz.query_explorer(test_opt, attn_all)
 else:
-    print(HEADLESS_NOTE)  # the static figures above show the same maps
+    print(viz.HEADLESS_NOTE)  # the static figures above show the same maps
 """)
 
 md(r"""
