@@ -355,7 +355,7 @@ for name, d in diagnostics.items():
 md(r"""
 ### Ten times longer: the shipped stand-in backbones
 
-The runs above are this notebook's: 120 steps per method on one world's scenes, minutes on a CPU.
+The runs above are this notebook's: `steps` per method (120 in the smoke profile) on one world's scenes, minutes on a CPU.
 Pre-training is usually far longer than what a tutorial can afford, and a gap between methods may
 only open with time. The project ships two backbones pretrained **once**, with exactly this
 notebook's recipe (same architecture, views, heads, optimiser) for **1,200 steps** on the scenes of
@@ -372,8 +372,8 @@ if probe_shipped and pretrain_dataset == "synthetic" and backbone_preset == "tin
     # prints each stand-in's model card, then probes it on optical and SAR input
     long_probes = qs.probe_shipped_standins(data, next(qsacl_backbone.parameters()).device, steps=probe_steps)
     rows = [("random init", probes["random"], probes["random_sar"]),
-            ("image-level, 120 steps (here)", probes["contrastive"], probes["contrastive_sar"]),
-            ("QSACL, 120 steps (here)", probes["qsacl"], probes["qsacl_sar"]),
+            (f"image-level, {steps} steps (here)", probes["contrastive"], probes["contrastive_sar"]),
+            (f"QSACL, {steps} steps (here)", probes["qsacl"], probes["qsacl_sar"]),
             ("image-level, 1,200 steps (shipped)", long_probes["contrastive"], long_probes["contrastive_sar"]),
             ("QSACL, 1,200 steps (shipped)", long_probes["qsacl"], long_probes["qsacl_sar"])]
     print(f"{'backbone':36s} {'optical':>8s} {'SAR':>8s}")

@@ -21,6 +21,8 @@ import torch
 from rslab import weights
 from rslab.data.catalog import open_dataset, require_datasets
 from rslab.data.pairs import pairs_to_tensors, restyled_scenes
+from rslab.data.readers import SEN1FLOODS11_CLASSES
+from rslab.data.readers.pairs import crop_pair
 from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
@@ -29,6 +31,7 @@ from rslab.models.qsacl import ContrastiveSSL, QSACLConfig, pretraining_loss
 from rslab.recipes.budget import print_budget, time_step
 from rslab.recipes.qsacl import CatalogScenes, catalog_probe_tensors, linear_probe_miou, pretrain
 from rslab.train import TrainConfig, Trainer
+from rslab.viz import flat_tree
 
 __all__ = ["REAL_DATASETS", "ProbeScenes", "StudyData", "check_study_datasets", "synthetic_study_data",
            "catalog_study_data", "study_data", "pretrain_method", "print_pretrain_plan", "probe_backbone",
@@ -144,10 +147,6 @@ def catalog_study_data(data_root, scene_size: int, n_pretrain: int, n_probe_trai
     """The full profile's real data: SEN12MS pairs streamed from disk for pre-training (the first
     ``n_pretrain``), Sen1Floods11 train / test chips for the probe (centre ``scene_size`` windows,
     10 m GSD, two classes: not water / water). No restyled views (``alt_scenes=None``)."""
-    from rslab.data.readers import SEN1FLOODS11_CLASSES
-    from rslab.data.readers.pairs import crop_pair
-    from rslab.viz import flat_tree
-
     pretrain_dataset, probe_dataset = REAL_DATASETS
     log = log or (lambda line: None)
     pairs = open_dataset(pretrain_dataset, data_root, None, limit=n_pretrain)
