@@ -355,7 +355,8 @@ for name, d in diagnostics.items():
 md(r"""
 ### Ten times longer: the shipped stand-in backbones
 
-The runs above are this notebook's: `steps` per method (120 in the smoke profile) on one world's scenes, minutes on a CPU.
+The runs above are this notebook's: `steps` per method (120 in the smoke profile) on one world's
+scenes, minutes on a CPU.
 Pre-training is usually far longer than what a tutorial can afford, and a gap between methods may
 only open with time. The project ships two backbones pretrained **once**, with exactly this
 notebook's recipe (same architecture, views, heads, optimiser) for **1,200 steps** on the scenes of
