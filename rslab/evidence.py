@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rslab import notebooks as nbs
 from rslab.io import write_text_atomically
 
 #: The relations a claim may state: "A above B" (">") or "A below B" ("<").
@@ -263,8 +264,6 @@ def run_seeds(
     order, into ``<out_dir>/seed<N>/``; skip what already ran with the same profile, parameters
     and code (module docstring). Returns one record per (seed, notebook): status, wall_s, skipped.
     A failed notebook is logged and recorded; the seed goes on with its remaining notebooks."""
-    from rslab import notebooks as nbs
-
     seeds = list(seeds)
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
@@ -550,8 +549,6 @@ def notebook_evidence(stem: str, root: str | Path | None = None) -> str:
     """The verdicts of notebook ``stem``'s claims from the committed ``book/evidence.json``, as
     Markdown: what a notebook's conclusion quotes (one seed is an anecdote). Says so plainly when
     the page has not been made, or was made from another commit than the notebook's code."""
-    from rslab import notebooks as nbs
-
     try:
         root = Path(root).resolve() if root else nbs.find_root()
     except FileNotFoundError:  # a notebook copied out of the checkout: say where the page lives
@@ -581,8 +578,6 @@ def run_and_write(seeds: Sequence[int], *, claims_path: str | Path | None = None
                   out_dir: str | Path | None = None, threads: int = 1, write: bool = True,
                   log: Callable[[str], None] = print) -> Summary:
     """``rslab evidence run``: :func:`run_seeds`, then :func:`aggregate` and (``write``) :func:`write_page`."""
-    from rslab import notebooks as nbs
-
     root = Path(root).resolve() if root else nbs.find_root()
     claims, settings = load_claims(claims_path or root / DEFAULT_CLAIMS)
     out_dir = Path(out_dir).resolve() if out_dir else root / DEFAULT_OUT

@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rslab.weights import KNOWN_FILES
+
 
 @dataclass
 class BEiT3Config:
@@ -293,8 +295,6 @@ def beit3_tokenizer(spm_path: str | Path) -> BEiT3Tokenizer:
     """:class:`BEiT3Tokenizer` on the release's ``beit3.spm`` (needs the ``sentencepiece`` package)."""
     path = Path(spm_path)
     if not path.is_file():
-        from rslab.weights import KNOWN_FILES
-
         raise FileNotFoundError(f"BEiT-3 sentencepiece model not found: {path}; download "
                                 f"{KNOWN_FILES['beit3.spm']} there (beside the beit3_*_patch16_224.pth weights)")
     return BEiT3Tokenizer(path)

@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rslab import weights as W
+
 # A short ensemble of CLIP's ImageNet prompt templates (pass the full 80 via ``templates``).
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
@@ -125,8 +127,6 @@ def load_openai_clip(weights: str | os.PathLike | None = None, model_name: str =
     QuickGELU as well. Raises ``FileNotFoundError`` naming the path (nothing is downloaded).
     """
     import open_clip
-
-    from rslab import weights as W
 
     if quick_gelu is False:
         raise ValueError(f"OpenAI's {model_name} weights were trained with QuickGELU; building it with plain "

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rslab import weights as W
 from rslab.losses.boundary import TextGuidedBoundaryLoss
 from rslab.losses.segmentation import dice_loss, sigmoid_bce_loss
 from rslab.models.beit3 import BEiT3, BEiT3Config, beit3_tokenizer
@@ -283,8 +284,6 @@ class BEiT3TokenEncoder:
 def load_union_weights(model: "RS2SAM2", name: str = "beit3-large", path=None, allow_download: bool = False) -> Path:
     """Load the BEiT-3 release named ``name`` in ``rslab.weights`` into ``model``'s union encoder
     (strict: every tensor of the release's encoder, shapes checked). Returns the file used."""
-    from rslab import weights as W
-
     if model.cfg.union_encoder != "beit3":
         raise ValueError(f"the model's union encoder is {model.cfg.union_encoder!r}; build it with "
                          f"cfg.with_beit3(...) to load {name!r}")

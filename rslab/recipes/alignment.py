@@ -24,6 +24,7 @@ from rslab.losses.contrastive import ImageAlignmentLoss, info_nce, locked_text_l
 from rslab.models.alignment import OpticalTextModel, SARAlignmentModel, embed_optical, global_embedding
 from rslab.models.encoders import OpenCLIPTextEncoder, freeze, preprocess_sar
 from rslab.train import TrainConfig, Trainer
+from rslab.weights import get_entry, load
 
 
 def _loader(n: int, batch_size: int, seed: int):
@@ -244,8 +245,6 @@ def clip_from_registry(name: str, weights_dir=None, device="cpu"):
     ``"clip-vit-b16-openai"``, built with QuickGELU by :func:`rslab.weights.load`) and its text tower
     as a :class:`~rslab.models.encoders.OpenCLIPTextEncoder` (the tokenizer ships with open_clip)."""
     import open_clip
-
-    from rslab.weights import get_entry, load
 
     entry = get_entry(name)
     if entry.family not in ("openai_clip", "open_clip"):

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from rslab import weights as W
 from rslab.data.sar import normalize_sar
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.models import coninfer as ci
@@ -144,7 +145,6 @@ class SuiteModels:
 
 def _train_encoders(seed: int, align_steps: int, lit_steps: int, n_align_scenes: int, text_encoder,
                     optical_tower: str | None, weights_dir):
-    from rslab import weights as W
     return rc.train_alignment_encoders(
         SyntheticWorld(WorldConfig(size=64), seed=seed), rc.small_budget(align_steps, seed=seed),
         lit=rc.small_budget(lit_steps, seed=seed), n_train=n_align_scenes, text_encoder=text_encoder,
@@ -379,8 +379,6 @@ def build_branches(world, level: int, patch: int, suite: SuiteModels, prior_scen
     context (``suite.context_source`` as a registry name) when the full profile asks for them; moves
     the suite's models to ``device``.
     """
-    from rslab import weights as W
-
     if patch < 1 or world.config.size % patch:
         raise ValueError(f"patch={patch} must be >= 1 and divide the scene size {world.config.size}")
     tree = world.tree

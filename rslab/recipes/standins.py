@@ -60,7 +60,7 @@ from rslab.recipes.qsacl import linear_probe_miou, pretrain_config
 from rslab.recipes.qsacl import pretrain as pretrain_qsacl
 from rslab.recipes.rs2sam2 import StandinPretrainConfig, evaluate_promptable, pretrain_sam2_standin
 from rslab.train import TrainConfig
-from rslab.weights import STANDIN_DIR, file_sha256
+from rslab.weights import STANDIN_DIR, file_sha256, standin_card
 from rslab.weights import STANDINS as REGISTERED
 
 STANDIN_SCENES = 5_000_000   # first scene index of every stand-in's training corpus
@@ -417,8 +417,6 @@ README_START, README_END = "<!-- standins:start -->", "<!-- standins:end -->"
 
 def standins_table() -> str:
     """The README's table of shipped stand-ins, from their model cards (a test keeps the README equal)."""
-    from rslab.weights import standin_card
-
     rows = ["| stand-in | stands in for | used by | made by | held-out metrics (its card) |", "|---|---|---|---|---|"]
     for name in STANDINS:
         card = standin_card(name)
