@@ -342,6 +342,10 @@ def test_interrupted_ablation_resumes_and_skips_finished_rows(tmp_path, monkeypa
                         lambda cfg, *a, **k: trained.append(cfg.use_mpg) or real_train(cfg, *a, **k))
     again = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, out_dir=tmp_path, **kw)
     assert trained == [True]                        # the baseline row was skipped
+    for row in ("baseline", "full"):                # finished rows keep model, metrics, history; no checkpoints
+        assert not (tmp_path / row / "train" / "checkpoints").exists()
+        assert (tmp_path / row / "model" / "model.safetensors").is_file()
+        assert (tmp_path / row / "train" / "history.jsonl").is_file()
     assert again.metrics == reference.metrics       # resumed training gives the uninterrupted numbers
     assert [r["loss"] for r in again.histories["full"] if "loss" in r] == \
         [r["loss"] for r in reference.histories["full"] if "loss" in r]
@@ -349,6 +353,10 @@ def test_interrupted_ablation_resumes_and_skips_finished_rows(tmp_path, monkeypa
     changed = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, out_dir=tmp_path, **{**kw, "row_steps": {"full": 2}})
     assert trained == [True] and changed.steps["full"] == 2  # other settings: that row is retrained from step 0
     assert [r["step"] for r in changed.histories["full"] if "loss" in r][-1] == 2
+    kept = rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, out_dir=tmp_path / "kept", keep_checkpoints=True,
+                           **{**kw, "rows": ["baseline"]})
+    assert kept.metrics["baseline"] == reference.metrics["baseline"]
+    assert (tmp_path / "kept" / "baseline" / "train" / "checkpoints").is_dir()
     with pytest.raises(ValueError, match="row_steps"):
         rt.run_ablation(CFG, data, data, FakeTokens(), tcfg, rows=["full"], row_steps={"everything": 3})
 

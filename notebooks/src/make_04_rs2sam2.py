@@ -627,7 +627,8 @@ checkpoint to get the paper's setting: `rslab notebooks run --profile full --onl
 `full` row trains for the paper's budget (`full_row_steps`, 60k steps) and the other four rows for a
 fifth of it (`steps`, 12k): a smaller, stated budget, so the ablation costs about 1.8x the paper's
 training instead of 5x. Re-running on the same `artifacts/` resumes an interrupted row from its last
-checkpoint and skips finished rows.
+checkpoint and skips finished rows. A finished row keeps its model, metrics and history; its
+training checkpoints (model and optimiser state, several GB at SAM2-L size) are then deleted.
 """)
 
 nb.over_seeds()

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,7 @@ from rslab.models.rs2sam2 import (
     read_sam2_state,
 )
 from rslab.train import TrainConfig, Trainer, default_optimizer, load_history, make_loader
+from rslab.train.checkpoint import CHECKPOINTS
 
 __all__ = [
     "ABLATION_ROWS", "ABLATION_LABELS", "RS2SAM2TrainConfig", "TrainedRS2SAM2", "AblationResult",
@@ -469,7 +471,8 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
                  sam2_checkpoint: str | Path | None = None,
                  log: Callable[[str], None] | None = print, out_dir: str | Path | None = None,
                  row_steps: dict[str, int] | None = None,
-                 prepare: Callable[[RS2SAM2], None] | None = None) -> AblationResult:
+                 prepare: Callable[[RS2SAM2], None] | None = None,
+                 keep_checkpoints: bool = False) -> AblationResult:
     """Train and evaluate each ablation row with the same data, lr and seed.
 
     ``base_cfg`` gives everything but the row switches (:data:`ABLATION_ROWS`). The training
@@ -486,7 +489,10 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
     ``out_dir`` makes the ablation resumable: each row trains into ``out_dir/<row>/train`` (an
     interrupted row continues from its last checkpoint) and, once evaluated, writes
     ``out_dir/<row>/metrics.json`` and its model; a re-run skips every row whose metrics file was
-    written with the same settings (a row with other settings is retrained).
+    written with the same settings (a row with other settings is retrained). Once a row's model and
+    metrics are written, its training checkpoints (``<row>/train/checkpoints``: the model and the
+    optimiser state, several GB per row at SAM2-L size) are deleted unless ``keep_checkpoints``;
+    the history stays.
     """
     rows = list(ABLATION_ROWS) if rows is None else list(rows)
     unknown = [r for r in rows if r not in ABLATION_ROWS]
@@ -539,6 +545,8 @@ def run_ablation(base_cfg: RS2SAM2Config, train: ReferringDataset, eval_data: Re
             save_rs2sam2(trained.model, out / row / "model")
             write_text_atomically(out / row / "metrics.json", json.dumps(
                 {"key": key, "metrics": result.metrics[row], "train_s": trained.train_s}, indent=1))
+            if not keep_checkpoints:   # the row is finished and saved: a re-run skips it
+                shutil.rmtree(out / row / "train" / CHECKPOINTS, ignore_errors=True)
         if keep_models:
             result.models[row] = trained.model
         if log is not None:
