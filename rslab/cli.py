@@ -293,7 +293,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     path = S.pretrain(args.name, size=args.size, out_dir=args.out, work_dir=args.work, progress=not args.quiet,
                       **overrides)
     card = json.loads(path.with_suffix(".json").read_text())
-    print(f"wrote {path} ({card['bytes']:,} bytes, sha256 {card['sha256']}) and its card {path.with_suffix('.md')}")
+    print(f"{path} ({card['bytes']:,} bytes, sha256 {card['sha256']}), card {path.with_suffix('.md')}")
     print("metrics:", {k: round(v, 4) if isinstance(v, float) else v for k, v in card["metrics"].items()})
     return 0
 

@@ -63,11 +63,26 @@ def test_registry_refuses_a_standin_whose_file_does_not_match_its_card(made, tmp
         W.load("optical-text-standin", path=tmp_path)
 
 
-def test_a_finished_run_resumes_instead_of_retraining(made):
+def test_a_finished_run_resumes_instead_of_retraining(made, monkeypatch, tmp_path):
     out, paths = made
-    before = W.file_sha256(paths["sam2-standin-tiny-64"])
-    again = S.pretrain("sam2-standin-tiny-64", "ci", out_dir=out, progress=False)
-    assert W.file_sha256(again) == before  # the engine found the finished checkpoint: same weights
+    name = "sam2-standin-tiny-64"
+    before = W.file_sha256(paths[name])
+    card = paths[name].with_suffix(".json").read_text()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a stand-in already made with these settings was prepared or trained again")
+
+    standin = S.STANDINS[name]
+    monkeypatch.setitem(S.STANDINS, name, S.Standin(name, standin.sizes, must_not_run, standin.architecture))
+    again = S.pretrain(name, "ci", out_dir=out, progress=False)
+    assert again == paths[name] and W.file_sha256(again) == before
+    assert paths[name].with_suffix(".json").read_text() == card   # the card is not rewritten
+    monkeypatch.undo()
+    # without the finished file, the same work folder resumes: the engine finds the last checkpoint
+    copy = tmp_path / "out"
+    copy.mkdir()
+    again = S.pretrain(name, "ci", out_dir=copy, work_dir=out / ".work" / f"{name}-ci", progress=False)
+    assert W.file_sha256(again) == before
 
 
 def test_a_work_folder_of_other_settings_is_refused(made):

@@ -346,6 +346,19 @@ def get_standin(name: str) -> Standin:
     return STANDINS[name]
 
 
+def _already_made(weights: Path, settings: Mapping[str, Any]) -> bool:
+    """True when ``weights`` and its card exist, the card was written for ``settings`` and its sha256
+    is the file's: nothing to train or measure again (not even the data to prepare)."""
+    card_path = weights.with_suffix(".json")
+    if not (weights.is_file() and card_path.is_file()):
+        return False
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return card.get("settings") == settings and card.get("sha256") == file_sha256(weights)
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=STANDIN_DIR.parent, capture_output=True,
@@ -370,9 +383,15 @@ def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None
     s = standin.settings(size, **overrides)
     out_dir = Path(out_dir or STANDIN_DIR)
     work = Path(work_dir) if work_dir else out_dir / ".work" / f"{name}-{size}"
+    as_json = json.loads(json.dumps(s))
+    weights = out_dir / f"{name}.safetensors"
+    if _already_made(weights, as_json):
+        if progress:
+            print(f"{name}: already made with these settings ({weights}, card {weights.with_suffix('.json').name}); "
+                  "delete the file to make it again")
+        return weights
     work.mkdir(parents=True, exist_ok=True)
     settings_file = work / "settings.json"
-    as_json = json.loads(json.dumps(s))
     if settings_file.is_file() and json.loads(settings_file.read_text()) != as_json:
         raise ValueError(f"{work} holds a run with other settings ({settings_file}); "
                          "pass another work_dir or delete it")
@@ -390,7 +409,6 @@ def pretrain(name: str, size: str = "shipped", out_dir: str | Path | None = None
     write_text_atomically(timing_file, json.dumps(timing, indent=2))
     state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu()).contiguous()
              for k, v in model.state_dict().items()}
-    weights = out_dir / f"{name}.safetensors"
     write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
     weights.chmod(0o644)  # a shipped file: readable by whoever installs the package
     command = f"rslab pretrain {name}" + ("" if size == "shipped" else f" --size {size}") + "".join(
