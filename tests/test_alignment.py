@@ -27,16 +27,6 @@ from rslab.viz import pca_2d
 TINY = dict(embed_dim=32, depth=1, num_heads=2, img_size=16, out_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these tests train small models; on a 2-core machine shared by parallel test workers, torch's
-    # default thread pool oversubscribes the cores and runs ~10x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def toy_pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Co-registered toy pairs of 4 "classes" (the brightest optical channel) with smooth random
     content; SAR is a fixed per-pixel function of the optical image. Returns optical, sar, class."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fakes import HashText
 from torch.utils.data import TensorDataset
 
 from rslab.data.augment import SARViewAugment
@@ -29,14 +30,6 @@ from rslab.recipes.alignment_study import (
 from rslab.train import TrainConfig
 
 TINY = dict(embed_dim=32, depth=1, num_heads=2, img_size=16, out_dim=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()  # tiny models: one thread avoids oversubscribing a shared CPU
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def toy_pairs(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,13 +79,6 @@ def test_runs_share_the_initial_encoder_and_are_reproducible():
 def test_optical_tower_trains_against_the_frozen_text_space():
     world = SyntheticWorld(WorldConfig(size=64), seed=0)
     samples = [world.scene(i) for i in range(4)]
-
-    class HashText:  # a frozen "text encoder": one fixed random unit vector per string
-        dim = 16
-
-        def encode(self, texts):
-            rows = [torch.randn(16, generator=torch.Generator().manual_seed(sum(map(ord, t)))) for t in texts]
-            return F.normalize(torch.stack(rows), dim=-1)
 
     torch.manual_seed(0)
     tower_cfg = ImageEncoderConfig(in_chans=4, **{**TINY, "img_size": 64})

@@ -5,6 +5,7 @@ CPU-only run catches what would fail on a GPU ("Expected all tensors to be on th
 import numpy as np
 import pytest
 import torch
+from fakes import HashText as _HashText
 from torch import nn
 
 from rslab.testing.device import DeviceMismatchError, OtherDeviceTensor, other_device
@@ -65,15 +66,6 @@ def test_checker_places_the_trainer_model_and_batches_on_the_other_device():
 
 
 # ---- notebook 03: VITA (the evaluation built CPU inputs for a model on the GPU)
-
-class _HashText:
-    """A deterministic stand-in text encoder (embeddings on the CPU, as MiniLM's are)."""
-
-    dim = 16
-
-    def prompt_embeddings(self, names, templates=None):
-        vecs = [torch.randn(16, generator=torch.Generator().manual_seed(sum(map(ord, n)))) for n in names]
-        return torch.nn.functional.normalize(torch.stack(vecs), dim=-1)
 
 
 def _vita():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from fakes import HashText as _HashText
 
 from rslab.losses.set_prediction import SetCriterion
 from rslab.models.vita import (
@@ -241,16 +242,6 @@ def test_tiny_model_overfits_one_episode():
 # ---------------------------------------------------------------------------------------------
 # Recipe: episodes -> loss -> prediction (with a stand-in text encoder, no MiniLM load)
 # ---------------------------------------------------------------------------------------------
-
-
-class _HashText:
-    """Deterministic fake text encoder: one fixed random vector per name."""
-
-    dim = 16
-
-    def prompt_embeddings(self, names):
-        vecs = [torch.randn(16, generator=torch.Generator().manual_seed(sum(map(ord, n)))) for n in names]
-        return torch.nn.functional.normalize(torch.stack(vecs), dim=-1)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fakes import HashText as _HashText
 from safetensors.torch import load_file
 
 from rslab.curriculum import sga_level_probs, sga_mu, sga_schedule
@@ -21,16 +22,6 @@ from rslab.recipes import vita as R
 from rslab.recipes import vita_study as S
 
 SMALL = dict(dim=32, num_queries=4, former_layers=1, decoder_layers=2, heads=4, ffn_dim=64, encoder_widths=(8, 16, 32))
-
-
-class _HashText:
-    """Deterministic fake text encoder: one fixed random vector per name (no MiniLM load)."""
-
-    dim = 16
-
-    def prompt_embeddings(self, names):
-        vecs = [torch.randn(16, generator=torch.Generator().manual_seed(sum(map(ord, n)))) for n in names]
-        return torch.nn.functional.normalize(torch.stack(vecs), dim=-1)
 
 
 @pytest.fixture(scope="module")
