@@ -395,17 +395,19 @@ def train_teacher_sar_alignment(model: TeacherSARModel, pairs: torch.utils.data.
 
 @torch.no_grad()
 def embed_pairs(model: TeacherSARModel, pairs: torch.utils.data.Dataset, sar_encoder: nn.Module | None = None,
-                batch_size: int = 64, num_workers: int = 0) -> dict[str, torch.Tensor]:
+                batch_size: int = 64, num_workers: int = 0, optical: bool = True) -> dict[str, torch.Tensor]:
     """L2-normalised ``{"optical", "sar"}`` embeddings (N, D) of every pair (on the CPU), computed in
     batches on the model's device; ``sar_encoder`` replaces ``model.sar`` (e.g. the untrained one),
-    and ``"labels"`` (N, S, S) comes back when the pairs carry labels."""
+    and ``"labels"`` (N, S, S) comes back when the pairs carry labels. ``optical=False`` skips the
+    (frozen) optical tower, e.g. for a second SAR encoder on pairs already embedded."""
     sar_encoder = sar_encoder if sar_encoder is not None else model.sar
     device = next(sar_encoder.parameters()).device
     was = sar_encoder.training
     sar_encoder.eval()
     out: dict[str, list] = {"optical": [], "sar": [], "labels": []}
     for batch in DataLoader(pairs, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-        out["optical"].append(F.normalize(model.optical(batch[0].to(device)).float(), dim=-1).cpu())
+        if optical:
+            out["optical"].append(F.normalize(model.optical(batch[0].to(device)).float(), dim=-1).cpu())
         out["sar"].append(F.normalize(sar_encoder(batch[1].to(device)).float(), dim=-1).cpu())
         if len(batch) > 2:
             out["labels"].append(batch[2])

@@ -267,12 +267,15 @@ def evaluate_paper_alignment(model: TeacherSARModel, unaligned_sar: nn.Module,
     ``optical_zeroshot_balanced_acc``) and how many chips were scored and were water."""
     if water_prompts.ndim != 2 or len(water_prompts) != 2:
         raise ValueError(f"water_prompts must be (2, D): not water, water; got {tuple(water_prompts.shape)}")
+    # the optical tower is frozen: it runs once per dataset; the "before" pass runs only the SAR encoder
     after = embed_pairs(model, eval_pairs, num_workers=num_workers)
-    before = embed_pairs(model, eval_pairs, sar_encoder=unaligned_sar, num_workers=num_workers)
+    before = {**embed_pairs(model, eval_pairs, sar_encoder=unaligned_sar, num_workers=num_workers, optical=False),
+              "optical": after["optical"]}
     flood_emb = {"after": embed_pairs(model, flood_chips, num_workers=num_workers)}
-    flood_emb["before"] = embed_pairs(model, flood_chips, sar_encoder=unaligned_sar, num_workers=num_workers)
     if "labels" not in flood_emb["after"]:
         raise ValueError("flood_chips must yield labels (optical, sar, labels) to score water zero-shot")
+    flood_emb["before"] = embed_pairs(model, flood_chips, sar_encoder=unaligned_sar, num_workers=num_workers,
+                                      optical=False)
     labels = flood_emb["after"]["labels"]
     labelled = (labels != ignore_index).flatten(1).sum(1)
     keep = labelled > 0

@@ -114,6 +114,9 @@ def synthetic_study_data(scene_size: int, n_pretrain: int, n_probe_train: int, n
                            ("n_probe_test", n_probe_test, 1), ("other_styles", other_styles, 0)]:
         if not isinstance(n, (int, np.integer)) or n < least:
             raise ValueError(f"{name} must be an int >= {least}, got {n!r}")
+    if n_probe_train > n_pretrain:
+        raise ValueError(f"n_probe_train={n_probe_train} must be <= n_pretrain={n_pretrain}: the probe's labelled "
+                         "scenes are the first pre-training scenes")
     if test_start < max(n_pretrain, n_probe_train):
         raise ValueError(f"test_start={test_start} would reuse pre-training or probe scenes as held-out ones; "
                          f"pass test_start >= {max(n_pretrain, n_probe_train)}")
@@ -121,8 +124,9 @@ def synthetic_study_data(scene_size: int, n_pretrain: int, n_probe_train: int, n
     world = SyntheticWorld(WorldConfig(size=scene_size), seed=seed)
     gsd = world.config.gsd_m  # metres per pixel; drives Adaptive Patch Merging
     t0 = time.perf_counter()
-    pre_scenes, pre_opt, pre_sar, _ = _synthetic_scenes(world, 0, n_pretrain)  # unlabelled use only
-    _, probe_opt, probe_sar, probe_lab = _synthetic_scenes(world, 0, n_probe_train)  # a labelled subset
+    pre_scenes, pre_opt, pre_sar, pre_lab = _synthetic_scenes(world, 0, n_pretrain)  # unlabelled use only
+    # the probe's labelled subset: the first pre-training scenes
+    probe_opt, probe_sar, probe_lab = (x[:n_probe_train].clone() for x in (pre_opt, pre_sar, pre_lab))
     test_scenes, test_opt, test_sar, test_lab = _synthetic_scenes(world, test_start, n_probe_test)
     log(f"{n_pretrain + n_probe_test} scenes in {time.perf_counter() - t0:.1f} s; {world.num_classes} classes; "
         f"GSD {gsd} m")
@@ -237,7 +241,5 @@ def probe_shipped_standins(data: StudyData, device, steps: int = 300, names: tup
         entry = f"backbone-{name}-standin"
         if log:
             log(weights.standin_summary(entry))
-        shipped = weights.load(entry).to(device)
-        out[name] = probe_backbone(shipped, data, "optical", steps)
-        out[f"{name}_sar"] = probe_backbone(shipped, data, "sar", steps)
+        out |= probe_backbones({name: weights.load(entry).to(device)}, data, steps)
     return out

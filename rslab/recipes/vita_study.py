@@ -28,6 +28,7 @@ from rslab.data.episodes import ScenePool
 from rslab.data.readers import MMSegFolder
 from rslab.data.synthetic import SyntheticWorld, WorldConfig
 from rslab.data.tree import load_tree
+from rslab.io import write_atomically, write_text_atomically
 from rslab.metrics import mean_iou
 from rslab.models import vita as V
 from rslab.models.backbone import BACKBONE_WEIGHTS_FILE, load_backbone
@@ -243,9 +244,10 @@ def save_vita(model: V.VITA, out, preset: str, encoder_source: str) -> tuple[Pat
     if not out.is_dir():
         raise ValueError(f"out must be an existing folder (the run's artifacts), got {out}")
     weights, config = out / f"vita_{preset}.safetensors", out / "vita_config.json"
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
-    config.write_text(json.dumps({"preset": preset, "encoder_source": encoder_source,
-                                  **dataclasses.asdict(model.cfg)}, indent=2))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    write_text_atomically(config, json.dumps({"preset": preset, "encoder_source": encoder_source,
+                                              **dataclasses.asdict(model.cfg)}, indent=2))
     return weights, config
 
 
